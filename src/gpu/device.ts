@@ -47,17 +47,17 @@ const LIMIT_NAMES: (keyof GpuLimits)[] = [
 const isNode = typeof process !== 'undefined' && !!process.versions?.node;
 
 export async function acquireGpu(options: AcquireOptions = {}): Promise<Gpu> {
-  let gpu: GPU;
+  const powerPreference = options.powerPreference ?? 'high-performance';
+  let adapter: GPUAdapter | null;
   if (!isNode && typeof navigator !== 'undefined' && navigator.gpu) {
-    gpu = navigator.gpu;
+    adapter = await navigator.gpu.requestAdapter({ powerPreference });
   } else if (isNode) {
-    gpu = await nodeGpu(options);
+    adapter = await nodeAdapter(options, powerPreference);
   } else {
     throw new NoGpuError(
       'WebGPU is not available in this browser: use a recent Chrome/Edge (or Chromium with --enable-unsafe-webgpu).',
     );
   }
-  const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference ?? 'high-performance' });
   if (!adapter) {
     throw new NoGpuError(
       isNode
@@ -101,30 +101,28 @@ const SWIFTSHADER_ICDS = [
   '/usr/lib/chromium-browser/vk_swiftshader_icd.json',
   '/opt/google/chrome/vk_swiftshader_icd.json',
 ];
-const VULKAN_ICD_DIRS = ['/usr/share/vulkan/icd.d', '/etc/vulkan/icd.d', '/usr/local/share/vulkan/icd.d'];
 
-async function nodeGpu(options: AcquireOptions): Promise<GPU> {
+/** Dawn instances created in this process; a collected instance takes its devices' event loop with it. */
+const liveInstances: GPU[] = [];
+
+/** Linux/WSL device nodes through which a Vulkan driver reaches real GPU hardware. */
+function hasGpuDeviceNode(fs: typeof import('node:fs')): boolean {
+  if (process.platform !== 'linux') return true;
+  if (fs.existsSync('/dev/nvidia0') || fs.existsSync('/dev/dxg')) return true;
+  try {
+    return fs.readdirSync('/dev/dri').some((f) => f.startsWith('renderD'));
+  } catch {
+    return false;
+  }
+}
+
+async function nodeAdapter(options: AcquireOptions, powerPreference: GPUPowerPreference): Promise<GPUAdapter | null> {
   const fs = await import('node:fs');
   const os = await import('node:os');
   // SwiftShader complains unless XDG_RUNTIME_DIR names a writable folder.
   const xdg = process.env.XDG_RUNTIME_DIR;
   if (!xdg || !fs.existsSync(xdg)) process.env.XDG_RUNTIME_DIR = os.tmpdir();
 
-  const userChoseDriver = !!(process.env.VK_ICD_FILENAMES || process.env.VK_DRIVER_FILES);
-  if (!userChoseDriver) {
-    const hasSystemDriver = VULKAN_ICD_DIRS.some((d) => {
-      try {
-        return fs.readdirSync(d).some((f) => f.endsWith('.json'));
-      } catch {
-        return false;
-      }
-    });
-    const swiftshader = SWIFTSHADER_ICDS.find((p) => fs.existsSync(p));
-    if (swiftshader && (options.swiftshader || !hasSystemDriver)) {
-      // The Vulkan loader reads this when Dawn creates its instance, so it must be set before `create()`.
-      process.env.VK_ICD_FILENAMES = swiftshader;
-    }
-  }
   let webgpu: typeof import('webgpu');
   try {
     webgpu = await import('webgpu');
@@ -132,5 +130,25 @@ async function nodeGpu(options: AcquireOptions): Promise<GPU> {
     throw new NoGpuError(`the 'webgpu' npm package (Dawn for Node) could not be loaded: ${(e as Error).message}`);
   }
   Object.assign(globalThis, webgpu.globals);
-  return webgpu.create([]);
+
+  const userChoseDriver = !!(process.env.VK_ICD_FILENAMES || process.env.VK_DRIVER_FILES);
+  const swiftshader = SWIFTSHADER_ICDS.find((p) => fs.existsSync(p));
+  const request = () => {
+    // The Dawn instance must outlive its devices (its event loop resolves mapAsync): keep it referenced.
+    const instance = webgpu.create([]);
+    liveInstances.push(instance);
+    return instance.requestAdapter({ powerPreference });
+  };
+  const useSwiftshader = () => {
+    // The Vulkan loader reads this when Dawn creates its instance, so it is set before `create()`.
+    process.env.VK_ICD_FILENAMES = swiftshader;
+    return request();
+  };
+  if (userChoseDriver || !swiftshader) return request();
+  // Without GPU device nodes there is no hardware to find: go straight to SwiftShader. (Trying the installed
+  // Vulkan drivers first and then a second Dawn instance can crash Dawn; Mesa's lavapipe is rejected anyway.)
+  if (options.swiftshader || !hasGpuDeviceNode(fs)) return useSwiftshader();
+  const adapter = await request();
+  if (adapter) return adapter;
+  return useSwiftshader();
 }

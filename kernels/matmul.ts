@@ -1,0 +1,62 @@
+// Launcher for shaders/matmul.wgsl: y = act(x · Wᵀ + b) + residual, W in its stored dtype.
+
+import source from '../shaders/matmul.wgsl';
+import type { GpuContext, Recorder } from '../src/gpu/context.js';
+import { Uniforms } from '../src/gpu/context.js';
+import type { Tensor } from '../src/gpu/tensor.js';
+import { type Activation, type RowView, activationDefines, assemble } from './common.js';
+
+const WG = 8;
+const TILE = 4;
+
+export interface MatmulArgs {
+  x: RowView;
+  /** Weight [N, K] (Hugging Face Linear layout). */
+  w: Tensor;
+  b?: Tensor | null;
+  residual?: RowView | null;
+  out: RowView;
+  act?: Activation;
+}
+
+export function matmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
+  const [N, K] = a.w.shape;
+  const M = a.x.rows;
+  if (a.w.shape.length !== 2) throw new Error(`matmul: weight ${a.w.label} must be 2-D, got [${a.w.shape.join(', ')}]`);
+  if (a.x.cols !== K) throw new Error(`matmul: ${a.x.tensor.label} has ${a.x.cols} columns but ${a.w.label} expects ${K}`);
+  if (a.out.rows !== M || a.out.cols !== N) {
+    throw new Error(`matmul: output ${a.out.tensor.label} view is ${a.out.rows}x${a.out.cols}, expected ${M}x${N}`);
+  }
+  if (a.b && a.b.numel !== N) throw new Error(`matmul: bias ${a.b.label} has ${a.b.numel} elements, expected ${N}`);
+  if (a.residual && (a.residual.rows !== M || a.residual.cols !== N)) {
+    throw new Error(`matmul: residual ${a.residual.tensor.label} view is ${a.residual.rows}x${a.residual.cols}, expected ${M}x${N}`);
+  }
+  const weights: Record<string, Tensor['dtype']> = { w: a.w.dtype };
+  if (a.b) weights.b = a.b.dtype;
+  const asm = assemble(source, weights, { activations: true });
+  const kernel = ctx.kernel({
+    name: 'matmul',
+    source: asm.source,
+    defines: { ...asm.defines, ...activationDefines(a.act ?? 'none'), HAS_BIAS: !!a.b, HAS_RESIDUAL: !!a.residual },
+    constants: { WG_X: WG, WG_Y: WG },
+    bindings: ['uniform', 'read', 'read', a.b ? 'read' : null, a.residual ? 'read' : null, 'write'],
+  });
+  const u = new Uniforms()
+    .u32(M)
+    .u32(N)
+    .u32(K)
+    .u32(a.x.offset)
+    .u32(a.x.stride)
+    .u32(a.out.offset)
+    .u32(a.out.stride)
+    .u32(a.residual?.offset ?? 0)
+    .u32(a.residual?.stride ?? 0)
+    .done();
+  rec.dispatch(
+    kernel,
+    u,
+    [null, a.x.tensor.buffer, a.w.buffer, a.b?.buffer ?? null, a.residual?.tensor.buffer ?? null, a.out.tensor.buffer],
+    [Math.ceil(N / (WG * TILE)), Math.ceil(M / (WG * TILE))],
+    `matmul ${a.w.label}`,
+  );
+}

@@ -1,0 +1,339 @@
+// The engine's GPU context: buffer creation checked against the adapter's limits, a pipeline cache with
+// explicit bind-group layouts, a recorder that turns one forward step into one command encoder, and readback.
+
+import { type Gpu } from './device.js';
+import { preprocess, definesKey, type Defines } from './wgsl.js';
+import { Tensor, type DType, dtypeBytes, numel } from './tensor.js';
+
+/** How a shader binding is used; binding 0 of every kernel is its uniform parameter block. */
+export type BindingKind = 'uniform' | 'read' | 'write';
+
+export interface KernelSpec {
+  /** Shader family name, e.g. 'matmul' (used in labels and cache keys). */
+  name: string;
+  source: string;
+  entryPoint?: string;
+  defines?: Defines;
+  /** WGSL `override` constants (workgroup sizes and the like). */
+  constants?: Record<string, number>;
+  /** Binding kinds, indexed by binding number; `null` marks a binding this variant does not declare. */
+  bindings: (BindingKind | null)[];
+}
+
+export interface Kernel {
+  key: string;
+  pipeline: GPUComputePipeline;
+  layout: GPUBindGroupLayout;
+  bindings: (BindingKind | null)[];
+}
+
+export type BufferRef = GPUBuffer | { buffer: GPUBuffer; offset: number; size: number };
+
+interface DispatchOp {
+  kind: 'dispatch';
+  kernel: Kernel;
+  resources: (BufferRef | null)[];
+  uniformOffset: number;
+  uniformSize: number;
+  workgroups: [number, number, number];
+  label: string;
+}
+interface CopyOp {
+  kind: 'copy';
+  src: GPUBuffer;
+  srcOffset: number;
+  dst: GPUBuffer;
+  dstOffset: number;
+  size: number;
+}
+
+/** Uniform blocks are 256-byte aligned slots in one arena buffer, written once per submit. */
+const UNIFORM_ALIGN = 256;
+
+export class GpuContext {
+  readonly device: GPUDevice;
+  private kernels = new Map<string, Kernel>();
+  private arena: GPUBuffer | null = null;
+  /** Total bytes of GPU buffers created and not destroyed through this context. */
+  allocatedBytes = 0;
+
+  constructor(readonly gpu: Gpu) {
+    this.device = gpu.device;
+  }
+
+  get limits() {
+    return this.gpu.limits;
+  }
+
+  /** Create a buffer, refusing with a clear message when it exceeds the adapter's limits. */
+  createBuffer(size: number, usage: GPUBufferUsageFlags, label: string): GPUBuffer {
+    const padded = Math.max(4, Math.ceil(size / 4) * 4);
+    if (padded > this.limits.maxBufferSize) {
+      throw new Error(
+        `buffer ${label} needs ${fmtBytes(padded)} but this adapter's maxBufferSize is ${fmtBytes(this.limits.maxBufferSize)}`,
+      );
+    }
+    if (usage & GPUBufferUsage.STORAGE && padded > this.limits.maxStorageBufferBindingSize) {
+      throw new Error(
+        `buffer ${label} needs ${fmtBytes(padded)} but this adapter binds at most ` +
+          `${fmtBytes(this.limits.maxStorageBufferBindingSize)} (maxStorageBufferBindingSize)`,
+      );
+    }
+    const buffer = this.device.createBuffer({ size: padded, usage, label });
+    this.allocatedBytes += padded;
+    return buffer;
+  }
+
+  destroyBuffer(buffer: GPUBuffer): void {
+    this.allocatedBytes -= buffer.size;
+    buffer.destroy();
+  }
+
+  /** A storage tensor of f32 activations (contents undefined). */
+  activation(shape: readonly number[], label: string): Tensor {
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    return new Tensor(this.createBuffer(numel(shape) * 4, usage, label), shape, 'f32', label);
+  }
+
+  /** Upload raw little-endian bytes of a tensor as stored (f16/bf16 stay packed). */
+  uploadTensor(bytes: Uint8Array, shape: readonly number[], dtype: DType, label: string): Tensor {
+    const expected = numel(shape) * dtypeBytes(dtype);
+    if (bytes.byteLength !== expected) {
+      throw new Error(`tensor ${label}: ${bytes.byteLength} bytes for shape [${shape.join(', ')}] ${dtype} (expected ${expected})`);
+    }
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+    const buffer = this.createBuffer(bytes.byteLength, usage, label);
+    this.writeBytes(buffer, 0, bytes);
+    return new Tensor(buffer, shape, dtype, label);
+  }
+
+  uploadF32(data: Float32Array, shape: readonly number[], label: string): Tensor {
+    return this.uploadTensor(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), shape, 'f32', label);
+  }
+
+  /** writeBuffer needs 4-byte multiples; pad a copy when the source is not. */
+  writeBytes(buffer: GPUBuffer, offset: number, bytes: Uint8Array): void {
+    if (bytes.byteLength % 4 === 0) {
+      this.device.queue.writeBuffer(buffer, offset, bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    } else {
+      const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+      padded.set(bytes);
+      this.device.queue.writeBuffer(buffer, offset, padded.buffer, 0, padded.byteLength);
+    }
+  }
+
+  kernel(spec: KernelSpec): Kernel {
+    const constants = spec.constants ?? {};
+    const constKey = Object.keys(constants)
+      .sort()
+      .map((k) => `${k}=${constants[k]}`)
+      .join(',');
+    const key = `${spec.name}:${spec.entryPoint ?? 'main'}[${definesKey(spec.defines ?? {})}][${constKey}]`;
+    const cached = this.kernels.get(key);
+    if (cached) return cached;
+    const code = preprocess(spec.source, spec.defines ?? {}, `${spec.name}.wgsl`);
+    const module = this.device.createShaderModule({ code, label: key });
+    const entries: GPUBindGroupLayoutEntry[] = [];
+    spec.bindings.forEach((kind, binding) => {
+      if (!kind) return;
+      const type: GPUBufferBindingType =
+        kind === 'uniform' ? 'uniform' : kind === 'read' ? 'read-only-storage' : 'storage';
+      entries.push({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } });
+    });
+    const layout = this.device.createBindGroupLayout({ entries, label: key });
+    const pipeline = this.device.createComputePipeline({
+      label: key,
+      layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout], label: key }),
+      compute: { module, entryPoint: spec.entryPoint ?? 'main', constants },
+    });
+    const kernel = { key, pipeline, layout, bindings: spec.bindings };
+    this.kernels.set(key, kernel);
+    return kernel;
+  }
+
+  recorder(label = 'step'): Recorder {
+    return new Recorder(this, label);
+  }
+
+  /** @internal the shared uniform arena, grown on demand. */
+  uniformArena(size: number): GPUBuffer {
+    if (!this.arena || this.arena.size < size) {
+      if (this.arena) this.destroyBuffer(this.arena);
+      const grown = Math.max(size, 64 * 1024, (this.arena?.size ?? 0) * 2);
+      this.arena = this.createBuffer(grown, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, 'uniform-arena');
+    }
+    return this.arena;
+  }
+
+  /** Read `count` f32 values starting at byte `offset` of a buffer (one staging copy + map). */
+  async readF32(buffer: GPUBuffer, offset = 0, count?: number): Promise<Float32Array> {
+    const bytes = await this.readBytes(buffer, offset, (count ?? (buffer.size - offset) / 4) * 4);
+    return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+  }
+
+  async readU32(buffer: GPUBuffer, offset = 0, count = 1): Promise<Uint32Array> {
+    const bytes = await this.readBytes(buffer, offset, count * 4);
+    return new Uint32Array(bytes.buffer, bytes.byteOffset, count);
+  }
+
+  async readBytes(buffer: GPUBuffer, offset: number, size: number): Promise<Uint8Array> {
+    this.checkAlive();
+    const staging = this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const enc = this.device.createCommandEncoder();
+    enc.copyBufferToBuffer(buffer, offset, staging, 0, size);
+    this.device.queue.submit([enc.finish()]);
+    await staging.mapAsync(GPUMapMode.READ);
+    const out = new Uint8Array(staging.getMappedRange().slice(0));
+    staging.unmap();
+    staging.destroy();
+    return out;
+  }
+
+  checkAlive(): void {
+    if (this.gpu.lost) throw new Error(`the GPU device was lost: ${this.gpu.lost}`);
+  }
+}
+
+/**
+ * Records one step (a forward pass, a decode step) as a list of dispatches and copies, then encodes them into
+ * a single command encoder: compute dispatches share one pass until a copy needs to interleave.
+ */
+export class Recorder {
+  private ops: (DispatchOp | CopyOp)[] = [];
+  private uniforms: ArrayBuffer[] = [];
+  private uniformBytes = 0;
+
+  constructor(
+    private ctx: GpuContext,
+    private label: string,
+  ) {}
+
+  /**
+   * Queue a dispatch. `resources[i]` binds binding i (the uniform block at binding 0 is filled from `uniform`).
+   * Workgroup counts above the per-dimension limit must be folded by the caller (see `fold`).
+   */
+  dispatch(
+    kernel: Kernel,
+    uniform: ArrayBuffer,
+    resources: (BufferRef | null)[],
+    workgroups: [number, number?, number?],
+    label = kernel.key,
+  ): void {
+    const [x, y = 1, z = 1] = workgroups;
+    const max = this.ctx.limits.maxComputeWorkgroupsPerDimension;
+    if (x > max || y > max || z > max) {
+      throw new Error(`${label}: dispatch of [${x}, ${y}, ${z}] workgroups exceeds the adapter's limit of ${max} per dimension`);
+    }
+    if (x === 0 || y === 0 || z === 0) return;
+    const uniformOffset = this.uniformBytes;
+    this.uniforms.push(uniform);
+    this.uniformBytes += Math.ceil(uniform.byteLength / UNIFORM_ALIGN) * UNIFORM_ALIGN;
+    this.ops.push({
+      kind: 'dispatch',
+      kernel,
+      resources,
+      uniformOffset,
+      uniformSize: uniform.byteLength,
+      workgroups: [x, y, z],
+      label,
+    });
+  }
+
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
+    if (size > 0) this.ops.push({ kind: 'copy', src, srcOffset, dst, dstOffset, size });
+  }
+
+  get dispatchCount(): number {
+    return this.ops.filter((o) => o.kind === 'dispatch').length;
+  }
+
+  submit(): void {
+    this.ctx.checkAlive();
+    const device = this.ctx.device;
+    const arena = this.ctx.uniformArena(Math.max(this.uniformBytes, UNIFORM_ALIGN));
+    if (this.uniformBytes) {
+      const staging = new Uint8Array(this.uniformBytes);
+      let off = 0;
+      for (const u of this.uniforms) {
+        staging.set(new Uint8Array(u), off);
+        off += Math.ceil(u.byteLength / UNIFORM_ALIGN) * UNIFORM_ALIGN;
+      }
+      device.queue.writeBuffer(arena, 0, staging);
+    }
+    const encoder = device.createCommandEncoder({ label: this.label });
+    let pass: GPUComputePassEncoder | null = null;
+    for (const op of this.ops) {
+      if (op.kind === 'copy') {
+        if (pass) {
+          pass.end();
+          pass = null;
+        }
+        encoder.copyBufferToBuffer(op.src, op.srcOffset, op.dst, op.dstOffset, op.size);
+        continue;
+      }
+      if (!pass) pass = encoder.beginComputePass({ label: this.label });
+      const entries: GPUBindGroupEntry[] = [];
+      op.kernel.bindings.forEach((kind, binding) => {
+        if (!kind) return;
+        if (binding === 0) {
+          entries.push({ binding, resource: { buffer: arena, offset: op.uniformOffset, size: op.uniformSize } });
+          return;
+        }
+        const r = op.resources[binding];
+        if (!r) throw new Error(`${op.label}: binding ${binding} has no buffer`);
+        entries.push({ binding, resource: r instanceof GPUBuffer ? { buffer: r } : r });
+      });
+      const group = device.createBindGroup({ layout: op.kernel.layout, entries, label: op.label });
+      pass.setPipeline(op.kernel.pipeline);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(...op.workgroups);
+    }
+    if (pass) pass.end();
+    device.queue.submit([encoder.finish()]);
+    this.ops = [];
+    this.uniforms = [];
+    this.uniformBytes = 0;
+  }
+}
+
+/** Split a 1-D workgroup count over x and y so neither exceeds the per-dimension limit. */
+export function fold(count: number, max = 65535): [number, number] {
+  if (count <= max) return [count, 1];
+  const y = Math.ceil(count / max);
+  return [Math.ceil(count / y), y];
+}
+
+/** Little helper to build uniform blocks: u32 / i32 / f32 fields in declaration order (4 bytes each). */
+export class Uniforms {
+  private view: DataView;
+  private buf: ArrayBuffer;
+  private n = 0;
+  constructor(maxFields = 32) {
+    this.buf = new ArrayBuffer(maxFields * 4);
+    this.view = new DataView(this.buf);
+  }
+  u32(v: number): this {
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new Error(`uniform u32 out of range: ${v}`);
+    this.view.setUint32(this.n++ * 4, v, true);
+    return this;
+  }
+  i32(v: number): this {
+    this.view.setInt32(this.n++ * 4, v, true);
+    return this;
+  }
+  f32(v: number): this {
+    this.view.setFloat32(this.n++ * 4, v, true);
+    return this;
+  }
+  done(): ArrayBuffer {
+    // Uniform structs are 16-byte aligned in size.
+    return this.buf.slice(0, Math.max(16, Math.ceil((this.n * 4) / 16) * 16));
+  }
+}
+
+export function fmtBytes(n: number): string {
+  if (n >= 1 << 30) return `${(n / (1 << 30)).toFixed(2)} GiB`;
+  if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(1)} MiB`;
+  if (n >= 1 << 10) return `${(n / (1 << 10)).toFixed(1)} KiB`;
+  return `${n} B`;
+}

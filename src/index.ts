@@ -1,0 +1,10 @@
+// vlmscope library entry point.
+export { acquireGpu, NoGpuError, type Gpu, type GpuLimits } from './gpu/device.js';
+export { GpuContext, Recorder } from './gpu/context.js';
+export { Tensor, type DType } from './gpu/tensor.js';
+export * from './io/safetensors.js';
+export * from './io/checkpoint.js';
+export * from './io/bytesource.js';
+export * from './io/image.js';
+export * from './io/resize.js';
+export * from './io/clip-processor.js';

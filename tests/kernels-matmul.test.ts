@@ -1,0 +1,103 @@
+import { describe, expect, it } from 'vitest';
+import { matmul } from '../kernels/matmul.js';
+import { rows, type Activation } from '../kernels/common.js';
+import { expectClose, gpuContext, randn, read, upload } from './helpers/gpu.js';
+import type { DType } from '../src/gpu/tensor.js';
+
+function erf(x: number): number {
+  // float64 reference erf (series / continued fraction would do; this uses a high-precision rational fit)
+  const t = 1 / (1 + 0.5 * Math.abs(x));
+  const y =
+    1 -
+    t *
+      Math.exp(
+        -x * x - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 +
+          t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
+      );
+  return x >= 0 ? y : -y;
+}
+
+export function refAct(v: number, a: Activation): number {
+  switch (a) {
+    case 'gelu':
+      return 0.5 * v * (1 + erf(v / Math.SQRT2));
+    case 'gelu_tanh':
+      return 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+    case 'quick_gelu':
+      return v / (1 + Math.exp(-1.702 * v));
+    case 'silu':
+      return v / (1 + Math.exp(-v));
+    default:
+      return v;
+  }
+}
+
+function refMatmul(x: Float32Array, w: Float32Array, b: Float32Array | null, r: Float32Array | null, M: number, N: number, K: number, act: Activation) {
+  const y = new Float64Array(M * N);
+  for (let m = 0; m < M; m++)
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += x[m * K + k] * w[n * K + k];
+      if (b) s += b[n];
+      s = refAct(s, act);
+      if (r) s += r[m * N + n];
+      y[m * N + n] = s;
+    }
+  return y;
+}
+
+describe('matmul kernel vs float64 reference', () => {
+  const cases: [number, number, number, DType, boolean, boolean, Activation][] = [
+    [1, 1, 1, 'f32', false, false, 'none'],
+    [7, 13, 5, 'f32', true, false, 'none'],
+    [33, 65, 31, 'f16', true, true, 'gelu'],
+    [5, 129, 67, 'bf16', true, false, 'quick_gelu'],
+    [70, 37, 130, 'f16', false, true, 'silu'],
+    [3, 50, 17, 'f32', true, false, 'gelu_tanh'],
+  ];
+  for (const [M, N, K, dtype, bias, res, act] of cases) {
+    it(`M=${M} N=${N} K=${K} ${dtype} bias=${bias} residual=${res} ${act}`, async () => {
+      const ctx = await gpuContext();
+      const xs = randn(M * K, 1 + M);
+      const x = ctx.uploadF32(xs, [M, K], 'x');
+      const [w, wq] = upload(ctx, randn(N * K, 2 + N, 0.5), [N, K], dtype, 'w');
+      const [b, bq] = bias ? upload(ctx, randn(N, 3), [N], dtype, 'b') : [null, null];
+      const rs = res ? randn(M * N, 4) : null;
+      const r = rs ? ctx.uploadF32(rs, [M, N], 'r') : null;
+      const y = ctx.activation([M, N], 'y');
+      const rec = ctx.recorder();
+      matmul(ctx, rec, { x: rows(x), w, b, residual: r ? rows(r) : null, out: rows(y), act });
+      rec.submit();
+      const got = await read(ctx, y);
+      expectClose(got, refMatmul(xs, wq, bq, rs, M, N, K, act), 1e-4, 1e-4, 'matmul');
+    });
+  }
+
+  it('reads a row subset and writes into a column slice (views)', async () => {
+    const ctx = await gpuContext();
+    const [M, N, K] = [3, 6, 9];
+    const xs = randn(5 * K, 11);
+    const x = ctx.uploadF32(xs, [5, K], 'x');
+    const [w, wq] = upload(ctx, randn(N * K, 12), [N, K], 'f32', 'w');
+    const y = ctx.uploadF32(new Float32Array(M * 10).fill(7), [M, 10], 'y');
+    const rec = ctx.recorder();
+    matmul(ctx, rec, { x: rows(x, 2, M), w, out: { tensor: y, rows: M, cols: N, offset: 2, stride: 10 } });
+    rec.submit();
+    const got = await read(ctx, y);
+    const want = refMatmul(xs.subarray(2 * K), wq, null, null, M, N, K, 'none');
+    for (let m = 0; m < M; m++) {
+      expect(got[m * 10]).toBe(7);
+      expect(got[m * 10 + 1]).toBe(7);
+      expectClose(got.subarray(m * 10 + 2, m * 10 + 2 + N), want.subarray(m * N, m * N + N), 1e-4, 1e-4);
+      expect(got[m * 10 + 8]).toBe(7);
+    }
+  });
+
+  it('refuses mismatched shapes with a message naming the tensors', async () => {
+    const ctx = await gpuContext();
+    const x = ctx.activation([2, 3], 'acts');
+    const w = ctx.activation([4, 5], 'proj.weight');
+    const y = ctx.activation([2, 4], 'out');
+    expect(() => matmul(ctx, ctx.recorder(), { x: rows(x), w, out: rows(y) })).toThrow(/acts has 3 columns but proj.weight expects 5/);
+  });
+});
