@@ -1,0 +1,96 @@
+// Launcher for shaders/attention.wgsl: multi-head (GQA) attention whose per-head interventions (head scale,
+// image-key temperature) and pattern capture are kernel inputs.
+
+import source from '../shaders/attention.wgsl';
+import type { GpuContext, Recorder } from '../src/gpu/context.js';
+import { Uniforms, fold } from '../src/gpu/context.js';
+import type { Tensor } from '../src/gpu/tensor.js';
+
+const WG = 64;
+const MAX_HEAD_DIM = 4 * WG;
+
+export interface AttentionArgs {
+  /** Query rows: `rows` rows of [heads * headDim] starting at row `qRow` of `q`. */
+  q: Tensor;
+  qRow?: number;
+  rows: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  /** Keys and values: rows of [kvHeads * headDim]; the first `nKeys` rows are attended. */
+  k: Tensor;
+  v: Tensor;
+  nKeys: number;
+  causal: boolean;
+  /** Absolute position of query row 0 (a causal query at position p sees keys 0..p). */
+  pos0: number;
+  /** Per-head (scale, alpha) f32 pairs, `heads` of them. */
+  headParams: GPUBuffer;
+  /** u32 per key position, 1 for image-token keys. At least `nKeys` entries. */
+  keyIsImage: GPUBuffer;
+  /** Query rows [begin, end) (relative to this call) that get the image temperature. */
+  tempRows?: [number, number];
+  /** Output [rows, heads * headDim]. */
+  z: Tensor;
+  /** Optional capture of probabilities, [heads, rows, nKeys]. */
+  pattern?: Tensor | null;
+  scale?: number;
+  label?: string;
+}
+
+export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): void {
+  const label = a.label ?? 'attention';
+  const width = a.heads * a.headDim;
+  const kvWidth = a.kvHeads * a.headDim;
+  const qRow = a.qRow ?? 0;
+  if (a.headDim > MAX_HEAD_DIM) throw new Error(`${label}: head_dim ${a.headDim} exceeds the kernel's maximum of ${MAX_HEAD_DIM}`);
+  if (a.heads % a.kvHeads !== 0) throw new Error(`${label}: ${a.heads} query heads are not a multiple of ${a.kvHeads} kv heads`);
+  if (a.q.shape[a.q.shape.length - 1] !== width || (qRow + a.rows) * width > a.q.numel) {
+    throw new Error(`${label}: query ${a.q.label} [${a.q.shape.join(', ')}] does not hold rows ${qRow}..${qRow + a.rows} of width ${width}`);
+  }
+  for (const t of [a.k, a.v]) {
+    if (t.shape[t.shape.length - 1] !== kvWidth || a.nKeys * kvWidth > t.numel) {
+      throw new Error(`${label}: ${t.label} [${t.shape.join(', ')}] does not hold ${a.nKeys} keys of width ${kvWidth}`);
+    }
+  }
+  if (a.z.numel < a.rows * width) throw new Error(`${label}: output ${a.z.label} is smaller than ${a.rows}x${width}`);
+  if (a.causal && a.pos0 + a.rows > a.nKeys) {
+    throw new Error(`${label}: causal queries at positions ${a.pos0}..${a.pos0 + a.rows - 1} need ${a.pos0 + a.rows} keys, have ${a.nKeys}`);
+  }
+  if (a.pattern && a.pattern.numel !== a.heads * a.rows * a.nKeys) {
+    throw new Error(`${label}: pattern ${a.pattern.label} must be [${a.heads}, ${a.rows}, ${a.nKeys}]`);
+  }
+  const capture = !!a.pattern;
+  const kernel = ctx.kernel({
+    name: 'attention',
+    source,
+    defines: { CAPTURE: capture },
+    constants: { WG },
+    bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', 'write', capture ? 'write' : null],
+  });
+  const [tb, te] = a.tempRows ?? [0, 0];
+  const u = new Uniforms()
+    .u32(a.rows)
+    .u32(a.heads)
+    .u32(a.kvHeads)
+    .u32(a.headDim)
+    .u32(qRow * width)
+    .u32(width)
+    .u32(kvWidth)
+    .u32(width)
+    .u32(a.pos0)
+    .u32(a.nKeys)
+    .u32(a.causal ? 1 : 0)
+    .f32(a.scale ?? 1 / Math.sqrt(a.headDim))
+    .u32(Math.max(0, tb))
+    .u32(Math.max(0, te))
+    .u32(a.nKeys)
+    .done();
+  rec.dispatch(
+    kernel,
+    u,
+    [null, a.q.buffer, a.k.buffer, a.v.buffer, a.headParams, a.keyIsImage, a.z.buffer, a.pattern?.buffer ?? null],
+    fold(a.rows * a.heads, ctx.limits.maxComputeWorkgroupsPerDimension),
+    label,
+  );
+}

@@ -1,0 +1,147 @@
+// Multi-head attention with per-head interventions as kernel inputs.
+//   z[i, h] = head_scale[h] * softmax_k( s_ik ) · V[k, kvh]      s_ik = (q_i · k_k) * scale, then
+//   s_ik *= head_alpha[h] when key k is an image token and query row i lies in [temp_begin, temp_end)
+//   (ScalingVis / AdaptVis image-attention temperature), keys past the causal limit skipped (mask).
+// One workgroup per (query row, head); keys stream through in chunks of WG with an online softmax, so the
+// sequence length is unbounded by workgroup memory. An un-intervened run reads head_scale = 1 and
+// alpha = 1: the same work as a plain kernel. With CAPTURE the normalised probabilities are written too.
+
+struct Params {
+  q_rows: u32,     // query rows in this call
+  heads: u32,
+  kv_heads: u32,   // GQA: query head h reads kv head h / (heads / kv_heads)
+  head_dim: u32,
+  q_off: u32,      // element offset of query row 0
+  q_stride: u32,   // elements between query rows
+  kv_stride: u32,  // elements between key (and value) rows
+  z_stride: u32,   // elements between output rows
+  pos0: u32,       // absolute position of query row 0 (causal limit = pos0 + i + 1 keys)
+  n_keys: u32,     // keys available
+  causal: u32,
+  scale: f32,      // head_dim^-0.5
+  temp_begin: u32, // query rows [temp_begin, temp_end) get the image temperature
+  temp_end: u32,
+  pat_keys: u32,   // pattern row length (>= n_keys) when capturing
+}
+
+struct HeadParams {
+  scale: f32,      // multiplies z_h: 0 ablates, 1 is a plain run, g > 1 is gain
+  alpha: f32,      // image-key temperature of this head in this layer (1 = off)
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;              // [q_rows, heads, head_dim] (rotated)
+@group(0) @binding(2) var<storage, read> k: array<f32>;              // [n_keys, kv_heads, head_dim] (rotated)
+@group(0) @binding(3) var<storage, read> v: array<f32>;              // [n_keys, kv_heads, head_dim]
+@group(0) @binding(4) var<storage, read> head_params: array<HeadParams>; // [heads]
+@group(0) @binding(5) var<storage, read> key_is_image: array<u32>;   // [n_keys] 1 = image token key
+@group(0) @binding(6) var<storage, read_write> z: array<f32>;        // [q_rows, heads, head_dim]
+#if CAPTURE
+@group(0) @binding(7) var<storage, read_write> pattern: array<f32>;  // [heads, q_rows, pat_keys]
+#endif
+
+override WG: u32 = 64u;
+const MAX_DIMS_PER_THREAD: u32 = 4u; // head_dim <= 4 * WG (256 with WG = 64); the launcher checks
+const NEG_BIG: f32 = -3.0e38;
+
+var<workgroup> q_row: array<f32, 256>;
+var<workgroup> scores: array<f32, WG>;
+
+fn score(qi: u32, key: u32, kv_base: u32, alpha: f32) -> f32 {
+  let kb = key * p.kv_stride + kv_base;
+  var s = 0.0;
+  for (var d = 0u; d < p.head_dim; d++) {
+    s = fma(q_row[d], k[kb + d], s);
+  }
+  s *= p.scale;
+  if (key_is_image[key] != 0u) {
+    s *= alpha;
+  }
+  return s;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) t: u32) {
+  let item = wg.y * nwg.x + wg.x;
+  if (item >= p.q_rows * p.heads) {
+    return; // uniform per workgroup: safe before barriers
+  }
+  let i = item / p.heads;
+  let h = item % p.heads;
+  let kvh = h / (p.heads / p.kv_heads);
+  let kv_base = kvh * p.head_dim;
+  let q_base = p.q_off + i * p.q_stride + h * p.head_dim;
+  for (var d = t; d < p.head_dim; d += WG) {
+    q_row[d] = q[q_base + d];
+  }
+  workgroupBarrier();
+
+  let hp = head_params[h];
+  var alpha = 1.0;
+  if (i >= p.temp_begin && i < p.temp_end) {
+    alpha = hp.alpha;
+  }
+  var nk = p.n_keys;
+  if (p.causal != 0u) {
+    nk = min(nk, p.pos0 + i + 1u);
+  }
+
+  var m = NEG_BIG;
+  var l = 0.0;
+  var acc: array<f32, MAX_DIMS_PER_THREAD>;
+  for (var kc = 0u; kc < nk; kc += WG) {
+    let key = kc + t;
+    var s = NEG_BIG;
+    if (key < nk) {
+      s = score(i, key, kv_base, alpha);
+    }
+    scores[t] = s;
+    workgroupBarrier();
+    let n_here = min(WG, nk - kc);
+    var cm = NEG_BIG;
+    for (var j = 0u; j < n_here; j++) {
+      cm = max(cm, scores[j]);
+    }
+    let m_new = max(m, cm);
+    let correction = exp(m - m_new);
+    l *= correction;
+    for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
+      acc[c] *= correction;
+    }
+    for (var j = 0u; j < n_here; j++) {
+      let pj = exp(scores[j] - m_new);
+      l += pj;
+      let vb = (kc + j) * p.kv_stride + kv_base;
+      for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
+        let d = t + c * WG;
+        if (d < p.head_dim) {
+          acc[c] = fma(pj, v[vb + d], acc[c]);
+        }
+      }
+    }
+    m = m_new;
+    workgroupBarrier();
+  }
+
+  let out_scale = hp.scale / l;
+  let z_base = i * p.z_stride + h * p.head_dim;
+  for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
+    let d = t + c * WG;
+    if (d < p.head_dim) {
+      z[z_base + d] = acc[c] * out_scale;
+    }
+  }
+
+#if CAPTURE
+  // Probabilities after the temperature and the mask, i.e. what multiplied V (before head_scale).
+  let pat_base = (h * p.q_rows + i) * p.pat_keys;
+  for (var key = t; key < p.pat_keys; key += WG) {
+    var prob = 0.0;
+    if (key < nk) {
+      prob = exp(score(i, key, kv_base, alpha) - m) / l;
+    }
+    pattern[pat_base + key] = prob;
+  }
+#endif
+}
