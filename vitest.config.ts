@@ -13,6 +13,7 @@ export default defineConfig({
   ],
   test: {
     include: ['tests/**/*.test.ts'],
+    globalSetup: ['tests/helpers/build.ts'],
     // Dawn fails inside worker threads: keep the forks pool.
     pool: 'forks',
     testTimeout: 300_000,

@@ -3,7 +3,7 @@
 
 import source from '../shaders/attention.wgsl';
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
-import { Uniforms, fold } from '../src/gpu/context.js';
+import { Uniforms, fold, type BufferRef } from '../src/gpu/context.js';
 import type { Tensor } from '../src/gpu/tensor.js';
 
 const WG = 64;
@@ -24,8 +24,8 @@ export interface AttentionArgs {
   causal: boolean;
   /** Absolute position of query row 0 (a causal query at position p sees keys 0..p). */
   pos0: number;
-  /** Per-head (scale, alpha) f32 pairs, `heads` of them. */
-  headParams: GPUBuffer;
+  /** Per-head (scale, alpha) f32 pairs, `heads` of them (a buffer or a 256-byte-aligned slot of one). */
+  headParams: BufferRef;
   /** u32 per key position, 1 for image-token keys. At least `nKeys` entries. */
   keyIsImage: GPUBuffer;
   /** Query rows [begin, end) (relative to this call) that get the image temperature. */

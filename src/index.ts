@@ -8,3 +8,8 @@ export * from './io/bytesource.js';
 export * from './io/image.js';
 export * from './io/resize.js';
 export * from './io/clip-processor.js';
+export { LlavaModel, type RunInput, type RunResult, type Captured, type PatternCaptured } from './models/llava.js';
+export { parseLlavaConfig, type LlavaConfig } from './models/config.js';
+export { randomLlava, writeRandomLlava, type RandomLlavaSpec } from './models/random-llava.js';
+export * from './interp/spec.js';
+export { encodeSafetensors, encodeSafetensorsF32 } from './io/safetensors-writer.js';

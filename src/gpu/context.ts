@@ -111,10 +111,15 @@ export class GpuContext {
     return this.uploadTensor(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), shape, 'f32', label);
   }
 
+  /** Queue a write of a typed array (any view) into a buffer. */
+  write(buffer: GPUBuffer, offset: number, data: ArrayBufferView): void {
+    this.writeBytes(buffer, offset, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  }
+
   /** writeBuffer needs 4-byte multiples; pad a copy when the source is not. */
   writeBytes(buffer: GPUBuffer, offset: number, bytes: Uint8Array): void {
     if (bytes.byteLength % 4 === 0) {
-      this.device.queue.writeBuffer(buffer, offset, bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      this.device.queue.writeBuffer(buffer, offset, bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength);
     } else {
       const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
       padded.set(bytes);
@@ -281,7 +286,7 @@ export class Recorder {
         }
         const r = op.resources[binding];
         if (!r) throw new Error(`${op.label}: binding ${binding} has no buffer`);
-        entries.push({ binding, resource: r instanceof GPUBuffer ? { buffer: r } : r });
+        entries.push({ binding, resource: 'offset' in r && 'buffer' in r ? r : { buffer: r as GPUBuffer } });
       });
       const group = device.createBindGroup({ layout: op.kernel.layout, entries, label: op.label });
       pass.setPipeline(op.kernel.pipeline);

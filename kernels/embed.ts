@@ -1,0 +1,104 @@
+// Launcher for shaders/embed.wgsl: token embedding gather (table in its stored dtype) with optional image
+// features scattered over chosen rows (LLaVA's masked_scatter as a row map).
+
+import source from '../shaders/embed.wgsl';
+import type { GpuContext, Recorder } from '../src/gpu/context.js';
+import { Uniforms, fold } from '../src/gpu/context.js';
+import type { Tensor } from '../src/gpu/tensor.js';
+import { type RowView, assemble, checkDtype } from './common.js';
+
+const WG = 256;
+
+export interface EmbedFeatures {
+  /** i32 per row of this call: -1 takes the table row of the token id, k >= 0 takes row k of `data`. */
+  map: GPUBuffer;
+  /** f32 [n, D] features. */
+  data: Tensor;
+}
+
+export interface EmbedArgs {
+  /** u32 token ids; row r uses ids[idsOffset + r]. Ids past the vocabulary are clamped (validate them on the CPU). */
+  ids: GPUBuffer;
+  /** Element offset of the first id (default 0). */
+  idsOffset?: number;
+  rows: number;
+  /** Embedding [vocab, D] in its stored dtype. */
+  table: Tensor;
+  features?: EmbedFeatures | null;
+  /** f32 output view, rows x D. */
+  out: RowView;
+}
+
+/** out[r] = map[r] >= 0 ? data[map[r]] : table[ids[idsOffset + r]]. */
+export function embed(ctx: GpuContext, rec: Recorder, a: EmbedArgs): void {
+  const { table, out, rows } = a;
+  const f = a.features ?? null;
+  const idsOffset = a.idsOffset ?? 0;
+  if (table.shape.length !== 2) throw new Error(`embed: table ${table.label} must be 2-D [vocab, D], got [${table.shape.join(', ')}]`);
+  const [vocab, D] = table.shape;
+  if (vocab < 1 || D < 1) throw new Error(`embed: table ${table.label} [${table.shape.join(', ')}] is empty`);
+  for (const [k, v] of [['rows', rows], ['idsOffset', idsOffset]] as const) {
+    if (!Number.isInteger(v) || v < 0) throw new Error(`embed: ${k} must be an integer >= 0, got ${v}`);
+  }
+  checkDtype(out.tensor, ['f32'], 'embed output');
+  for (const k of ['rows', 'cols', 'offset', 'stride'] as const) {
+    if (!Number.isInteger(out[k]) || out[k] < 0) throw new Error(`embed: output view of ${out.tensor.label} has ${k} ${out[k]}`);
+  }
+  if (out.rows !== rows || out.cols !== D) {
+    throw new Error(`embed: output ${out.tensor.label} view is ${out.rows}x${out.cols}, expected ${rows}x${D} (rows x the width of ${table.label})`);
+  }
+  if (rows > 1 && out.stride < D) throw new Error(`embed: output view of ${out.tensor.label} has stride ${out.stride} < ${D} columns: its rows overlap`);
+  if (rows === 0) return;
+  const outEnd = out.offset + (rows - 1) * out.stride + D;
+  if (outEnd > out.tensor.numel) {
+    throw new Error(`embed: output view of ${out.tensor.label} ends at element ${outEnd} but the tensor has ${out.tensor.numel}`);
+  }
+  for (const [buf, what] of f ? [[a.ids, 'ids'] as const, [f.map, 'feature map'] as const] : [[a.ids, 'ids'] as const]) {
+    if (!(buf.usage & GPUBufferUsage.STORAGE)) throw new Error(`embed: ${what} buffer ${buf.label || '(unlabelled)'} lacks STORAGE usage`);
+  }
+  if ((idsOffset + rows) * 4 > a.ids.size) {
+    throw new Error(`embed: ids buffer ${a.ids.label || '(unlabelled)'} holds ${Math.floor(a.ids.size / 4)} ids, needs ${idsOffset + rows}`);
+  }
+  if (f) {
+    checkDtype(f.data, ['f32'], 'embed features');
+    const dataRows = f.data.shape.length === 2 ? f.data.shape[0] : 0;
+    if (f.data.shape.length !== 2 || f.data.shape[1] !== D || dataRows < 1) {
+      throw new Error(`embed: features ${f.data.label} [${f.data.shape.join(', ')}] must be [n >= 1, ${D}] like the rows of ${table.label}`);
+    }
+    if (rows * 4 > f.map.size) {
+      throw new Error(`embed: feature map ${f.map.label || '(unlabelled)'} holds ${Math.floor(f.map.size / 4)} entries, needs ${rows}`);
+    }
+    if (f.data.buffer === out.tensor.buffer) {
+      throw new Error(`embed: features ${f.data.label} and output ${out.tensor.label} share a buffer; write into another tensor`);
+    }
+  }
+  if (table.buffer === out.tensor.buffer || a.ids === out.tensor.buffer || f?.map === out.tensor.buffer) {
+    throw new Error(`embed: output ${out.tensor.label} shares a buffer with the table, ids or feature map; write into another tensor`);
+  }
+  const total = rows * D;
+  if (total > 0xffffffff || vocab * D > 0xffffffff) throw new Error(`embed: ${table.label} is too large for the kernel's 32-bit index`);
+  const asm = assemble(source, { table: table.dtype });
+  const kernel = ctx.kernel({
+    name: 'embed',
+    source: asm.source,
+    defines: { ...asm.defines, FEATURES: !!f },
+    constants: { WG },
+    bindings: ['uniform', 'read', 'read', f ? 'read' : null, f ? 'read' : null, 'write'],
+  });
+  const u = new Uniforms()
+    .u32(total)
+    .u32(D)
+    .u32(vocab)
+    .u32(idsOffset)
+    .u32(f ? f.data.shape[0] : 0)
+    .u32(out.offset)
+    .u32(out.stride)
+    .done();
+  rec.dispatch(
+    kernel,
+    u,
+    [null, a.ids, table.buffer, f?.map ?? null, f?.data.buffer ?? null, out.tensor.buffer],
+    fold(Math.ceil(total / WG), ctx.limits.maxComputeWorkgroupsPerDimension),
+    `embed ${table.label}`,
+  );
+}

@@ -1,0 +1,112 @@
+// `vlmscope trace`: one prefill (plus optional greedy tokens) with interventions and captures, written as
+// JSON (or .safetensors for large captures).
+
+import { Command, InvalidArgumentError } from 'commander';
+import { acquireGpu } from '../gpu/device.js';
+import { GpuContext } from '../gpu/context.js';
+import { LlavaModel, type RunResult } from '../models/llava.js';
+import { loadImageFile } from '../io/image.js';
+import { parseCapture, parseInterventions } from '../interp/spec.js';
+import { encodeSafetensorsF32, type F32Entry } from '../io/safetensors-writer.js';
+import { readIdsFile, readJsonFile, writeAtomic } from './files.js';
+import { UsageError } from './errors.js';
+
+interface TraceOptions {
+  model: string;
+  image?: string;
+  ids: string;
+  intervene?: string;
+  capture?: string;
+  out: string;
+  maxNewTokens: number;
+}
+
+function nonNegativeInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
+  return n;
+}
+
+export function traceCommand(): Command {
+  return new Command('trace')
+    .description('run one forward pass with interventions and captures, and write the captured tensors')
+    .requiredOption('--model <dir>', 'Hugging Face LLaVA folder (config.json, *.safetensors, preprocessor_config.json)')
+    .option('--image <file>', 'PNG or JPEG image for the <image> tokens')
+    .requiredOption('--ids <file>', 'JSON array of token ids, image tokens already expanded')
+    .option('--intervene <file>', 'intervention spec (JSON), e.g. {"head_scale": [{"tower": "text", "layer": 0, "head": 1, "scale": 0}]}')
+    .option('--capture <file>', 'capture spec (JSON), e.g. {"logits": "all", "pattern": [{"tower": "text", "layer": 1}], "z": {"positions": "last"}}; default {"logits": "last"}')
+    .option('--max-new-tokens <n>', 'greedy tokens to generate after the prompt (written as "tokens")', nonNegativeInt, 0)
+    .requiredOption('--out <file>', 'output file: .json, or .safetensors for large captures')
+    .option('--verbose', 'print stack traces with errors')
+    .addHelpText(
+      'after',
+      `
+Output (JSON): one object whose keys are the captured names, each {"shape": [...], "data": [...]} row-major:
+  logits    [vocab] ("last") or [tokens, vocab] ("all")
+  pattern   a list of {"tower", "layer", "heads", "rows", "shape": [heads, rows, keys], "data"}
+  z         [layers, heads, d_head] per-head attention output before o_proj ("last" or "mean:<a>:<b>"),
+            [positions, layers, heads, d_head] for a list of positions
+  residual  a list of {"tower", "layer", "shape": [tokens, hidden], "data"} (layer = Hugging Face hidden_states index)
+  image_features  [image tokens, hidden] projector output ({"image_features": true})
+  tokens    greedy token ids, with --max-new-tokens
+Specs follow docs/interventions.md. Nothing is written when the run fails.
+
+Example:
+  vlmscope trace --model ./llava --image photo.png --ids ids.json \\
+    --intervene ablate.json --capture capture.json --max-new-tokens 8 --out trace.json`,
+    )
+    .action(async (opts: TraceOptions) => {
+      await runTrace(opts);
+    });
+}
+
+async function runTrace(opts: TraceOptions): Promise<void> {
+  if (!/\.(json|safetensors)$/.test(opts.out)) throw new UsageError(`--out ${opts.out}: use a .json or .safetensors file name`);
+  const ids = await readIdsFile(opts.ids);
+  const interventionJson = opts.intervene ? await readJsonFile(opts.intervene, 'intervention spec') : null;
+  const captureJson = opts.capture ? await readJsonFile(opts.capture, 'capture spec') : { logits: 'last' };
+  const image = opts.image ? await loadImageFile(opts.image) : null;
+  const gpu = await acquireGpu();
+  try {
+    const ctx = new GpuContext(gpu);
+    const model = await LlavaModel.load(ctx, opts.model);
+    const interventions = interventionJson ? parseInterventions(interventionJson, model.dims, opts.intervene) : undefined;
+    const capture = parseCapture(captureJson, model.dims, opts.capture ?? 'default capture');
+    const result = await model.run({
+      ids,
+      pixelValues: image ? [model.preprocess(image)] : [],
+      interventions,
+      capture,
+      maxNewTokens: opts.maxNewTokens,
+    });
+    await writeAtomic(opts.out, opts.out.endsWith('.safetensors') ? toSafetensors(result) : toJson(result));
+  } finally {
+    gpu.destroy();
+  }
+}
+
+const arr = (c: { shape: number[]; data: Float32Array }) => ({ shape: c.shape, data: Array.from(c.data) });
+
+export function toJson(r: RunResult): string {
+  const out: Record<string, unknown> = {};
+  if (r.logits) out.logits = arr(r.logits);
+  if (r.pattern.length) out.pattern = r.pattern.map((p) => ({ tower: p.tower, layer: p.layer, heads: p.heads, rows: p.rows, ...arr(p) }));
+  if (r.z) out.z = arr(r.z);
+  if (r.residual.length) out.residual = r.residual.map((p) => ({ tower: p.tower, layer: p.layer, ...arr(p) }));
+  if (r.imageFeatures) out.image_features = arr(r.imageFeatures);
+  if (r.tokens) out.tokens = r.tokens;
+  return JSON.stringify(out);
+}
+
+function toSafetensors(r: RunResult): Uint8Array {
+  const entries: F32Entry[] = [];
+  if (r.logits) entries.push({ name: 'logits', ...r.logits });
+  for (const p of r.pattern) entries.push({ name: `pattern.${p.tower}.${p.layer}`, shape: p.shape, data: p.data });
+  if (r.z) entries.push({ name: 'z', ...r.z });
+  for (const p of r.residual) entries.push({ name: `residual.${p.tower}.${p.layer}`, shape: p.shape, data: p.data });
+  if (r.imageFeatures) entries.push({ name: 'image_features', ...r.imageFeatures });
+  const meta: Record<string, string> = {};
+  if (r.tokens) meta.tokens = JSON.stringify(r.tokens);
+  for (const p of r.pattern) meta[`pattern.${p.tower}.${p.layer}`] = JSON.stringify({ heads: p.heads, rows: p.rows });
+  return encodeSafetensorsF32(entries, meta);
+}

@@ -1,0 +1,245 @@
+// The Llama decoder (LLaVA's language model): RMSNorm, rotate_half RoPE, GQA attention with per-head
+// interventions, SiLU-gated MLP. Records kernel calls only; the KV cache lives here.
+
+import type { GpuContext, Recorder } from '../gpu/context.js';
+import type { Tensor } from '../gpu/tensor.js';
+import { rows } from '../../kernels/common.js';
+import { matmul } from '../../kernels/matmul.js';
+import { rmsNorm } from '../../kernels/norm.js';
+import { rope } from '../../kernels/rope.js';
+import { attention } from '../../kernels/attention.js';
+import { gatedAct } from '../../kernels/elementwise.js';
+import { embed } from '../../kernels/embed.js';
+import type { DecoderConfig } from './config.js';
+import type { WeightLoader } from './weights.js';
+import { headParamSlotBytes } from '../interp/head-params.js';
+
+interface LayerWeights {
+  inputNorm: Tensor;
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  o: Tensor;
+  qBias: Tensor | null;
+  kBias: Tensor | null;
+  vBias: Tensor | null;
+  oBias: Tensor | null;
+  postNorm: Tensor;
+  gate: Tensor;
+  up: Tensor;
+  down: Tensor;
+  gateBias: Tensor | null;
+  upBias: Tensor | null;
+  downBias: Tensor | null;
+}
+
+/** Where each capture of one forward goes; buffers are owned by the caller. */
+export interface DecoderCaptures {
+  /** Per layer: pattern tensor [heads, rows, nKeys] to fill. */
+  pattern?: Map<number, Tensor>;
+  /** z rows to copy: for each (layer), copy the listed rows into dst at consecutive slots. */
+  z?: { rows: number[]; dst: Tensor };
+  /** Hidden states (HF indices: 0 = embeddings, i = output of layer i-1) copied whole into dst. */
+  residual?: Map<number, Tensor>;
+}
+
+export interface DecoderStep {
+  rows: number;
+  pos0: number;
+  /** Token ids buffer (u32) and the element offset of this step's first id. */
+  ids: GPUBuffer;
+  idsOffset: number;
+  /** Image features scattered over image-token rows: i32 row map and f32 data. */
+  features?: { map: GPUBuffer; data: Tensor } | null;
+  /** f32 rotary table [rows, headDim/2, 2] for this step's positions. */
+  rotary: Tensor;
+  tempRows: [number, number];
+  captures?: DecoderCaptures;
+}
+
+export class LlamaDecoder {
+  readonly layers: LayerWeights[] = [];
+  embedTokens!: Tensor;
+  finalNorm!: Tensor;
+  lmHead!: Tensor;
+  /** KV cache per layer: [maxLen, kvHeads * headDim] f32. */
+  private kCache: Tensor[] = [];
+  private vCache: Tensor[] = [];
+  maxLen = 0;
+  /** Scratch activations, sized for `scratchRows`. */
+  private scratchRows = 0;
+  private s!: Record<'h' | 'h2' | 'n' | 'q' | 'z' | 'g' | 'u' | 'a', Tensor>;
+  /** [layers] x 256-byte-aligned slots of (scale, alpha) per head. */
+  headParams!: GPUBuffer;
+  /** u32 per position: 1 where the token is an image token. */
+  keyIsImage!: GPUBuffer;
+
+  constructor(
+    private ctx: GpuContext,
+    readonly cfg: DecoderConfig,
+  ) {}
+
+  static async load(ctx: GpuContext, cfg: DecoderConfig, w: WeightLoader, prefixes: string[], lmHeadNames: string[]): Promise<LlamaDecoder> {
+    const dec = new LlamaDecoder(ctx, cfg);
+    const name = (suffix: string) => w.resolve(prefixes.map((p) => p + suffix));
+    const opt = (suffix: string, shape: number[], want: boolean) => {
+      if (!want) return Promise.resolve(null);
+      return w.load(name(suffix), shape);
+    };
+    const { hidden: D, intermediate: F, heads: H, kvHeads: KV, headDim: hd, vocab: V } = cfg;
+    dec.embedTokens = await w.load(name('embed_tokens.weight'), [V, D]);
+    for (let l = 0; l < cfg.layers; l++) {
+      const p = `layers.${l}.`;
+      const ab = cfg.attentionBias;
+      const mb = cfg.mlpBias;
+      dec.layers.push({
+        inputNorm: await w.load(name(p + 'input_layernorm.weight'), [D]),
+        q: await w.load(name(p + 'self_attn.q_proj.weight'), [H * hd, D]),
+        k: await w.load(name(p + 'self_attn.k_proj.weight'), [KV * hd, D]),
+        v: await w.load(name(p + 'self_attn.v_proj.weight'), [KV * hd, D]),
+        o: await w.load(name(p + 'self_attn.o_proj.weight'), [D, H * hd]),
+        qBias: await opt(p + 'self_attn.q_proj.bias', [H * hd], ab),
+        kBias: await opt(p + 'self_attn.k_proj.bias', [KV * hd], ab),
+        vBias: await opt(p + 'self_attn.v_proj.bias', [KV * hd], ab),
+        oBias: await opt(p + 'self_attn.o_proj.bias', [D], ab),
+        postNorm: await w.load(name(p + 'post_attention_layernorm.weight'), [D]),
+        gate: await w.load(name(p + 'mlp.gate_proj.weight'), [F, D]),
+        up: await w.load(name(p + 'mlp.up_proj.weight'), [F, D]),
+        down: await w.load(name(p + 'mlp.down_proj.weight'), [D, F]),
+        gateBias: await opt(p + 'mlp.gate_proj.bias', [F], mb),
+        upBias: await opt(p + 'mlp.up_proj.bias', [F], mb),
+        downBias: await opt(p + 'mlp.down_proj.bias', [D], mb),
+      });
+    }
+    dec.finalNorm = await w.load(name('norm.weight'), [D]);
+    const head = lmHeadNames.find((n) => w.has(n));
+    if (head) dec.lmHead = await w.load(head, [V, D]);
+    else if (cfg.tieEmbeddings) dec.lmHead = dec.embedTokens;
+    else w.resolve(lmHeadNames); // throws the missing-tensor error
+    return dec;
+  }
+
+  /** GPU buffers beyond the weights (separate from load so a check-only load allocates nothing). */
+  prepare(): void {
+    const { ctx, cfg } = this;
+    const H = cfg.heads;
+    this.headParams = ctx.createBuffer(
+      cfg.layers * headParamSlotBytes(H),
+      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+      'text.head_params',
+    );
+  }
+
+  /** (Re)allocate the KV cache for `maxLen` positions. */
+  allocateCache(maxLen: number): void {
+    if (maxLen > this.cfg.maxPositions) {
+      throw new Error(`a context of ${maxLen} tokens exceeds max_position_embeddings (${this.cfg.maxPositions})`);
+    }
+    if (maxLen <= this.maxLen) return;
+    for (const t of [...this.kCache, ...this.vCache]) this.ctx.destroyBuffer(t.buffer);
+    if (this.keyIsImage) this.ctx.destroyBuffer(this.keyIsImage);
+    const kvWidth = this.cfg.kvHeads * this.cfg.headDim;
+    this.kCache = [];
+    this.vCache = [];
+    for (let l = 0; l < this.cfg.layers; l++) {
+      this.kCache.push(this.ctx.activation([maxLen, kvWidth], `text.${l}.k_cache`));
+      this.vCache.push(this.ctx.activation([maxLen, kvWidth], `text.${l}.v_cache`));
+    }
+    this.keyIsImage = this.ctx.createBuffer(maxLen * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, 'text.key_is_image');
+    this.maxLen = maxLen;
+  }
+
+  private ensureScratch(n: number): void {
+    if (n <= this.scratchRows) return;
+    if (this.s) for (const t of Object.values(this.s)) this.ctx.destroyBuffer(t.buffer);
+    const { hidden: D, intermediate: F, heads: H, headDim: hd } = this.cfg;
+    const a = (cols: number, label: string) => this.ctx.activation([n, cols], `text.${label}`);
+    this.s = { h: a(D, 'h'), h2: a(D, 'h2'), n: a(D, 'normed'), q: a(H * hd, 'q'), z: a(H * hd, 'z'), g: a(F, 'gate'), u: a(F, 'up'), a: a(F, 'mlp_act') };
+    this.scratchRows = n;
+  }
+
+  /** Mark which cache positions [pos0, pos0 + flags.length) hold image tokens. */
+  writeImageKeys(pos0: number, flags: Uint32Array): void {
+    this.ctx.write(this.keyIsImage, pos0 * 4, flags);
+  }
+
+  /**
+   * Record one forward over `step.rows` new tokens at positions pos0.. into the cache; leaves the final hidden
+   * states in the returned tensor (rows 0..rows-1), before the final norm.
+   */
+  record(rec: Recorder, step: DecoderStep): Tensor {
+    const { hidden: D, heads: H, kvHeads: KV, headDim: hd, eps } = this.cfg;
+    const n = step.rows;
+    if (step.pos0 + n > this.maxLen) throw new Error(`positions ${step.pos0}..${step.pos0 + n - 1} exceed the KV cache of ${this.maxLen}`);
+    this.ensureScratch(n);
+    const { h, h2, n: normed, q, z, g, u, a: act } = this.s;
+    const ctx = this.ctx;
+    const kvWidth = KV * hd;
+    const slot = headParamSlotBytes(H);
+    embed(ctx, rec, {
+      ids: step.ids,
+      idsOffset: step.idsOffset,
+      rows: n,
+      table: this.embedTokens,
+      features: step.features ?? null,
+      out: rows(h, 0, n),
+    });
+    step.captures?.residual?.get(0) && rec.copy(h.buffer, 0, step.captures.residual.get(0)!.buffer, 0, n * D * 4);
+    const nKeys = step.pos0 + n;
+    this.layers.forEach((L, l) => {
+      rmsNorm(ctx, rec, { x: rows(h, 0, n), w: L.inputNorm, eps, out: rows(normed, 0, n) });
+      const kc = this.kCache[l];
+      const vc = this.vCache[l];
+      const cacheRows = { rows: n, cols: kvWidth, offset: step.pos0 * kvWidth, stride: kvWidth };
+      matmul(ctx, rec, { x: rows(normed, 0, n), w: L.q, b: L.qBias, out: rows(q, 0, n) });
+      matmul(ctx, rec, { x: rows(normed, 0, n), w: L.k, b: L.kBias, out: { tensor: kc, ...cacheRows } });
+      matmul(ctx, rec, { x: rows(normed, 0, n), w: L.v, b: L.vBias, out: { tensor: vc, ...cacheRows } });
+      rope(ctx, rec, { x: q, rows: n, heads: H, headDim: hd, table: step.rotary });
+      rope(ctx, rec, { x: kc, rowOffset: step.pos0, rows: n, heads: KV, headDim: hd, table: step.rotary });
+      attention(ctx, rec, {
+        q,
+        rows: n,
+        heads: H,
+        kvHeads: KV,
+        headDim: hd,
+        k: kc,
+        v: vc,
+        nKeys,
+        causal: true,
+        pos0: step.pos0,
+        headParams: { buffer: this.headParams, offset: l * slot, size: slot },
+        keyIsImage: this.keyIsImage,
+        tempRows: step.tempRows,
+        z,
+        pattern: step.captures?.pattern?.get(l) ?? null,
+        label: `text.${l}.attention`,
+      });
+      const zc = step.captures?.z;
+      if (zc) {
+        const width = H * hd;
+        zc.rows.forEach((r, i) => rec.copy(z.buffer, r * width * 4, zc.dst.buffer, ((l * zc.rows.length + i) * width) * 4, width * 4));
+      }
+      matmul(ctx, rec, { x: rows(z, 0, n), w: L.o, b: L.oBias, residual: rows(h, 0, n), out: rows(h2, 0, n) });
+      rmsNorm(ctx, rec, { x: rows(h2, 0, n), w: L.postNorm, eps, out: rows(normed, 0, n) });
+      matmul(ctx, rec, { x: rows(normed, 0, n), w: L.gate, b: L.gateBias, out: rows(g, 0, n) });
+      matmul(ctx, rec, { x: rows(normed, 0, n), w: L.up, b: L.upBias, out: rows(u, 0, n) });
+      gatedAct(ctx, rec, { gate: rows(g, 0, n), up: rows(u, 0, n), out: rows(act, 0, n), act: this.cfg.act });
+      matmul(ctx, rec, { x: rows(act, 0, n), w: L.down, b: L.downBias, residual: rows(h2, 0, n), out: rows(h, 0, n) });
+      const res = step.captures?.residual?.get(l + 1);
+      if (res) rec.copy(h.buffer, 0, res.buffer, 0, n * D * 4);
+    });
+    return h;
+  }
+
+  /** Final norm + lm_head over rows [first, first+count) of the hidden states into `logits` [count, vocab]. */
+  recordLogits(rec: Recorder, hidden: Tensor, first: number, count: number, logits: Tensor): void {
+    const normed = this.s.n;
+    rmsNorm(this.ctx, rec, { x: rows(hidden, first, count), w: this.finalNorm, eps: this.cfg.eps, out: rows(normed, 0, count) });
+    matmul(this.ctx, rec, { x: rows(normed, 0, count), w: this.lmHead, out: rows(logits, 0, count) });
+  }
+
+  destroy(): void {
+    for (const t of [...this.kCache, ...this.vCache]) this.ctx.destroyBuffer(t.buffer);
+    if (this.s) for (const t of Object.values(this.s)) this.ctx.destroyBuffer(t.buffer);
+  }
+}

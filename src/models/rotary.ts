@@ -1,0 +1,30 @@
+// Rotary position tables on the CPU (float64 angles, stored f32) for kernels/rope.ts.
+
+/** Hugging Face inverse frequencies 1 / theta^(2i / dim) for i < dim / 2, in float64. */
+export function inverseFrequencies(dim: number, theta: number): Float64Array {
+  if (!Number.isInteger(dim) || dim < 2 || dim % 2 !== 0) throw new Error(`rotary: dimension must be a positive even integer, got ${dim}`);
+  if (!(theta > 0) || !Number.isFinite(theta)) throw new Error(`rotary: theta must be a finite number > 0, got ${theta}`);
+  const half = dim / 2;
+  const out = new Float64Array(half);
+  for (let i = 0; i < half; i++) out[i] = 1 / Math.pow(theta, (2 * i) / dim);
+  return out;
+}
+
+/**
+ * The (cos, sin) table of `pos * invFreq[j]` per position row: layout [positions.length, invFreq.length, 2], angles
+ * and trigonometry in float64, stored as f32. Row r serves the x row the rope kernel pairs with it.
+ */
+export function rotaryTable(positions: ArrayLike<number>, invFreq: Float64Array): Float32Array {
+  const half = invFreq.length;
+  const out = new Float32Array(positions.length * half * 2);
+  for (let r = 0; r < positions.length; r++) {
+    const pos = positions[r];
+    if (!Number.isFinite(pos)) throw new Error(`rotary: position ${r} is ${pos}`);
+    for (let j = 0; j < half; j++) {
+      const angle = pos * invFreq[j];
+      out[(r * half + j) * 2] = Math.cos(angle);
+      out[(r * half + j) * 2 + 1] = Math.sin(angle);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,107 @@
+// The LLaVA forward pass against the float64 reference of ../shared/fixtures/tiny-llava (see its README):
+// preprocessing, vision states, image features, all logits, a text attention pattern, per-head z, greedy
+// tokens, and the six intervention cases.
+
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { LlavaModel, type RunResult } from '../src/models/llava.js';
+import { decodeImage } from '../src/io/image.js';
+import { clipPreprocess } from '../src/io/clip-processor.js';
+import { parseCapture, parseInterventions } from '../src/interp/spec.js';
+import { expectClose, gpuContext } from './helpers/gpu.js';
+import { fixtureDir, golden } from './helpers/fixtures.js';
+
+const dir = fixtureDir('tiny-llava');
+const g = golden('tiny-llava');
+const flat = (a: unknown): number[] => (Array.isArray(a) ? a.flatMap(flat) : [a as number]);
+
+describe('tiny-llava golden', () => {
+  let model: LlavaModel;
+  let pixels: Float32Array;
+  let plain: RunResult;
+
+  beforeAll(async () => {
+    const ctx = await gpuContext();
+    model = await LlavaModel.load(ctx, dir);
+    const img = decodeImage(new Uint8Array(await readFile(join(dir, 'image.png'))), 'image.png');
+    const pre = clipPreprocess(img, model.processor);
+    expect(Array.from(pre.cropped.data)).toEqual(flat(g.image.cropped_uint8));
+    pixels = pre.pixelValues;
+    plain = await model.run({
+      ids: g.input_ids,
+      pixelValues: [pixels],
+      capture: parseCapture(
+        {
+          logits: 'all',
+          pattern: [{ tower: 'text', layer: 1 }],
+          z: { positions: 'last' },
+          residual: [0, 1, 2, 3].map((layer) => ({ tower: 'vision', layer })),
+          image_features: true,
+        },
+        model.dims,
+      ),
+      maxNewTokens: 6,
+    });
+  });
+
+  it('pixel values match within 1e-5', () => {
+    expectClose(pixels, flat(g.pixel_values), 1e-5, 0, 'pixel_values');
+  });
+
+  it('vision hidden states match (sums and the last CLS row)', () => {
+    const sums = plain.residual.map((r) => r.data.reduce((a, b) => a + b, 0));
+    expectClose(sums, g.vision_hidden_states_sum, 1e-3, 1e-5, 'vision_hidden_states_sum');
+    const last = plain.residual[3];
+    expectClose(last.data.subarray(0, last.shape[1]), g.vision_hidden_state_last_row0, 1e-3, 0, 'vision_hidden_state_last_row0');
+  });
+
+  it('image features match within 1e-3', () => {
+    expect(plain.imageFeatures!.shape).toEqual([16, 64]);
+    expectClose(plain.imageFeatures!.data, flat(g.image_features), 1e-3, 0, 'image_features');
+  });
+
+  it('all logits match within 1e-3', () => {
+    expect(plain.logits!.shape).toEqual([29, 256]);
+    expectClose(plain.logits!.data, flat(g.logits), 1e-3, 0, 'logits');
+  });
+
+  it('text layer-1 attention pattern and z at the last position match within 1e-3', () => {
+    const p = plain.pattern[0];
+    expect(p.shape).toEqual([4, 29, 29]);
+    expectClose(p.data, flat(g.attention_pattern_layer1), 1e-3, 0, 'attention_pattern_layer1');
+    expect(plain.z!.shape).toEqual([3, 4, 16]);
+    expectClose(plain.z!.data, flat(g.z_last_position), 1e-3, 0, 'z_last_position');
+  });
+
+  it('greedy decoding with the KV cache gives the reference tokens', () => {
+    expect(plain.tokens).toEqual(g.greedy_6);
+  });
+
+  for (const name of Object.keys(g.interventions)) {
+    it(`intervention ${name}: last logits within 1e-3`, async () => {
+      const c = g.interventions[name];
+      const r = await model.run({
+        ids: g.input_ids,
+        pixelValues: [pixels],
+        interventions: parseInterventions(c.spec, model.dims),
+        maxNewTokens: c.greedy_6 ? 6 : 0,
+      });
+      expectClose(r.logits!.data, c.last_logits, 1e-3, 0, name);
+      if (c.greedy_6) expect(r.tokens).toEqual(c.greedy_6);
+    });
+  }
+
+  it('an intervened run differs from the plain one (the spec reaches the kernels)', async () => {
+    const a = await model.run({ ids: g.input_ids, pixelValues: [pixels] });
+    const b = await model.run({
+      ids: g.input_ids,
+      pixelValues: [pixels],
+      interventions: parseInterventions(g.interventions.ablate_text_heads.spec, model.dims),
+    });
+    expectClose(a.logits!.data, plain.logits!.data.subarray(28 * 256), 1e-6, 0, 'plain rerun');
+    let diff = 0;
+    for (let i = 0; i < 256; i++) diff = Math.max(diff, Math.abs(a.logits!.data[i] - b.logits!.data[i]));
+    expect(diff).toBeGreaterThan(1e-3);
+  });
+});
