@@ -6,8 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Checkpoint, CheckpointError, fileListFolder, nodeFolder, urlFolder } from '../src/io/checkpoint.js';
 import { readTensorBytes } from '../src/io/safetensors.js';
 import { encodeSafetensors, f16Bytes, f32Bytes, type TestTensor } from './helpers/safetensors-writer.js';
+import { fixtureDir } from './helpers/fixtures.js';
 
-const TINY_LLAVA = '/work/shared/fixtures/tiny-llava';
+const TINY_LLAVA = fixtureDir('tiny-llava');
 
 let root: string;
 beforeAll(async () => {

@@ -6,6 +6,8 @@
 
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fixtureDir } from './helpers/fixtures.js';
 import { encode as encodePngRaw } from 'fast-png';
 import * as jpeg from 'jpeg-js';
 import { decodeImage, encodePng, loadImageFile, type RgbImage } from '../src/io/image.js';
@@ -18,8 +20,7 @@ import {
   shortestEdgeSize,
 } from '../src/io/clip-processor.js';
 
-const FIXTURE = new URL('../../shared/fixtures/tiny-llava/', import.meta.url);
-const fixturePath = (name: string): string => new URL(name, FIXTURE).pathname;
+const fixturePath = (name: string): string => join(fixtureDir('tiny-llava'), name);
 
 /** An RGB image whose pixel (x, y) is f(x, y) = [r, g, b]. */
 function makeImage(width: number, height: number, f: (x: number, y: number) => [number, number, number]): RgbImage {

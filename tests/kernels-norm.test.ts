@@ -122,8 +122,13 @@ describe('rmsNorm kernel vs float64 reference', () => {
     [65537, 1, 'f16'], // more rows than the 65535 workgroups per dimension: folded 2-D dispatch
   ];
   for (const [R, D, dtype] of cases) {
-    it(`rows=${R} D=${D} ${dtype}`, async () => {
+    it(`rows=${R} D=${D} ${dtype}`, async (t) => {
       const ctx = await gpuContext();
+      // 65537 workgroups of 256 threads take 20-90 s on SwiftShader (barriers are costly there); the lowered-limit
+      // layerNorm test covers the same folded path in well under a second. Real GPUs run it in milliseconds.
+      if (R > 65535 && /swiftshader/i.test(ctx.gpu.adapterName) && process.env.VLMSCOPE_SLOW_TESTS !== '1') {
+        t.skip('folded dispatch over 65535 rows is slow on SwiftShader: set VLMSCOPE_SLOW_TESTS=1 to run it');
+      }
       const xs = randn(R * D, 5 + D, 3);
       const x = ctx.uploadF32(xs, [R, D], 'x');
       const [w, wq] = upload(ctx, randn(D, 6 + D), [D], dtype, 'norm.weight');

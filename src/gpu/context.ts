@@ -56,9 +56,43 @@ export class GpuContext {
   private arena: GPUBuffer | null = null;
   /** Total bytes of GPU buffers created and not destroyed through this context. */
   allocatedBytes = 0;
+  /** WebGPU reports shader and command errors asynchronously; they are collected here and thrown at the next sync. */
+  private pendingErrors: Promise<string | null>[] = [];
 
   constructor(readonly gpu: Gpu) {
     this.device = gpu.device;
+  }
+
+  /** Run `fn` inside validation + out-of-memory error scopes whose result is checked at the next `checkErrors`. */
+  scoped<T>(what: string, fn: () => T): T {
+    this.device.pushErrorScope('validation');
+    this.device.pushErrorScope('out-of-memory');
+    try {
+      return fn();
+    } finally {
+      const oom = this.device.popErrorScope();
+      const val = this.device.popErrorScope();
+      this.pendingErrors.push(
+        Promise.all([oom, val]).then(([o, v]) => {
+          const e = o ?? v;
+          return e ? `${what}: ${o ? 'out of GPU memory: ' : ''}${e.message}` : null;
+        }),
+      );
+    }
+  }
+
+  /** Throw the first GPU error reported since the last check (a broken shader must not read back as zeros). */
+  async checkErrors(): Promise<void> {
+    const pending = this.pendingErrors;
+    this.pendingErrors = [];
+    const errors = (await Promise.all(pending)).filter((e): e is string => !!e);
+    if (errors.length) throw new Error(`GPU error in ${errors[0]}${errors.length > 1 ? ` (and ${errors.length - 1} more)` : ''}`);
+  }
+
+  /** Wait until all submitted work finished, then surface any GPU error. */
+  async sync(): Promise<void> {
+    await this.device.queue.onSubmittedWorkDone();
+    await this.checkErrors();
   }
 
   get limits() {
@@ -137,6 +171,11 @@ export class GpuContext {
     const cached = this.kernels.get(key);
     if (cached) return cached;
     const code = preprocess(spec.source, spec.defines ?? {}, `${spec.name}.wgsl`);
+    return this.scoped(`compiling ${key}`, () => this.createKernel(key, code, spec));
+  }
+
+  private createKernel(key: string, code: string, spec: KernelSpec): Kernel {
+    const constants = spec.constants ?? {};
     const module = this.device.createShaderModule({ code, label: key });
     const entries: GPUBindGroupLayoutEntry[] = [];
     spec.bindings.forEach((kind, binding) => {
@@ -191,6 +230,7 @@ export class GpuContext {
     const out = new Uint8Array(staging.getMappedRange().slice(0));
     staging.unmap();
     staging.destroy();
+    await this.checkErrors();
     return out;
   }
 
@@ -254,6 +294,10 @@ export class Recorder {
 
   submit(): void {
     this.ctx.checkAlive();
+    this.ctx.scoped(`step '${this.label}'`, () => this.encodeAndSubmit());
+  }
+
+  private encodeAndSubmit(): void {
     const device = this.ctx.device;
     const arena = this.ctx.uniformArena(Math.max(this.uniformBytes, UNIFORM_ALIGN));
     if (this.uniformBytes) {

@@ -19,6 +19,7 @@ export function preprocess(source: string, defines: Defines, file = 'shader'): s
   lines.forEach((line, i) => {
     const t = line.trim();
     const lineNo = i + 1;
+    const directive = t.startsWith('#');
     if (t.startsWith('#if ')) {
       const parent = active();
       const v = parent && test(t.slice(4), lineNo);
@@ -36,11 +37,13 @@ export function preprocess(source: string, defines: Defines, file = 'shader'): s
       f.taken = true;
     } else if (t === '#endif') {
       if (!stack.pop()) throw new Error(`${file}:${lineNo}: #endif without #if`);
+    } else if (directive) {
+      throw new Error(`${file}:${lineNo}: unknown directive '${t}'`);
     } else if (active()) {
       out.push(line);
-    } else {
-      out.push(''); // keep line numbers stable for compiler messages
+      return;
     }
+    out.push(''); // directives and dropped lines stay as blanks: compiler messages keep their line numbers
   });
   if (stack.length) throw new Error(`${file}: unterminated #if`);
   return out.join('\n');

@@ -338,7 +338,7 @@ export class LlavaModel {
         result.timings.prefillMs = performance.now() - t0;
         result.tokens = await this.decode(firstTok, L, maxNew, spec, input, result);
       } else {
-        await ctx.device.queue.onSubmittedWorkDone();
+        await ctx.sync();
         result.timings.prefillMs = performance.now() - t0;
       }
       return result;
