@@ -140,7 +140,7 @@ describe('sharded checkpoint', () => {
     const parts: Uint8Array[] = [];
     for await (const { offset, bytes } of ck.readChunks('b.big', 100)) {
       expect(offset).toBe(parts.reduce((s, p) => s + p.byteLength, 0));
-      parts.push(bytes);
+      parts.push(bytes.slice()); // chunks share one scratch buffer
     }
     expect(parts.length).toBe(12);
     expect(Buffer.concat(parts)).toEqual(Buffer.from(whole));

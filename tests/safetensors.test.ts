@@ -149,7 +149,7 @@ describe('readTensorChunks', () => {
         expect(offset).toBe(expectOffset);
         expect(offset % 4).toBe(0);
         expect(chunk.byteLength).toBeLessThanOrEqual(Math.max(4, chunkBytes));
-        parts.push(chunk);
+        parts.push(chunk.slice()); // chunks share one scratch buffer
         expectOffset += chunk.byteLength;
       }
       const joined = new Uint8Array(expectOffset);

@@ -12,7 +12,11 @@ export interface ByteSource {
    * Exactly `length` bytes starting at `offset`, as a fresh Uint8Array the caller owns (byteOffset 0,
    * so `new Float32Array(bytes.buffer)` is safe). Rejects a range outside [0, size].
    */
-  read(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Read `length` bytes at `offset`. With `into` (at least `length` bytes) a source may fill it and return a
+   * view of it instead of allocating: streaming loops reuse one buffer and leave no garbage per chunk.
+   */
+  read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array>;
   /** Releases the underlying handle; idempotent. Reads after close reject. */
   close(): Promise<void>;
 }
@@ -70,10 +74,10 @@ export async function openFileSource(path: string): Promise<ByteSource> {
   return {
     name: path,
     size,
-    async read(offset, length) {
+    async read(offset, length, into) {
       if (closed) throw closedError(path);
       checkRange(path, size, offset, length);
-      const out = new Uint8Array(length);
+      const out = into && into.byteLength >= length ? into.subarray(0, length) : new Uint8Array(length);
       // FileHandle.read may return fewer bytes than asked (large reads, some file systems): loop.
       let done = 0;
       while (done < length) {

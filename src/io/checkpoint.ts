@@ -329,9 +329,9 @@ export class Checkpoint {
   }
 
   /** The same bytes as read(), in chunks (see readTensorChunks for alignment). */
-  async *readChunks(name: string, chunkBytes: number): AsyncGenerator<{ offset: number; bytes: Uint8Array }> {
+  async *readChunks(name: string, chunkBytes: number, scratch?: Uint8Array): AsyncGenerator<{ offset: number; bytes: Uint8Array }> {
     const info = this.info(name);
-    yield* readTensorChunks(this.sourceFor(info), info, chunkBytes);
+    yield* readTensorChunks(this.sourceFor(info), info, chunkBytes, scratch);
   }
 
   /** A side JSON file (preprocessor_config.json, generation_config.json, ...), or null if absent. */

@@ -277,10 +277,12 @@ export async function readTensorBytes(src: ByteSource, info: TensorInfo): Promis
  * sizes; only the last chunk of an odd-length F16/BF16 tensor can end unaligned. Yields nothing for
  * an empty tensor.
  */
+/** Chunks of a tensor's bytes; a chunk's `bytes` may be overwritten by the next chunk, so copy or use it first. */
 export async function* readTensorChunks(
   src: ByteSource,
   info: TensorInfo,
   chunkBytes: number,
+  scratch?: Uint8Array,
 ): AsyncGenerator<{ offset: number; bytes: Uint8Array }> {
   if (!Number.isSafeInteger(chunkBytes) || chunkBytes <= 0) {
     throw new RangeError(`readTensorChunks: chunkBytes must be a positive integer, got ${chunkBytes}`);
@@ -288,9 +290,12 @@ export async function* readTensorChunks(
   checkInfoFits(src, info);
   const step = Math.max(4, chunkBytes - (chunkBytes % 4));
   const total = info.end - info.begin;
+  // One scratch buffer for all chunks (the caller's, to share it across tensors): each yielded view is valid
+  // until the consumer asks for the next one.
+  const buf = scratch && scratch.byteLength >= Math.min(step, total) ? scratch : new Uint8Array(Math.min(step, total));
   for (let offset = 0; offset < total; offset += step) {
     const length = Math.min(step, total - offset);
-    yield { offset, bytes: await src.read(info.begin + offset, length) };
+    yield { offset, bytes: await src.read(info.begin + offset, length, buf) };
   }
 }
 

@@ -26,6 +26,8 @@ export class WeightLoader {
   /** Bytes the loaded tensors occupy (in check mode: would occupy). */
   bytesNeeded = 0;
   readonly problems: string[] = [];
+  /** One read buffer for every chunk of every tensor, grown up to CHUNK_BYTES: loading leaves no garbage. */
+  private scratch = new Uint8Array(0);
 
   constructor(
     private ctx: GpuContext | null,
@@ -90,7 +92,9 @@ export class WeightLoader {
     const ctx = this.ctx;
     const buffer = ctx.createBuffer(bytes, usage, name);
     try {
-      for await (const chunk of this.ckpt.readChunks(name, CHUNK_BYTES)) {
+      const want = Math.min(CHUNK_BYTES, bytes);
+      if (this.scratch.byteLength < want) this.scratch = new Uint8Array(Math.max(want, Math.min(CHUNK_BYTES, this.scratch.byteLength * 2)));
+      for await (const chunk of this.ckpt.readChunks(name, CHUNK_BYTES, this.scratch)) {
         ctx.writeBytes(buffer, chunk.offset, chunk.bytes);
         this.bytesLoaded += chunk.bytes.byteLength;
         this.onProgress?.({ tensor: name, bytesDone: this.bytesLoaded, bytesTotal: this.bytesTotal });
