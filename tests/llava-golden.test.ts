@@ -104,4 +104,16 @@ describe('tiny-llava golden', () => {
     for (let i = 0; i < 256; i++) diff = Math.max(diff, Math.abs(a.logits!.data[i] - b.logits!.data[i]));
     expect(diff).toBeGreaterThan(1e-3);
   });
+
+  it('a CPU token chooser (argmax) reproduces the GPU greedy tokens, and stopAfter ends decoding', async () => {
+    const argmaxCpu = (l: Float32Array) => l.reduce((best, v, i) => (v > l[best] ? i : best), 0);
+    const seen: number[] = [];
+    const r = await model.run({ ids: g.input_ids, pixelValues: [pixels], maxNewTokens: 6, chooseToken: argmaxCpu, onToken: (t) => seen.push(t) });
+    expect(r.tokens).toEqual(g.greedy_6);
+    expect(seen).toEqual(g.greedy_6);
+    const stopped = await model.run({ ids: g.input_ids, pixelValues: [pixels], maxNewTokens: 6, stopAfter: (t) => t.length === 3 });
+    expect(stopped.tokens).toEqual(g.greedy_6.slice(0, 3));
+    const eos = await model.run({ ids: g.input_ids, pixelValues: [pixels], maxNewTokens: 6, stopTokens: [g.greedy_6[2]] });
+    expect(eos.tokens).toEqual(g.greedy_6.slice(0, 2));
+  });
 });

@@ -56,8 +56,15 @@ export interface RunInput {
   maxNewTokens?: number;
   /** Stop generation at these token ids (not included in the output). */
   stopTokens?: number[];
-  /** Called with each generated token as soon as it is read back. */
+  /** Called with each generated token as soon as it is known. */
   onToken?: (id: number) => void;
+  /**
+   * Choose each next token from the last row's logits (sampling). Without it decoding is greedy on the GPU
+   * and only the 4-byte token id is read back per step; with it the logits row is read back.
+   */
+  chooseToken?: (logits: Float32Array, generated: readonly number[]) => number;
+  /** Stop after a token when this returns true (e.g. a stop string appeared); the token is kept. */
+  stopAfter?: (generated: readonly number[]) => boolean;
 }
 
 export interface RunResult {
@@ -313,7 +320,7 @@ export class LlavaModel {
       const allLogits = cap.logits === 'all';
       const logits = alloc([allLogits ? L : 1, cfg.text.vocab], 'logits');
       this.text.recordLogits(rec, hidden, allLogits ? 0 : L - 1, allLogits ? L : 1, logits);
-      if (maxNew > 0) argmax(ctx, rec, { x: rows(logits, allLogits ? L - 1 : 0, 1), out: this.idsBuf!, outIndex: L });
+      if (maxNew > 0 && !input.chooseToken) argmax(ctx, rec, { x: rows(logits, allLogits ? L - 1 : 0, 1), out: this.idsBuf!, outIndex: L });
       rec.submit();
 
       // Read back what was captured.
@@ -334,7 +341,9 @@ export class LlavaModel {
       }
       if (maxNew > 0) {
         // The first token decides prefill latency: it needs the whole prefill.
-        const firstTok = (await ctx.readU32(this.idsBuf!, L * 4, 1))[0];
+        const firstTok = input.chooseToken
+          ? this.choose(input, await ctx.readF32(logits.buffer, (allLogits ? L - 1 : 0) * cfg.text.vocab * 4, cfg.text.vocab), [], L)
+          : (await ctx.readU32(this.idsBuf!, L * 4, 1))[0];
         result.timings.prefillMs = performance.now() - t0;
         result.tokens = await this.decode(firstTok, L, maxNew, spec, input, result);
       } else {
@@ -360,7 +369,7 @@ export class LlavaModel {
         if (stops.has(tok)) break;
         tokens.push(tok);
         input.onToken?.(tok);
-        if (t + 1 >= maxNew) break;
+        if (t + 1 >= maxNew || input.stopAfter?.(tokens)) break;
         const pos = L + t;
         this.writeRotary(pos, 1);
         const rec = ctx.recorder('decode');
@@ -373,9 +382,14 @@ export class LlavaModel {
           tempRows: temperatureRows(spec.imageTemperature?.queries ?? null, 'decode', 1),
         });
         this.text.recordLogits(rec, hidden, 0, 1, logits);
-        argmax(ctx, rec, { x: rows(logits), out: this.idsBuf!, outIndex: pos + 1 });
-        rec.submit();
-        tok = (await ctx.readU32(this.idsBuf!, (pos + 1) * 4, 1))[0];
+        if (input.chooseToken) {
+          rec.submit();
+          tok = this.choose(input, await ctx.readF32(logits.buffer, 0, cfg.text.vocab), tokens, pos + 1);
+        } else {
+          argmax(ctx, rec, { x: rows(logits), out: this.idsBuf!, outIndex: pos + 1 });
+          rec.submit();
+          tok = (await ctx.readU32(this.idsBuf!, (pos + 1) * 4, 1))[0];
+        }
         result.timings.decodeSteps++;
       }
     } finally {
@@ -383,6 +397,14 @@ export class LlavaModel {
     }
     result.timings.decodeMs = performance.now() - t0;
     return tokens;
+  }
+
+  /** Ask the caller's sampler for the next token and put it where the next decode step reads its id. */
+  private choose(input: RunInput, logits: Float32Array, generated: readonly number[], at: number): number {
+    const tok = input.chooseToken!(logits, generated);
+    if (!Number.isInteger(tok) || tok < 0 || tok >= this.cfg.text.vocab) throw new Error(`chooseToken returned ${tok}, not a token id`);
+    this.ctx.write(this.idsBuf!, at * 4, new Uint32Array([tok]));
+    return tok;
   }
 
   private async readPattern(p: CaptureSpec['pattern'][number], t: Tensor): Promise<PatternCaptured> {
