@@ -4,7 +4,7 @@
 import source from '../shaders/embed.wgsl';
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
 import { Uniforms, fold } from '../src/gpu/context.js';
-import type { Tensor } from '../src/gpu/tensor.js';
+import { type Tensor, type Weight, weightParts } from '../src/gpu/tensor.js';
 import { type RowView, assemble, checkDtype } from './common.js';
 
 const WG = 256;
@@ -23,7 +23,7 @@ export interface EmbedArgs {
   idsOffset?: number;
   rows: number;
   /** Embedding [vocab, D] in its stored dtype. */
-  table: Tensor;
+  table: Weight;
   features?: EmbedFeatures | null;
   /** f32 output view, rows x D. */
   out: RowView;
@@ -72,33 +72,47 @@ export function embed(ctx: GpuContext, rec: Recorder, a: EmbedArgs): void {
       throw new Error(`embed: features ${f.data.label} and output ${out.tensor.label} share a buffer; write into another tensor`);
     }
   }
-  if (table.buffer === out.tensor.buffer || a.ids === out.tensor.buffer || f?.map === out.tensor.buffer) {
+  if (weightParts(table).some((b) => b.tensor.buffer === out.tensor.buffer) || a.ids === out.tensor.buffer || f?.map === out.tensor.buffer) {
     throw new Error(`embed: output ${out.tensor.label} shares a buffer with the table, ids or feature map; write into another tensor`);
   }
   const total = rows * D;
-  if (total > 0xffffffff || vocab * D > 0xffffffff) throw new Error(`embed: ${table.label} is too large for the kernel's 32-bit index`);
-  const asm = assemble(source, { table: table.dtype });
-  const kernel = ctx.kernel({
-    name: 'embed',
-    source: asm.source,
-    defines: { ...asm.defines, FEATURES: !!f },
-    constants: { WG },
-    bindings: ['uniform', 'read', 'read', f ? 'read' : null, f ? 'read' : null, 'write'],
-  });
-  const u = new Uniforms()
-    .u32(total)
-    .u32(D)
-    .u32(vocab)
-    .u32(idsOffset)
-    .u32(f ? f.data.shape[0] : 0)
-    .u32(out.offset)
-    .u32(out.stride)
-    .done();
-  rec.dispatch(
-    kernel,
-    u,
-    [null, a.ids, table.buffer, f?.map ?? null, f?.data.buffer ?? null, out.tensor.buffer],
-    fold(Math.ceil(total / WG), ctx.limits.maxComputeWorkgroupsPerDimension),
-    `embed ${table.label}`,
-  );
+  const parts = weightParts(table);
+  if (total > 0xffffffff || Math.max(...parts.map((p) => p.tensor.numel)) > 0xffffffff) {
+    throw new Error(`embed: ${table.label} is too large for the kernel's 32-bit index`);
+  }
+  const dispatch = (block: { tensor: Tensor; rowStart: number } | null, withFeatures: boolean, last: boolean) => {
+    const asm = assemble(source, block ? { table: block.tensor.dtype } : {});
+    const kernel = ctx.kernel({
+      name: 'embed',
+      source: asm.source,
+      defines: { ...asm.defines, FEATURES: withFeatures, TABLE: !!block },
+      constants: { WG },
+      bindings: ['uniform', 'read', block ? 'read' : null, withFeatures ? 'read' : null, withFeatures ? 'read' : null, 'write'],
+    });
+    const u = new Uniforms()
+      .u32(total)
+      .u32(D)
+      .u32(block ? block.tensor.shape[0] : 0)
+      .u32(idsOffset)
+      .u32(f ? f.data.shape[0] : 0)
+      .u32(out.offset)
+      .u32(out.stride)
+      .u32(block?.rowStart ?? 0)
+      .u32(last ? 1 : 0)
+      .done();
+    rec.dispatch(
+      kernel,
+      u,
+      [null, a.ids, block?.tensor.buffer ?? null, withFeatures ? f!.map : null, withFeatures ? f!.data.buffer : null, out.tensor.buffer],
+      fold(Math.ceil(total / WG), ctx.limits.maxComputeWorkgroupsPerDimension),
+      `embed ${block?.tensor.label ?? 'image features'}`,
+    );
+  };
+  if (parts.length === 1) {
+    dispatch(parts[0], !!f, true);
+    return;
+  }
+  // Split table: every block writes the rows whose ids it holds, then the image rows are overwritten last.
+  parts.forEach((b, i) => dispatch(b, false, i === parts.length - 1));
+  if (f) dispatch(null, true, true);
 }

@@ -3,7 +3,7 @@
 import source from '../shaders/matmul.wgsl';
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
 import { Uniforms } from '../src/gpu/context.js';
-import type { Tensor } from '../src/gpu/tensor.js';
+import { type Tensor, type Weight, weightParts } from '../src/gpu/tensor.js';
 import { type Activation, type RowView, activationDefines, assemble } from './common.js';
 
 const WG = 8;
@@ -11,8 +11,8 @@ const TILE = 4;
 
 export interface MatmulArgs {
   x: RowView;
-  /** Weight [N, K] (Hugging Face Linear layout). */
-  w: Tensor;
+  /** Weight [N, K] (Hugging Face Linear layout), possibly split in row blocks over several buffers. */
+  w: Weight;
   b?: Tensor | null;
   residual?: RowView | null;
   out: RowView;
@@ -31,7 +31,15 @@ export function matmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
   if (a.residual && (a.residual.rows !== M || a.residual.cols !== N)) {
     throw new Error(`matmul: residual ${a.residual.tensor.label} view is ${a.residual.rows}x${a.residual.cols}, expected ${M}x${N}`);
   }
-  const weights: Record<string, Tensor['dtype']> = { w: a.w.dtype };
+  // A weight split in row blocks is N = sum of block rows: one dispatch per block into its output columns.
+  for (const { tensor, rowStart } of weightParts(a.w)) {
+    const n = tensor.shape[0];
+    matmulBlock(ctx, rec, a, tensor, rowStart, n, M, K);
+  }
+}
+
+function matmulBlock(ctx: GpuContext, rec: Recorder, a: MatmulArgs, w: Tensor, n0: number, N: number, M: number, K: number): void {
+  const weights: Record<string, Tensor['dtype']> = { w: w.dtype };
   if (a.b) weights.b = a.b.dtype;
   const asm = assemble(source, weights, { activations: true });
   const kernel = ctx.kernel({
@@ -47,16 +55,17 @@ export function matmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
     .u32(K)
     .u32(a.x.offset)
     .u32(a.x.stride)
-    .u32(a.out.offset)
+    .u32(a.out.offset + n0)
     .u32(a.out.stride)
-    .u32(a.residual?.offset ?? 0)
+    .u32((a.residual?.offset ?? 0) + n0)
     .u32(a.residual?.stride ?? 0)
+    .u32(n0)
     .done();
   rec.dispatch(
     kernel,
     u,
-    [null, a.x.tensor.buffer, a.w.buffer, a.b?.buffer ?? null, a.residual?.tensor.buffer ?? null, a.out.tensor.buffer],
+    [null, a.x.tensor.buffer, w.buffer, a.b?.buffer ?? null, a.residual?.tensor.buffer ?? null, a.out.tensor.buffer],
     [Math.ceil(N / (WG * TILE)), Math.ceil(M / (WG * TILE))],
-    `matmul ${a.w.label}`,
+    `matmul ${w.label}`,
   );
 }

@@ -1,5 +1,7 @@
 // Token embedding gather with the LLaVA image-feature scatter:
 //   out[r, :] = map[r] >= 0 ? data[map[r], :] : table[ids[ids_off + r], :]
+// A table split in row blocks runs once per block (TABLE only: rows whose id lies in the block), then once
+// with FEATURES only for the image rows.
 // One invocation per output element; the launcher folds the workgroup count over x and y. Ids past the
 // vocabulary and map entries past the data are clamped so nothing reads out of bounds (the model validates
 // ids on the CPU first). load_table comes from the launcher (dtype-specific).
@@ -12,11 +14,15 @@ struct Params {
   data_rows: u32, // rows of data (FEATURES)
   o_off: u32,     // element offset of row 0 of out
   o_stride: u32,  // elements between rows of out
+  id_base: u32,   // first vocabulary row held by this table block
+  clamp_top: u32, // 1: ids past the block are clamped to its last row (the last block); 0: skipped
 }
 
 @group(0) @binding(0) var<uniform> p: Params;                   // sizes and views
 @group(0) @binding(1) var<storage, read> ids: array<u32>;       // token ids
-@group(0) @binding(2) var<storage, read> table: array<u32>;     // [vocab, D] embedding, packed by dtype
+#if TABLE
+@group(0) @binding(2) var<storage, read> table: array<u32>;     // [vocab, D] embedding (block), packed by dtype
+#endif
 #if FEATURES
 @group(0) @binding(3) var<storage, read> map: array<i32>;       // [rows] -1 = token embedding, k = data row k
 @group(0) @binding(4) var<storage, read> data: array<f32>;      // [data_rows, D] image features
@@ -42,6 +48,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     return;
   }
 #endif
-  let id = min(ids[p.ids_off + r], p.vocab - 1u);
-  o[dst] = load_table(id * p.cols + c);
+#if TABLE
+  let id = ids[p.ids_off + r];
+  if (id < p.id_base) {
+    return;
+  }
+  var local = id - p.id_base;
+  if (local >= p.vocab) {
+    if (p.clamp_top == 0u) {
+      return;
+    }
+    local = p.vocab - 1u;
+  }
+  o[dst] = load_table(local * p.cols + c);
+#endif
 }

@@ -12,6 +12,7 @@ struct Params {
   y_stride: u32,
   r_off: u32,
   r_stride: u32,
+  b_off: u32,     // first bias element of this call (a weight split in row blocks runs block by block)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;                 // sizes and views
@@ -74,7 +75,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       }
       var v = acc[i][j];
 #if HAS_BIAS
-      v += load_b(n);
+      v += load_b(p.b_off + n);
 #endif
       v = act(v);
 #if HAS_RESIDUAL

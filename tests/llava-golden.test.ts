@@ -117,3 +117,32 @@ describe('tiny-llava golden', () => {
     expect(eos.tokens).toEqual(g.greedy_6.slice(0, 2));
   });
 });
+
+describe('tiny-llava golden with every weight split in row blocks', () => {
+  it('matches the reference logits and greedy tokens when matmul and embedding run block by block', async () => {
+    const ctx = await gpuContext();
+    // 2 KiB per binding: every matrix of the fixture (and the embedding table) is split into several blocks.
+    const model = await LlavaModel.load(ctx, dir, { maxBindingBytes: 2048 });
+    const img = decodeImage(new Uint8Array(await readFile(join(dir, 'image.png'))), 'image.png');
+    const r = await model.run({ ids: g.input_ids, pixelValues: [model.preprocess(img)], capture: parseCapture({ logits: 'all' }, model.dims), maxNewTokens: 6 });
+    expectClose(r.logits!.data, flat(g.logits), 1e-3, 0, 'logits (split weights)');
+    expect(r.tokens).toEqual(g.greedy_6);
+  });
+
+  it('converts f16 weights to f32 storage on load (--dtype f32) with the same results', async () => {
+    const ctx = await gpuContext();
+    const model = await LlavaModel.load(ctx, dir, { dtype: 'f32' });
+    expect(model.text.layers[0].q.dtype).toBe('f32');
+    const img = decodeImage(new Uint8Array(await readFile(join(dir, 'image.png'))), 'image.png');
+    const r = await model.run({ ids: g.input_ids, pixelValues: [model.preprocess(img)], capture: parseCapture({ logits: 'all' }, model.dims), maxNewTokens: 6 });
+    expectClose(r.logits!.data, flat(g.logits), 1e-3, 0, 'logits (f32 storage)');
+    expect(r.tokens).toEqual(g.greedy_6);
+  });
+
+  it('refuses at once, with the numbers, a model that does not fit the memory budget', async () => {
+    const ctx = await gpuContext();
+    await expect(LlavaModel.load(ctx, dir, { memoryBudget: 100_000 })).rejects.toThrow(
+      /needs [\d.]+ MiB of GPU memory \(weights [\d.]+ KiB \+ KV cache [\d.]+ KiB for 512 tokens \+ activations [\d.]+ MiB\) but the given memory budget is 97\.7 KiB; try --dtype f16/,
+    );
+  });
+});

@@ -43,3 +43,30 @@ export function expectShape(t: { shape: readonly number[]; label: string }, shap
     );
   }
 }
+
+/**
+ * A weight too large for one storage binding (or one buffer), kept as consecutive blocks of rows, each its own
+ * buffer. Matmul runs once per block into the matching output columns; the embedding gather once per block.
+ */
+export class RowSplitTensor {
+  constructor(
+    readonly parts: Tensor[],
+    /** First row of each part. */
+    readonly rowStarts: number[],
+    readonly shape: readonly number[],
+    readonly dtype: DType,
+    readonly label: string,
+  ) {}
+
+  get numel(): number {
+    return numel(this.shape);
+  }
+}
+
+/** A weight as the kernels take it: one buffer, or row blocks of several. */
+export type Weight = Tensor | RowSplitTensor;
+
+/** The (tensor, first row) blocks of a weight; a plain tensor is one block. */
+export function weightParts(w: Weight): { tensor: Tensor; rowStart: number }[] {
+  return w instanceof RowSplitTensor ? w.parts.map((tensor, i) => ({ tensor, rowStart: w.rowStarts[i] })) : [{ tensor: w, rowStart: 0 }];
+}

@@ -3,7 +3,7 @@
 // features (Hugging Face applies it only to the pooled CLS), so it is not loaded.
 
 import type { GpuContext, Recorder } from '../gpu/context.js';
-import type { Tensor } from '../gpu/tensor.js';
+import type { Tensor, Weight } from '../gpu/tensor.js';
 import { rows } from '../../kernels/common.js';
 import { matmul } from '../../kernels/matmul.js';
 import { layerNorm } from '../../kernels/norm.js';
@@ -16,19 +16,19 @@ import { headParamSlotBytes } from '../interp/head-params.js';
 interface VitLayer {
   ln1w: Tensor;
   ln1b: Tensor;
-  q: Tensor;
+  q: Weight;
   qb: Tensor;
-  k: Tensor;
+  k: Weight;
   kb: Tensor;
-  v: Tensor;
+  v: Weight;
   vb: Tensor;
-  o: Tensor;
+  o: Weight;
   ob: Tensor;
   ln2w: Tensor;
   ln2b: Tensor;
-  fc1: Tensor;
+  fc1: Weight;
   fc1b: Tensor;
-  fc2: Tensor;
+  fc2: Weight;
   fc2b: Tensor;
 }
 
@@ -41,7 +41,7 @@ export interface VisionCaptures {
 
 export class ClipVisionTower {
   readonly layers: VitLayer[] = [];
-  patchWeight!: Tensor;
+  patchWeight!: Weight;
   classEmbedding!: Tensor;
   positionEmbedding!: Tensor;
   preNormW!: Tensor;
@@ -65,30 +65,30 @@ export class ClipVisionTower {
     const name = (suffix: string) => w.resolve(prefixes.map((p) => p + suffix));
     const { hidden: E, intermediate: F, channels: C, patchSize: P } = cfg;
     t.patchWeight = await w.load(name('embeddings.patch_embedding.weight'), [E, C, P, P], [E, C * P * P]);
-    t.classEmbedding = await w.load(name('embeddings.class_embedding'), [E]);
-    t.positionEmbedding = await w.load(name('embeddings.position_embedding.weight'), [t.tokens, E]);
-    t.preNormW = await w.load(name('pre_layrnorm.weight'), [E]);
-    t.preNormB = await w.load(name('pre_layrnorm.bias'), [E]);
+    t.classEmbedding = await w.loadTensor(name('embeddings.class_embedding'), [E]);
+    t.positionEmbedding = await w.loadTensor(name('embeddings.position_embedding.weight'), [t.tokens, E]);
+    t.preNormW = await w.loadTensor(name('pre_layrnorm.weight'), [E]);
+    t.preNormB = await w.loadTensor(name('pre_layrnorm.bias'), [E]);
     // All layers are loaded so captures can reach past the feature layer; a plain run stops at the feature layer.
     for (let l = 0; l < cfg.layers; l++) {
       const p = `encoder.layers.${l}.`;
       t.layers.push({
-        ln1w: await w.load(name(p + 'layer_norm1.weight'), [E]),
-        ln1b: await w.load(name(p + 'layer_norm1.bias'), [E]),
+        ln1w: await w.loadTensor(name(p + 'layer_norm1.weight'), [E]),
+        ln1b: await w.loadTensor(name(p + 'layer_norm1.bias'), [E]),
         q: await w.load(name(p + 'self_attn.q_proj.weight'), [E, E]),
-        qb: await w.load(name(p + 'self_attn.q_proj.bias'), [E]),
+        qb: await w.loadTensor(name(p + 'self_attn.q_proj.bias'), [E]),
         k: await w.load(name(p + 'self_attn.k_proj.weight'), [E, E]),
-        kb: await w.load(name(p + 'self_attn.k_proj.bias'), [E]),
+        kb: await w.loadTensor(name(p + 'self_attn.k_proj.bias'), [E]),
         v: await w.load(name(p + 'self_attn.v_proj.weight'), [E, E]),
-        vb: await w.load(name(p + 'self_attn.v_proj.bias'), [E]),
+        vb: await w.loadTensor(name(p + 'self_attn.v_proj.bias'), [E]),
         o: await w.load(name(p + 'self_attn.out_proj.weight'), [E, E]),
-        ob: await w.load(name(p + 'self_attn.out_proj.bias'), [E]),
-        ln2w: await w.load(name(p + 'layer_norm2.weight'), [E]),
-        ln2b: await w.load(name(p + 'layer_norm2.bias'), [E]),
+        ob: await w.loadTensor(name(p + 'self_attn.out_proj.bias'), [E]),
+        ln2w: await w.loadTensor(name(p + 'layer_norm2.weight'), [E]),
+        ln2b: await w.loadTensor(name(p + 'layer_norm2.bias'), [E]),
         fc1: await w.load(name(p + 'mlp.fc1.weight'), [F, E]),
-        fc1b: await w.load(name(p + 'mlp.fc1.bias'), [F]),
+        fc1b: await w.loadTensor(name(p + 'mlp.fc1.bias'), [F]),
         fc2: await w.load(name(p + 'mlp.fc2.weight'), [E, F]),
-        fc2b: await w.load(name(p + 'mlp.fc2.bias'), [E]),
+        fc2b: await w.loadTensor(name(p + 'mlp.fc2.bias'), [E]),
       });
     }
     return t;

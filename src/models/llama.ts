@@ -2,7 +2,7 @@
 // interventions, SiLU-gated MLP. Records kernel calls only; the KV cache lives here.
 
 import type { GpuContext, Recorder } from '../gpu/context.js';
-import type { Tensor } from '../gpu/tensor.js';
+import type { Tensor, Weight } from '../gpu/tensor.js';
 import { rows } from '../../kernels/common.js';
 import { matmul } from '../../kernels/matmul.js';
 import { rmsNorm } from '../../kernels/norm.js';
@@ -16,18 +16,18 @@ import { headParamSlotBytes } from '../interp/head-params.js';
 
 interface LayerWeights {
   inputNorm: Tensor;
-  q: Tensor;
-  k: Tensor;
-  v: Tensor;
-  o: Tensor;
+  q: Weight;
+  k: Weight;
+  v: Weight;
+  o: Weight;
   qBias: Tensor | null;
   kBias: Tensor | null;
   vBias: Tensor | null;
   oBias: Tensor | null;
   postNorm: Tensor;
-  gate: Tensor;
-  up: Tensor;
-  down: Tensor;
+  gate: Weight;
+  up: Weight;
+  down: Weight;
   gateBias: Tensor | null;
   upBias: Tensor | null;
   downBias: Tensor | null;
@@ -59,9 +59,9 @@ export interface DecoderStep {
 
 export class LlamaDecoder {
   readonly layers: LayerWeights[] = [];
-  embedTokens!: Tensor;
+  embedTokens!: Weight;
   finalNorm!: Tensor;
-  lmHead!: Tensor;
+  lmHead!: Weight;
   /** KV cache per layer: [maxLen, kvHeads * headDim] f32. */
   private kCache: Tensor[] = [];
   private vCache: Tensor[] = [];
@@ -84,7 +84,7 @@ export class LlamaDecoder {
     const name = (suffix: string) => w.resolve(prefixes.map((p) => p + suffix));
     const opt = (suffix: string, shape: number[], want: boolean) => {
       if (!want) return Promise.resolve(null);
-      return w.load(name(suffix), shape);
+      return w.loadTensor(name(suffix), shape);
     };
     const { hidden: D, intermediate: F, heads: H, kvHeads: KV, headDim: hd, vocab: V } = cfg;
     dec.embedTokens = await w.load(name('embed_tokens.weight'), [V, D]);
@@ -93,7 +93,7 @@ export class LlamaDecoder {
       const ab = cfg.attentionBias;
       const mb = cfg.mlpBias;
       dec.layers.push({
-        inputNorm: await w.load(name(p + 'input_layernorm.weight'), [D]),
+        inputNorm: await w.loadTensor(name(p + 'input_layernorm.weight'), [D]),
         q: await w.load(name(p + 'self_attn.q_proj.weight'), [H * hd, D]),
         k: await w.load(name(p + 'self_attn.k_proj.weight'), [KV * hd, D]),
         v: await w.load(name(p + 'self_attn.v_proj.weight'), [KV * hd, D]),
@@ -102,7 +102,7 @@ export class LlamaDecoder {
         kBias: await opt(p + 'self_attn.k_proj.bias', [KV * hd], ab),
         vBias: await opt(p + 'self_attn.v_proj.bias', [KV * hd], ab),
         oBias: await opt(p + 'self_attn.o_proj.bias', [D], ab),
-        postNorm: await w.load(name(p + 'post_attention_layernorm.weight'), [D]),
+        postNorm: await w.loadTensor(name(p + 'post_attention_layernorm.weight'), [D]),
         gate: await w.load(name(p + 'mlp.gate_proj.weight'), [F, D]),
         up: await w.load(name(p + 'mlp.up_proj.weight'), [F, D]),
         down: await w.load(name(p + 'mlp.down_proj.weight'), [D, F]),
@@ -111,7 +111,7 @@ export class LlamaDecoder {
         downBias: await opt(p + 'mlp.down_proj.bias', [D], mb),
       });
     }
-    dec.finalNorm = await w.load(name('norm.weight'), [D]);
+    dec.finalNorm = await w.loadTensor(name('norm.weight'), [D]);
     const head = lmHeadNames.find((n) => w.has(n));
     if (head) dec.lmHead = await w.load(head, [V, D]);
     else if (cfg.tieEmbeddings) dec.lmHead = dec.embedTokens;

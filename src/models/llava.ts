@@ -3,7 +3,8 @@
 // the prefill (vision, projector, text, logits, first greedy token) is one submit, each decode step another.
 
 import type { GpuContext, Recorder } from '../gpu/context.js';
-import type { Tensor } from '../gpu/tensor.js';
+import type { DType, Tensor, Weight } from '../gpu/tensor.js';
+import { fmtBytes } from '../gpu/context.js';
 import { Checkpoint, type FolderSource, nodeFolder } from '../io/checkpoint.js';
 import { type ClipProcessorConfig, clipPreprocess, parseClipProcessorConfig } from '../io/clip-processor.js';
 import type { RgbImage } from '../io/image.js';
@@ -79,12 +80,31 @@ export interface RunResult {
 
 export interface LlavaLoadOptions {
   onProgress?: (p: LoadProgress) => void;
+  /** Store weights in this dtype (converted while loading), e.g. 'f16' to halve an f32/bf16 checkpoint. */
+  dtype?: DType;
+  /** Split weights above this size into row blocks (default: the adapter's binding limit). */
+  maxBindingBytes?: number;
+  /** Tokens of context to plan the KV cache for when checking that the model fits (default 2048). */
+  contextLength?: number;
+  /**
+   * Bytes of GPU memory the model may use. Default: for CPU adapters (SwiftShader) the free system memory;
+   * WebGPU does not tell a real GPU's memory size, so there it is only checked when given.
+   */
+  memoryBudget?: number;
+}
+
+/** What a model needs on the GPU, computed before anything is allocated. */
+export interface MemoryPlan {
+  weights: number;
+  kvCache: number;
+  activations: number;
+  total: number;
 }
 
 export class LlavaModel {
-  private linear1!: Tensor;
+  private linear1!: Weight;
   private linear1Bias: Tensor | null = null;
-  private linear2!: Tensor;
+  private linear2!: Weight;
   private linear2Bias: Tensor | null = null;
   private idsBuf: GPUBuffer | null = null;
   private idsCap = 0;
@@ -119,10 +139,12 @@ export class LlavaModel {
         );
       }
       // Pass 1 checks every tensor name and shape without touching the GPU; pass 2 uploads.
-      const check = new WeightLoader(null, ckpt);
+      const loaderOpts = { dtype: opts.dtype, maxBindingBytes: opts.maxBindingBytes };
+      const check = new WeightLoader(null, ckpt, undefined, 0, loaderOpts);
       await LlavaModel.loadWeights(ctx, cfg, check);
       check.finishCheck();
-      const loader = new WeightLoader(ctx, ckpt, opts.onProgress, check.bytesNeeded);
+      await checkMemory(ctx, cfg, check.bytesNeeded, opts, src.name);
+      const loader = new WeightLoader(ctx, ckpt, opts.onProgress, check.sourceBytes, loaderOpts);
       const parts = await LlavaModel.loadWeights(ctx, cfg, loader);
       const model = new LlavaModel(ctx, cfg, processor, parts.vision, parts.text, src.name);
       Object.assign(model, parts.projector);
@@ -141,9 +163,9 @@ export class LlavaModel {
     const pname = (s: string) => w.resolve(PROJECTOR_PREFIXES.map((p) => p + s));
     const projector = {
       linear1: await w.load(pname('linear_1.weight'), [D, featIn]),
-      linear1Bias: cfg.projectorBias ? await w.load(pname('linear_1.bias'), [D]) : null,
+      linear1Bias: cfg.projectorBias ? await w.loadTensor(pname('linear_1.bias'), [D]) : null,
       linear2: await w.load(pname('linear_2.weight'), [D, D]),
-      linear2Bias: cfg.projectorBias ? await w.load(pname('linear_2.bias'), [D]) : null,
+      linear2Bias: cfg.projectorBias ? await w.loadTensor(pname('linear_2.bias'), [D]) : null,
     };
     const text = await LlamaDecoder.load(ctx, cfg.text, w, TEXT_PREFIXES, LM_HEAD_NAMES);
     return { vision, projector, text };
@@ -469,5 +491,38 @@ export class LlavaModel {
 
   destroy(): void {
     this.text.destroy();
+  }
+}
+
+/** Bytes the model needs on the GPU: weights as stored, the KV cache for `context` tokens, and activations. */
+export function planMemory(cfg: LlavaConfig, weightBytes: number, context: number): MemoryPlan {
+  const t = cfg.text;
+  const v = cfg.vision;
+  const kvCache = 2 * t.layers * context * t.kvHeads * t.headDim * 4;
+  const visionTokens = (v.imageSize / v.patchSize) ** 2 + 1;
+  // Per-row scratch of the decoder (h, h2, normed, q, z, gate, up, act) over a prefill of `context` rows, the
+  // vision scratch, and the logits of one row.
+  const textScratch = context * (3 * t.hidden + 2 * t.heads * t.headDim + 3 * t.intermediate) * 4;
+  const visionScratch = visionTokens * (8 * v.hidden + v.intermediate + v.channels * v.patchSize ** 2) * 4;
+  const activations = textScratch + visionScratch + t.vocab * 4 * 2;
+  return { weights: weightBytes, kvCache, activations, total: weightBytes + kvCache + activations };
+}
+
+async function checkMemory(ctx: GpuContext, cfg: LlavaConfig, weightBytes: number, opts: LlavaLoadOptions, name: string): Promise<void> {
+  const context = opts.contextLength ?? Math.min(2048, cfg.text.maxPositions);
+  const plan = planMemory(cfg, weightBytes, context);
+  let budget = opts.memoryBudget;
+  let what = 'the given memory budget';
+  if (budget === undefined && /swiftshader|llvmpipe|lavapipe|cpu/i.test(ctx.gpu.adapterName) && typeof process !== 'undefined' && process.versions?.node) {
+    const os = await import('node:os');
+    budget = os.freemem();
+    what = 'the free memory of this CPU adapter (system RAM)';
+  }
+  if (budget !== undefined && plan.total > budget) {
+    throw new Error(
+      `${name} needs ${fmtBytes(plan.total)} of GPU memory (weights ${fmtBytes(plan.weights)} + KV cache ${fmtBytes(plan.kvCache)} ` +
+        `for ${context} tokens + activations ${fmtBytes(plan.activations)}) but ${what} is ${fmtBytes(budget)}; ` +
+        `try --dtype f16 or a shorter context`,
+    );
   }
 }

@@ -3,9 +3,19 @@
 
 import type { Checkpoint } from '../io/checkpoint.js';
 import type { GpuContext } from '../gpu/context.js';
-import { Tensor, type DType, numel } from '../gpu/tensor.js';
+import { RowSplitTensor, Tensor, type DType, type Weight, dtypeBytes, numel } from '../gpu/tensor.js';
+import { fmtBytes } from '../gpu/context.js';
+import { decodeToF32, encodeFromF32 } from '../gpu/half.js';
 
 const CHUNK_BYTES = 16 << 20;
+const F16_MAX = 65504;
+
+export interface WeightLoaderOptions {
+  /** Convert floating-point weights to this storage dtype while loading (e.g. f16 to halve GPU memory). */
+  dtype?: DType;
+  /** Split tensors above this many bytes into row blocks (default: the adapter's binding / buffer limits). */
+  maxBindingBytes?: number;
+}
 
 export class WeightError extends Error {
   override name = 'WeightError';
@@ -23,17 +33,23 @@ export interface LoadProgress {
  */
 export class WeightLoader {
   bytesLoaded = 0;
-  /** Bytes the loaded tensors occupy (in check mode: would occupy). */
+  /** Bytes the loaded tensors occupy on the GPU (in check mode: would occupy). */
   bytesNeeded = 0;
+  /** Bytes read from the checkpoint for them. */
+  sourceBytes = 0;
   readonly problems: string[] = [];
   /** One read buffer for every chunk of every tensor, grown up to CHUNK_BYTES: loading leaves no garbage. */
   private scratch = new Uint8Array(0);
+
+  /** Values saturated by an f16 conversion, per tensor. */
+  readonly clamped = new Map<string, number>();
 
   constructor(
     private ctx: GpuContext | null,
     readonly ckpt: Checkpoint,
     private onProgress?: (p: LoadProgress) => void,
     private bytesTotal = 0,
+    private options: WeightLoaderOptions = {},
   ) {}
 
   get checkOnly(): boolean {
@@ -73,7 +89,19 @@ export class WeightLoader {
    * Upload a tensor as stored (f16/bf16 stay packed), checking its shape. `viewShape` reinterprets the same
    * bytes (e.g. a conv weight [E, C, p, p] used as a matrix [E, C*p*p]).
    */
-  async load(name: string, expected: number[], viewShape?: number[]): Promise<Tensor> {
+  /** Upload a tensor that must fit one binding (norms, biases, embeddings of positions). */
+  async loadTensor(name: string, expected: number[], viewShape?: number[]): Promise<Tensor> {
+    const w = await this.load(name, expected, viewShape);
+    if (w instanceof RowSplitTensor) throw new WeightError(`tensor ${name} is too large for one GPU binding and cannot be split`);
+    return w;
+  }
+
+  /**
+   * Upload a tensor as stored (f16/bf16 stay packed) or converted to the loader's `dtype`, checking its shape.
+   * `viewShape` reinterprets the same bytes (a conv weight [E, C, p, p] used as a matrix [E, C*p*p]). A tensor
+   * larger than one storage binding comes back as row blocks over several buffers.
+   */
+  async load(name: string, expected: number[], viewShape?: number[]): Promise<Weight> {
     const shape = viewShape ?? expected;
     if (numel(shape) !== numel(expected)) throw new Error(`internal: view [${shape}] of ${name} changes the element count`);
     if (this.checkOnly && !this.ckpt.has(name)) return placeholder(name, shape); // already reported by resolve()
@@ -84,27 +112,83 @@ export class WeightLoader {
       if (!this.checkOnly) throw new WeightError(msg);
       this.problems.push(msg);
     }
-    const dtype = info.dtype.toLowerCase() as DType;
-    const bytes = info.end - info.begin;
+    const stored = info.dtype.toLowerCase() as DType;
+    const dtype = this.options.dtype ?? stored;
+    const elements = numel(shape);
+    const bytes = elements * dtypeBytes(dtype);
     this.bytesNeeded += bytes;
+    this.sourceBytes += info.end - info.begin;
     if (!this.ctx) return placeholder(name, shape, dtype);
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
     const ctx = this.ctx;
-    const buffer = ctx.createBuffer(bytes, usage, name);
+
+    // Row blocks, each within one binding; an even row count keeps 16-bit pairs inside one u32 word.
+    const rows = shape[0];
+    const rowBytes = bytes / rows;
+    const limit = this.options.maxBindingBytes ?? Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize);
+    let perPart = rows;
+    if (bytes > limit) {
+      perPart = Math.floor(limit / rowBytes);
+      if (perPart % 2 && perPart > 1) perPart--;
+      if (perPart < 1) throw new WeightError(`tensor ${name}: one row of ${fmtBytes(rowBytes)} exceeds the adapter's binding limit of ${fmtBytes(limit)}`);
+    }
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+    const parts: Tensor[] = [];
+    const rowStarts: number[] = [];
     try {
-      const want = Math.min(CHUNK_BYTES, bytes);
+      ctx.scoped(`allocating ${name}`, () => {
+        for (let r0 = 0; r0 < rows; r0 += perPart) {
+          const n = Math.min(perPart, rows - r0);
+          const label = perPart < rows ? `${name}[rows ${r0}..${r0 + n - 1}]` : name;
+          parts.push(new Tensor(ctx.createBuffer(n * rowBytes, usage, label), [n, ...shape.slice(1)], dtype, label));
+          rowStarts.push(r0);
+        }
+      });
+      const partBytes = perPart * rowBytes;
+      // Route a run of converted bytes at storage offset `at` into the part buffers it covers.
+      const write = (at: number, data: Uint8Array) => {
+        while (data.byteLength) {
+          const i = Math.floor(at / partBytes);
+          const inPart = at - i * partBytes;
+          const n = Math.min(data.byteLength, partBytes - inPart);
+          ctx.writeBytes(parts[i].buffer, inPart, data.subarray(0, n));
+          at += n;
+          data = data.subarray(n);
+        }
+      };
+      const want = Math.min(CHUNK_BYTES, info.end - info.begin);
       if (this.scratch.byteLength < want) this.scratch = new Uint8Array(Math.max(want, Math.min(CHUNK_BYTES, this.scratch.byteLength * 2)));
+      const ratio = dtypeBytes(dtype) / dtypeBytes(stored);
       for await (const chunk of this.ckpt.readChunks(name, CHUNK_BYTES, this.scratch)) {
-        ctx.writeBytes(buffer, chunk.offset, chunk.bytes);
+        write(chunk.offset * ratio, dtype === stored ? chunk.bytes : this.convert(chunk.bytes, stored, dtype, name));
         this.bytesLoaded += chunk.bytes.byteLength;
         this.onProgress?.({ tensor: name, bytesDone: this.bytesLoaded, bytesTotal: this.bytesTotal });
       }
+      // An allocation the device could not satisfy is reported here, with how far loading got.
+      await ctx.checkErrors().catch((e: Error) => {
+        throw new WeightError(`${e.message} (after loading ${fmtBytes(this.bytesLoaded)} of ${fmtBytes(this.bytesTotal)})`);
+      });
     } catch (e) {
-      ctx.destroyBuffer(buffer);
+      for (const t of parts) ctx.destroyBuffer(t.buffer);
       throw e;
     }
-    return new Tensor(buffer, shape, dtype, name);
+    return parts.length === 1 ? parts[0] : new RowSplitTensor(parts, rowStarts, shape, dtype, name);
   }
+
+  /** On-load dtype conversion of one chunk (f16 saturates at ±65504 instead of overflowing to infinity). */
+  private convert(bytes: Uint8Array, from: DType, to: DType, name: string): Uint8Array {
+    const values = decodeToF32(bytes, from);
+    if (to === 'f16') {
+      let clamped = 0;
+      for (let i = 0; i < values.length; i++) {
+        const v = values[i];
+        if (v > F16_MAX) (values[i] = F16_MAX), clamped++;
+        else if (v < -F16_MAX) (values[i] = -F16_MAX), clamped++;
+      }
+      if (clamped) this.clamped.set(name, (this.clamped.get(name) ?? 0) + clamped);
+    }
+    return encodeFromF32(values, to);
+  }
+
 }
 
 /** A tensor with no GPU buffer, returned in check mode so model construction code runs unchanged. */
