@@ -39,14 +39,25 @@ export function matmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
 }
 
 function matmulBlock(ctx: GpuContext, rec: Recorder, a: MatmulArgs, w: Tensor, n0: number, N: number, M: number, K: number): void {
-  const weights: Record<string, Tensor['dtype']> = { w: w.dtype };
+  // Vector loads need K, the x view and (for 16-bit weights, two per u32) every W row on 4-element boundaries.
+  const vec4 = K % 4 === 0 && a.x.offset % 4 === 0 && a.x.stride % 4 === 0;
+  const weights: Record<string, Tensor['dtype']> = vec4 ? {} : { w: w.dtype };
   if (a.b) weights.b = a.b.dtype;
   const asm = assemble(source, weights, { activations: true });
+  // Few rows (decode steps): one row of 64 threads per workgroup instead of 8x8, so no thread idles.
+  const [wgX, wgY] = M <= TILE ? [64, 1] : [WG, WG];
   const kernel = ctx.kernel({
     name: 'matmul',
     source: asm.source,
-    defines: { ...asm.defines, ...activationDefines(a.act ?? 'none'), HAS_BIAS: !!a.b, HAS_RESIDUAL: !!a.residual },
-    constants: { WG_X: WG, WG_Y: WG },
+    defines: {
+      ...asm.defines,
+      ...activationDefines(a.act ?? 'none'),
+      HAS_BIAS: !!a.b,
+      HAS_RESIDUAL: !!a.residual,
+      VEC4: vec4,
+      [`W_${w.dtype.toUpperCase()}`]: true,
+    },
+    constants: { WG_X: wgX, WG_Y: wgY },
     bindings: ['uniform', 'read', 'read', a.b ? 'read' : null, a.residual ? 'read' : null, 'write'],
   });
   const u = new Uniforms()
@@ -65,7 +76,7 @@ function matmulBlock(ctx: GpuContext, rec: Recorder, a: MatmulArgs, w: Tensor, n
     kernel,
     u,
     [null, a.x.tensor.buffer, w.buffer, a.b?.buffer ?? null, a.residual?.tensor.buffer ?? null, a.out.tensor.buffer],
-    [Math.ceil(N / (WG * TILE)), Math.ceil(M / (WG * TILE))],
+    [Math.ceil(N / (wgX * TILE)), Math.ceil(M / (wgY * TILE))],
     `matmul ${w.label}`,
   );
 }

@@ -13,3 +13,6 @@ export { parseLlavaConfig, type LlavaConfig } from './models/config.js';
 export { randomLlava, writeRandomLlava, type RandomLlavaSpec } from './models/random-llava.js';
 export * from './interp/spec.js';
 export { encodeSafetensors, encodeSafetensorsF32 } from './io/safetensors-writer.js';
+export * from './io/tokenizer.js';
+export { LlavaProcessor, LLAVA_15_TEMPLATE, type ProcessedPrompt } from './models/llava-processor.js';
+export { RowSplitTensor, type Weight } from './gpu/tensor.js';

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { matmul } from '../kernels/matmul.js';
 import { rows, type Activation } from '../kernels/common.js';
 import { expectClose, gpuContext, randn, read, upload } from './helpers/gpu.js';
-import type { DType } from '../src/gpu/tensor.js';
+import { RowSplitTensor, type DType } from '../src/gpu/tensor.js';
 
 function erf(x: number): number {
   // float64 reference erf (series / continued fraction would do; this uses a high-precision rational fit)
@@ -54,6 +54,13 @@ describe('matmul kernel vs float64 reference', () => {
     [5, 129, 67, 'bf16', true, false, 'quick_gelu'],
     [70, 37, 130, 'f16', false, true, 'silu'],
     [3, 50, 17, 'f32', true, false, 'gelu_tanh'],
+    // K % 4 == 0: the vec4 path, for every weight dtype, few rows (decode layout) and many
+    [1, 257, 96, 'f16', true, false, 'none'],
+    [3, 50, 20, 'bf16', true, true, 'silu'],
+    [4, 33, 64, 'f32', false, false, 'gelu'],
+    [5, 65, 128, 'f16', true, true, 'quick_gelu'],
+    [70, 37, 132, 'bf16', false, true, 'none'],
+    [33, 130, 36, 'f32', true, false, 'gelu_tanh'],
   ];
   for (const [M, N, K, dtype, bias, res, act] of cases) {
     it(`M=${M} N=${N} K=${K} ${dtype} bias=${bias} residual=${res} ${act}`, async () => {
@@ -91,6 +98,40 @@ describe('matmul kernel vs float64 reference', () => {
       expectClose(got.subarray(m * 10 + 2, m * 10 + 2 + N), want.subarray(m * N, m * N + N), 1e-4, 1e-4);
       expect(got[m * 10 + 8]).toBe(7);
     }
+  });
+
+  it('vec4 path on a row view whose offset and stride are multiples of 4', async () => {
+    const ctx = await gpuContext();
+    const [M, N, K] = [3, 10, 8];
+    const xs = randn(6 * K, 21);
+    const x = ctx.uploadF32(xs, [6, K], 'x');
+    const [w, wq] = upload(ctx, randn(N * K, 22), [N, K], 'f16', 'w');
+    const y = ctx.activation([M, N], 'y');
+    const rec = ctx.recorder();
+    matmul(ctx, rec, { x: rows(x, 3, M), w, out: rows(y) });
+    rec.submit();
+    expectClose(await read(ctx, y), refMatmul(xs.subarray(3 * K), wq, null, null, M, N, K, 'none'), 1e-4, 1e-4);
+  });
+
+  it('a weight split in row blocks gives the same result as the whole weight', async () => {
+    const ctx = await gpuContext();
+    const [M, N, K] = [6, 23, 12];
+    const xs = randn(M * K, 31);
+    const x = ctx.uploadF32(xs, [M, K], 'x');
+    const wv = randn(N * K, 32);
+    const [, wq] = upload(ctx, wv, [N, K], 'f16', 'w');
+    const [b, bq] = upload(ctx, randn(N, 33), [N], 'f32', 'b');
+    const starts = [0, 8, 16];
+    const parts = starts.map((r0, i) => {
+      const r1 = starts[i + 1] ?? N;
+      return upload(ctx, wv.subarray(r0 * K, r1 * K), [r1 - r0, K], 'f16', `w[${r0}..]`)[0];
+    });
+    const split = new RowSplitTensor(parts, starts, [N, K], 'f16', 'w');
+    const y = ctx.activation([M, N], 'y');
+    const rec = ctx.recorder();
+    matmul(ctx, rec, { x: rows(x), w: split, b, out: rows(y), act: 'silu' });
+    rec.submit();
+    expectClose(await read(ctx, y), refMatmul(xs, wq, bq, null, M, N, K, 'silu'), 1e-4, 1e-4);
   });
 
   it('refuses mismatched shapes with a message naming the tensors', async () => {
