@@ -16,3 +16,5 @@ export { encodeSafetensors, encodeSafetensorsF32 } from './io/safetensors-writer
 export * from './io/tokenizer.js';
 export { LlavaProcessor, LLAVA_15_TEMPLATE, type ProcessedPrompt } from './models/llava-processor.js';
 export { RowSplitTensor, type Weight } from './gpu/tensor.js';
+export * from './generate/sampling.js';
+export { generate, type GenerateArgs, type GenerateResult, type StopReason } from './generate/generate.js';

@@ -67,6 +67,12 @@ describe('vlmscope trace (process)', () => {
     });
   }
 
+  it('--dtype f32 converts the f16 weights on load and gives the same tokens', () => {
+    const r = trace(['--dtype', 'f32', '--max-new-tokens', '6']);
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(readFileSync(r.out, 'utf8')).tokens).toEqual(g.greedy_6);
+  });
+
   it('writes .safetensors captures', () => {
     const capture = writeJson('capture-st.json', { logits: 'last', z: { positions: 'last' } });
     const out = join(work, 'trace.safetensors');

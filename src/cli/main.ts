@@ -1,13 +1,34 @@
 // The `vlmscope` command.
 import { Command, CommanderError } from 'commander';
 import { traceCommand } from './trace.js';
+import { generateCommand } from './generate.js';
 import { reportAndExit } from './errors.js';
 
-const program = new Command('vlmscope')
-  .description('A WebGPU vision-language model engine for research on attention heads')
-  .option('--verbose', 'print stack traces with errors')
-  .exitOverride()
-  .addCommand(traceCommand().exitOverride());
+/** Commander's own errors (bad or missing options) as one `vlmscope:` line pointing at the command's help. */
+function oneLineErrors(cmd: Command, path: string): Command {
+  return cmd.exitOverride().configureOutput({
+    outputError: (str, write) => write(`vlmscope: ${str.trim().replace(/^error: /, '').replace(/\s*\n\s*/g, ' ')} (see \`${path} --help\`)\n`),
+  });
+}
+
+const program = oneLineErrors(
+  new Command('vlmscope')
+    .description('A WebGPU vision-language model engine for research on attention heads')
+    .option('--verbose', 'print stack traces with errors')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  vlmscope generate --model weights/tiny-llava --image tests/fixtures/tiny-llava/image.png --prompt "What is in the image?"
+  vlmscope generate --model ./llava-1.5-7b-hf --image photo.jpg --prompt "Where is the dog?" --temperature 0.7 --seed 1 --json
+  vlmscope trace --model ./llava-1.5-7b-hf --image photo.jpg --ids ids.json --capture capture.json --out trace.json
+
+Run \`vlmscope <command> --help\` for a command's options. Exit codes: 0 ok, 1 runtime error, 2 usage error.`,
+    ),
+  'vlmscope',
+)
+  .addCommand(oneLineErrors(traceCommand(), 'vlmscope trace'))
+  .addCommand(oneLineErrors(generateCommand(), 'vlmscope generate'));
 
 const verbose = process.argv.includes('--verbose');
 try {

@@ -4,12 +4,13 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { acquireGpu } from '../gpu/device.js';
 import { GpuContext } from '../gpu/context.js';
-import { LlavaModel, type RunResult } from '../models/llava.js';
+import type { RunResult } from '../models/llava.js';
 import { loadImageFile } from '../io/image.js';
 import { parseCapture, parseInterventions } from '../interp/spec.js';
 import { encodeSafetensorsF32, type F32Entry } from '../io/safetensors-writer.js';
 import { readIdsFile, readJsonFile, writeAtomic } from './files.js';
 import { UsageError } from './errors.js';
+import { dtypeOption, loadModel } from './load.js';
 
 interface TraceOptions {
   model: string;
@@ -19,6 +20,7 @@ interface TraceOptions {
   capture?: string;
   out: string;
   maxNewTokens: number;
+  dtype?: string;
 }
 
 function nonNegativeInt(v: string): number {
@@ -37,6 +39,7 @@ export function traceCommand(): Command {
     .option('--capture <file>', 'capture spec (JSON), e.g. {"logits": "all", "pattern": [{"tower": "text", "layer": 1}], "z": {"positions": "last"}}; default {"logits": "last"}')
     .option('--max-new-tokens <n>', 'greedy tokens to generate after the prompt (written as "tokens")', nonNegativeInt, 0)
     .requiredOption('--out <file>', 'output file: .json, or .safetensors for large captures')
+    .addOption(dtypeOption())
     .option('--verbose', 'print stack traces with errors')
     .addHelpText(
       'after',
@@ -69,7 +72,7 @@ async function runTrace(opts: TraceOptions): Promise<void> {
   const gpu = await acquireGpu();
   try {
     const ctx = new GpuContext(gpu);
-    const model = await LlavaModel.load(ctx, opts.model);
+    const model = await loadModel(ctx, opts.model, opts);
     const interventions = interventionJson ? parseInterventions(interventionJson, model.dims, opts.intervene) : undefined;
     const capture = parseCapture(captureJson, model.dims, opts.capture ?? 'default capture');
     const result = await model.run({

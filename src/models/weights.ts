@@ -9,6 +9,7 @@ import { decodeToF32, encodeFromF32 } from '../gpu/half.js';
 
 const CHUNK_BYTES = 16 << 20;
 const F16_MAX = 65504;
+const MAX_BLOCK_BYTES = 512 << 20;
 
 export interface WeightLoaderOptions {
   /** Convert floating-point weights to this storage dtype while loading (e.g. f16 to halve GPU memory). */
@@ -124,7 +125,9 @@ export class WeightLoader {
     // Row blocks, each within one binding; an even row count keeps 16-bit pairs inside one u32 word.
     const rows = shape[0];
     const rowBytes = bytes / rows;
-    const limit = this.options.maxBindingBytes ?? Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize);
+    // Blocks stay within one binding and at most 512 MiB: drivers can fail an allocation of exactly the
+    // advertised maximum (SwiftShader does at 1 GiB), and a few more dispatches per matmul cost nothing.
+    const limit = this.options.maxBindingBytes ?? Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize, MAX_BLOCK_BYTES);
     let perPart = rows;
     if (bytes > limit) {
       perPart = Math.floor(limit / rowBytes);

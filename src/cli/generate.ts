@@ -1,0 +1,216 @@
+// `vlmscope generate`: a text prompt and an image in, the model's answer out (streamed to stdout as it is
+// produced, or one JSON object with --json), the way LlavaProcessor + generate do it in Hugging Face.
+
+import { stat } from 'node:fs/promises';
+import { Command, InvalidArgumentError } from 'commander';
+import { acquireGpu } from '../gpu/device.js';
+import { GpuContext } from '../gpu/context.js';
+import { loadImageFile, type RgbImage } from '../io/image.js';
+import { nodeFolder } from '../io/checkpoint.js';
+import { Tokenizer } from '../io/tokenizer.js';
+import { LlavaProcessor } from '../models/llava-processor.js';
+import { parseInterventions } from '../interp/spec.js';
+import { generate, type GenerateResult } from '../generate/generate.js';
+import { SamplingError, validateSampling, type SamplingOptions } from '../generate/sampling.js';
+import { readJsonFile } from './files.js';
+import { dtypeOption, loadModel } from './load.js';
+import { UsageError } from './errors.js';
+
+interface GenerateOptions {
+  model: string;
+  image?: string[];
+  prompt: string;
+  maxNewTokens: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  repetitionPenalty?: number;
+  seed?: number;
+  stop?: string[];
+  intervene?: string;
+  json?: boolean;
+  verbose?: boolean;
+  dtype?: string;
+}
+
+/** A commander parser for one sampling setting, with the library's own validation message. */
+function samplingArg(key: keyof SamplingOptions, integer = false) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || Number.isNaN(n)) throw new InvalidArgumentError(`expected a number`);
+    if (integer && !Number.isInteger(n)) throw new InvalidArgumentError(`expected an integer`);
+    try {
+      validateSampling({ [key]: n });
+    } catch (e) {
+      if (e instanceof SamplingError) throw new InvalidArgumentError(e.message);
+      throw e;
+    }
+    return n;
+  };
+}
+
+function nonNegativeInt(v: string): number {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
+  return n;
+}
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+export function generateCommand(): Command {
+  return new Command('generate')
+    .description('answer a text prompt about an image (greedy or sampled), streaming the text as it is produced')
+    .requiredOption('--model <dir>', 'Hugging Face LLaVA folder (config.json, *.safetensors, preprocessor_config.json, tokenizer.json)')
+    .option('--image <file>', 'PNG or JPEG image (repeat for several; each fills one <image> in the prompt)', collect)
+    .requiredOption('--prompt <text>', 'the question or instruction; wrapped in the chat template or "USER: <image>\\n{prompt} ASSISTANT:"')
+    .option('--max-new-tokens <n>', 'most tokens to generate', nonNegativeInt, 64)
+    .option('--temperature <t>', 'sampling temperature; 0 = greedy (default greedy)', samplingArg('temperature'))
+    .option('--top-k <k>', 'sample from the k most likely tokens (turns sampling on, temperature 1 unless given)', samplingArg('topK', true))
+    .option('--top-p <p>', 'sample from the smallest set of tokens with probability >= p (turns sampling on, temperature 1 unless given)', samplingArg('topP'))
+    .option('--repetition-penalty <r>', 'Hugging Face repetition penalty over prompt and generated tokens (1 = none; 1.1-1.3 typical)', samplingArg('repetitionPenalty'))
+    .option('--seed <s>', 'seed for sampling: the same seed gives the same text', nonNegativeInt)
+    .option('--stop <string>', 'stop when the text contains this string, which is left out (repeat for several)', collect)
+    .option('--intervene <file>', 'intervention spec (JSON), as for trace, applied to every step')
+    .option('--json', 'print one JSON object {text, token_ids, prompt_tokens, stopped_by, timings} instead of streaming')
+    .addOption(dtypeOption())
+    .option('--verbose', 'print timings to stderr, and stack traces with errors')
+    .addHelpText(
+      'after',
+      `
+Generation stops at the end-of-sequence token, at a --stop string, or after --max-new-tokens. Decoding is greedy
+(the argmax, computed on the GPU) unless --temperature > 0, --top-k or --top-p is given; then tokens are sampled
+with Hugging Face's order: repetition penalty, temperature, top-k, top-p. Exit codes: 0 ok, 1 runtime error,
+2 usage error.
+
+Examples:
+  vlmscope generate --model weights/tiny-llava --image tests/fixtures/tiny-llava/image.png --prompt "What is in the image?"
+  vlmscope generate --model ./llava-1.5-7b-hf --image photo.jpg \\
+    --prompt "Where is the dog in relation to the horse?" --max-new-tokens 128
+  vlmscope generate --model ./llava-1.5-7b-hf --image photo.jpg --prompt "Describe the scene." \\
+    --temperature 0.7 --top-p 0.9 --seed 42 --stop "." --json
+  vlmscope generate --model ./llava-1.5-7b-hf --image photo.jpg --prompt "What color is the car?" \\
+    --intervene ablate.json`,
+    )
+    .action(async (_opts: GenerateOptions, cmd: Command) => {
+      // --verbose may be taken by the top-level command: read it with the globals.
+      await runGenerate(cmd.optsWithGlobals<GenerateOptions>());
+    });
+}
+
+async function runGenerate(opts: GenerateOptions): Promise<void> {
+  const sampling = samplingOptions(opts);
+  const stopStrings = opts.stop ?? [];
+  for (const s of stopStrings) if (s.length === 0) throw new UsageError('--stop needs a non-empty string');
+  const interventionJson = opts.intervene ? await readJsonFile(opts.intervene, 'intervention spec') : null;
+  await checkFolder(opts.model);
+  const folder = nodeFolder(opts.model);
+  const tokenizer = await Tokenizer.fromFolder(folder);
+  const eosTokenIds = await eosIds(opts.model, tokenizer);
+  const images: RgbImage[] = [];
+  for (const f of opts.image ?? []) images.push(await loadImageFile(f));
+
+  const gpu = await acquireGpu();
+  try {
+    const ctx = new GpuContext(gpu);
+    const model = await loadModel(ctx, folder, opts);
+    const interventions = interventionJson ? parseInterventions(interventionJson, model.dims, opts.intervene) : undefined;
+    const processor = new LlavaProcessor(tokenizer, model.cfg, model.processor);
+    if (opts.prompt.includes(processor.imageToken)) {
+      throw new UsageError(`--prompt contains ${processor.imageToken}: leave it out, one is put in the prompt for each --image`);
+    }
+    const prompt = processor.formatPrompt(opts.prompt, images.length);
+    const { ids, pixelValues } = processor.process(prompt, images);
+    if (opts.verbose) process.stderr.write(`prompt: ${JSON.stringify(prompt)} (${ids.length} tokens)\n`);
+
+    // Streamed text goes straight to stdout; a closed pipe (`| head`) ends the run quietly.
+    process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE') process.exit(0);
+    });
+    const r = await generate(model, {
+      ids,
+      pixelValues,
+      maxNewTokens: opts.maxNewTokens,
+      sampling,
+      eosTokenIds,
+      stopStrings,
+      tokenizer,
+      interventions,
+      onText: opts.json ? undefined : (chunk) => process.stdout.write(chunk),
+    });
+    if (opts.json) process.stdout.write(`${JSON.stringify(toJson(r, ids.length))}\n`);
+    else process.stdout.write('\n');
+    if (opts.verbose) {
+      const t = r.timings;
+      process.stderr.write(
+        `${r.tokenIds.length} tokens (stopped by ${r.stoppedBy}); prefill ${t.prefillMs.toFixed(1)} ms, ` +
+          `decode ${t.decodeMs.toFixed(1)} ms for ${t.decodeSteps} steps (${t.tokensPerSecond.toFixed(1)} tokens/s)\n`,
+      );
+    }
+  } finally {
+    gpu.destroy();
+  }
+}
+
+/** Sampling is on with --temperature > 0, or with --top-k / --top-p (temperature 1 unless given). */
+function samplingOptions(o: GenerateOptions): SamplingOptions {
+  const sampled = o.temperature === undefined && (o.topK !== undefined || o.topP !== undefined);
+  const opts: SamplingOptions = {
+    temperature: sampled ? 1 : o.temperature,
+    topK: o.topK,
+    topP: o.topP,
+    repetitionPenalty: o.repetitionPenalty,
+    seed: o.seed,
+  };
+  try {
+    return validateSampling(opts);
+  } catch (e) {
+    throw e instanceof SamplingError ? new UsageError(e.message) : e;
+  }
+}
+
+async function checkFolder(dir: string): Promise<void> {
+  let isDir: boolean;
+  try {
+    isDir = (await stat(dir)).isDirectory();
+  } catch {
+    throw new Error(`model folder ${dir} does not exist; give --model a Hugging Face LLaVA folder (config.json, *.safetensors, tokenizer.json)`);
+  }
+  if (!isDir) throw new Error(`--model ${dir} is a file; give the folder that holds config.json, *.safetensors and tokenizer.json`);
+}
+
+/** The tokenizer's EOS plus generation_config.json's eos_token_id (a number or a list), when present. */
+async function eosIds(dir: string, tokenizer: Tokenizer): Promise<number[]> {
+  const ids = new Set<number>();
+  if (tokenizer.eosTokenId != null) ids.add(tokenizer.eosTokenId);
+  const text = await nodeFolder(dir).readText('generation_config.json');
+  if (text !== null) {
+    let eos: unknown;
+    try {
+      eos = (JSON.parse(text) as { eos_token_id?: unknown }).eos_token_id;
+    } catch (e) {
+      throw new Error(`${dir}/generation_config.json is not valid JSON: ${(e as Error).message}`);
+    }
+    for (const id of Array.isArray(eos) ? eos : eos == null ? [] : [eos]) {
+      if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
+        throw new Error(`${dir}/generation_config.json: eos_token_id ${JSON.stringify(eos)} is not a token id or a list of them`);
+      }
+      ids.add(id);
+    }
+  }
+  return [...ids];
+}
+
+export function toJson(r: GenerateResult, promptTokens: number) {
+  return {
+    text: r.text,
+    token_ids: r.tokenIds,
+    prompt_tokens: promptTokens,
+    stopped_by: r.stoppedBy,
+    timings: {
+      prefill_ms: r.timings.prefillMs,
+      decode_ms: r.timings.decodeMs,
+      decode_steps: r.timings.decodeSteps,
+      tokens_per_second: r.timings.tokensPerSecond,
+    },
+  };
+}

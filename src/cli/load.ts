@@ -1,0 +1,57 @@
+// Model loading shared by the commands: a progress bar on a terminal and the --dtype option.
+
+import { Option } from 'commander';
+import { fmtBytes, type GpuContext } from '../gpu/context.js';
+import type { FolderSource } from '../io/checkpoint.js';
+import { LlavaModel } from '../models/llava.js';
+import type { LoadProgress } from '../models/weights.js';
+import type { DType } from '../gpu/tensor.js';
+
+export function dtypeOption(): Option {
+  return new Option('--dtype <dtype>', 'store weights as this dtype on the GPU, converting while loading (f16 halves an f32/bf16 checkpoint)').choices([
+    'f16',
+    'bf16',
+    'f32',
+  ]);
+}
+
+/** Load a LLaVA folder with a progress bar on stderr when it is a terminal. */
+export async function loadModel(ctx: GpuContext, folder: FolderSource | string, opts: { dtype?: string }): Promise<LlavaModel> {
+  const progress = progressBar(process.stderr);
+  try {
+    return await LlavaModel.load(ctx, folder, { onProgress: progress.update, dtype: opts.dtype as DType | undefined });
+  } finally {
+    progress.done();
+  }
+}
+
+/**
+ * Weight-loading progress on a terminal: bytes, rate and ETA on one line, redrawn at most 10 times a second
+ * and erased when done. Does nothing when the stream is not a TTY (pipes, files, tests).
+ */
+export function progressBar(stream: NodeJS.WriteStream): { update: (p: LoadProgress) => void; done: () => void } {
+  if (!stream.isTTY) return { update: () => {}, done: () => {} };
+  const t0 = performance.now();
+  let last = 0;
+  let drawn = false;
+  return {
+    update(p) {
+      const now = performance.now();
+      if (now - last < 100 && p.bytesDone < p.bytesTotal) return;
+      last = now;
+      const s = (now - t0) / 1000;
+      const rate = s > 0 ? p.bytesDone / s : 0;
+      const eta = rate > 0 ? (p.bytesTotal - p.bytesDone) / rate : 0;
+      const frac = p.bytesTotal > 0 ? p.bytesDone / p.bytesTotal : 1;
+      const width = 24;
+      const bar = '#'.repeat(Math.round(frac * width)).padEnd(width, '.');
+      stream.write(
+        `\r\x1b[Kloading [${bar}] ${fmtBytes(p.bytesDone)} / ${fmtBytes(p.bytesTotal)}  ${fmtBytes(Math.round(rate))}/s  ETA ${eta.toFixed(0)} s`,
+      );
+      drawn = true;
+    },
+    done() {
+      if (drawn) stream.write('\r\x1b[K');
+    },
+  };
+}
