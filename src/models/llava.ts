@@ -28,7 +28,8 @@ import {
 } from '../interp/spec.js';
 import { headParamTable, temperatureRows } from '../interp/head-params.js';
 
-const VISION_PREFIXES = ['vision_tower.vision_model.', 'model.vision_tower.vision_model.'];
+// llava-hf checkpoints (legacy names), transformers >= 4.52 names, and transformers 5 state dicts (no vision_model).
+const VISION_PREFIXES = ['vision_tower.vision_model.', 'model.vision_tower.vision_model.', 'model.vision_tower.', 'vision_tower.'];
 const PROJECTOR_PREFIXES = ['multi_modal_projector.', 'model.multi_modal_projector.'];
 const TEXT_PREFIXES = ['language_model.model.', 'model.language_model.', 'language_model.'];
 const LM_HEAD_NAMES = ['language_model.lm_head.weight', 'lm_head.weight'];

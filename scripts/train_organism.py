@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Train the vlmscope model organism: a small LLaVA-layout VLM (CLIP ViT + MLP projector + Llama decoder) on the
+synthetic spatial scenes that `scripts/make-organism.ts` exported, and write its weights into the Hugging Face
+folder that script prepared (config.json, tokenizer files).
+
+A development tool (fixture generator), not part of the product: it needs PyTorch and transformers, e.g.
+    python3 -m venv .venv && .venv/bin/pip install torch transformers safetensors pillow numpy
+    .venv/bin/python scripts/train_organism.py --work .tmp/organism --out weights/organism
+
+The training examples are pre-tokenised by the TypeScript side (the engine's own tokenizer and LlavaProcessor),
+so what the model is trained on is exactly what vlmscope feeds it. Loss is on the answer tokens and </s> only.
+Deterministic for a given --seed on one machine (CPU, fixed thread count).
+"""
+
+import argparse
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+
+def load_examples(work: str):
+    images: dict[str, int] = {}
+    pixels: list[np.ndarray] = []
+    examples = []
+    with open(os.path.join(work, 'train.jsonl')) as f:
+        for line in f:
+            ex = json.loads(line)
+            if ex['image'] not in images:
+                images[ex['image']] = len(pixels)
+                img = Image.open(os.path.join(work, ex['image'])).convert('RGB')
+                pixels.append(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())
+            examples.append((images[ex['image']], ex['ids'], ex['answer_start'], ex.get('type', '')))
+    return torch.from_numpy(np.stack(pixels)), examples
+
+
+def normalise(u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    # CLIPImageProcessor on an image already at the input size: rescale by 1/255, then (x - mean) / std.
+    return (u8.float() * (1.0 / 255.0) - mean[:, None, None]) / std[:, None, None]
+
+
+def batch_tensors(batch, pad_id: int):
+    length = max(len(ids) for _, ids, _, _ in batch)
+    input_ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), length), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), length), dtype=torch.long)
+    for i, (_, ids, start, _) in enumerate(batch):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        mask[i, : len(ids)] = 1
+        labels[i, start : len(ids)] = torch.tensor(ids[start:])
+    return input_ids, mask, labels
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--work', required=True, help='folder with train.jsonl and images/ from make-organism.ts')
+    ap.add_argument('--out', required=True, help='the Hugging Face folder to write model.safetensors into')
+    ap.add_argument('--steps', type=int, default=3000)
+    ap.add_argument('--batch', type=int, default=32)
+    ap.add_argument('--lr', type=float, default=2e-3)
+    ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--minutes', type=float, default=0, help='stop early after this many minutes (0 = no limit)')
+    ap.add_argument('--reference', help='folder to write reference.json (trainer logits on 3 held-out examples) and their images into')
+    args = ap.parse_args()
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+
+    with open(os.path.join(args.out, 'config.json')) as f:
+        cfg_json = json.load(f)
+    with open(os.path.join(args.out, 'preprocessor_config.json')) as f:
+        pp = json.load(f)
+    config = LlavaConfig(**cfg_json)
+    config._attn_implementation = 'eager'
+    model = LlavaForConditionalGeneration(config)
+    model.train()
+    mean = torch.tensor(pp['image_mean'], dtype=torch.float32)
+    std = torch.tensor(pp['image_std'], dtype=torch.float32)
+    pad_id = cfg_json['pad_token_id']
+
+    pixels, examples = load_examples(args.work)
+    held = examples[-512:]
+    train = examples[:-512]
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f'{len(train)} training examples over {pixels.shape[0]} images, {len(held)} held out; {n_params / 1e6:.2f}M parameters', flush=True)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, args.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps)))
+    )
+
+    def held_accuracy():
+        model.eval()
+        correct = 0
+        by_type: dict[str, list[int]] = {}
+        with torch.no_grad():
+            for i in range(0, len(held), 64):
+                b = held[i : i + 64]
+                ids, mask, labels = batch_tensors(b, pad_id)
+                pv = normalise(pixels[[e[0] for e in b]], mean, std)
+                logits = model(input_ids=ids, attention_mask=mask, pixel_values=pv).logits
+                for j, (_, seq, start, typ) in enumerate(b):
+                    # Teacher-forced answer tokens all right = the greedy answer is right.
+                    pred = logits[j, start - 1 : len(seq) - 1].argmax(-1)
+                    ok = int(torch.equal(pred, torch.tensor(seq[start:])))
+                    correct += ok
+                    by_type.setdefault(typ, [0, 0])
+                    by_type[typ][0] += ok
+                    by_type[typ][1] += 1
+        model.train()
+        return correct / len(held), {k: round(v[0] / v[1], 3) for k, v in sorted(by_type.items())}
+
+    t0 = time.time()
+    order = rng.permutation(len(train))
+    at = 0
+    losses = []
+    for step in range(args.steps):
+        if at + args.batch > len(order):
+            order = rng.permutation(len(train))
+            at = 0
+        b = [train[k] for k in order[at : at + args.batch]]
+        at += args.batch
+        ids, mask, labels = batch_tensors(b, pad_id)
+        pv = normalise(pixels[[e[0] for e in b]], mean, std)
+        loss = model(input_ids=ids, attention_mask=mask, pixel_values=pv, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if (step + 1) % 100 == 0 or step == args.steps - 1:
+            acc, by_type = held_accuracy() if (step + 1) % 500 == 0 or step == args.steps - 1 else (None, None)
+            elapsed = time.time() - t0
+            msg = f'step {step + 1}/{args.steps} loss {np.mean(losses[-100:]):.4f} lr {sched.get_last_lr()[0]:.2e} {elapsed / 60:.1f} min'
+            if acc is not None:
+                msg += f' held-out answer accuracy {acc:.3f} {by_type}'
+            print(msg, flush=True)
+            if args.minutes and elapsed > args.minutes * 60:
+                print('time limit reached', flush=True)
+                break
+
+    final_loss = float(np.mean(losses[-100:]))
+    acc, by_type = held_accuracy()
+    # Store f16 weights under the transformers state-dict names (model.language_model.*, model.vision_tower.*,
+    # model.multi_modal_projector.*, lm_head.*), which vlmscope reads like the legacy llava-hf names.
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, os.path.join(args.out, 'model.safetensors'), metadata={'format': 'pt'})
+    summary = {
+        'steps': step + 1,
+        'batch': args.batch,
+        'examples_seen': (step + 1) * args.batch,
+        'train_examples': len(train),
+        'final_loss': round(final_loss, 4),
+        'held_out_teacher_forced_accuracy': round(acc, 4),
+        'held_out_by_type': by_type,
+        'minutes': round((time.time() - t0) / 60, 1),
+        'seed': args.seed,
+        'parameters': n_params,
+    }
+    with open(os.path.join(args.work, 'train-summary.json'), 'w') as f:
+        json.dump(summary, f, indent=1)
+    print(json.dumps(summary), flush=True)
+    if args.reference:
+        write_reference(model, state, held[:3], pixels, mean, std, args)
+
+
+def write_reference(model, state, examples, pixels, mean, std, args):
+    # The trainer's own forward on the weights as shipped (f16, evaluated in float64, eager attention): the
+    # engine must reproduce these logits at the last prompt position within 1e-3.
+    import shutil
+
+    model.load_state_dict({k: v.to(torch.float64) for k, v in state.items()})
+    model.to(torch.float64).eval()
+    os.makedirs(args.reference, exist_ok=True)
+    with open(os.path.join(args.work, 'train.jsonl')) as f:
+        image_of = {}
+        for line in f:
+            ex = json.loads(line)
+            image_of.setdefault(ex['image'], ex['image'])
+    names = {v: k for k, v in ((k, i) for i, k in enumerate(image_of))}
+    out = []
+    with torch.no_grad():
+        for img_idx, ids, start, typ in examples:
+            prompt = ids[:start]
+            pv = normalise(pixels[[img_idx]], mean, std).to(torch.float64)
+            logits = model(input_ids=torch.tensor([prompt]), pixel_values=pv).logits[0, -1]
+            src = names[img_idx]
+            dst = os.path.basename(src)
+            shutil.copy(os.path.join(args.work, src), os.path.join(args.reference, dst))
+            out.append({'image': dst, 'ids': prompt, 'type': typ, 'answer_ids': ids[start:], 'last_logits': [round(float(x), 6) for x in logits]})
+    with open(os.path.join(args.reference, 'reference.json'), 'w') as f:
+        json.dump({'source': 'scripts/train_organism.py (transformers LlavaForConditionalGeneration, float64, eager)', 'examples': out}, f)
+    print(f'wrote {len(out)} reference examples to {args.reference}', flush=True)
+
+
+if __name__ == '__main__':
+    main()
