@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { traceCommand } from './trace.js';
 import { generateCommand } from './generate.js';
+import { evalCommand } from './eval.js';
 import { reportAndExit } from './errors.js';
 
 /** Commander's own errors (bad or missing options) as one `vlmscope:` line pointing at the command's help. */
@@ -22,13 +23,15 @@ Examples:
   vlmscope generate --model weights/tiny-llava --image tests/fixtures/tiny-llava/image.png --prompt "What is in the image?"
   vlmscope generate --model ./llava-1.5-7b-hf --image photo.jpg --prompt "Where is the dog?" --temperature 0.7 --seed 1 --json
   vlmscope trace --model ./llava-1.5-7b-hf --image photo.jpg --ids ids.json --capture capture.json --out trace.json
+  vlmscope eval --model weights/tiny-llava --data synthetic/questions.jsonl --limit 200 --out results.jsonl
 
 Run \`vlmscope <command> --help\` for a command's options. Exit codes: 0 ok, 1 runtime error, 2 usage error.`,
     ),
   'vlmscope',
 )
   .addCommand(oneLineErrors(traceCommand(), 'vlmscope trace'))
-  .addCommand(oneLineErrors(generateCommand(), 'vlmscope generate'));
+  .addCommand(oneLineErrors(generateCommand(), 'vlmscope generate'))
+  .addCommand(oneLineErrors(evalCommand(), 'vlmscope eval'));
 
 const verbose = process.argv.includes('--verbose');
 try {

@@ -1,0 +1,110 @@
+// `npx tsx scripts/make-synthetic.ts --out DIR --seed S --scenes N [--size 64] [--questions-per-scene K]
+//  [--types spatial,vsr,...]`: writes a synthetic spatial-scene dataset (src/eval/synthetic.ts):
+//   DIR/images/s000000.png ...   one PNG per scene (8-bit RGB)
+//   DIR/questions.jsonl          the question index (schema: docs/datasets.md, src/eval/dataset.ts)
+//   DIR/scenes.jsonl             scene metadata: {"id", "seed", "size", "background", "objects": [{colour, shape,
+//                                x, y, d, cx, cy}]} (for probes and debugging; not needed to train or evaluate)
+// and prints counts per question type and answer. Same arguments, same bytes.
+
+import { mkdir, open, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { encodePng } from '../src/io/image.js';
+import { SYNTHETIC_QUESTION_TYPES, type SyntheticQuestionType } from '../src/eval/dataset.js';
+import { iterateDataset, itemToJsonl, renderScene, sceneImagePath } from '../src/eval/synthetic.js';
+
+function usage(msg: string): never {
+  process.stderr.write(`make-synthetic: ${msg}\nusage: npx tsx scripts/make-synthetic.ts --out DIR --seed S --scenes N [--size 64] [--questions-per-scene K] [--types spatial,vsr,color,shape,count,exists]\n`);
+  process.exit(2);
+}
+
+function intArg(name: string, value: string | undefined, fallback?: number): number {
+  if (value === undefined) {
+    if (fallback === undefined) usage(`--${name} is required`);
+    return fallback;
+  }
+  if (!/^\d+$/.test(value)) usage(`--${name} must be a non-negative integer, got "${value}"`);
+  return Number(value);
+}
+
+async function main(): Promise<void> {
+  let values: Record<string, string | undefined>;
+  try {
+    ({ values } = parseArgs({
+      options: {
+        out: { type: 'string' },
+        seed: { type: 'string' },
+        scenes: { type: 'string' },
+        size: { type: 'string' },
+        'questions-per-scene': { type: 'string' },
+        types: { type: 'string' },
+      },
+      strict: true,
+    }) as { values: Record<string, string | undefined> });
+  } catch (e) {
+    usage((e as Error).message);
+  }
+  const out = values.out ?? usage('--out is required');
+  const seed = intArg('seed', values.seed);
+  const scenes = intArg('scenes', values.scenes);
+  const size = intArg('size', values.size, 64);
+  const qps = values['questions-per-scene'] === undefined ? undefined : intArg('questions-per-scene', values['questions-per-scene']);
+  let types: SyntheticQuestionType[] | undefined;
+  if (values.types !== undefined) {
+    types = values.types.split(',').map((t) => t.trim()) as SyntheticQuestionType[];
+    const bad = types.filter((t) => !(SYNTHETIC_QUESTION_TYPES as readonly string[]).includes(t));
+    if (bad.length > 0) usage(`unknown type(s) ${bad.join(', ')}; expected ${SYNTHETIC_QUESTION_TYPES.join(', ')}`);
+  }
+
+  await mkdir(join(out, 'images'), { recursive: true });
+  const questions = await open(join(out, 'questions.jsonl'), 'w');
+  const sceneIndex = await open(join(out, 'scenes.jsonl'), 'w');
+  const counts = new Map<string, Map<string, number>>();
+  const bump = (key: string, answer: string): void => {
+    const m = counts.get(key) ?? new Map<string, number>();
+    m.set(answer, (m.get(answer) ?? 0) + 1);
+    counts.set(key, m);
+  };
+  let items = 0;
+  let subs = 0;
+  try {
+    for (const s of iterateDataset({ seed, scenes, size, questionsPerScene: qps, types })) {
+      await writeFile(join(out, sceneImagePath(s.id)), encodePng(renderScene(s.scene)));
+      const { objects, background } = s.scene;
+      const meta = {
+        id: s.id,
+        seed: s.seed,
+        size: s.scene.size,
+        background: background.name,
+        objects: objects.map(({ colour, shape, x, y, d, cx, cy }) => ({ colour, shape, x, y, d, cx, cy })),
+      };
+      await sceneIndex.write(`${JSON.stringify(meta)}\n`);
+      let lines = '';
+      for (const item of s.items) {
+        lines += `${itemToJsonl(item)}\n`;
+        items++;
+        bump(item.type, item.answer);
+        for (const sub of item.sub_questions ?? []) {
+          subs++;
+          bump(`${item.type} sub (${sub.function})`, sub.answer);
+        }
+      }
+      await questions.write(lines);
+    }
+  } finally {
+    await questions.close();
+    await sceneIndex.close();
+  }
+
+  process.stdout.write(`wrote ${scenes} scenes (${size}x${size}), ${items} questions and ${subs} sub-questions to ${out}\n`);
+  for (const [key, m] of [...counts].sort(([a], [b]) => a.localeCompare(b))) {
+    const total = [...m.values()].reduce((a, b) => a + b, 0);
+    const parts = [...m].sort(([a], [b]) => a.localeCompare(b)).map(([ans, n]) => `${ans} ${n} (${((100 * n) / total).toFixed(1)}%)`);
+    process.stdout.write(`  ${key.padEnd(40)} ${String(total).padStart(7)}: ${parts.join(', ')}\n`);
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`make-synthetic: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,261 @@
+// `vlmscope eval`: a model and a question set (JSONL) in, accuracy overall, per question type and per function out
+// (a table, or JSON with --json), with a progress bar on a terminal and, with --out, one JSON line per example.
+
+import { stat } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import { acquireGpu } from '../gpu/device.js';
+import { GpuContext } from '../gpu/context.js';
+import { nodeFolder } from '../io/checkpoint.js';
+import { Tokenizer } from '../io/tokenizer.js';
+import { parseInterventions } from '../interp/spec.js';
+import { readQuestions, type EvalItem } from '../eval/dataset.js';
+import { DEFAULT_EVAL_MAX_NEW_TOKENS, evaluate, type Accuracy, type EvalReport } from '../eval/evaluate.js';
+import { readJsonFile, writeAtomic } from './files.js';
+import { dtypeOption, loadModel } from './load.js';
+import { UsageError } from './errors.js';
+
+interface EvalCliOptions {
+  model: string;
+  data: string;
+  limit?: number;
+  maxNewTokens: number;
+  intervene?: string;
+  out?: string;
+  json?: boolean;
+  subQuestions?: boolean;
+  dtype?: string;
+  verbose?: boolean;
+}
+
+function intArg(min: number, what: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new InvalidArgumentError(`expected ${what}`);
+    return n;
+  };
+}
+
+export function evalCommand(): Command {
+  return new Command('eval')
+    .description('answer every question of a question file and report accuracy per question type and per function')
+    .requiredOption('--model <dir>', 'Hugging Face LLaVA folder (config.json, *.safetensors, preprocessor_config.json, tokenizer.json)')
+    .requiredOption('--data <file>', 'question file: vlmscope JSONL (id, image, question, answer, type, function[, options, sub_questions]), VSR JSONL or What\'sUp JSON; images relative to it')
+    .option('--limit <n>', 'evaluate only the first n questions', intArg(1, 'a positive integer'))
+    .option('--max-new-tokens <n>', 'most tokens generated per answer', intArg(1, 'a positive integer'), DEFAULT_EVAL_MAX_NEW_TOKENS)
+    .option('--no-sub-questions', 'leave out the sub-questions of decomposed (CogVSR-style) questions (by default each is scored as type "subquestion" with its own function)')
+    .option('--intervene <file>', 'intervention spec (JSON), as for trace, applied to every question')
+    .option('--out <file>', 'write one JSON line per example: {id, type, function, question, answer, prediction, correct}')
+    .option('--json', 'print the summary as one JSON object {total, correct, accuracy, by_type, by_function} instead of a table')
+    .addOption(dtypeOption())
+    .option('--verbose', 'print timings to stderr, and stack traces with errors')
+    .addHelpText(
+      'after',
+      `
+Each question is asked with its image in the model's prompt format (the chat template, or
+"USER: <image>\\n{question} ASSISTANT:"), answered greedily until the end-of-sequence token or --max-new-tokens,
+and scored against the gold answer after normalizing both (lowercase, first word, punctuation stripped, digits as
+words, yes/no for true/false). Accuracy is the fraction of correct answers, overall, per question type and per
+function label. A progress bar (questions,
+running accuracy, rate, ETA) is drawn on stderr when it is a terminal. Exit codes: 0 ok, 1 runtime error,
+2 usage error (bad options, a missing or malformed data file).
+
+Examples:
+  vlmscope eval --model weights/tiny-llava --data synthetic/questions.jsonl --limit 200
+  vlmscope eval --model ./llava-1.5-7b-hf --data whatsup.jsonl --out results.jsonl --json
+  vlmscope eval --model ./llava-1.5-7b-hf --data whatsup.jsonl --intervene temperature.json --out tempered.jsonl`,
+    )
+    .action(async (_opts: EvalCliOptions, cmd: Command) => {
+      // --verbose may be taken by the top-level command: read it with the globals.
+      await runEval(cmd.optsWithGlobals<EvalCliOptions>());
+    });
+}
+
+async function runEval(opts: EvalCliOptions): Promise<void> {
+  const t0 = performance.now();
+  const interventionJson = opts.intervene ? await readJsonFile(opts.intervene, 'intervention spec') : null;
+  if (opts.out) await checkOutputDir(opts.out);
+  const all = await readData(opts.data, opts.subQuestions !== false);
+  const items = opts.limit !== undefined ? all.slice(0, opts.limit) : all;
+  await checkImages(items);
+  await checkFolder(opts.model);
+  const folder = nodeFolder(opts.model);
+  const tokenizer = await Tokenizer.fromFolder(folder);
+  const eosTokenIds = await eosIds(opts.model, tokenizer);
+
+  const gpu = await acquireGpu();
+  let report: EvalReport;
+  let evalSeconds: number;
+  try {
+    const ctx = new GpuContext(gpu);
+    const model = await loadModel(ctx, folder, opts);
+    const interventions = interventionJson ? parseInterventions(interventionJson, model.dims, opts.intervene) : undefined;
+    const bar = evalProgressBar(process.stderr);
+    const t1 = performance.now();
+    try {
+      report = await evaluate(model, tokenizer, items, { maxNewTokens: opts.maxNewTokens, interventions, eosTokenIds, onProgress: bar.update });
+    } finally {
+      bar.done();
+    }
+    evalSeconds = (performance.now() - t1) / 1000;
+  } finally {
+    gpu.destroy();
+  }
+
+  if (opts.out) await writeAtomic(opts.out, examplesJsonl(report));
+  process.stdout.write(opts.json ? `${JSON.stringify(summaryJson(report))}\n` : formatReport(report));
+  if (opts.verbose) {
+    const rate = evalSeconds > 0 ? report.total / evalSeconds : 0;
+    process.stderr.write(
+      `${report.total} questions in ${evalSeconds.toFixed(1)} s (${rate.toFixed(2)} questions/s); ` +
+        `${((performance.now() - t0) / 1000).toFixed(1)} s in all\n`,
+    );
+  }
+}
+
+/** Reads the question set; a missing, empty or malformed file is a usage error naming it. */
+async function readData(path: string, includeSubQuestions: boolean): Promise<EvalItem[]> {
+  let isFile: boolean;
+  try {
+    isFile = (await stat(path)).isFile();
+  } catch {
+    throw new UsageError(`cannot read data file ${path}: no such file`);
+  }
+  if (!isFile) throw new UsageError(`data file ${path} is not a file; give a JSONL file of questions`);
+  let items: EvalItem[];
+  try {
+    items = await readQuestions(path, { includeSubQuestions });
+  } catch (e) {
+    const msg = (e as Error).message ?? String(e);
+    throw new UsageError(msg.includes(path) ? msg : `data file ${path}: ${msg}`);
+  }
+  if (items.length === 0) throw new UsageError(`data file ${path} holds no questions`);
+  return items;
+}
+
+/** Every image the questions name must exist before the model is loaded (a long run should not fail midway). */
+async function checkImages(items: EvalItem[]): Promise<void> {
+  const seen = new Set<string>();
+  for (const item of items) {
+    if (seen.has(item.imagePath)) continue;
+    seen.add(item.imagePath);
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(item.imagePath) || item.imagePath.startsWith('data:')) {
+      throw new UsageError(`question ${item.id}: image ${item.imagePath} is a URL; eval reads images from files, download them next to the data file`);
+    }
+    let ok = false;
+    try {
+      ok = (await stat(item.imagePath)).isFile();
+    } catch {
+      ok = false;
+    }
+    if (!ok) throw new Error(`question ${item.id}: image ${item.imagePath} does not exist`);
+  }
+}
+
+async function checkOutputDir(out: string): Promise<void> {
+  const dir = dirname(resolve(out));
+  let isDir = false;
+  try {
+    isDir = (await stat(dir)).isDirectory();
+  } catch {
+    isDir = false;
+  }
+  if (!isDir) throw new UsageError(`--out ${out}: folder ${dir} does not exist`);
+}
+
+async function checkFolder(dir: string): Promise<void> {
+  let isDir: boolean;
+  try {
+    isDir = (await stat(dir)).isDirectory();
+  } catch {
+    throw new Error(`model folder ${dir} does not exist; give --model a Hugging Face LLaVA folder (config.json, *.safetensors, tokenizer.json)`);
+  }
+  if (!isDir) throw new Error(`--model ${dir} is a file; give the folder that holds config.json, *.safetensors and tokenizer.json`);
+}
+
+/** The tokenizer's EOS plus generation_config.json's eos_token_id (a number or a list), as `generate` uses. */
+async function eosIds(dir: string, tokenizer: Tokenizer): Promise<number[]> {
+  const ids = new Set<number>();
+  if (tokenizer.eosTokenId != null) ids.add(tokenizer.eosTokenId);
+  const text = await nodeFolder(dir).readText('generation_config.json');
+  if (text !== null) {
+    let eos: unknown;
+    try {
+      eos = (JSON.parse(text) as { eos_token_id?: unknown }).eos_token_id;
+    } catch (e) {
+      throw new Error(`${dir}/generation_config.json is not valid JSON: ${(e as Error).message}`);
+    }
+    for (const id of Array.isArray(eos) ? eos : eos == null ? [] : [eos]) {
+      if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
+        throw new Error(`${dir}/generation_config.json: eos_token_id ${JSON.stringify(eos)} is not a token id or a list of them`);
+      }
+      ids.add(id);
+    }
+  }
+  return [...ids];
+}
+
+/** One JSON line per example, in input order. */
+export function examplesJsonl(report: EvalReport): string {
+  return report.examples
+    .map((e) =>
+      JSON.stringify({ id: e.id, type: e.type, function: e.function, question: e.question, answer: e.answer, prediction: e.prediction, correct: e.correct }),
+    )
+    .map((l) => `${l}\n`)
+    .join('');
+}
+
+export function summaryJson(r: EvalReport) {
+  return { total: r.total, correct: r.correct, accuracy: r.accuracy, by_type: r.byType, by_function: r.byFunction };
+}
+
+const pct = (a: Accuracy) => `${(a.accuracy * 100).toFixed(1)}%`;
+
+/** The report as aligned tables: overall, then per type and per function (count, correct, accuracy). */
+export function formatReport(r: EvalReport): string {
+  const sections: [string, Record<string, Accuracy>][] = [
+    ['type', r.byType],
+    ['function', r.byFunction],
+  ];
+  const names = ['overall', ...sections.flatMap(([h, g]) => [h, ...Object.keys(g).map((k) => `  ${k}`)])];
+  const w = Math.max(...names.map((n) => n.length)) + 2;
+  const row = (name: string, a: Accuracy) =>
+    `${name.padEnd(w)}${String(a.total).padStart(7)}${String(a.correct).padStart(9)}${pct(a).padStart(10)}\n`;
+  let out = `${''.padEnd(w)}${'count'.padStart(7)}${'correct'.padStart(9)}${'accuracy'.padStart(10)}\n`;
+  out += row('overall', r);
+  for (const [heading, groups] of sections) {
+    out += `${heading}\n`;
+    for (const [k, a] of Object.entries(groups)) out += row(`  ${k}`, a);
+  }
+  return out;
+}
+
+/**
+ * Evaluation progress on a terminal, in the style of the loading bar: questions done, running accuracy, rate and
+ * ETA on one line, redrawn at most 10 times a second and erased when done. Nothing when the stream is not a TTY.
+ */
+export function evalProgressBar(stream: NodeJS.WriteStream): { update: (done: number, total: number, correct: number) => void; done: () => void } {
+  if (!stream.isTTY) return { update: () => {}, done: () => {} };
+  const t0 = performance.now();
+  let last = 0;
+  let drawn = false;
+  return {
+    update(done, total, correct) {
+      const now = performance.now();
+      if (now - last < 100 && done < total) return;
+      last = now;
+      const s = (now - t0) / 1000;
+      const rate = s > 0 ? done / s : 0;
+      const eta = rate > 0 ? (total - done) / rate : 0;
+      const frac = total > 0 ? done / total : 1;
+      const width = 24;
+      const bar = '#'.repeat(Math.round(frac * width)).padEnd(width, '.');
+      const acc = done > 0 ? ((correct / done) * 100).toFixed(1) : '0.0';
+      stream.write(`\r\x1b[Keval [${bar}] ${done}/${total}  acc ${acc}%  ${rate.toFixed(1)} q/s  ETA ${eta.toFixed(0)} s`);
+      drawn = true;
+    },
+    done() {
+      if (drawn) stream.write('\r\x1b[K');
+    },
+  };
+}

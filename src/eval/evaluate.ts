@@ -1,0 +1,202 @@
+// Evaluation of a LLaVA model on a question set (What'sUp / VSR / CogVSR-style JSONL, or the synthetic scenes):
+// each question goes through the processor's prompt format with its one image, is answered greedily (on the GPU,
+// stopping at EOS or after maxNewTokens) and scored with the dataset's rules (normalizeAnswer / isCorrect).
+// Accuracy is reported overall, per question type and per function label, with every example's prediction.
+//
+// Many questions share an image (a scene with several questions, a main question with its sub-questions), so
+// images are decoded and preprocessed once per path and kept in a byte-bounded LRU cache.
+
+import type { LlavaModel } from '../models/llava.js';
+import { LlavaProcessor } from '../models/llava-processor.js';
+import type { Tokenizer } from '../io/tokenizer.js';
+import { loadImageFile } from '../io/image.js';
+import { clipPreprocess } from '../io/clip-processor.js';
+import type { InterventionSpec } from '../interp/spec.js';
+import { generate } from '../generate/generate.js';
+import { isCorrect, type EvalItem } from './dataset.js';
+
+export interface EvalOptions {
+  /** Most tokens generated per answer (default 4: answers are a word or two). */
+  maxNewTokens?: number;
+  /** Applied to every question. */
+  interventions?: InterventionSpec;
+  /** Called after each question with the questions done, the total and the correct answers so far. */
+  onProgress?: (done: number, total: number, correct: number) => void;
+  /** Evaluate only the first `limit` items. */
+  limit?: number;
+  /** Token ids that end an answer; default the tokenizer's EOS (the CLI adds generation_config.json's). */
+  eosTokenIds?: number[];
+  /** Bytes of preprocessed images kept in memory (default 256 MiB; at least one image is always kept). */
+  imageCacheBytes?: number;
+}
+
+export interface Accuracy {
+  total: number;
+  correct: number;
+  /** correct / total, in [0, 1] (0 when total is 0). */
+  accuracy: number;
+}
+
+export interface EvalExample {
+  id: string;
+  type: string;
+  function: string;
+  question: string;
+  answer: string;
+  /** The generated text, special tokens skipped. */
+  prediction: string;
+  correct: boolean;
+}
+
+export interface EvalReport extends Accuracy {
+  byType: Record<string, Accuracy>;
+  byFunction: Record<string, Accuracy>;
+  /** One per evaluated item, in input order. */
+  examples: EvalExample[];
+}
+
+export const DEFAULT_EVAL_MAX_NEW_TOKENS = 4;
+
+function accuracy(total: number, correct: number): Accuracy {
+  return { total, correct, accuracy: total > 0 ? correct / total : 0 };
+}
+
+/** Groups the examples by a key: counts and accuracy per value, keys sorted. */
+function tally(examples: EvalExample[], key: (e: EvalExample) => string): Record<string, Accuracy> {
+  const counts = new Map<string, { total: number; correct: number }>();
+  for (const e of examples) {
+    const k = key(e);
+    const c = counts.get(k) ?? { total: 0, correct: 0 };
+    c.total++;
+    if (e.correct) c.correct++;
+    counts.set(k, c);
+  }
+  const out: Record<string, Accuracy> = {};
+  for (const k of [...counts.keys()].sort()) out[k] = accuracy(counts.get(k)!.total, counts.get(k)!.correct);
+  return out;
+}
+
+/** Builds the report of already scored examples (used by evaluate, and to re-tally saved results). */
+export function summarize(examples: EvalExample[]): EvalReport {
+  const correct = examples.reduce((n, e) => n + (e.correct ? 1 : 0), 0);
+  return {
+    ...accuracy(examples.length, correct),
+    byType: tally(examples, (e) => e.type),
+    byFunction: tally(examples, (e) => e.function),
+    examples,
+  };
+}
+
+/** Decoded + preprocessed images by path, least recently used dropped first once over the byte budget. */
+class PixelCache {
+  private readonly entries = new Map<string, Promise<Float32Array>>();
+  private bytes = 0;
+  private readonly sizes = new Map<string, number>();
+
+  constructor(
+    private readonly processor: LlavaProcessor,
+    private readonly budget: number,
+  ) {}
+
+  async get(path: string): Promise<Float32Array> {
+    let p = this.entries.get(path);
+    if (p) {
+      // Refresh its place in the LRU order.
+      this.entries.delete(path);
+      this.entries.set(path, p);
+      return p;
+    }
+    p = loadImageFile(path).then((img) => {
+      const pre = clipPreprocess(img, this.processor.imageProcessor);
+      const { channels, imageSize } = this.processor.config.vision;
+      if (pre.height !== imageSize || pre.width !== imageSize || pre.pixelValues.length !== channels * imageSize * imageSize) {
+        throw new Error(
+          `image ${path} preprocesses to ${pre.height}x${pre.width}, but the vision tower takes ${imageSize}x${imageSize} ` +
+            `(check preprocessor_config.json crop_size / size against config.json vision_config.image_size)`,
+        );
+      }
+      return pre.pixelValues;
+    });
+    this.entries.set(path, p);
+    const values = await p.catch((e) => {
+      this.entries.delete(path);
+      throw e;
+    });
+    this.sizes.set(path, values.byteLength);
+    this.bytes += values.byteLength;
+    for (const [k] of this.entries) {
+      if (this.bytes <= this.budget || k === path) break;
+      this.bytes -= this.sizes.get(k) ?? 0;
+      this.sizes.delete(k);
+      this.entries.delete(k);
+    }
+    return values;
+  }
+}
+
+/**
+ * Prompt token ids for one question with one image: LlavaProcessor.process's text half (the image placeholder
+ * expanded to the image-token count, then tokenized), so the image itself is preprocessed once per path.
+ */
+function promptIds(processor: LlavaProcessor, question: string): number[] {
+  const text = processor.formatPrompt(question, 1);
+  const tok = processor.imageToken;
+  const ids = processor.tokenizer.encode(text.split(tok).join(tok.repeat(processor.imageTokens)));
+  const found = ids.reduce((n, id) => n + (id === processor.config.imageTokenIndex ? 1 : 0), 0);
+  if (found !== processor.imageTokens) {
+    throw new Error(
+      `tokenizing the prompt gave ${found} image tokens (id ${processor.config.imageTokenIndex}) but one image needs ` +
+        `${processor.imageTokens}; the tokenizer must keep ${tok} as one special token`,
+    );
+  }
+  return ids;
+}
+
+/**
+ * Answers every item greedily with its image and scores it. Errors (an unreadable image, a question that holds the
+ * image placeholder) name the item's id.
+ */
+export async function evaluate(model: LlavaModel, tokenizer: Tokenizer, items: EvalItem[], opts: EvalOptions = {}): Promise<EvalReport> {
+  const maxNewTokens = opts.maxNewTokens ?? DEFAULT_EVAL_MAX_NEW_TOKENS;
+  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new Error(`maxNewTokens must be a positive integer, got ${maxNewTokens}`);
+  if (opts.limit !== undefined && (!Number.isInteger(opts.limit) || opts.limit < 0)) {
+    throw new Error(`limit must be a non-negative integer, got ${opts.limit}`);
+  }
+  const todo = opts.limit !== undefined ? items.slice(0, opts.limit) : items;
+  const processor = new LlavaProcessor(tokenizer, model.cfg, model.processor);
+  const images = new PixelCache(processor, opts.imageCacheBytes ?? 256 * 2 ** 20);
+  const examples: EvalExample[] = [];
+  let correct = 0;
+  for (const item of todo) {
+    if (item.question.includes(processor.imageToken)) {
+      throw new Error(`question ${item.id} contains ${processor.imageToken}: leave it out, the image goes in the prompt on its own`);
+    }
+    let pixelValues: Float32Array;
+    try {
+      pixelValues = await images.get(item.imagePath);
+    } catch (e) {
+      throw new Error(`question ${item.id}: ${(e as Error).message}`);
+    }
+    const r = await generate(model, {
+      ids: promptIds(processor, item.question),
+      pixelValues: [pixelValues],
+      maxNewTokens,
+      eosTokenIds: opts.eosTokenIds,
+      tokenizer,
+      interventions: opts.interventions,
+    });
+    const ok = isCorrect(r.text, item);
+    if (ok) correct++;
+    examples.push({
+      id: item.id,
+      type: item.type,
+      function: item.function,
+      question: item.question,
+      answer: item.answer,
+      prediction: r.text,
+      correct: ok,
+    });
+    opts.onProgress?.(examples.length, todo.length, correct);
+  }
+  return summarize(examples);
+}
