@@ -134,22 +134,9 @@ class PixelCache {
   }
 }
 
-/**
- * Prompt token ids for one question with one image: LlavaProcessor.process's text half (the image placeholder
- * expanded to the image-token count, then tokenized), so the image itself is preprocessed once per path.
- */
+/** Prompt token ids for one question with one image (the image itself is preprocessed once per path). */
 function promptIds(processor: LlavaProcessor, question: string): number[] {
-  const text = processor.formatPrompt(question, 1);
-  const tok = processor.imageToken;
-  const ids = processor.tokenizer.encode(text.split(tok).join(tok.repeat(processor.imageTokens)));
-  const found = ids.reduce((n, id) => n + (id === processor.config.imageTokenIndex ? 1 : 0), 0);
-  if (found !== processor.imageTokens) {
-    throw new Error(
-      `tokenizing the prompt gave ${found} image tokens (id ${processor.config.imageTokenIndex}) but one image needs ` +
-        `${processor.imageTokens}; the tokenizer must keep ${tok} as one special token`,
-    );
-  }
-  return ids;
+  return processor.encodeText(processor.formatPrompt(question, 1), 1).ids;
 }
 
 /**

@@ -69,28 +69,37 @@ export class LlavaProcessor {
   }
 
   /**
-   * Expands every image placeholder to imageTokenCount(config) copies, tokenizes (BOS per the tokenizer config),
-   * preprocesses the images (clipPreprocess, do_pad honoured) and checks that placeholders, images and image-token
-   * ids agree.
+   * The text half of `process`: expands every image placeholder to imageTokenCount(config) copies and tokenizes
+   * (BOS per the tokenizer config), checking the placeholders against `imageCount` and the image-token ids found.
    */
-  process(text: string, images: RgbImage[]): ProcessedPrompt {
+  encodeText(text: string, imageCount: number): { text: string; ids: number[] } {
     const tok = this.imageToken;
     const placeholders = countOccurrences(text, tok);
-    if (placeholders !== images.length) {
+    if (placeholders !== imageCount) {
       throw new Error(
-        `the prompt has ${placeholders} ${tok} placeholder${placeholders === 1 ? '' : 's'} but ${images.length} image${images.length === 1 ? ' was' : 's were'} given; ` +
+        `the prompt has ${placeholders} ${tok} placeholder${placeholders === 1 ? '' : 's'} but ${imageCount} image${imageCount === 1 ? ' was' : 's were'} given; ` +
           `put one ${tok} in the prompt per image (formatPrompt does this)`,
       );
     }
     const expanded = text.split(tok).join(tok.repeat(this.imageTokens));
     const ids = this.tokenizer.encode(expanded);
     const found = ids.reduce((n, id) => n + (id === this.config.imageTokenIndex ? 1 : 0), 0);
-    if (found !== images.length * this.imageTokens) {
+    if (found !== imageCount * this.imageTokens) {
       throw new Error(
-        `tokenizing the prompt gave ${found} image tokens (id ${this.config.imageTokenIndex}) but ${images.length} image(s) need ` +
-          `${images.length * this.imageTokens} (${this.imageTokens} each); the tokenizer must keep ${tok} as one special token`,
+        `tokenizing the prompt gave ${found} image tokens (id ${this.config.imageTokenIndex}) but ${imageCount} image(s) need ` +
+          `${imageCount * this.imageTokens} (${this.imageTokens} each); the tokenizer must keep ${tok} as one special token`,
       );
     }
+    return { text: expanded, ids };
+  }
+
+  /**
+   * Expands every image placeholder to imageTokenCount(config) copies, tokenizes (BOS per the tokenizer config),
+   * preprocesses the images (clipPreprocess, do_pad honoured) and checks that placeholders, images and image-token
+   * ids agree.
+   */
+  process(text: string, images: RgbImage[]): ProcessedPrompt {
+    const { text: expanded, ids } = this.encodeText(text, images.length);
     const { channels, imageSize } = this.config.vision;
     const pixelValues = images.map((img, i) => {
       const p = clipPreprocess(img, this.imageProcessor);
