@@ -2,7 +2,7 @@
 // absent. The tower configs (ViT, decoder) are family-neutral: LLaVA, SmolVLM and Qwen2-VL differ in which
 // norm, activation, rotary and attention window they pick, not in code.
 
-import { type Activation, parseActivation } from '../../kernels/common.js';
+import { type Activation, parseActivation } from '../../kernels/activation.js';
 
 export interface VitConfig {
   hidden: number;

@@ -1,0 +1,159 @@
+// `npx tsx scripts/make-organism.ts [--work .tmp/organism] [--out weights/organism] [--scenes 6000] [--seed 1001]`
+//
+// Step 1 of building the model organism (step 2 is scripts/train_organism.py):
+//   - renders a seeded synthetic training set (src/eval/synthetic.ts) into WORK/images and questions.jsonl;
+//   - learns a small BPE tokenizer over its questions and answers (scripts/lib/llama-bpe.ts) and writes the
+//     Hugging Face folder OUT without weights: config.json (LLaVA layout: CLIP ViT 96 wide x 4 layers on 64 px
+//     images, Llama decoder 128 wide x 4 layers x 8 heads), preprocessor_config.json, generation_config.json,
+//     tokenizer.json, tokenizer_config.json, special_tokens_map.json;
+//   - tokenises every question (and sub-question) exactly as vlmscope will at evaluation time (LlavaProcessor
+//     with the folder's chat template) followed by the answer and </s>, into WORK/train.jsonl for the trainer.
+// Deterministic for given arguments.
+
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { iterateDataset, renderScene, sceneImagePath, type SyntheticItem } from '../src/eval/synthetic.js';
+import { encodePng } from '../src/io/image.js';
+import { Tokenizer } from '../src/io/tokenizer.js';
+import { LlavaProcessor } from '../src/models/llava-processor.js';
+import { parseLlavaConfig } from '../src/models/config.js';
+import { parseClipProcessorConfig } from '../src/io/clip-processor.js';
+import { tokenizerFiles, trainBpe } from './lib/llama-bpe.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** The organism's architecture; the README of weights/organism records it too. */
+export const ORGANISM_ARCH = {
+  imageSize: 64,
+  patchSize: 8,
+  vision: { hidden: 96, intermediate: 384, layers: 4, heads: 4 },
+  text: { hidden: 128, intermediate: 384, layers: 4, heads: 8 },
+  vocab: 640,
+};
+
+async function main() {
+  const { values } = parseArgs({
+    options: {
+      work: { type: 'string', default: join(ROOT, '.tmp/organism') },
+      out: { type: 'string', default: join(ROOT, 'weights/organism') },
+      scenes: { type: 'string', default: '6000' },
+      seed: { type: 'string', default: '1001' },
+      patch: { type: 'string', default: String(ORGANISM_ARCH.patchSize) },
+    },
+  });
+  const work = resolve(values.work!);
+  const out = resolve(values.out!);
+  const scenes = Number(values.scenes);
+  const seed = Number(values.seed);
+  const patch = Number(values.patch);
+  await mkdir(join(work, 'images'), { recursive: true });
+  await mkdir(out, { recursive: true });
+
+  // 1. Training scenes and questions.
+  const items: SyntheticItem[] = [];
+  for (const s of iterateDataset({ seed, scenes, size: ORGANISM_ARCH.imageSize })) {
+    await writeFile(join(work, sceneImagePath(s.id)), encodePng(renderScene(s.scene)));
+    items.push(...s.items);
+  }
+  await writeFile(join(work, 'questions.jsonl'), items.map((i) => JSON.stringify(i)).join('\n') + '\n');
+  const flat = items.flatMap((it) => [
+    { image: it.image, question: it.question, answer: it.answer, type: it.type },
+    ...(it.sub_questions ?? []).map((q) => ({ image: it.image, question: q.question, answer: q.answer, type: `sub:${q.function}` })),
+  ]);
+
+  // 2. Tokenizer over what the model will read and write.
+  const corpus = [...new Set(flat.flatMap((f) => [`USER: ${f.question} ASSISTANT: ${f.answer}`]))];
+  const bpe = trainBpe(corpus, ORGANISM_ARCH.vocab - 2);
+  const tok = tokenizerFiles(bpe);
+
+  // 3. The Hugging Face folder, weights to come from the trainer.
+  const A = ORGANISM_ARCH;
+  const config = {
+    architectures: ['LlavaForConditionalGeneration'],
+    model_type: 'llava',
+    image_token_index: tok.imageId,
+    pad_token_id: tok.padId,
+    projector_hidden_act: 'gelu',
+    vision_feature_layer: -2,
+    vision_feature_select_strategy: 'default',
+    tie_word_embeddings: false,
+    vocab_size: tok.size,
+    torch_dtype: 'float16',
+    text_config: {
+      model_type: 'llama',
+      hidden_size: A.text.hidden,
+      intermediate_size: A.text.intermediate,
+      num_hidden_layers: A.text.layers,
+      num_attention_heads: A.text.heads,
+      num_key_value_heads: A.text.heads,
+      hidden_act: 'silu',
+      rms_norm_eps: 1e-5,
+      rope_theta: 10000.0,
+      max_position_embeddings: 256,
+      vocab_size: tok.size,
+      bos_token_id: 1,
+      eos_token_id: 2,
+      pad_token_id: tok.padId,
+      tie_word_embeddings: false,
+    },
+    vision_config: {
+      model_type: 'clip_vision_model',
+      hidden_act: 'quick_gelu',
+      hidden_size: A.vision.hidden,
+      intermediate_size: A.vision.intermediate,
+      num_hidden_layers: A.vision.layers,
+      num_attention_heads: A.vision.heads,
+      num_channels: 3,
+      image_size: A.imageSize,
+      patch_size: patch,
+      projection_dim: A.vision.hidden,
+      layer_norm_eps: 1e-5,
+    },
+  };
+  const preprocessor = {
+    do_convert_rgb: true,
+    do_resize: true,
+    size: { shortest_edge: A.imageSize },
+    resample: 3,
+    do_center_crop: true,
+    crop_size: { height: A.imageSize, width: A.imageSize },
+    do_rescale: true,
+    rescale_factor: 1 / 255,
+    do_normalize: true,
+    image_mean: [0.48145466, 0.4578275, 0.40821073],
+    image_std: [0.26862954, 0.26130258, 0.27577711],
+    image_processor_type: 'CLIPImageProcessor',
+    processor_class: 'LlavaProcessor',
+  };
+  const json = (v: unknown) => JSON.stringify(v, null, 2) + '\n';
+  const files: Record<string, string> = {
+    'config.json': json(config),
+    'preprocessor_config.json': json(preprocessor),
+    'generation_config.json': json({ bos_token_id: 1, eos_token_id: 2, pad_token_id: tok.padId }),
+    'tokenizer.json': json(tok.tokenizer),
+    'tokenizer_config.json': json(tok.tokenizerConfig),
+    'special_tokens_map.json': json(tok.specialTokensMap),
+  };
+  for (const [name, data] of Object.entries(files)) await writeFile(join(out, name), data);
+
+  // 4. Training examples tokenised as vlmscope will tokenise the prompts.
+  const tokenizer = Tokenizer.fromJson(tok.tokenizer, tok.tokenizerConfig, tok.specialTokensMap);
+  const processor = new LlavaProcessor(tokenizer, parseLlavaConfig(config), parseClipProcessorConfig(preprocessor, 'preprocessor_config.json'));
+  const lines: string[] = [];
+  let longest = 0;
+  for (const f of flat) {
+    const prompt = processor.encodeText(processor.formatPrompt(f.question, 1), 1).ids;
+    const answer = [...tokenizer.encode(f.answer, { addSpecialTokens: false }), 2];
+    longest = Math.max(longest, prompt.length + answer.length);
+    lines.push(JSON.stringify({ image: f.image, ids: [...prompt, ...answer], answer_start: prompt.length, type: f.type }));
+  }
+  await writeFile(join(work, 'train.jsonl'), lines.join('\n') + '\n');
+  console.log(
+    `wrote ${scenes} scenes, ${items.length} questions (${flat.length} with sub-questions) to ${work}; tokenizer ${tok.size} tokens ` +
+      `(${bpe.merges.length} merges); longest example ${longest} tokens; folder ${out} (without weights)`,
+  );
+}
+
+await main();
