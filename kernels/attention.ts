@@ -1,5 +1,5 @@
 // Launcher for shaders/attention.wgsl: multi-head (GQA) attention whose per-head interventions (head scale,
-// image-key temperature) and pattern capture are kernel inputs.
+// image-key temperature, mean ablation, steering) and pattern capture are kernel inputs.
 
 import source from '../shaders/attention.wgsl';
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
@@ -24,8 +24,18 @@ export interface AttentionArgs {
   causal: boolean;
   /** Absolute position of query row 0 (a causal query at position p sees keys 0..p). */
   pos0: number;
-  /** Per-head (scale, alpha) f32 pairs, `heads` of them (a buffer or a 256-byte-aligned slot of one). */
+  /**
+   * Per-head {scale: f32, alpha: f32, replace: u32, steer: u32}, `heads` of them (a buffer or a 256-byte-aligned
+   * slot of one); see src/interp/head-params.ts.
+   */
   headParams: BufferRef;
+  /**
+   * Per-head [2, headDim] f32 (mean_ablate vector, steering vector), `heads` of them; only read for heads whose
+   * params set replace / steer. Absent: those fields are ignored and nothing more is bound or read.
+   */
+  headVectors?: BufferRef | null;
+  /** Query rows [begin, end) of this call in each steering scope (head param steer = index + 1). Default: none. */
+  steerRows?: [number, number][];
   /** u32 per key position, 1 for image-token keys. At least `nKeys` entries. */
   keyIsImage: GPUBuffer;
   /** Query rows [begin, end) (relative to this call) that get the image temperature. */
@@ -61,12 +71,20 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
     throw new Error(`${label}: pattern ${a.pattern.label} must be [${a.heads}, ${a.rows}, ${a.nKeys}]`);
   }
   const capture = !!a.pattern;
+  const vectors = a.headVectors ?? null;
+  // A GPUBuffer's size is the whole buffer, a slot's the bound range: both must hold [heads, 2, headDim] f32.
+  if (vectors && vectors.size < a.heads * 2 * a.headDim * 4) {
+    throw new Error(`${label}: head vectors of ${vectors.size} bytes are smaller than [${a.heads}, 2, ${a.headDim}] f32`);
+  }
+  const steerRows = a.steerRows ?? [];
+  if (steerRows.length > 3) throw new Error(`${label}: ${steerRows.length} steering row ranges, the kernel has 3 scopes`);
+  const sr = (j: number, e: 0 | 1) => Math.max(0, steerRows[j]?.[e] ?? 0);
   const kernel = ctx.kernel({
     name: 'attention',
     source,
-    defines: { CAPTURE: capture },
+    defines: { CAPTURE: capture, HEAD_VECTORS: !!vectors },
     constants: { WG },
-    bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', 'write', capture ? 'write' : null],
+    bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', 'write', capture ? 'write' : null, vectors ? 'read' : null],
   });
   const [tb, te] = a.tempRows ?? [0, 0];
   const u = new Uniforms()
@@ -85,11 +103,17 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
     .u32(Math.max(0, tb))
     .u32(Math.max(0, te))
     .u32(a.nKeys)
+    .u32(sr(0, 0))
+    .u32(sr(0, 1))
+    .u32(sr(1, 0))
+    .u32(sr(1, 1))
+    .u32(sr(2, 0))
+    .u32(sr(2, 1))
     .done();
   rec.dispatch(
     kernel,
     u,
-    [null, a.q.buffer, a.k.buffer, a.v.buffer, a.headParams, a.keyIsImage, a.z.buffer, a.pattern?.buffer ?? null],
+    [null, a.q.buffer, a.k.buffer, a.v.buffer, a.headParams, a.keyIsImage, a.z.buffer, a.pattern?.buffer ?? null, vectors],
     fold(a.rows * a.heads, ctx.limits.maxComputeWorkgroupsPerDimension),
     label,
   );

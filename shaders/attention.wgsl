@@ -2,6 +2,9 @@
 //   z[i, h] = head_scale[h] * softmax_k( s_ik ) · V[k, kvh]      s_ik = (q_i · k_k) * scale, then
 //   s_ik *= head_alpha[h] when key k is an image token and query row i lies in [temp_begin, temp_end)
 //   (ScalingVis / AdaptVis image-attention temperature), keys past the causal limit skipped (mask).
+// With HEAD_VECTORS (a spec with mean_ablate / steer entries for this tower) each head also has two vectors:
+//   z[i, h] = head_scale[h] * (replace[h] ? mean[h] : softmax · V) + (row i in steer scope of h ? add[h] : 0)
+//   (mean ablation, then gain, then the ITI steering vector alpha * sigma * direction).
 // One workgroup per (query row, head); keys stream through in chunks of WG with an online softmax, so the
 // sequence length is unbounded by workgroup memory. An un-intervened run reads head_scale = 1 and
 // alpha = 1: the same work as a plain kernel. With CAPTURE the normalised probabilities are written too.
@@ -22,11 +25,20 @@ struct Params {
   temp_begin: u32, // query rows [temp_begin, temp_end) get the image temperature
   temp_end: u32,
   pat_keys: u32,   // pattern row length (>= n_keys) when capturing
+  // Query rows [begin, end) of this call in each steering scope: 1 = "all", 2 = "last", 3 = "generated".
+  steer1_begin: u32,
+  steer1_end: u32,
+  steer2_begin: u32,
+  steer2_end: u32,
+  steer3_begin: u32,
+  steer3_end: u32,
 }
 
 struct HeadParams {
   scale: f32,      // multiplies z_h: 0 ablates, 1 is a plain run, g > 1 is gain
   alpha: f32,      // image-key temperature of this head in this layer (1 = off)
+  replace: u32,    // 1: z_h is replaced by the head's mean vector (mean_ablate); read only with HEAD_VECTORS
+  steer: u32,      // 0: not steered, else the scope (1..3) whose rows get the head's add vector
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -38,6 +50,9 @@ struct HeadParams {
 @group(0) @binding(6) var<storage, read_write> z: array<f32>;        // [q_rows, heads, head_dim]
 #if CAPTURE
 @group(0) @binding(7) var<storage, read_write> pattern: array<f32>;  // [heads, q_rows, pat_keys]
+#endif
+#if HEAD_VECTORS
+@group(0) @binding(8) var<storage, read> head_vectors: array<f32>;   // [heads, 2, head_dim]: mean, add
 #endif
 
 override WG: u32 = 64u;
@@ -59,6 +74,17 @@ fn score(qi: u32, key: u32, kv_base: u32, alpha: f32) -> f32 {
   }
   return s;
 }
+
+#if HEAD_VECTORS
+fn in_steer_rows(code: u32, i: u32) -> bool {
+  switch code {
+    case 1u: { return i >= p.steer1_begin && i < p.steer1_end; }
+    case 2u: { return i >= p.steer2_begin && i < p.steer2_end; }
+    case 3u: { return i >= p.steer3_begin && i < p.steer3_end; }
+    default: { return false; }
+  }
+}
+#endif
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -126,10 +152,25 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 
   let out_scale = hp.scale / l;
   let z_base = i * p.z_stride + h * p.head_dim;
+#if HEAD_VECTORS
+  // Uniform per workgroup: heads without mean_ablate / steer read no vector.
+  let vec_base = h * 2u * p.head_dim;
+  let replaced = hp.replace != 0u;
+  let steered = in_steer_rows(hp.steer, i);
+#endif
   for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
     let d = t + c * WG;
     if (d < p.head_dim) {
-      z[z_base + d] = acc[c] * out_scale;
+      var zv = acc[c] * out_scale;
+#if HEAD_VECTORS
+      if (replaced) {
+        zv = hp.scale * head_vectors[vec_base + d];
+      }
+      if (steered) {
+        zv += head_vectors[vec_base + p.head_dim + d];
+      }
+#endif
+      z[z_base + d] = zv;
     }
   }
 

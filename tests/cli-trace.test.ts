@@ -67,6 +67,19 @@ describe('vlmscope trace (process)', () => {
     });
   }
 
+  it('a steer spec through --intervene changes the logits (mean_ablate / steer need no CLI flag of their own)', () => {
+    const direction = Array.from({ length: 16 }, (_, i) => ((i % 5) - 2) * 0.4);
+    const spec = writeJson('steer.json', { steer: [{ tower: 'text', layer: 1, head: 0, alpha: 2, sigma: 0.7, direction, queries: 'all' }] });
+    const r = trace(['--intervene', spec]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const o = JSON.parse(readFileSync(r.out, 'utf8'));
+    expect(o.logits.shape).toEqual([256]);
+    const plainLast = flat(g.logits).slice(28 * 256);
+    const diff = Math.max(...o.logits.data.map((x: number, i: number) => Math.abs(x - plainLast[i])));
+    expect(diff).toBeGreaterThan(1e-3);
+  });
+
   it('--dtype f32 converts the f16 weights on load and gives the same tokens', () => {
     const r = trace(['--dtype', 'f32', '--max-new-tokens', '6']);
     expect(r.stderr).toBe('');
@@ -122,6 +135,7 @@ describe('vlmscope trace refuses bad input', () => {
     ['wrong shape', () => ['--model', brokenModel('shape', editHeader((h) => { h[gate].shape = [64, 128]; }))], new RegExp(`${gate.replace(/\./g, '\\.')}.*\\[64, 128\\].*\\[128, 64\\]`)],
     ['intervention on a layer that does not exist', () => ['--intervene', writeJson('bad-layer.json', { head_scale: [{ tower: 'text', layer: 7, head: 0, scale: 0 }] })], /layer 7 does not exist in the text tower/],
     ['intervention on a head that does not exist', () => ['--intervene', writeJson('bad-head.json', { head_scale: [{ tower: 'vision', layer: 0, head: 4, scale: 0 }] })], /head 4 does not exist in the vision tower/],
+    ['steer direction of the wrong length', () => ['--intervene', writeJson('bad-steer.json', { steer: [{ layer: 0, head: 0, alpha: 1, sigma: 1, direction: new Array(12).fill(0.1) }] })], /steer\[0\]\.direction has 12 values, but text heads have 16 dims/],
     ['image temperature on a layer that does not exist', () => ['--intervene', writeJson('bad-temp.json', { image_temperature: { alpha: 2, layers: [3] } })], /image_temperature\.layers.*layer 3 does not exist/],
     ['ids file that is not a list of ids', () => ['--ids', writeJson('bad-ids.json', { ids: [1] })], /token ids file/],
     ['image that cannot be decoded', () => ['--image', writeJson('not-an-image.png', [1, 2, 3])], /not-an-image\.png/],

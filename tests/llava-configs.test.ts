@@ -1,7 +1,7 @@
 // The LLaVA engine against the independent float64 CPU reference (tests/helpers/reference-llava.ts) across the
 // config space of the architecture: GQA, f16 / bf16 / f32 weights, head_dim 48, feature layer -1 / list /
 // positive, 'full' select strategy, other image grids, transformers >= 4.52 tensor names, two images in one
-// prompt, and head_scale / image_temperature interventions. The reference itself is first held to the committed
+// prompt, and head_scale / image_temperature / mean_ablate / steer interventions. The reference itself is first held to the committed
 // golden of the real tiny-llava fixture, so it is known right before it judges the engine.
 
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LlavaModel, type RunInput, type RunResult } from '../src/models/llava.js';
 import { type RandomLlavaSpec, writeRandomLlava } from '../src/models/random-llava.js';
-import { type InterventionSpec, EMPTY_INTERVENTIONS, parseCapture, parseInterventions } from '../src/interp/spec.js';
+import { type HeadSteer, type InterventionSpec, EMPTY_INTERVENTIONS, parseCapture, parseInterventions } from '../src/interp/spec.js';
 import { decodeToF32, encodeFromF32 } from '../src/gpu/half.js';
 import { decodeImage } from '../src/io/image.js';
 import { clipPreprocess, parseClipProcessorConfig } from '../src/io/clip-processor.js';
@@ -70,7 +70,7 @@ describe('float64 reference reproduces the tiny-llava golden', () => {
   for (const name of Object.keys(g.interventions)) {
     it(`intervention ${name}: last logits within 1e-6`, () => {
       const c = g.interventions[name];
-      const spec = parseInterventions(c.spec, { text: { layers: ref.cfg.text.layers, heads: ref.cfg.text.heads }, vision: { layers: ref.cfg.vision.layers, heads: ref.cfg.vision.heads } });
+      const spec = parseInterventions(c.spec, { text: { layers: ref.cfg.text.layers, heads: ref.cfg.text.heads, headDim: ref.cfg.text.headDim }, vision: { layers: ref.cfg.vision.layers, heads: ref.cfg.vision.heads, headDim: ref.cfg.vision.headDim } });
       const o = ref.forward(g.input_ids, [pixels], { interventions: spec });
       const V = ref.cfg.text.vocab;
       expectClose(o.logits.subarray((g.input_ids.length - 1) * V), c.last_logits, 1e-6, 0, name);
@@ -255,8 +255,19 @@ interface Case {
    * Intervention specs (JSON contract) to compare besides the plain run; `wrong` names other choices of the
    * temperature's query rows per greedy step (prompt length P, sequence length L) that must give other tokens.
    */
-  interventions?: Record<string, { json: unknown; wrong?: Record<string, (P: number, L: number) => [number, number]> }>;
+  interventions?: Record<
+    string,
+    {
+      json: unknown;
+      wrong?: Record<string, (P: number, L: number) => [number, number]>;
+      /** Other readings of each steer entry's query scope (as entries) that must give other greedy tokens. */
+      wrongSteer?: Record<string, (e: HeadSteer) => HeadSteer[]>;
+    }
+  >;
 }
+
+/** A seeded vector as a JSON list (mean_ablate / steer entries). */
+const vec = (n: number, seed: number, scale = 1): number[] => Array.from(randn(n, seed, scale));
 
 const vision = (o: Partial<RandomLlavaSpec['vision']> = {}): RandomLlavaSpec['vision'] => ({
   hidden: 32, intermediate: 64, layers: 2, heads: 2, imageSize: 28, patchSize: 14, ...o,
@@ -314,6 +325,49 @@ const CASES: Case[] = [
         json: {
           head_scale: [{ tower: 'text', layer: 1, head: 3, scale: 0 }, { tower: 'vision', layer: 1, head: 3, scale: 3 }],
           image_temperature: { alpha: 2, queries: 'last', heads: [0] },
+        },
+      },
+      // Text heads have 16 dims, vision heads 8.
+      mean_ablate_text_and_vision: {
+        json: {
+          mean_ablate: [
+            { tower: 'text', layer: 0, head: 1, mean: vec(16, 31) },
+            { tower: 'text', layer: 2, head: 3, mean: vec(16, 32, 2) },
+            { tower: 'vision', layer: 1, head: 0, mean: vec(8, 33) },
+          ],
+        },
+      },
+      steer_all_text_and_vision: {
+        json: {
+          steer: [
+            { tower: 'text', layer: 1, head: 2, alpha: 2, sigma: 0.7, direction: vec(16, 34) },
+            { tower: 'text', layer: 1, head: 2, alpha: -1, sigma: 0.5, direction: vec(16, 35), queries: 'all' }, // adds up
+            { tower: 'vision', layer: 0, head: 3, alpha: 1.5, sigma: 0.5, direction: vec(8, 36) },
+          ],
+        },
+      },
+      steer_last: {
+        json: {
+          steer: [
+            { tower: 'text', layer: 0, head: 0, alpha: 4, sigma: 1, direction: vec(16, 37), queries: 'last' },
+            { tower: 'text', layer: 2, head: 1, alpha: 4, sigma: 1, direction: vec(16, 38), queries: 'last' },
+          ],
+        },
+        wrongSteer: { 'decode rows steered too': (e) => [e, { ...e, queries: 'generated' }] },
+      },
+      steer_generated: {
+        json: { steer: [{ tower: 'text', layer: 1, head: 3, alpha: 6, sigma: 1, direction: vec(16, 39), queries: 'generated' }] },
+        wrongSteer: { 'unsteered (scope ignored)': () => [], 'last prompt row steered too': (e) => [e, { ...e, queries: 'last' }] },
+      },
+      mean_ablate_scale_steer_one_head: {
+        json: {
+          mean_ablate: [{ tower: 'text', layer: 1, head: 2, mean: vec(16, 40) }],
+          head_scale: [{ tower: 'text', layer: 1, head: 2, scale: 0.5 }],
+          steer: [
+            { tower: 'text', layer: 1, head: 2, alpha: 3, sigma: 0.5, direction: vec(16, 41) },
+            { tower: 'text', layer: 0, head: 3, alpha: 3, sigma: 1, direction: vec(16, 42), queries: 'generated' },
+          ],
+          image_temperature: { alpha: 2, queries: 'last' },
         },
       },
     },
@@ -396,7 +450,7 @@ for (const c of CASES) {
       compareTokens(run.tokens, ref.greedy(ids, px, NEW_TOKENS), 'plain greedy');
     });
 
-    for (const [name, { json, wrong }] of Object.entries(c.interventions ?? {})) {
+    for (const [name, { json, wrong, wrongSteer }] of Object.entries(c.interventions ?? {})) {
       it(`intervention ${name}: logits, layer-1 pattern, z and ${INTERVENTION_TOKENS} greedy tokens`, async () => {
         const spec = parseInterventions(json, model.dims, name);
         const r = await engineRun(model, {
@@ -410,7 +464,12 @@ for (const c of CASES) {
         const changed = maxAbsDiff(o.logits, want.logits).max;
         const g = ref.greedy(ids, px, INTERVENTION_TOKENS, spec);
         // 'generated' leaves the prefill alone: its logits must equal the plain ones, its tokens need not.
-        if (spec.imageTemperature?.queries === 'generated' && spec.headScale.length === 0) expect(changed).toBeLessThan(1e-12);
+        const prefillUntouched =
+          spec.headScale.length === 0 &&
+          spec.meanAblate.length === 0 &&
+          (spec.imageTemperature?.queries ?? 'generated') === 'generated' &&
+          spec.steer.every((e) => e.queries === 'generated');
+        if (prefillUntouched) expect(changed).toBeLessThan(1e-12);
         else expect(changed, `${name} does not change the reference logits`).toBeGreaterThan(1e-3);
         const plain = ref.greedy(ids, px, INTERVENTION_TOKENS);
         if (plain.tokens.join() === g.tokens.join()) {
@@ -420,6 +479,10 @@ for (const c of CASES) {
         const n = comparableSteps(g);
         for (const [what, rowsOf] of Object.entries(wrong ?? {})) {
           const alt = greedyWithRows(ref, ids, px, INTERVENTION_TOKENS, spec, rowsOf);
+          expect(alt.slice(0, n), `${name}: the '${what}' emulation should give other tokens`).not.toEqual(g.tokens.slice(0, n));
+        }
+        for (const [what, entries] of Object.entries(wrongSteer ?? {})) {
+          const alt = ref.greedy(ids, px, INTERVENTION_TOKENS, { ...spec, steer: spec.steer.flatMap(entries) }).tokens;
           expect(alt.slice(0, n), `${name}: the '${what}' emulation should give other tokens`).not.toEqual(g.tokens.slice(0, n));
         }
         await close(r.logits!.data, o.logits, TOL.logits, `${name}: logits`, spec, o);

@@ -1,27 +1,47 @@
-// Per-layer attention parameter blocks built from an intervention spec: for every head a (scale, alpha)
-// pair the attention kernel reads. A plain run is scale 1, alpha 1 everywhere, so an intervened run does
-// exactly the same work as a plain one.
+// Per-layer attention parameter blocks built from an intervention spec, read by the attention kernel:
+//  - head params, per head {scale: f32, alpha: f32, replace: u32, steer: u32} (16 bytes): head_scale, the
+//    image-key temperature, mean_ablate on/off, and the steering scope code (0 = off, else STEER_SCOPES index + 1);
+//  - head vectors, per head [2, head_dim] f32: the mean_ablate replacement m_h, then the steering vector
+//    alpha * sigma * direction (summed over the head's steer entries). Only a spec with mean_ablate / steer
+//    entries for a tower builds (and binds) them.
+// A plain run is scale 1, alpha 1, no replace, no steer everywhere, so an intervened run does exactly the work
+// of a plain one; per head the kernel computes z' = scale * (replace ? m : z) + (steered row ? add : 0).
 
-import type { InterventionSpec, QueryScope, Tower, TowerDims } from './spec.js';
+import { type InterventionSpec, type QueryScope, type Tower, type TowerDims, SpecError } from './spec.js';
 
-/** Bytes per layer slot: storage bindings must start at 256-byte offsets. */
+/** Bytes of one head's HeadParams. */
+export const HEAD_PARAM_BYTES = 16;
+
+/** Steering scopes in kernel code order: a head's `steer` field is the index here + 1 (0 = not steered). */
+export const STEER_SCOPES: readonly QueryScope[] = ['all', 'last', 'generated'];
+
+const align256 = (bytes: number) => Math.max(256, Math.ceil(bytes / 256) * 256);
+
+/** Bytes per layer slot of the head params: storage bindings must start at 256-byte offsets. */
 export function headParamSlotBytes(heads: number): number {
-  return Math.ceil((heads * 8) / 256) * 256;
+  return align256(heads * HEAD_PARAM_BYTES);
 }
 
-/** The [layers] x slot buffer contents for one tower. */
+/** Bytes per layer slot of the head vectors ([heads, 2, headDim] f32, 256-byte aligned). */
+export function headVectorSlotBytes(heads: number, headDim: number): number {
+  return align256(heads * 2 * headDim * 4);
+}
+
+/** The [layers] x slot head-param buffer contents for one tower (u32 fields written through a view). */
 export function headParamTable(spec: InterventionSpec, tower: Tower, dims: TowerDims): Float32Array {
-  const slotFloats = headParamSlotBytes(dims.heads) / 4;
-  const table = new Float32Array(dims.layers * slotFloats);
+  const slot = headParamSlotBytes(dims.heads) / 4;
+  const table = new Float32Array(dims.layers * slot);
+  const u32 = new Uint32Array(table.buffer);
+  const at = (l: number, h: number) => l * slot + (HEAD_PARAM_BYTES / 4) * h;
   for (let l = 0; l < dims.layers; l++) {
     for (let h = 0; h < dims.heads; h++) {
-      table[l * slotFloats + 2 * h] = 1;
-      table[l * slotFloats + 2 * h + 1] = 1;
+      table[at(l, h)] = 1;
+      table[at(l, h) + 1] = 1;
     }
   }
   for (const e of spec.headScale) {
     // Several entries for one head compose multiplicatively.
-    if (e.tower === tower) table[e.layer * slotFloats + 2 * e.head] *= e.scale;
+    if (e.tower === tower) table[at(e.layer, e.head)] *= e.scale;
   }
   const it = spec.imageTemperature;
   if (it && tower === 'text') {
@@ -29,10 +49,52 @@ export function headParamTable(spec: InterventionSpec, tower: Tower, dims: Tower
       if (it.layers && !it.layers.includes(l)) continue;
       for (let h = 0; h < dims.heads; h++) {
         if (it.heads && !it.heads.includes(h)) continue;
-        table[l * slotFloats + 2 * h + 1] = it.alpha;
+        table[at(l, h) + 1] = it.alpha;
       }
     }
   }
+  for (const e of spec.meanAblate) if (e.tower === tower) u32[at(e.layer, e.head) + 2] = 1;
+  for (const e of spec.steer) if (e.tower === tower) u32[at(e.layer, e.head) + 3] = STEER_SCOPES.indexOf(e.queries) + 1;
+  return table;
+}
+
+/** Whether the spec has mean_ablate / steer entries for the tower (only then the kernel binds head vectors). */
+export function hasHeadVectors(spec: InterventionSpec, tower: Tower): boolean {
+  return spec.meanAblate.some((e) => e.tower === tower) || spec.steer.some((e) => e.tower === tower);
+}
+
+/**
+ * The [layers] x slot head-vector buffer contents for one tower: per head the mean_ablate vector, then the sum of
+ * alpha * sigma * direction over its steer entries. Null when the tower has no such entries.
+ */
+export function headVectorTable(spec: InterventionSpec, tower: Tower, dims: TowerDims): Float32Array | null {
+  if (!hasHeadVectors(spec, tower)) return null;
+  const { heads, headDim: hd } = dims;
+  const slot = headVectorSlotBytes(heads, hd) / 4;
+  const at = (l: number, h: number) => l * slot + 2 * hd * h;
+  const table = new Float32Array(dims.layers * slot);
+  // A spec parsed for another model would land in the wrong slots: refuse it here rather than misplace vectors.
+  const check = (what: string, e: { layer: number; head: number }, len: number) => {
+    if (e.layer >= dims.layers || e.head >= dims.heads || len !== hd) {
+      throw new SpecError(`${what} of ${tower} layer ${e.layer} head ${e.head} (${len} values) does not fit this model (${dims.layers} layers, ${heads} heads of ${hd} dims)`);
+    }
+  };
+  for (const e of spec.meanAblate) {
+    if (e.tower !== tower) continue;
+    check('mean_ablate', e, e.mean.length);
+    table.set(e.mean, at(e.layer, e.head));
+  }
+  // Accumulate in float64 so several entries on one head round once.
+  const add = new Map<number, Float64Array>();
+  for (const e of spec.steer) {
+    if (e.tower !== tower) continue;
+    check('steer', e, e.direction.length);
+    const o = at(e.layer, e.head) + hd;
+    const acc = add.get(o) ?? new Float64Array(hd);
+    for (let d = 0; d < hd; d++) acc[d] += e.alpha * e.sigma * e.direction[d];
+    add.set(o, acc);
+  }
+  for (const [o, acc] of add) table.set(acc, o);
   return table;
 }
 
@@ -45,4 +107,9 @@ export function temperatureRows(scope: QueryScope | null, phase: 'prefill' | 'de
   if (scope === 'all') return [0, rows];
   if (scope === 'last') return phase === 'prefill' ? [rows - 1, rows] : [0, 0];
   return phase === 'decode' ? [0, rows] : [0, 0];
+}
+
+/** The query rows of one forward call in each steering scope, in STEER_SCOPES order (same meaning as temperatureRows). */
+export function steerRows(phase: 'prefill' | 'decode', rows: number): [number, number][] {
+  return STEER_SCOPES.map((s) => temperatureRows(s, phase, rows));
 }

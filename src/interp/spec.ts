@@ -1,5 +1,6 @@
-// The intervention and capture specs of ../shared/docs/interventions.md: parsed from plain JSON, checked
-// against the model's towers (layers and heads that do not exist are errors naming the field), normalised.
+// The intervention and capture specs of docs/interventions.md (the project's copy of ../shared/docs/interventions.md,
+// extended with mean_ablate and steer): parsed from plain JSON, checked against the model's towers (layers, heads
+// and head_dim vectors that do not fit are errors naming the field), normalised.
 
 export type Tower = 'text' | 'vision';
 export type QueryScope = 'all' | 'last' | 'generated';
@@ -20,9 +21,32 @@ export interface ImageTemperature {
   heads: number[] | null;
 }
 
+/** Replace the head's output z_h by a stored vector (its dataset mean): the input-dependent part is removed. */
+export interface MeanAblate {
+  tower: Tower;
+  layer: number;
+  head: number;
+  /** [head_dim] */
+  mean: Float32Array;
+}
+
+/** Add alpha * sigma * direction to the head's output z_h (ITI / CogVision emphasis) on the rows of `queries`. */
+export interface HeadSteer {
+  tower: Tower;
+  layer: number;
+  head: number;
+  alpha: number;
+  sigma: number;
+  /** [head_dim], applied as given (not normalised here). */
+  direction: Float32Array;
+  queries: QueryScope;
+}
+
 export interface InterventionSpec {
   headScale: HeadScale[];
   imageTemperature: ImageTemperature | null;
+  meanAblate: MeanAblate[];
+  steer: HeadSteer[];
 }
 
 export type ZPositions = { kind: 'last' } | { kind: 'list'; positions: number[] } | { kind: 'mean'; start: number; end: number };
@@ -47,6 +71,8 @@ export interface CaptureSpec {
 export interface TowerDims {
   layers: number;
   heads: number;
+  /** Dims of one head's output z_h (the length of mean_ablate / steer vectors). */
+  headDim: number;
 }
 
 export type ModelDims = Record<Tower, TowerDims>;
@@ -55,7 +81,7 @@ export class SpecError extends Error {
   override name = 'SpecError';
 }
 
-export const EMPTY_INTERVENTIONS: InterventionSpec = { headScale: [], imageTemperature: null };
+export const EMPTY_INTERVENTIONS: InterventionSpec = { headScale: [], imageTemperature: null, meanAblate: [], steer: [] };
 
 type Json = Record<string, unknown>;
 
@@ -75,9 +101,39 @@ function int(v: unknown, where: string): number {
   return v;
 }
 
+/** A value as the message shows it: JSON, except numbers JSON cannot spell (NaN, Infinity). */
+function show(v: unknown): string {
+  return typeof v === 'number' ? String(v) : JSON.stringify(v);
+}
+
 function num(v: unknown, where: string): number {
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new SpecError(`${where} must be a finite number, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new SpecError(`${where} must be a finite number, got ${show(v)}`);
   return v;
+}
+
+function scope(v: unknown, where: string): QueryScope {
+  const q = v ?? 'all';
+  if (q !== 'all' && q !== 'last' && q !== 'generated') {
+    throw new SpecError(`${where} must be "all", "last" or "generated", got ${JSON.stringify(q)}`);
+  }
+  return q;
+}
+
+/** A [head_dim] vector of the tower: a JSON list of finite numbers (from the library, a Float32Array or any numeric typed array). */
+function headVector(v: unknown, t: Tower, dims: ModelDims, where: string): Float32Array {
+  const hd = dims[t].headDim;
+  const typed = ArrayBuffer.isView(v) && !(v instanceof DataView);
+  if (!Array.isArray(v) && !typed) throw new SpecError(`${where} must be a list of ${hd} numbers (the ${t} head dim), got ${show(v)}`);
+  const a = v as ArrayLike<unknown>;
+  if (a.length !== hd) throw new SpecError(`${where} has ${a.length} values, but ${t} heads have ${hd} dims`);
+  const out = new Float32Array(hd);
+  for (let i = 0; i < hd; i++) {
+    const x = a[i];
+    if (typeof x !== 'number' || !Number.isFinite(x)) throw new SpecError(`${where}[${i}] must be a finite number, got ${show(x)}`);
+    out[i] = x;
+    if (!Number.isFinite(out[i])) throw new SpecError(`${where}[${i}] = ${x} is outside the float32 range`);
+  }
+  return out;
 }
 
 function tower(v: unknown, where: string): Tower {
@@ -108,7 +164,7 @@ function intList(v: unknown, where: string, check: (x: unknown, w: string) => nu
 
 export function parseInterventions(json: unknown, dims: ModelDims, source = 'intervention spec'): InterventionSpec {
   const o = obj(json, source);
-  onlyKeys(o, ['head_scale', 'image_temperature'], source);
+  onlyKeys(o, ['head_scale', 'image_temperature', 'mean_ablate', 'steer'], source);
   const headScale: HeadScale[] = [];
   if (o.head_scale !== undefined) {
     if (!Array.isArray(o.head_scale)) throw new SpecError(`${source}: "head_scale" must be a list`);
@@ -130,10 +186,7 @@ export function parseInterventions(json: unknown, dims: ModelDims, source = 'int
     const w = `${source}: image_temperature`;
     const it = obj(o.image_temperature, w);
     onlyKeys(it, ['alpha', 'queries', 'layers', 'heads'], w);
-    const queries = it.queries ?? 'all';
-    if (queries !== 'all' && queries !== 'last' && queries !== 'generated') {
-      throw new SpecError(`${w}.queries must be "all", "last" or "generated", got ${JSON.stringify(queries)}`);
-    }
+    const queries = scope(it.queries, `${w}.queries`);
     imageTemperature = {
       alpha: num(it.alpha, `${w}.alpha`),
       queries,
@@ -141,7 +194,66 @@ export function parseInterventions(json: unknown, dims: ModelDims, source = 'int
       heads: it.heads === undefined || it.heads === null ? null : intList(it.heads, `${w}.heads`, (x, ww) => headIn(x, 'text', dims, ww)),
     };
   }
-  return { headScale, imageTemperature };
+  // Which head an entry names, for the duplicate checks below.
+  const headKey = (e: { tower: Tower; layer: number; head: number }) => `${e.tower} layer ${e.layer} head ${e.head}`;
+  const meanAblate: MeanAblate[] = [];
+  const ablated = new Map<string, number>();
+  for (const [i, eo, w] of entries(o, 'mean_ablate', source)) {
+    onlyKeys(eo, ['tower', 'layer', 'head', 'mean'], w);
+    const t = tower(eo.tower ?? 'text', `${w}.tower`);
+    const e: MeanAblate = {
+      tower: t,
+      layer: layerIn(eo.layer, t, dims, `${w}.layer`),
+      head: headIn(eo.head, t, dims, `${w}.head`),
+      mean: headVector(eo.mean, t, dims, `${w}.mean`),
+    };
+    const prev = ablated.get(headKey(e));
+    if (prev !== undefined) throw new SpecError(`${w} replaces ${headKey(e)} again (mean_ablate[${prev}] already does)`);
+    ablated.set(headKey(e), i);
+    meanAblate.push(e);
+  }
+  const steer: HeadSteer[] = [];
+  const steered = new Map<string, { i: number; queries: QueryScope }>();
+  for (const [i, eo, w] of entries(o, 'steer', source)) {
+    onlyKeys(eo, ['tower', 'layer', 'head', 'alpha', 'sigma', 'direction', 'queries'], w);
+    const t = tower(eo.tower ?? 'text', `${w}.tower`);
+    const e: HeadSteer = {
+      tower: t,
+      layer: layerIn(eo.layer, t, dims, `${w}.layer`),
+      head: headIn(eo.head, t, dims, `${w}.head`),
+      alpha: num(eo.alpha, `${w}.alpha`),
+      sigma: num(eo.sigma, `${w}.sigma`),
+      direction: headVector(eo.direction, t, dims, `${w}.direction`),
+      queries: scope(eo.queries, `${w}.queries`),
+    };
+    if (t === 'vision' && e.queries !== 'all') {
+      throw new SpecError(`${w}.queries: the vision tower runs once over all its tokens, so only "all" applies there, got ${JSON.stringify(e.queries)}`);
+    }
+    for (let d = 0; d < e.direction.length; d++) {
+      if (!Number.isFinite(Math.fround(e.alpha * e.sigma * e.direction[d]))) {
+        throw new SpecError(`${w}: alpha * sigma * direction[${d}] = ${e.alpha * e.sigma * e.direction[d]} is outside the float32 range`);
+      }
+    }
+    // Several entries on one head add up; they must then share one query scope (the kernel gates a head once).
+    const prev = steered.get(headKey(e));
+    if (prev && prev.queries !== e.queries) {
+      throw new SpecError(`${w}.queries is "${e.queries}" but steer[${prev.i}] steers ${headKey(e)} on "${prev.queries}": one head has one steering scope`);
+    }
+    if (!prev) steered.set(headKey(e), { i, queries: e.queries });
+    steer.push(e);
+  }
+  return { headScale, imageTemperature, meanAblate, steer };
+}
+
+/** The entries of list field `key` of `o` as [index, object, where] (none when the field is absent). */
+function entries(o: Json, key: string, source: string): [number, Json, string][] {
+  const v = o[key];
+  if (v === undefined) return [];
+  if (!Array.isArray(v)) throw new SpecError(`${source}: "${key}" must be a list`);
+  return v.map((e, i) => {
+    const w = `${source}: ${key}[${i}]`;
+    return [i, obj(e, w), w];
+  });
 }
 
 function parsePositions(v: unknown, where: string): ZPositions {

@@ -11,7 +11,7 @@ import { attention } from '../../kernels/attention.js';
 import { im2col, positionEmbed } from '../../kernels/patch.js';
 import type { VitConfig } from './config.js';
 import type { WeightLoader } from './weights.js';
-import { headParamSlotBytes } from '../interp/head-params.js';
+import { headParamSlotBytes, headVectorSlotBytes } from '../interp/head-params.js';
 
 interface VitLayer {
   ln1w: Tensor;
@@ -47,6 +47,10 @@ export class ClipVisionTower {
   preNormW!: Tensor;
   preNormB!: Tensor;
   headParams!: GPUBuffer;
+  /** [layers] x 256-byte-aligned slots of [heads, 2, headDim] f32 (mean, add); allocated when a spec first needs it. */
+  private headVectors: GPUBuffer | null = null;
+  /** Whether this run's spec has mean_ablate / steer entries for the vision tower (only then attention binds the vectors). */
+  private vectorsOn = false;
   /** Zeros: no vision key is an image-token key in the temperature sense. */
   private noImageKeys!: GPUBuffer;
   private s!: Record<'patches' | 'pe' | 'h' | 'h2' | 'n' | 'q' | 'k' | 'v' | 'z' | 'f', Tensor>;
@@ -120,6 +124,19 @@ export class ClipVisionTower {
     };
   }
 
+  /** This run's head vectors (head-params.ts headVectorTable); null: attention neither binds nor reads any. */
+  writeHeadVectors(table: Float32Array | null): void {
+    this.vectorsOn = table !== null;
+    if (!table) return;
+    const { ctx, cfg } = this;
+    this.headVectors ??= ctx.createBuffer(
+      Math.max(1, cfg.layers) * headVectorSlotBytes(cfg.heads, cfg.headDim),
+      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+      'vision.head_vectors',
+    );
+    ctx.write(this.headVectors, 0, table);
+  }
+
   /**
    * Record the tower over one image's pixel values [C, H, W] through hidden state `upTo` (HF index) and return
    * the tensor holding it. States listed in `keep` are copied out as they pass (for multi-layer features).
@@ -129,6 +146,10 @@ export class ClipVisionTower {
     const { heads: H, headDim: hd, eps } = cfg;
     const n = this.tokens;
     const slot = headParamSlotBytes(H);
+    const vslot = headVectorSlotBytes(H, hd);
+    const vectors = this.vectorsOn ? this.headVectors : null;
+    // One pass over all tokens: the only steering scope the spec allows here, "all" (code 1), is every row.
+    const steer: [number, number][] = [[0, n]];
     if (upTo > this.layers.length) throw new Error(`vision hidden state ${upTo} needs ${upTo} layers, ${this.layers.length} loaded`);
     im2col(ctx, rec, { pixels, patch: cfg.patchSize, out: s.patches });
     matmul(ctx, rec, { x: rows(s.patches), w: this.patchWeight, out: rows(s.pe) });
@@ -156,6 +177,8 @@ export class ClipVisionTower {
         causal: false,
         pos0: 0,
         headParams: { buffer: this.headParams, offset: l * slot, size: slot },
+        headVectors: vectors && { buffer: vectors, offset: l * vslot, size: vslot },
+        steerRows: steer,
         keyIsImage: this.noImageKeys,
         z: s.z,
         pattern: captures?.pattern?.get(l) ?? null,

@@ -12,7 +12,7 @@ import { gatedAct } from '../../kernels/elementwise.js';
 import { embed } from '../../kernels/embed.js';
 import type { DecoderConfig } from './config.js';
 import type { WeightLoader } from './weights.js';
-import { headParamSlotBytes } from '../interp/head-params.js';
+import { headParamSlotBytes, headVectorSlotBytes } from '../interp/head-params.js';
 
 interface LayerWeights {
   inputNorm: Tensor;
@@ -54,6 +54,8 @@ export interface DecoderStep {
   /** f32 rotary table [rows, headDim/2, 2] for this step's positions. */
   rotary: Tensor;
   tempRows: [number, number];
+  /** Query rows [begin, end) of this step in each steering scope (head-params.ts steerRows). */
+  steerRows: [number, number][];
   captures?: DecoderCaptures;
 }
 
@@ -69,8 +71,12 @@ export class LlamaDecoder {
   /** Scratch activations, sized for `scratchRows`. */
   private scratchRows = 0;
   private s!: Record<'h' | 'h2' | 'n' | 'q' | 'z' | 'g' | 'u' | 'a', Tensor>;
-  /** [layers] x 256-byte-aligned slots of (scale, alpha) per head. */
+  /** [layers] x 256-byte-aligned slots of HeadParams per head (head-params.ts). */
   headParams!: GPUBuffer;
+  /** [layers] x 256-byte-aligned slots of [heads, 2, headDim] f32 (mean, add); allocated when a spec first needs it. */
+  private headVectors: GPUBuffer | null = null;
+  /** Whether this run's spec has mean_ablate / steer entries for the text tower (only then attention binds the vectors). */
+  private vectorsOn = false;
   /** u32 per position: 1 where the token is an image token. */
   keyIsImage!: GPUBuffer;
 
@@ -130,6 +136,19 @@ export class LlamaDecoder {
     );
   }
 
+  /** This run's head vectors (head-params.ts headVectorTable); null: attention neither binds nor reads any. */
+  writeHeadVectors(table: Float32Array | null): void {
+    this.vectorsOn = table !== null;
+    if (!table) return;
+    const { ctx, cfg } = this;
+    this.headVectors ??= ctx.createBuffer(
+      cfg.layers * headVectorSlotBytes(cfg.heads, cfg.headDim),
+      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+      'text.head_vectors',
+    );
+    ctx.write(this.headVectors, 0, table);
+  }
+
   /** (Re)allocate the KV cache for `maxLen` positions. */
   allocateCache(maxLen: number): void {
     if (maxLen > this.cfg.maxPositions) {
@@ -176,6 +195,8 @@ export class LlamaDecoder {
     const ctx = this.ctx;
     const kvWidth = KV * hd;
     const slot = headParamSlotBytes(H);
+    const vslot = headVectorSlotBytes(H, hd);
+    const vectors = this.vectorsOn ? this.headVectors : null;
     embed(ctx, rec, {
       ids: step.ids,
       idsOffset: step.idsOffset,
@@ -208,8 +229,10 @@ export class LlamaDecoder {
         causal: true,
         pos0: step.pos0,
         headParams: { buffer: this.headParams, offset: l * slot, size: slot },
+        headVectors: vectors && { buffer: vectors, offset: l * vslot, size: vslot },
         keyIsImage: this.keyIsImage,
         tempRows: step.tempRows,
+        steerRows: step.steerRows,
         z,
         pattern: step.captures?.pattern?.get(l) ?? null,
         label: `text.${l}.attention`,
@@ -240,6 +263,9 @@ export class LlamaDecoder {
 
   destroy(): void {
     for (const t of [...this.kCache, ...this.vCache]) this.ctx.destroyBuffer(t.buffer);
+    if (this.headVectors) this.ctx.destroyBuffer(this.headVectors);
+    this.headVectors = null;
+    this.vectorsOn = false;
     if (this.s) for (const t of Object.values(this.s)) this.ctx.destroyBuffer(t.buffer);
   }
 }

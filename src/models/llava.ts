@@ -26,7 +26,7 @@ import {
   SpecError,
   resolvePositions,
 } from '../interp/spec.js';
-import { headParamTable, temperatureRows } from '../interp/head-params.js';
+import { headParamTable, headVectorTable, steerRows, temperatureRows } from '../interp/head-params.js';
 
 // llava-hf checkpoints (legacy names), transformers >= 4.52 names, and transformers 5 state dicts (no vision_model).
 const VISION_PREFIXES = ['vision_tower.vision_model.', 'model.vision_tower.vision_model.', 'model.vision_tower.', 'vision_tower.'];
@@ -174,8 +174,8 @@ export class LlavaModel {
 
   get dims(): ModelDims {
     return {
-      text: { layers: this.cfg.text.layers, heads: this.cfg.text.heads },
-      vision: { layers: this.cfg.vision.layers, heads: this.cfg.vision.heads },
+      text: { layers: this.cfg.text.layers, heads: this.cfg.text.heads, headDim: this.cfg.text.headDim },
+      vision: { layers: this.cfg.vision.layers, heads: this.cfg.vision.heads, headDim: this.cfg.vision.headDim },
     };
   }
 
@@ -338,6 +338,7 @@ export class LlavaModel {
         features: images.length ? { map: this.featureMap!, data: this.features! } : null,
         rotary: this.rotaryBuf!,
         tempRows: temperatureRows(spec.imageTemperature?.queries ?? null, 'prefill', L),
+        steerRows: steerRows('prefill', L),
         captures: textCaps,
       });
       const allLogits = cap.logits === 'all';
@@ -403,6 +404,7 @@ export class LlavaModel {
           idsOffset: pos,
           rotary: this.rotaryBuf!,
           tempRows: temperatureRows(spec.imageTemperature?.queries ?? null, 'decode', 1),
+          steerRows: steerRows('decode', 1),
         });
         this.text.recordLogits(rec, hidden, 0, 1, logits);
         if (input.chooseToken) {
@@ -466,6 +468,8 @@ export class LlavaModel {
     const d = this.dims;
     this.ctx.write(this.text.headParams, 0, headParamTable(spec, 'text', d.text));
     this.ctx.write(this.vision.headParams, 0, headParamTable(spec, 'vision', d.vision));
+    this.text.writeHeadVectors(headVectorTable(spec, 'text', d.text));
+    this.vision.writeHeadVectors(headVectorTable(spec, 'vision', d.vision));
   }
 
   private writeRotary(pos0: number, n: number): void {

@@ -131,6 +131,10 @@ interface AttentionArgs {
   causal: boolean;
   /** Per query head: z multiplier (head_scale; 1 = untouched). */
   headScale: Float64Array;
+  /** Per query head: mean_ablate, the vector that replaces z_h before head_scale (null = untouched). */
+  replace?: (Float64Array | null)[];
+  /** Per query head: steer, the vector added to z_h after head_scale and the query rows that get it (null = none). */
+  steer?: ({ add: Float64Array; row: (row: number) => boolean } | null)[];
   /** Per query head: alpha on image-key scores (1 = untouched). */
   headAlpha: Float64Array | null;
   /** Key columns that are image tokens. */
@@ -141,7 +145,7 @@ interface AttentionArgs {
   pattern: Float64Array | null;
 }
 
-/** Returns z [n, heads * hd] (after head_scale, i.e. exactly what o_proj reads). */
+/** Returns z [n, heads * hd] (after mean_ablate, head_scale and steer, i.e. exactly what o_proj reads). */
 function attention(a: AttentionArgs): Float64Array {
   const { q, k, v, n, heads: H, kvHeads: KV, hd } = a;
   const nRep = H / KV;
@@ -181,8 +185,13 @@ function attention(a: AttentionArgs): Float64Array {
         const vo = (j * KV + kvh) * hd;
         for (let d = 0; d < hd; d++) z[zo + d] += p * v[vo + d];
       }
+      // The contract's order: z' = scale * (ablated ? m : z) + alpha * sigma * direction.
+      const m = a.replace?.[h];
+      if (m) for (let d = 0; d < hd; d++) z[zo + d] = m[d];
       const sc = a.headScale[h];
       if (sc !== 1) for (let d = 0; d < hd; d++) z[zo + d] *= sc;
+      const st = a.steer?.[h];
+      if (st && st.row(i)) for (let d = 0; d < hd; d++) z[zo + d] += st.add[d];
     }
   }
   return z;
@@ -222,7 +231,8 @@ export interface ReferenceForwardOptions {
   /**
    * Only ids at positions < this are image tokens (default: all). Hugging Face passes pixel_values only to the
    * prefill, so an image-token id the model generates is embedded as a plain token (embed_tokens row), and it is
-   * not an image key for the temperature either: the greedy re-run passes the prompt length here.
+   * not an image key for the temperature either: the greedy re-run passes the prompt length here. It also places
+   * the steering scopes: 'last' steers row promptLength-1, 'generated' rows >= promptLength.
    */
   promptLength?: number;
 }
@@ -232,7 +242,7 @@ export interface ReferenceOutput {
   logits: Float64Array;
   /** Softmax probabilities [heads, L, L] of every text layer. */
   patterns: Map<number, Float64Array>;
-  /** Per-head attention outputs after head_scale (what o_proj reads): [layers, L, heads * hd]. */
+  /** Per-head attention outputs after mean_ablate, head_scale and steer (what o_proj reads): [layers, L, heads * hd]. */
   z: Float64Array;
   /** Projector outputs of all images in order: [images * tokensPerImage, text hidden]. */
   imageFeatures: Float64Array;
@@ -334,8 +344,27 @@ export async function referenceLlava(dir: string): Promise<ReferenceLlava> {
     return out;
   };
 
+  /**
+   * mean_ablate and steer of one tower, per layer and head: the replacement vector, and the summed steering vector
+   * with the query rows of its scope. Rows come from the prompt length P and the sequence length L of a forward
+   * without cache, as the engine's cached rows saw them (see greedy): 'all' every row, 'last' row P-1 only,
+   * 'generated' rows >= P (none in a prefill-only forward, where P = L).
+   */
+  const headVectors = (spec: InterventionSpec | undefined, tower: 'text' | 'vision', layers: number, heads: number, P: number) => {
+    const replace = Array.from({ length: layers }, () => new Array<Float64Array | null>(heads).fill(null));
+    const steer = Array.from({ length: layers }, () => new Array<{ add: Float64Array; row: (r: number) => boolean } | null>(heads).fill(null));
+    for (const e of spec?.meanAblate ?? []) if (e.tower === tower) replace[e.layer][e.head] = Float64Array.from(e.mean);
+    for (const e of spec?.steer ?? []) {
+      if (e.tower !== tower) continue;
+      const row = e.queries === 'all' ? () => true : e.queries === 'last' ? (r: number) => r === P - 1 : (r: number) => r >= P;
+      const st = (steer[e.layer][e.head] ??= { add: new Float64Array(e.direction.length), row });
+      for (let d = 0; d < e.direction.length; d++) st.add[d] += e.alpha * e.sigma * e.direction[d];
+    }
+    return { replace, steer };
+  };
+
   /** CLIP vision tower (§2.4) over one image [C, S, S]: hidden_states 0..layers. */
-  const vision = (px: Float32Array, scales: Float64Array[]): Float64Array[] => {
+  const vision = (px: Float32Array, scales: Float64Array[], vectors: ReturnType<typeof headVectors>): Float64Array[] => {
     const { hidden: E, channels: C, patchSize: P, imageSize: S, heads: H, headDim: hd, eps } = vc;
     if (px.length !== C * S * S) throw new Error(`reference: pixel values have ${px.length} values, expected ${C * S * S}`);
     const conv = V('embeddings.patch_embedding.weight'); // [E, C, P, P], no bias
@@ -368,6 +397,7 @@ export async function referenceLlava(dir: string): Promise<ReferenceLlava> {
       const z = attention({
         q, k, v, n: visionTokens, heads: H, kvHeads: H, hd, causal: false,
         headScale: scales[l], headAlpha: null, isImageKey: null, tempRow: null, pattern: null,
+        replace: vectors.replace[l], steer: vectors.steer[l],
       });
       const h2 = addInPlace(linear(z, visionTokens, E, V(p + 'self_attn.out_proj.weight'), E, V(p + 'self_attn.out_proj.bias')), h);
       const n2 = layerNorm(h2, E, V(p + 'layer_norm2.weight'), V(p + 'layer_norm2.bias'), eps);
@@ -399,7 +429,8 @@ export async function referenceLlava(dir: string): Promise<ReferenceLlava> {
 
     // Vision + projector, image by image.
     const vScales = headScales(spec, 'vision', vc.layers, vc.heads);
-    const visionStates = pixelValues.map((px) => vision(px, vScales));
+    const vVectors = headVectors(spec, 'vision', vc.layers, vc.heads, visionTokens);
+    const visionStates = pixelValues.map((px) => vision(px, vScales, vVectors));
     const imageFeatures = new Float64Array(pixelValues.length * imageTokens * D);
     visionStates.forEach((hs, i) => imageFeatures.set(project(hs), i * imageTokens * D));
 
@@ -426,6 +457,7 @@ export async function referenceLlava(dir: string): Promise<ReferenceLlava> {
     const tr = opts.temperatureRows ?? defaultTemperatureRows(it?.queries ?? null, L);
     const tempRow = (r: number) => r >= tr[0] && r < tr[1];
     const tScales = headScales(spec, 'text', tc.layers, H);
+    const tVectors = headVectors(spec, 'text', tc.layers, H, promptLength);
     const textStates = [h];
     const patterns = new Map<number, Float64Array>();
     const zAll = new Float64Array(tc.layers * L * H * hd);
@@ -446,6 +478,7 @@ export async function referenceLlava(dir: string): Promise<ReferenceLlava> {
       const z = attention({
         q, k: kk, v, n: L, heads: H, kvHeads: KV, hd, causal: true,
         headScale: tScales[l], headAlpha: alphas, isImageKey: isImage, tempRow, pattern,
+        replace: tVectors.replace[l], steer: tVectors.steer[l],
       });
       patterns.set(l, pattern);
       zAll.set(z, l * L * H * hd);
@@ -477,6 +510,8 @@ export async function referenceLlava(dir: string): Promise<ReferenceLlava> {
    *    it, at index >= promptLen) -> rows >= promptLen, in every forward. The first generated token comes from
    *    row promptLen-1 of the prefill, which is unscaled, consistently.
    * A generated <image> id is a plain token (pixel_values only reach the prefill): see promptLength.
+   * Steering scopes follow the same rows, derived in forward from promptLength: 'last' = row P-1, 'generated' =
+   * rows >= P, in every forward.
    */
   const greedy = (ids: number[], pixelValues: Float32Array[], n: number, interventions?: InterventionSpec): ReferenceGreedy => {
     const P = ids.length;
