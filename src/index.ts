@@ -18,3 +18,8 @@ export { LlavaProcessor, LLAVA_15_TEMPLATE, type ProcessedPrompt } from './model
 export { RowSplitTensor, type Weight } from './gpu/tensor.js';
 export * from './generate/sampling.js';
 export { generate, type GenerateArgs, type GenerateResult, type StopReason } from './generate/generate.js';
+export * from './interp/collect.js';
+export * from './interp/activation-store.js';
+export * from './interp/probes.js';
+export * from './interp/probe-cpu.js';
+export { fitLogisticGpu, fitProbeBatchGpu, recordProbeBatch, probeWorkgroupSize, type ProbeBatchArgs, type ProbeGpuOptions, type ProbeWorkgroupSize } from '../kernels/probe.js';

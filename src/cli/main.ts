@@ -3,6 +3,8 @@ import { Command, CommanderError } from 'commander';
 import { traceCommand } from './trace.js';
 import { generateCommand } from './generate.js';
 import { evalCommand } from './eval.js';
+import { collectCommand } from './collect.js';
+import { probeCommand } from './probe.js';
 import { reportAndExit } from './errors.js';
 
 /** Commander's own errors (bad or missing options) as one `vlmscope:` line pointing at the command's help. */
@@ -31,7 +33,9 @@ Run \`vlmscope <command> --help\` for a command's options. Exit codes: 0 ok, 1 r
 )
   .addCommand(oneLineErrors(traceCommand(), 'vlmscope trace'))
   .addCommand(oneLineErrors(generateCommand(), 'vlmscope generate'))
-  .addCommand(oneLineErrors(evalCommand(), 'vlmscope eval'));
+  .addCommand(oneLineErrors(evalCommand(), 'vlmscope eval'))
+  .addCommand(oneLineErrors(collectCommand(), 'vlmscope collect'))
+  .addCommand(oneLineErrors(probeCommand(), 'vlmscope probe'));
 
 const verbose = process.argv.includes('--verbose');
 try {

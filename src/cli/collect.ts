@@ -1,0 +1,334 @@
+// `vlmscope collect`: per-head attention outputs z of every layer and head, pooled per question, for probing
+// (CogVision / CogVSR). Questions come from a question file (sub-questions asked in a chain), answers are generated
+// greedily and scored, and the rows go to an activation store (src/interp/activation-store.ts) that a killed run
+// resumes. Progress bar on a terminal, a summary per function at the end.
+
+import { stat } from 'node:fs/promises';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { acquireGpu } from '../gpu/device.js';
+import { GpuContext } from '../gpu/context.js';
+import { nodeFolder } from '../io/checkpoint.js';
+import { Tokenizer } from '../io/tokenizer.js';
+import { parseLlavaConfig } from '../models/config.js';
+import { type ModelDims, type Tower, SpecError, parseInterventions } from '../interp/spec.js';
+import { readQuestions, type EvalItem } from '../eval/dataset.js';
+import { type ContextMode, type PoolSpec, DEFAULT_COLLECT_MAX_NEW_TOKENS, checkPool, parsePool, planCollection } from '../interp/collect.js';
+import {
+  type CollectStoreOptions,
+  type StoreExample,
+  DEFAULT_CHUNK_SIZE,
+  StoreMismatchError,
+  collectToStore,
+  inspectStore,
+  storeArgs,
+} from '../interp/activation-store.js';
+import { readJsonFile } from './files.js';
+import { dtypeOption, loadModel, modelOption } from './load.js';
+import { UsageError } from './errors.js';
+
+interface CollectCliOptions {
+  model: string;
+  data: string;
+  out: string;
+  pool?: string;
+  concatLayerMean?: boolean;
+  chain: boolean;
+  context: ContextMode;
+  tower: Tower;
+  limit?: number;
+  maxNewTokens: number;
+  chunkSize: number;
+  intervene?: string;
+  dtype?: string;
+  verbose?: boolean;
+}
+
+function intArg(min: number, what: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new InvalidArgumentError(`expected ${what}`);
+    return n;
+  };
+}
+
+export function collectCommand(): Command {
+  return new Command('collect')
+    .description('answer every question (sub-questions in a chain) and store the per-head attention outputs z, pooled per question, for probing')
+    .addOption(modelOption())
+    .requiredOption('--data <file>', 'question file (vlmscope JSONL with sub_questions, VSR JSONL or What\'sUp JSON; docs/datasets.md)')
+    .requiredOption('--out <dir>', 'output folder: index.json + activations.safetensors (parts/ while running; rerun to resume)')
+    .option('--pool <pool>', 'tokens z is pooled over: last_prompt, first_generated, answer_mean, indices:<i,j,...> (answer-token indices); image_mean for --tower vision (default: last_prompt, or image_mean for vision)')
+    .option('--concat-layer-mean', 'append to each head\'s z the mean over its layer\'s heads ([z; mean], dim = 2 d_head)')
+    .option('--no-chain', 'ask every question on its own (default: sub-questions in a chain, earlier QAs as context, then the main question)')
+    .addOption(new Option('--context <answers>', 'answers in the chain context: gold or the model\'s predicted ones').choices(['gold', 'predicted']).default('gold'))
+    .addOption(new Option('--tower <tower>', 'tower whose z is collected').choices(['text', 'vision']).default('text'))
+    .option('--limit <n>', 'collect only the first n questions, in the order they are asked', intArg(1, 'a positive integer'))
+    .option('--max-new-tokens <n>', 'most tokens generated per answer', intArg(1, 'a positive integer'), DEFAULT_COLLECT_MAX_NEW_TOKENS)
+    .option('--chunk-size <n>', 'questions per part file written while running (the unit of resumption)', intArg(1, 'a positive integer'), DEFAULT_CHUNK_SIZE)
+    .option('--intervene <file>', 'intervention spec (JSON), as for trace, applied to every forward')
+    .addOption(dtypeOption())
+    .option('--verbose', 'print timings to stderr, and stack traces with errors')
+    .addHelpText(
+      'after',
+      `
+Each main question's sub-questions are asked in order, each with the earlier sub-questions and their answers as
+prior turns (chat template, or "USER: <image>\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT:"), then the main
+question with all of them. Answers are greedy (until EOS or --max-new-tokens) and scored as in eval. z (per-head
+attention output before o_proj) is pooled per question:
+  last_prompt      at the last prompt token (captured while answering)
+  first_generated  at the first answer token   } from a second prefill over prompt + answer
+  answer_mean      mean over the answer tokens } (teacher forcing), EOS excluded
+  indices:0,2      mean over these answer tokens
+Output: DIR/index.json {"model", "tower", "layers", "heads", "dim", "pool", "concat_layer_mean", "chain", "context",
+"max_new_tokens", "args", "examples": [{"id", "main_id", "function", "question", "answer", "prediction", "correct",
+"row"}]} and DIR/activations.safetensors (F32 "z" [rows, layers, heads, dim]). An interrupted run keeps its parts;
+rerunning the same command resumes, and gives the same files as an uninterrupted run. A progress bar is drawn on
+stderr when it is a terminal. Exit codes: 0 ok, 1 runtime error, 2 usage error (bad options, a missing or
+malformed data file, an output folder holding a collection with other arguments).
+
+Examples:
+  vlmscope collect --model weights/tiny-llava --data synthetic/questions.jsonl --out acts --limit 200
+  vlmscope collect --model ./llava-1.5-7b-hf --data cogvsr.jsonl --out acts --pool answer_mean --concat-layer-mean`,
+    )
+    .action(async (_opts: CollectCliOptions, cmd: Command) => {
+      await runCollect(cmd.optsWithGlobals<CollectCliOptions>());
+    });
+}
+
+async function runCollect(opts: CollectCliOptions): Promise<void> {
+  const t0 = performance.now();
+  const tower = opts.tower;
+  let pool: PoolSpec;
+  try {
+    pool = parsePool(opts.pool ?? (tower === 'vision' ? 'image_mean' : 'last_prompt'));
+    checkPool(pool, tower);
+  } catch (e) {
+    throw new UsageError(`--pool: ${(e as Error).message}`);
+  }
+  const interventionJson = opts.intervene ? await readJsonFile(opts.intervene, 'intervention spec') : null;
+  await checkOut(opts.out);
+  const items = await readData(opts.data);
+  const planned = planCollection(items, { chain: opts.chain }).slice(0, opts.limit ?? Infinity);
+  await checkImages(planned.map((s) => s.item));
+  await checkFolder(opts.model);
+  const folder = nodeFolder(opts.model);
+  const tokenizer = await Tokenizer.fromFolder(folder);
+  const eosTokenIds = await eosIds(opts.model, tokenizer);
+  const cfgText = await folder.readText('config.json');
+  if (cfgText === null) throw new Error(`no config.json in ${opts.model}; give --model a Hugging Face LLaVA folder`);
+  let cfgJson: Record<string, unknown>;
+  try {
+    cfgJson = JSON.parse(cfgText) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`${opts.model}/config.json is not valid JSON: ${(e as Error).message}`);
+  }
+  const cfg = parseLlavaConfig(cfgJson, `${opts.model}/config.json`);
+  // The model's dims without loading it (LlavaModel.dims reads the same config fields).
+  const towerDims = (c: { layers: number; heads: number; headDim: number }) => ({ layers: c.layers, heads: c.heads, headDim: c.headDim });
+  const dims: ModelDims = { text: towerDims(cfg.text), vision: towerDims(cfg.vision) };
+  let interventions;
+  try {
+    interventions = interventionJson ? parseInterventions(interventionJson, dims, opts.intervene) : undefined;
+  } catch (e) {
+    throw e instanceof SpecError ? new UsageError(e.message) : e;
+  }
+
+  const storeOpts: CollectStoreOptions = {
+    pool,
+    concatLayerMean: opts.concatLayerMean ?? false,
+    chain: opts.chain,
+    context: opts.context,
+    tower,
+    maxNewTokens: opts.maxNewTokens,
+    interventions,
+    eosTokenIds,
+    limit: opts.limit,
+    chunkSize: opts.chunkSize,
+    modelName: opts.model,
+    extraArgs: { dtype: opts.dtype ?? null },
+  };
+
+  // Check the output folder before loading the model: a finished store is reported, other arguments refused.
+  const args = await storeArgs({ cfg, source: opts.model }, tokenizer, items, storeOpts);
+  let state;
+  try {
+    state = await inspectStore(opts.out, args);
+  } catch (e) {
+    if (e instanceof StoreMismatchError) throw new UsageError(e.message);
+    throw e;
+  }
+  if (state.state === 'complete') {
+    process.stdout.write(`${opts.out} already holds these ${state.index.examples.length} examples; nothing to do\n`);
+    process.stdout.write(formatSummary(state.index.examples));
+    return;
+  }
+  const resumed = state.state === 'partial' ? state.parts.flatMap((p) => p.examples) : [];
+  if (resumed.length > 0) process.stderr.write(`resuming: ${resumed.length} of ${planned.length} questions already in ${opts.out}\n`);
+
+  const gpu = await acquireGpu();
+  let seconds: number;
+  let examples: StoreExample[];
+  let computed: number;
+  try {
+    const ctx = new GpuContext(gpu);
+    const model = await loadModel(ctx, folder, opts);
+    const bar = collectProgressBar(process.stderr, resumed.length, resumed.filter((e) => e.correct).length);
+    const t1 = performance.now();
+    try {
+      const r = await collectToStore(model, tokenizer, items, opts.out, { ...storeOpts, onExample: bar.update });
+      examples = r.examples;
+      computed = r.done - r.resumedFrom;
+    } finally {
+      bar.done();
+    }
+    seconds = (performance.now() - t1) / 1000;
+  } finally {
+    gpu.destroy();
+  }
+  const c = cfg[tower];
+  const dim = storeOpts.concatLayerMean ? 2 * c.headDim : c.headDim;
+  process.stdout.write(
+    `collected ${examples.length} examples into ${opts.out}: z [${examples.length}, ${c.layers}, ${c.heads}, ${dim}] ` +
+      `(${tower} tower, pool ${args.pool as string}${storeOpts.concatLayerMean ? ', layer mean appended' : ''}, ${opts.chain ? `chain (${opts.context} answers)` : 'no chain'})\n`,
+  );
+  process.stdout.write(formatSummary(examples));
+  if (opts.verbose) {
+    const rate = seconds > 0 ? computed / seconds : 0;
+    process.stderr.write(
+      `${computed} questions in ${seconds.toFixed(1)} s (${rate.toFixed(2)} questions/s); ${((performance.now() - t0) / 1000).toFixed(1)} s in all\n`,
+    );
+  }
+}
+
+/** Examples and correct answers per function, then overall, as an aligned table. */
+export function formatSummary(examples: readonly StoreExample[]): string {
+  const by = new Map<string, { total: number; correct: number }>();
+  for (const e of examples) {
+    const c = by.get(e.function) ?? { total: 0, correct: 0 };
+    c.total++;
+    if (e.correct) c.correct++;
+    by.set(e.function, c);
+  }
+  const correct = examples.filter((e) => e.correct).length;
+  const rows: [string, number, number][] = [...by.keys()].sort().map((k) => [`  ${k}`, by.get(k)!.total, by.get(k)!.correct]);
+  rows.push(['overall', examples.length, correct]);
+  const w = Math.max('function'.length, ...rows.map((r) => r[0].length)) + 2;
+  const pct = (t: number, c: number) => `${(t > 0 ? (100 * c) / t : 0).toFixed(1)}%`;
+  let out = `${'function'.padEnd(w)}${'examples'.padStart(9)}${'correct'.padStart(9)}${'accuracy'.padStart(10)}\n`;
+  for (const [name, t, c] of rows) out += `${name.padEnd(w)}${String(t).padStart(9)}${String(c).padStart(9)}${pct(t, c).padStart(10)}\n`;
+  return out;
+}
+
+/**
+ * Progress on a terminal: questions done / total (resumed ones included), accuracy so far, rate of this run and
+ * ETA, redrawn at most 10 times a second and erased when done. Nothing when the stream is not a TTY.
+ */
+export function collectProgressBar(
+  stream: NodeJS.WriteStream,
+  resumed = 0,
+  resumedCorrect = 0,
+): { update: (row: { correct: boolean }, done: number, total: number) => void; done: () => void } {
+  if (!stream.isTTY) return { update: () => {}, done: () => {} };
+  const t0 = performance.now();
+  let last = 0;
+  let drawn = false;
+  let correct = resumedCorrect;
+  return {
+    update(row, done, total) {
+      if (row.correct) correct++;
+      const now = performance.now();
+      if (now - last < 100 && done < total) return;
+      last = now;
+      const s = (now - t0) / 1000;
+      const rate = s > 0 ? (done - resumed) / s : 0;
+      const eta = rate > 0 ? (total - done) / rate : 0;
+      const width = 24;
+      const bar = '#'.repeat(Math.round((total > 0 ? done / total : 1) * width)).padEnd(width, '.');
+      const acc = done > 0 ? ((correct / done) * 100).toFixed(1) : '0.0';
+      stream.write(`\r\x1b[Kcollect [${bar}] ${done}/${total}  acc ${acc}%  ${rate.toFixed(2)} q/s  ETA ${eta.toFixed(0)} s`);
+      drawn = true;
+    },
+    done() {
+      if (drawn) stream.write('\r\x1b[K');
+    },
+  };
+}
+
+async function checkOut(out: string): Promise<void> {
+  try {
+    if (!(await stat(out)).isDirectory()) throw new UsageError(`--out ${out} is a file; give a folder (it is created when missing)`);
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+  }
+}
+
+/** Reads the question set; a missing, empty or malformed file is a usage error naming it. */
+async function readData(path: string): Promise<EvalItem[]> {
+  let isFile: boolean;
+  try {
+    isFile = (await stat(path)).isFile();
+  } catch {
+    throw new UsageError(`cannot read data file ${path}: no such file`);
+  }
+  if (!isFile) throw new UsageError(`data file ${path} is not a file; give a JSONL file of questions`);
+  let items: EvalItem[];
+  try {
+    items = await readQuestions(path);
+  } catch (e) {
+    const msg = (e as Error).message ?? String(e);
+    throw new UsageError(msg.includes(path) ? msg : `data file ${path}: ${msg}`);
+  }
+  if (items.length === 0) throw new UsageError(`data file ${path} holds no questions`);
+  return items;
+}
+
+/** Every image the questions name must exist before the model is loaded (a long run should not fail midway). */
+async function checkImages(items: EvalItem[]): Promise<void> {
+  const seen = new Set<string>();
+  for (const item of items) {
+    if (seen.has(item.imagePath)) continue;
+    seen.add(item.imagePath);
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(item.imagePath) || item.imagePath.startsWith('data:')) {
+      throw new UsageError(`question ${item.id}: image ${item.imagePath} is a URL; collect reads images from files, download them next to the data file`);
+    }
+    let ok = false;
+    try {
+      ok = (await stat(item.imagePath)).isFile();
+    } catch {
+      ok = false;
+    }
+    if (!ok) throw new Error(`question ${item.id}: image ${item.imagePath} does not exist`);
+  }
+}
+
+async function checkFolder(dir: string): Promise<void> {
+  let isDir: boolean;
+  try {
+    isDir = (await stat(dir)).isDirectory();
+  } catch {
+    throw new Error(`model folder ${dir} does not exist; give --model a Hugging Face LLaVA folder (config.json, *.safetensors, tokenizer.json)`);
+  }
+  if (!isDir) throw new Error(`--model ${dir} is a file; give the folder that holds config.json, *.safetensors and tokenizer.json`);
+}
+
+/** The tokenizer's EOS plus generation_config.json's eos_token_id (a number or a list), as eval uses. */
+async function eosIds(dir: string, tokenizer: Tokenizer): Promise<number[]> {
+  const ids = new Set<number>();
+  if (tokenizer.eosTokenId != null) ids.add(tokenizer.eosTokenId);
+  const text = await nodeFolder(dir).readText('generation_config.json');
+  if (text !== null) {
+    let eos: unknown;
+    try {
+      eos = (JSON.parse(text) as { eos_token_id?: unknown }).eos_token_id;
+    } catch (e) {
+      throw new Error(`${dir}/generation_config.json is not valid JSON: ${(e as Error).message}`);
+    }
+    for (const id of Array.isArray(eos) ? eos : eos == null ? [] : [eos]) {
+      if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
+        throw new Error(`${dir}/generation_config.json: eos_token_id ${JSON.stringify(eos)} is not a token id or a list of them`);
+      }
+      ids.add(id);
+    }
+  }
+  return [...ids];
+}

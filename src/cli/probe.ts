@@ -1,0 +1,378 @@
+// `vlmscope probe`: functional-head probing on an activation store written by `vlmscope collect`. For each function
+// and each (layer, head) a logistic probe is fitted over seeds (all heads of one function and seed at once, on the
+// GPU); heads are ranked by mean held-out accuracy and the top topPercent% selected. Writes probes.json,
+// probes.csv and one heatmap-<function>.png per function.
+
+import { mkdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import { acquireGpu } from '../gpu/device.js';
+import { GpuContext } from '../gpu/context.js';
+import { FileNotFoundError, openFileSource } from '../io/bytesource.js';
+import { SafetensorsError, readSafetensorsHeader, readTensorBytes } from '../io/safetensors.js';
+import { DEFAULT_PROBE_SEEDS, DEFAULT_TEST_FRACTION, type ProbeExample, type ProbeResult, type HeadRanking, fitProbes, headsHeatmapPng, rankHeads } from '../interp/probes.js';
+import { PROBE_DEFAULTS } from '../interp/probe-cpu.js';
+import { readJsonFile, writeAtomic } from './files.js';
+import { UsageError } from './errors.js';
+
+interface ProbeCliOptions {
+  activations: string;
+  topPercent: number;
+  seeds: number[];
+  out?: string;
+  testFraction: number;
+  iterations: number;
+  l2: number;
+  functions?: string[];
+  includeMain?: boolean;
+  cpu?: boolean;
+  verbose?: boolean;
+}
+
+/** One example of the store's index.json. */
+export interface StoreExample {
+  id: string | number;
+  main_id: string | number;
+  function: string;
+  question?: string;
+  answer?: string;
+  prediction?: string;
+  correct: boolean;
+  row: number;
+}
+
+export interface ActivationStore {
+  dir: string;
+  model: unknown;
+  tower: unknown;
+  layers: number;
+  heads: number;
+  dim: number;
+  rows: number;
+  examples: StoreExample[];
+  /** [rows, layers, heads, dim] */
+  z: Float32Array;
+}
+
+const HEATMAP_RANGE: [number, number] = [0.5, 1];
+
+function numberArg(what: string, ok: (n: number) => boolean) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n) || !ok(n)) throw new InvalidArgumentError(`expected ${what}`);
+    return n;
+  };
+}
+
+function seedsArg(v: string): number[] {
+  const parts = v.split(',').map((s) => s.trim());
+  if (parts.some((s) => !/^\d+$/.test(s))) throw new InvalidArgumentError('expected a comma-separated list of non-negative integers, e.g. 0,1,2');
+  const seeds = parts.map(Number);
+  if (new Set(seeds).size !== seeds.length) throw new InvalidArgumentError('expected distinct seeds');
+  return seeds;
+}
+
+function listArg(v: string): string[] {
+  const parts = v.split(',').map((s) => s.trim()).filter(Boolean);
+  if (parts.length === 0) throw new InvalidArgumentError('expected a comma-separated list of function names');
+  return parts;
+}
+
+export function probeCommand(): Command {
+  return new Command('probe')
+    .description('fit one logistic probe per function and (layer, head) on collected activations; rank heads and select the top ones')
+    .requiredOption('--activations <dir>', 'activation store written by `vlmscope collect` (index.json + activations.safetensors)')
+    .option('--top-percent <p>', 'percentage of heads selected per function', numberArg('a number in (0, 100]', (n) => n > 0 && n <= 100), 10)
+    .option('--seeds <list>', 'seeds of the splits and negative samples, comma-separated', seedsArg, [...DEFAULT_PROBE_SEEDS])
+    .option('--out <dir>', 'output folder (created if missing; default <activations>/probes)')
+    .option('--test-fraction <f>', 'share of each function\'s examples held out, split by main question', numberArg('a number in (0, 1)', (n) => n > 0 && n < 1), DEFAULT_TEST_FRACTION)
+    .option('--iterations <n>', 'gradient steps per probe', numberArg('a non-negative integer', (n) => Number.isInteger(n) && n >= 0), PROBE_DEFAULTS.iterations)
+    .option('--l2 <x>', 'L2 penalty on probe weights (on standardised features)', numberArg('a number >= 0', (n) => n >= 0), PROBE_DEFAULTS.l2)
+    .option('--functions <list>', 'probe only these functions, comma-separated (negatives still come from all others)', listArg)
+    .option('--include-main', 'also use main-question rows (by default only sub-question rows are used when the store has any)')
+    .option('--cpu', 'fit with the float64 CPU reference instead of the GPU (slow; for checks)')
+    .option('--verbose', 'print each fit\'s time to stderr, and stack traces with errors')
+    .addHelpText(
+      'after',
+      `
+Method (CogVision): positives are the correctly answered examples of a function, negatives an equal-sized random
+sample of correctly answered examples of the other functions. Train and held-out examples are split by main
+question (sub-questions of one main question are never on both sides), class-balanced on each side, once per
+seed. Each probe is a logistic regression on the head's standardised activation (L2-regularised, full-batch
+gradient descent with momentum). A head's score is its probe's held-out accuracy, averaged over the seeds;
+heads are ranked by it (ties by layer, then head) and the top --top-percent are selected.
+
+Outputs in --out:
+  probes.json           per function: accuracy per head (mean, std, per seed), ranking, top set, splits
+  probes.csv            function,layer,head,accuracy_mean,accuracy_std,rank,top
+  heatmap-<fn>.png      layers (rows, layer 0 on top) x heads (columns), viridis from 0.5 (chance) to 1;
+                        the top set framed in red
+
+Examples:
+  vlmscope probe --activations acts/
+  vlmscope probe --activations acts/ --top-percent 5 --seeds 0,1,2,3,4 --out probes/`,
+    )
+    .action(async (_opts: ProbeCliOptions, cmd: Command) => {
+      await runProbe(cmd.optsWithGlobals<ProbeCliOptions>());
+    });
+}
+
+async function runProbe(opts: ProbeCliOptions): Promise<void> {
+  const t0 = performance.now();
+  const store = await readProbeStore(opts.activations);
+  const subs = store.examples.filter((e) => String(e.id) !== String(e.main_id));
+  const used = opts.includeMain || subs.length === 0 ? store.examples : subs;
+  const examples: ProbeExample[] = used.map((e) => ({ id: e.id, mainId: e.main_id, function: e.function, correct: e.correct, row: e.row }));
+  if (opts.functions) {
+    const known = new Set(examples.map((e) => e.function));
+    const missing = opts.functions.filter((f) => !known.has(f));
+    if (missing.length) throw new UsageError(`--functions: ${missing.join(', ')} not in the store (it has ${[...known].sort().join(', ')})`);
+  }
+  const outDir = opts.out ?? join(opts.activations, 'probes');
+  await mkdir(outDir, { recursive: true }).catch((e: Error) => {
+    throw new UsageError(`--out ${outDir}: cannot create the folder: ${e.message}`);
+  });
+
+  const bar = fitProgress(process.stderr, opts.verbose ?? false);
+  let result: ProbeResult;
+  const fitOpts = {
+    features: store.z,
+    layers: store.layers,
+    heads: store.heads,
+    dim: store.dim,
+    examples,
+    functions: opts.functions,
+    seeds: opts.seeds,
+    testFraction: opts.testFraction,
+    iterations: opts.iterations,
+    l2: opts.l2,
+    onProgress: bar.update,
+  };
+  bar.start(`fitting ${store.layers * store.heads} heads x functions x ${opts.seeds.length} seed${opts.seeds.length === 1 ? '' : 's'}${opts.cpu ? ' on the CPU' : ' on the GPU'} ...`);
+  try {
+    if (opts.cpu) result = await fitProbes(null, fitOpts);
+    else {
+      const gpu = await acquireGpu();
+      try {
+        result = await fitProbes(new GpuContext(gpu), fitOpts);
+      } finally {
+        gpu.destroy();
+      }
+    }
+  } finally {
+    bar.done();
+  }
+  if (result.functions.length === 0) {
+    throw new Error(`no function could be probed: ${result.skipped.map((s) => `${s.function}: ${s.reason}`).join('; ') || 'the store has no correctly answered examples'}`);
+  }
+  const ranking = rankHeads(result, { topPercent: opts.topPercent });
+  const files = heatmapNames(result.functions.map((f) => f.function));
+
+  for (const fr of ranking.functions) {
+    const fp = result.functions.find((f) => f.function === fr.function)!;
+    await writeAtomic(join(outDir, files.get(fr.function)!), headsHeatmapPng(fp.mean, { min: HEATMAP_RANGE[0], max: HEATMAP_RANGE[1], highlight: fr.top }));
+  }
+  await writeAtomic(join(outDir, 'probes.csv'), probesCsv(result, ranking));
+  await writeAtomic(join(outDir, 'probes.json'), `${JSON.stringify(probesJson(store, result, ranking, files, examples.length))}\n`);
+  process.stdout.write(summary(result, ranking, outDir));
+  if (opts.verbose) process.stderr.write(`probe: ${((performance.now() - t0) / 1000).toFixed(1)} s in all (${result.backend})\n`);
+}
+
+/** Reads and checks an activation store; every problem is a one-line UsageError naming the file and field. */
+export async function readProbeStore(dir: string): Promise<ActivationStore> {
+  let isDir = false;
+  try {
+    isDir = (await stat(dir)).isDirectory();
+  } catch {
+    throw new UsageError(`activation store ${dir} does not exist; give --activations the folder \`vlmscope collect\` wrote (index.json + activations.safetensors)`);
+  }
+  if (!isDir) throw new UsageError(`--activations ${dir} is a file; give the folder that holds index.json and activations.safetensors`);
+  const indexPath = join(dir, 'index.json');
+  const partsExist = await stat(join(dir, 'parts')).then(
+    (s) => s.isDirectory(),
+    () => false,
+  );
+  const indexExists = await stat(indexPath).then(
+    () => true,
+    () => false,
+  );
+  if (!indexExists && partsExist) throw new UsageError(`activation store ${dir} is not finished (no index.json, only parts/); rerun the same \`vlmscope collect\` to complete it`);
+  const index = (await readJsonFile(indexPath, 'activation index')) as Record<string, unknown>;
+  if (!index || typeof index !== 'object' || Array.isArray(index)) throw new UsageError(`${indexPath} must hold a JSON object`);
+  const dims = {} as Record<'layers' | 'heads' | 'dim', number>;
+  for (const k of ['layers', 'heads', 'dim'] as const) {
+    const v = index[k];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new UsageError(`${indexPath}: "${k}" is ${JSON.stringify(v)}, expected a positive integer`);
+    dims[k] = v;
+  }
+  if (!Array.isArray(index.examples) || index.examples.length === 0) throw new UsageError(`${indexPath}: "examples" must be a non-empty array`);
+  const examples: StoreExample[] = index.examples.map((e: unknown, i: number) => {
+    const at = `${indexPath}: examples[${i}]`;
+    if (!e || typeof e !== 'object') throw new UsageError(`${at} is not an object`);
+    const o = e as Record<string, unknown>;
+    for (const k of ['id', 'main_id'] as const) {
+      if (typeof o[k] !== 'string' && typeof o[k] !== 'number') throw new UsageError(`${at}: "${k}" is ${JSON.stringify(o[k])}, expected a string or number`);
+    }
+    if (typeof o.function !== 'string' || o.function === '') throw new UsageError(`${at}: "function" is ${JSON.stringify(o.function)}, expected a function label`);
+    if (typeof o.correct !== 'boolean') throw new UsageError(`${at}: "correct" is ${JSON.stringify(o.correct)}, expected true or false`);
+    if (typeof o.row !== 'number' || !Number.isInteger(o.row) || o.row < 0) throw new UsageError(`${at}: "row" is ${JSON.stringify(o.row)}, expected a row index`);
+    return o as unknown as StoreExample;
+  });
+  const ids = new Set<string>();
+  for (const e of examples) {
+    if (ids.has(String(e.id))) throw new UsageError(`${indexPath}: example id ${JSON.stringify(e.id)} appears twice`);
+    ids.add(String(e.id));
+  }
+
+  const path = join(dir, 'activations.safetensors');
+  let src;
+  try {
+    src = await openFileSource(path);
+  } catch (e) {
+    throw new UsageError(e instanceof FileNotFoundError ? `activation store ${dir} has no activations.safetensors` : (e as Error).message);
+  }
+  try {
+    let header;
+    try {
+      header = await readSafetensorsHeader(src);
+    } catch (e) {
+      throw new UsageError(e instanceof SafetensorsError ? e.message : `${path}: ${(e as Error).message}`);
+    }
+    const info = header.tensors.get('z');
+    if (!info) throw new UsageError(`${path} has no tensor "z" (it has ${[...header.tensors.keys()].join(', ') || 'none'})`);
+    const want = [dims.layers, dims.heads, dims.dim];
+    if (info.dtype !== 'F32') throw new UsageError(`${path}: tensor "z" is ${info.dtype}, expected F32`);
+    if (info.shape.length !== 4 || want.some((d, i) => info.shape[i + 1] !== d)) {
+      throw new UsageError(`${path}: tensor "z" has shape [${info.shape.join(', ')}], but index.json says [rows, ${want.join(', ')}] (layers, heads, dim)`);
+    }
+    const rows = info.shape[0];
+    const bad = examples.find((e) => e.row >= rows);
+    if (bad) throw new UsageError(`${indexPath}: example ${JSON.stringify(bad.id)} has row ${bad.row}, but "z" in ${path} has ${rows} rows`);
+    const bytes = await readTensorBytes(src, info);
+    const z = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    return { dir, model: index.model, tower: index.tower, ...dims, rows, examples, z };
+  } finally {
+    await src.close();
+  }
+}
+
+/** heatmap-<slug>.png per function: lower-case, runs of other characters as '-', made unique. */
+export function heatmapNames(functions: readonly string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  const taken = new Set<string>();
+  for (const fn of functions) {
+    const slug = fn.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '') || 'function';
+    let name = `heatmap-${slug}.png`;
+    for (let i = 2; taken.has(name); i++) name = `heatmap-${slug}-${i}.png`;
+    taken.add(name);
+    out.set(fn, name);
+  }
+  return out;
+}
+
+const csvField = (s: string) => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
+
+export function probesCsv(result: ProbeResult, ranking: HeadRanking): string {
+  let out = 'function,layer,head,accuracy_mean,accuracy_std,rank,top\n';
+  for (const fr of ranking.functions) {
+    const byHead = [...fr.ranking].sort((a, b) => a.layer - b.layer || a.head - b.head);
+    const k = fr.top.length;
+    for (const h of byHead) out += `${csvField(fr.function)},${h.layer},${h.head},${h.accuracy},${h.std},${h.rank},${h.rank <= k ? 1 : 0}\n`;
+  }
+  return out;
+}
+
+export function probesJson(store: ActivationStore, result: ProbeResult, ranking: HeadRanking, heatmaps: Map<string, string>, examplesUsed: number) {
+  const functions: Record<string, unknown> = {};
+  for (const fr of ranking.functions) {
+    const fp = result.functions.find((f) => f.function === fr.function)!;
+    functions[fr.function] = {
+      positives: fp.positives,
+      heatmap: heatmaps.get(fr.function),
+      accuracy_mean: fp.mean,
+      accuracy_std: fp.std,
+      accuracy_per_seed: fp.accuracy,
+      train_accuracy_per_seed: fp.trainAccuracy,
+      splits: fp.splits.map((s) => ({
+        seed: s.seed,
+        train_positives: s.trainPositives,
+        train_negatives: s.trainNegatives,
+        test_positives: s.testPositives,
+        test_negatives: s.testNegatives,
+        test_ids: s.test,
+      })),
+      ranking: fr.ranking,
+      top: fr.top.map(({ layer, head, accuracy, rank }) => ({ layer, head, accuracy, rank })),
+    };
+  }
+  return {
+    model: store.model ?? null,
+    tower: store.tower ?? null,
+    layers: result.layers,
+    heads: result.heads,
+    dim: result.dim,
+    examples: examplesUsed,
+    seeds: result.seeds,
+    test_fraction: result.testFraction,
+    top_percent: ranking.topPercent,
+    k: ranking.k,
+    backend: result.backend,
+    optimizer: {
+      iterations: result.optimizer.iterations,
+      l2: result.optimizer.l2,
+      learning_rate: result.optimizer.learningRate,
+      momentum: result.optimizer.momentum,
+    },
+    heatmap_range: HEATMAP_RANGE,
+    functions,
+    skipped: result.skipped,
+  };
+}
+
+function summary(result: ProbeResult, ranking: HeadRanking, outDir: string): string {
+  const heads = result.layers * result.heads;
+  let out =
+    `${result.functions.length} function${result.functions.length === 1 ? '' : 's'} x ${heads} heads (${result.layers} layers x ${result.heads} heads, dim ${result.dim}), ` +
+    `seeds ${result.seeds.join(',')}; top ${ranking.topPercent}% = ${ranking.k} head${ranking.k === 1 ? '' : 's'} per function\n`;
+  const rows = ranking.functions.map((fr) => {
+    const fp = result.functions.find((f) => f.function === fr.function)!;
+    const shown = fr.top.slice(0, 8).map((h) => `L${h.layer}H${h.head}`);
+    return [fr.function, String(fp.positives), fr.top[0].accuracy.toFixed(3), shown.join(' ') + (fr.top.length > shown.length ? ' ...' : '')];
+  });
+  const head = ['function', 'positives', 'best acc', 'top heads'];
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(w[i]))).join('  ') + '\n';
+  out += line(head);
+  for (const r of rows) out += line(r);
+  for (const s of result.skipped) out += `skipped ${s.function}: ${s.reason}\n`;
+  out += `wrote probes.json, probes.csv and ${ranking.functions.length} heatmap${ranking.functions.length === 1 ? '' : 's'} to ${outDir}\n`;
+  return out;
+}
+
+/** Fit progress: a redrawn line on a terminal; with --verbose one line per fit; otherwise nothing. */
+function fitProgress(stream: NodeJS.WriteStream, verbose: boolean) {
+  let drawn = false;
+  return {
+    /** Shown while a GPU batch runs (it reports only at its end). */
+    start(what: string) {
+      if (!verbose && stream.isTTY) {
+        stream.write(`\r\x1b[Kprobe: ${what}`);
+        drawn = true;
+      }
+    },
+    update(p: { done: number; total: number; seconds: number }) {
+      if (verbose) {
+        stream.write(`${drawn ? '\r\x1b[K' : ''}probe: ${p.done}/${p.total} fits (functions x seeds) in ${p.seconds.toFixed(2)} s\n`);
+        drawn = false;
+      } else if (stream.isTTY) {
+        const width = 24;
+        const bar = '#'.repeat(Math.round((p.done / p.total) * width)).padEnd(width, '.');
+        stream.write(`\r\x1b[Kprobe [${bar}] ${p.done}/${p.total} fits  ${p.seconds.toFixed(1)} s`);
+        drawn = true;
+      }
+    },
+    done() {
+      if (drawn) stream.write('\r\x1b[K');
+    },
+  };
+}

@@ -1,0 +1,486 @@
+// The on-disk activation store of `vlmscope collect` (Node only; node: modules are imported inside the functions,
+// as in eval/dataset.ts, so bundling the library for browsers pulls in no Node built-ins):
+//
+//   DIR/index.json                {"model", "tower", "layers", "heads", "dim", "pool", "concat_layer_mean", "chain",
+//                                  "context", "max_new_tokens", "args": {...}, "examples": [{"id", "main_id",
+//                                  "function", "question", "answer", "prediction", "correct", "row"}, ...]}
+//   DIR/activations.safetensors   one F32 tensor "z" of shape [rows, layers, heads, dim]; row i = examples[i]
+//
+// While a run is in progress the rows go to DIR/parts/: args.json (the run's arguments), then part-00000.safetensors
+// (tensor "z" [n, layers, heads, dim]) and part-00000.json ({"start", "count", "examples"}) every `chunkSize`
+// questions, each written to a temp file and renamed (the .json last: a part counts once its .json exists). A rerun
+// with the same arguments keeps the parts, skips the questions they hold and goes on; other arguments are refused
+// (StoreMismatchError). At the end the parts are streamed into activations.safetensors and index.json (one part in
+// memory at a time) and DIR/parts is removed. The final files depend only on the arguments and the rows, never on
+// where runs were interrupted, so an interrupted and resumed run gives the same bytes as an uninterrupted one.
+
+import type { LlavaModel } from '../models/llava.js';
+import type { Tokenizer } from '../io/tokenizer.js';
+import type { EvalItem } from '../eval/dataset.js';
+import {
+  type CollectOptions,
+  type CollectRow,
+  DEFAULT_COLLECT_MAX_NEW_TOKENS,
+  checkPool,
+  collectDims,
+  iterateActivations,
+  planCollection,
+  poolName,
+} from './collect.js';
+
+export const DEFAULT_CHUNK_SIZE = 64;
+
+/** One example of index.json (snake_case, as stored). */
+export interface StoreExample {
+  id: string;
+  main_id: string;
+  function: string;
+  question: string;
+  answer: string;
+  prediction: string;
+  correct: boolean;
+  /** Row of the "z" tensor. */
+  row: number;
+}
+
+/** The run's arguments: a rerun must give the same to resume. */
+export type StoreArgs = Record<string, unknown>;
+
+export interface ActivationIndex {
+  model: string;
+  tower: 'text' | 'vision';
+  layers: number;
+  heads: number;
+  dim: number;
+  pool: string;
+  concat_layer_mean: boolean;
+  chain: boolean;
+  context: 'gold' | 'predicted';
+  max_new_tokens: number;
+  args: StoreArgs;
+  examples: StoreExample[];
+}
+
+export interface CollectStoreOptions extends Omit<CollectOptions, 'startAt' | 'endAt' | 'priorPredictions'> {
+  /** Collect only the first `limit` questions of the plan (planCollection order). */
+  limit?: number;
+  /**
+   * Process at most this many questions in this call and return with the store incomplete (resumable); for
+   * tests and for running a long collection in slices.
+   */
+  stopAfter?: number;
+  /** Questions per part file (default 64); does not change the final files. */
+  chunkSize?: number;
+  /** The "model" field of index.json (default the folder the model was loaded from). */
+  modelName?: string;
+  /** More arguments that a resumed run must repeat (the CLI passes its --dtype). */
+  extraArgs?: Record<string, unknown>;
+}
+
+export interface CollectStoreResult {
+  dir: string;
+  /** The store is finished (index.json and activations.safetensors written). */
+  complete: boolean;
+  /** The store was already complete with these arguments: nothing was computed. */
+  alreadyComplete: boolean;
+  /** Questions in the plan (after limit). */
+  total: number;
+  /** Questions stored so far. */
+  done: number;
+  /** Questions found stored when the call began. */
+  resumedFrom: number;
+  /** Every stored example (no z), in row order. */
+  examples: StoreExample[];
+}
+
+/** A rerun with arguments other than the stored run's. */
+export class StoreMismatchError extends Error {
+  override name = 'StoreMismatchError';
+}
+
+interface Part {
+  start: number;
+  count: number;
+  examples: StoreExample[];
+}
+
+type Fs = typeof import('node:fs/promises');
+type NodePath = typeof import('node:path');
+
+async function node(): Promise<{ fs: Fs; path: NodePath }> {
+  return { fs: await import('node:fs/promises'), path: await import('node:path') };
+}
+
+const partName = (k: number, ext: 'json' | 'safetensors') => `part-${String(k).padStart(5, '0')}.${ext}`;
+
+/** JSON with typed arrays written as plain arrays (interventions may hold vectors). */
+function plainJson(v: unknown): unknown {
+  return JSON.parse(JSON.stringify(v, (_k, x) => (ArrayBuffer.isView(x) && !(x instanceof DataView) ? Array.from(x as unknown as ArrayLike<number>) : x)));
+}
+
+async function sha256Hex(text: string): Promise<string> {
+  const digest = await globalThis.crypto.subtle.digest('SHA-256', new TextEncoder().encode(text));
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** The safetensors header of one F32 tensor "z" (the layout encodeSafetensors writes: JSON padded to 8 bytes). */
+function zHeader(shape: number[]): Uint8Array {
+  const bytes = shape.reduce((a, b) => a * b, 1) * 4;
+  let json = JSON.stringify({ z: { dtype: 'F32', shape, data_offsets: [0, bytes] } });
+  json += ' '.repeat((8 - ((8 + json.length) % 8)) % 8);
+  const head = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + head.length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(head.length), true);
+  out.set(head, 8);
+  return out;
+}
+
+/** The whole safetensors file of one F32 tensor "z". */
+function zFile(shape: number[], data: Float32Array): Uint8Array {
+  const head = zHeader(shape);
+  const out = new Uint8Array(head.length + data.byteLength);
+  out.set(head);
+  out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), head.length);
+  return out;
+}
+
+/** Parses a one-tensor "z" safetensors file: its shape and where the data starts; throws when malformed. */
+function parseZFile(bytes: Uint8Array, name: string): { shape: number[]; dataStart: number } {
+  if (bytes.length < 8) throw new Error(`${name} is not a safetensors file (${bytes.length} bytes)`);
+  const n = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
+  if (8 + n > bytes.length) throw new Error(`${name}: header length ${n} runs past the end of the file`);
+  let header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+  try {
+    header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
+  } catch (e) {
+    throw new Error(`${name}: the header is not JSON (${(e as Error).message})`);
+  }
+  const z = header.z;
+  if (!z || z.dtype !== 'F32' || !Array.isArray(z.shape)) throw new Error(`${name} does not hold an F32 tensor "z"`);
+  const numel = z.shape.reduce((a, b) => a * b, 1);
+  if (z.data_offsets[0] !== 0 || z.data_offsets[1] !== numel * 4 || bytes.length !== 8 + n + numel * 4) {
+    throw new Error(`${name}: tensor "z" of shape [${z.shape}] does not match the file size ${bytes.length}`);
+  }
+  return { shape: z.shape, dataStart: 8 + n };
+}
+
+async function writeAtomic(fs: Fs, file: string, data: string | Uint8Array): Promise<void> {
+  const tmp = `${file}.tmp-${typeof process !== 'undefined' ? process.pid : 0}`;
+  try {
+    await fs.writeFile(tmp, data);
+    await fs.rename(tmp, file);
+  } catch (e) {
+    await fs.unlink(tmp).catch(() => {});
+    throw new Error(`cannot write ${file}: ${(e as Error).message}`);
+  }
+}
+
+async function readJson(fs: Fs, file: string): Promise<unknown | undefined> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  return JSON.parse(text);
+}
+
+/**
+ * The arguments that identify a collection run (checked on resume): the model, every collection option and a
+ * SHA-256 of the planned questions (id, image, question, answer, function, chain context). Only the model's config
+ * and folder name are read, so a loaded model or `{cfg: parseLlavaConfig(...), source}` will do.
+ */
+export async function storeArgs(
+  model: Pick<LlavaModel, 'cfg' | 'source'>,
+  tokenizer: Tokenizer,
+  items: readonly EvalItem[],
+  opts: CollectStoreOptions,
+): Promise<StoreArgs> {
+  const tower = opts.tower ?? 'text';
+  const plan = planCollection(items, { chain: opts.chain }).slice(0, opts.limit ?? Infinity);
+  const planText = JSON.stringify(plan.map((s) => [s.item.id, s.mainId, s.item.imagePath, s.item.question, s.item.answer, s.item.function, s.context.map((c) => c.id)]));
+  const dims = collectDims(model, { tower, concatLayerMean: opts.concatLayerMean });
+  const eos = opts.eosTokenIds ?? (tokenizer.eosTokenId != null ? [tokenizer.eosTokenId] : []);
+  return {
+    model: opts.modelName ?? model.source,
+    tower,
+    layers: dims.layers,
+    heads: dims.heads,
+    dim: dims.dim,
+    pool: poolName(opts.pool),
+    concat_layer_mean: opts.concatLayerMean ?? false,
+    chain: opts.chain ?? true,
+    context: opts.context ?? 'gold',
+    max_new_tokens: opts.maxNewTokens ?? DEFAULT_COLLECT_MAX_NEW_TOKENS,
+    eos_token_ids: eos,
+    interventions: opts.interventions ? plainJson(opts.interventions) : null,
+    examples: plan.length,
+    examples_sha256: await sha256Hex(planText),
+    ...(opts.extraArgs ? (plainJson(opts.extraArgs) as Record<string, unknown>) : {}),
+  };
+}
+
+function describeMismatch(dir: string, stored: StoreArgs, wanted: StoreArgs, complete: boolean): StoreMismatchError {
+  const keys = [...new Set([...Object.keys(stored), ...Object.keys(wanted)])];
+  const diffs = keys
+    .filter((k) => JSON.stringify(stored[k]) !== JSON.stringify(wanted[k]))
+    .map((k) => {
+      const s = k === 'examples_sha256' ? 'other questions' : JSON.stringify(stored[k]) ?? 'absent';
+      const w = k === 'examples_sha256' ? 'these' : JSON.stringify(wanted[k]) ?? 'absent';
+      return `${k} ${s} (now ${w})`;
+    });
+  return new StoreMismatchError(
+    `${dir} holds ${complete ? 'a finished' : 'an unfinished'} collection with other arguments: ${diffs.join(', ')}; ` +
+      `rerun with the same arguments to ${complete ? 'keep it' : 'resume'}, or choose another output folder (or remove it)`,
+  );
+}
+
+const argsEqual = (a: StoreArgs, b: StoreArgs) => JSON.stringify(a) === JSON.stringify(b);
+
+export type StoreState =
+  | { state: 'empty' }
+  | { state: 'partial'; parts: Part[]; done: number }
+  | { state: 'complete'; index: ActivationIndex };
+
+/**
+ * What DIR holds for a run with `args`: nothing yet, resumable parts (invalid trailing parts are ignored) or a
+ * finished store. Throws StoreMismatchError when it was made with other arguments, and a plain Error when DIR is
+ * a file or the store is damaged.
+ */
+export async function inspectStore(dir: string, args: StoreArgs): Promise<StoreState> {
+  const { fs, path } = await node();
+  try {
+    if (!(await fs.stat(dir)).isDirectory()) throw new Error(`output ${dir} is a file; give a folder`);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { state: 'empty' };
+    throw e;
+  }
+  let index: unknown;
+  try {
+    index = await readJson(fs, path.join(dir, 'index.json'));
+  } catch (e) {
+    throw new Error(`${path.join(dir, 'index.json')} is not valid JSON (${(e as Error).message}); remove ${dir} or choose another output folder`);
+  }
+  if (index !== undefined) {
+    const ix = index as ActivationIndex;
+    if (typeof ix !== 'object' || ix === null || typeof ix.args !== 'object' || !Array.isArray(ix.examples)) {
+      throw new Error(`${path.join(dir, 'index.json')} is not an activation index; choose another output folder`);
+    }
+    if (!argsEqual(ix.args, args)) throw describeMismatch(dir, ix.args, args, true);
+    return { state: 'complete', index: ix };
+  }
+  const partsDir = path.join(dir, 'parts');
+  let stored: unknown;
+  try {
+    stored = await readJson(fs, path.join(partsDir, 'args.json'));
+  } catch (e) {
+    throw new Error(`${path.join(partsDir, 'args.json')} is not valid JSON (${(e as Error).message}); remove ${partsDir} to start over`);
+  }
+  if (stored === undefined) return { state: 'empty' };
+  if (!argsEqual(stored as StoreArgs, args)) throw describeMismatch(dir, stored as StoreArgs, args, false);
+  const parts: Part[] = [];
+  let done = 0;
+  const width = (args.layers as number) * (args.heads as number) * (args.dim as number);
+  for (let k = 0; ; k++) {
+    let part: Part | undefined;
+    try {
+      part = (await readJson(fs, path.join(partsDir, partName(k, 'json')))) as Part | undefined;
+      if (part !== undefined) {
+        const st = await fs.stat(path.join(partsDir, partName(k, 'safetensors')));
+        const ok = part.start === done && Number.isInteger(part.count) && part.count > 0 && part.examples.length === part.count;
+        if (!ok || st.size < part.count * width * 4) part = undefined;
+      }
+    } catch {
+      part = undefined; // unreadable: redo from here
+    }
+    if (part === undefined) break;
+    parts.push(part);
+    done += part.count;
+  }
+  return { state: 'partial', parts, done };
+}
+
+/** Removes part files after the valid ones, and temp files, so numbering continues cleanly. */
+async function pruneParts(fs: Fs, partsDir: string, validParts: number): Promise<void> {
+  let names: string[] = [];
+  try {
+    names = await fs.readdir(partsDir);
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const m = /^part-(\d+)\.(json|safetensors)$/.exec(n);
+    if ((m && Number(m[1]) >= validParts) || /\.tmp-\d+$/.test(n)) await fs.unlink(`${partsDir}/${n}`).catch(() => {});
+  }
+}
+
+/** Streams the parts into activations.safetensors and index.json, then removes DIR/parts. */
+async function mergeParts(dir: string, args: StoreArgs, parts: Part[]): Promise<ActivationIndex> {
+  const { fs, path } = await node();
+  const partsDir = path.join(dir, 'parts');
+  const L = args.layers as number;
+  const H = args.heads as number;
+  const F = args.dim as number;
+  const rows = parts.reduce((n, p) => n + p.count, 0);
+  const pid = typeof process !== 'undefined' ? process.pid : 0;
+
+  const zPath = path.join(dir, 'activations.safetensors');
+  const zTmp = `${zPath}.tmp-${pid}`;
+  const out = await fs.open(zTmp, 'w');
+  try {
+    await out.write(zHeader([rows, L, H, F]));
+    for (let k = 0; k < parts.length; k++) {
+      const name = path.join(partsDir, partName(k, 'safetensors'));
+      const bytes = new Uint8Array(await fs.readFile(name));
+      const { shape, dataStart } = parseZFile(bytes, name);
+      const want = [parts[k].count, L, H, F];
+      if (shape.join(',') !== want.join(',')) throw new Error(`${name} holds z of shape [${shape}], expected [${want}]; remove ${partsDir} to start over`);
+      await out.write(bytes.subarray(dataStart));
+    }
+  } catch (e) {
+    await out.close();
+    await fs.unlink(zTmp).catch(() => {});
+    throw e;
+  }
+  await out.close();
+  await fs.rename(zTmp, zPath);
+
+  const head: Omit<ActivationIndex, 'examples'> = {
+    model: args.model as string,
+    tower: args.tower as ActivationIndex['tower'],
+    layers: L,
+    heads: H,
+    dim: F,
+    pool: args.pool as string,
+    concat_layer_mean: args.concat_layer_mean as boolean,
+    chain: args.chain as boolean,
+    context: args.context as ActivationIndex['context'],
+    max_new_tokens: args.max_new_tokens as number,
+    args,
+  };
+  // index.json: the fields on one line, then one example per line.
+  const iPath = path.join(dir, 'index.json');
+  const iTmp = `${iPath}.tmp-${pid}`;
+  const ix = await fs.open(iTmp, 'w');
+  const examples: StoreExample[] = [];
+  try {
+    const fields = Object.entries(head).map(([k, v]) => `${JSON.stringify(k)}: ${JSON.stringify(v)}`);
+    await ix.write(`{${fields.join(', ')}, "examples": [`);
+    let first = true;
+    for (const p of parts) {
+      const lines = p.examples.map((e) => {
+        const s = `${first ? '' : ','}\n${JSON.stringify(e)}`;
+        first = false;
+        return s;
+      });
+      await ix.write(lines.join(''));
+      examples.push(...p.examples);
+    }
+    await ix.write('\n]}\n');
+  } catch (e) {
+    await ix.close();
+    await fs.unlink(iTmp).catch(() => {});
+    throw e;
+  }
+  await ix.close();
+  await fs.rename(iTmp, iPath);
+  await fs.rm(partsDir, { recursive: true, force: true });
+  return { ...head, examples };
+}
+
+function toExample(r: CollectRow, row: number): StoreExample {
+  return { id: r.id, main_id: r.mainId, function: r.function, question: r.question, answer: r.answer, prediction: r.prediction, correct: r.correct, row };
+}
+
+/**
+ * Collects activations into DIR (format: the file comment), resuming from the parts an interrupted run with the
+ * same arguments left, and merging them into the final files when every question is done.
+ *
+ * @example
+ * const r = await collectToStore(model, tokenizer, items, 'acts/', { pool: 'last_prompt', concatLayerMean: true });
+ * const { index, z } = await readActivationStore('acts/'); // z: Float32Array [rows * layers * heads * dim]
+ */
+export async function collectToStore(
+  model: LlavaModel,
+  tokenizer: Tokenizer,
+  items: readonly EvalItem[],
+  dir: string,
+  opts: CollectStoreOptions,
+): Promise<CollectStoreResult> {
+  const { fs, path } = await node();
+  checkPool(opts.pool, opts.tower ?? 'text');
+  const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new Error(`chunkSize must be a positive integer, got ${chunkSize}`);
+  if (opts.limit !== undefined && (!Number.isInteger(opts.limit) || opts.limit < 0)) throw new Error(`limit must be a non-negative integer, got ${opts.limit}`);
+  if (opts.stopAfter !== undefined && (!Number.isInteger(opts.stopAfter) || opts.stopAfter < 0)) {
+    throw new Error(`stopAfter must be a non-negative integer, got ${opts.stopAfter}`);
+  }
+  const args = await storeArgs(model, tokenizer, items, opts);
+  const total = args.examples as number;
+  if (total === 0) throw new Error('there are no questions to collect');
+  const state = await inspectStore(dir, args);
+  if (state.state === 'complete') {
+    return { dir, complete: true, alreadyComplete: true, total, done: total, resumedFrom: total, examples: state.index.examples };
+  }
+  const partsDir = path.join(dir, 'parts');
+  const parts = state.state === 'partial' ? state.parts : [];
+  let done = state.state === 'partial' ? state.done : 0;
+  const resumedFrom = done;
+  await fs.mkdir(partsDir, { recursive: true });
+  if (state.state === 'empty') await writeAtomic(fs, path.join(partsDir, 'args.json'), `${JSON.stringify(args, null, 1)}\n`);
+  await pruneParts(fs, partsDir, parts.length);
+
+  const dims = collectDims(model, { tower: opts.tower, concatLayerMean: opts.concatLayerMean });
+  const width = dims.layers * dims.heads * dims.dim;
+  const endAt = Math.min(total, opts.stopAfter !== undefined ? done + opts.stopAfter : total);
+  const predictions = new Map<string, string>();
+  for (const p of parts) for (const e of p.examples) predictions.set(e.id, e.prediction);
+
+  let buffer: CollectRow[] = [];
+  const flush = async () => {
+    if (buffer.length === 0) return;
+    const start = done - buffer.length;
+    const data = new Float32Array(buffer.length * width);
+    buffer.forEach((r, i) => data.set(r.z, i * width));
+    const k = parts.length;
+    const part: Part = { start, count: buffer.length, examples: buffer.map((r, i) => toExample(r, start + i)) };
+    await writeAtomic(fs, path.join(partsDir, partName(k, 'safetensors')), zFile([buffer.length, dims.layers, dims.heads, dims.dim], data));
+    await writeAtomic(fs, path.join(partsDir, partName(k, 'json')), `${JSON.stringify(part)}\n`);
+    parts.push(part);
+    buffer = [];
+  };
+
+  const { limit: _l, stopAfter: _s, chunkSize: _c, modelName: _m, extraArgs: _e, ...collectOpts } = opts;
+  try {
+    const onExample = opts.onExample ? (row: CollectRow, n: number) => opts.onExample!(row, n, total) : undefined;
+    const rows = iterateActivations(model, tokenizer, items, { ...collectOpts, startAt: done, endAt, priorPredictions: predictions, onExample });
+    for await (const row of rows) {
+      buffer.push(row);
+      done++;
+      if (buffer.length >= chunkSize) await flush();
+    }
+  } finally {
+    // Keep what was computed, also when a question failed.
+    await flush();
+  }
+  const examples = parts.flatMap((p) => p.examples);
+  if (done < total) return { dir, complete: false, alreadyComplete: false, total, done, resumedFrom, examples };
+  const index = await mergeParts(dir, args, parts);
+  return { dir, complete: true, alreadyComplete: false, total, done, resumedFrom, examples: index.examples };
+}
+
+/** Reads a finished store: the index and all rows of z, [rows * layers * heads * dim] row-major. */
+export async function readActivationStore(dir: string): Promise<{ index: ActivationIndex; z: Float32Array; shape: number[] }> {
+  const { fs, path } = await node();
+  const iPath = path.join(dir, 'index.json');
+  const index = (await readJson(fs, iPath)) as ActivationIndex | undefined;
+  if (index === undefined) throw new Error(`${iPath} does not exist; the collection in ${dir} is not finished (rerun it to resume)`);
+  const zPath = path.join(dir, 'activations.safetensors');
+  const bytes = new Uint8Array(await fs.readFile(zPath));
+  const { shape, dataStart } = parseZFile(bytes, zPath);
+  const want = [index.examples.length, index.layers, index.heads, index.dim];
+  if (shape.join(',') !== want.join(',')) throw new Error(`${zPath} holds z of shape [${shape}] but index.json describes [${want}]`);
+  const copy = bytes.slice(dataStart);
+  return { index, z: new Float32Array(copy.buffer, 0, copy.byteLength / 4), shape };
+}

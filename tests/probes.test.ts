@@ -1,0 +1,245 @@
+// Functional-head probing: planted-signal recovery, splits by main question, determinism per seed, ranking ties,
+// heatmaps.
+
+import { describe, expect, it } from 'vitest';
+import { type ProbeExample, type ProbeResult, fitProbes, headsHeatmapPng, probeSplit, rankHeads, viridis } from '../src/interp/probes.js';
+import { decodeImage } from '../src/io/image.js';
+import { gpuContext, rng } from './helpers/gpu.js';
+
+const [L, H, F] = [4, 6, 8];
+const PLANTED: Record<string, [number, number][]> = {
+  A: [
+    [0, 2],
+    [1, 4],
+    [3, 0],
+  ],
+  B: [
+    [2, 1],
+    [2, 5],
+    [3, 3],
+  ],
+};
+
+/**
+ * `mains` main questions with one sub-question of each of A, B, C (about 1 in 12 answered wrongly). Every head's
+ * features are uniform noise in [-1, 1]; on the planted heads of A (B), feature 0 also carries +1.5 for A (B)
+ * examples and -1.5 for the others.
+ */
+function plantedData(mains: number, seed = 7): { examples: ProbeExample[]; features: Float32Array } {
+  const r = rng(seed);
+  const examples: ProbeExample[] = [];
+  for (let m = 0; m < mains; m++)
+    for (const fn of ['A', 'B', 'C']) examples.push({ id: `m${m}-${fn}`, mainId: `m${m}`, function: fn, correct: r() > 1 / 12 });
+  const features = new Float32Array(examples.length * L * H * F);
+  examples.forEach((e, n) => {
+    for (let i = 0; i < L * H * F; i++) features[n * L * H * F + i] = r() * 2 - 1;
+    for (const [fn, heads] of Object.entries(PLANTED))
+      for (const [l, h] of heads) features[((n * L + l) * H + h) * F] += e.function === fn ? 1.5 : -1.5;
+  });
+  // Shuffle the rows so that examples of one main question are not adjacent (rows are addressed through `row`).
+  const order = examples.map((_, i) => i);
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(r() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const shuffled = new Float32Array(features.length);
+  const rowSize = L * H * F;
+  order.forEach((src, dst) => shuffled.set(features.subarray(src * rowSize, (src + 1) * rowSize), dst * rowSize));
+  const rowOf = new Map(order.map((src, dst) => [src, dst]));
+  return { examples: examples.map((e, i) => ({ ...e, row: rowOf.get(i)! })), features: shuffled };
+}
+
+const topSet = (rk: ReturnType<typeof rankHeads>, fn: string) =>
+  rk.functions
+    .find((f) => f.function === fn)!
+    .top.map((h) => `${h.layer},${h.head}`)
+    .sort();
+const planted = (fn: string) => PLANTED[fn].map(([l, h]) => `${l},${h}`).sort();
+
+describe('fitProbes + rankHeads', () => {
+  const data = plantedData(50);
+  const base = { features: data.features, layers: L, heads: H, dim: F, examples: data.examples, iterations: 100 };
+
+  it('recovers exactly the planted heads of each function as the top set (GPU)', async () => {
+    const ctx = await gpuContext();
+    const res = await fitProbes(ctx, base);
+    expect(res.backend).toBe('gpu');
+    expect(res.functions.map((f) => f.function)).toEqual(['A', 'B', 'C']);
+    const rk = rankHeads(res, { topPercent: 12.5 }); // 3 of 24 heads
+    expect(rk.k).toBe(3);
+    for (const fn of ['A', 'B']) {
+      expect(topSet(rk, fn)).toEqual(planted(fn));
+      const fp = res.functions.find((f) => f.function === fn)!;
+      for (const [l, h] of PLANTED[fn]) expect(fp.mean[l][h]).toBeGreaterThan(0.95);
+      // every other head of this function scores below every planted one
+      const best = rk.functions.find((f) => f.function === fn)!.ranking[3];
+      expect(best.accuracy).toBeLessThan(0.9);
+      expect(fp.accuracy).toHaveLength(3);
+      expect(fp.accuracy[0]).toHaveLength(L);
+      expect(fp.accuracy[0][0]).toHaveLength(H);
+      expect(fp.probes.seed).toBe(0);
+      expect(fp.probes.weights).toHaveLength(L * H * F);
+      expect(fp.probes.bias).toHaveLength(L * H);
+      // the planted feature dominates the planted heads' probe weights
+      const [l, h] = PLANTED[fn][0];
+      const w = Array.from(fp.probes.weights.subarray((l * H + h) * F, (l * H + h + 1) * F), Math.abs);
+      expect(w.indexOf(Math.max(...w))).toBe(0);
+    }
+    // The CPU reference backend selects the same heads.
+    const cpu = await fitProbes(null, base);
+    expect(cpu.backend).toBe('cpu');
+    const rkc = rankHeads(cpu, { topPercent: 12.5 });
+    for (const fn of ['A', 'B']) expect(topSet(rkc, fn)).toEqual(planted(fn));
+  });
+
+  it('is deterministic per seed: same seeds, same splits, accuracies and ranking; other seeds, other splits', async () => {
+    const ctx = await gpuContext();
+    const opts = { ...base, seeds: [4, 9], iterations: 40, functions: ['A', 'C'] };
+    const a = await fitProbes(ctx, opts);
+    const b = await fitProbes(ctx, opts);
+    expect(b.functions.map((f) => [f.splits, f.accuracy])).toEqual(a.functions.map((f) => [f.splits, f.accuracy]));
+    expect(rankHeads(b)).toEqual(rankHeads(a));
+    expect(a.functions.map((f) => f.function)).toEqual(['A', 'C']);
+    const c = await fitProbes(ctx, { ...opts, seeds: [5] });
+    expect(c.functions[0].splits[0].test).not.toEqual(a.functions[0].splits[0].test);
+    // seed 9's split does not depend on which other seeds are run
+    const d = await fitProbes(ctx, { ...opts, seeds: [9] });
+    expect(d.functions[0].splits[0]).toEqual(a.functions[0].splits[1]);
+    expect(d.functions[0].accuracy[0]).toEqual(a.functions[0].accuracy[1]);
+  });
+
+  it('skips functions that cannot be split by main question, with the reason', async () => {
+    const ex: ProbeExample[] = [
+      ...data.examples.slice(0, 30),
+      { id: 'solo-1', mainId: 'solo', function: 'D', correct: true, row: 0 },
+      { id: 'solo-2', mainId: 'solo', function: 'D', correct: true, row: 1 },
+    ];
+    const res = await fitProbes(null, { ...base, examples: ex, iterations: 5, seeds: [0] });
+    expect(res.skipped).toEqual([{ function: 'D', reason: expect.stringMatching(/at least 2 main questions/) }]);
+    expect(res.functions.map((f) => f.function)).toEqual(['A', 'B', 'C']);
+  });
+
+  it('refuses inconsistent inputs', async () => {
+    await expect(fitProbes(null, { ...base, features: base.features.subarray(1) })).rejects.toThrow(/whole number of rows/);
+    await expect(fitProbes(null, { ...base, examples: [{ id: 1, mainId: 1, function: 'A', correct: true, row: 99999 }] })).rejects.toThrow(/row 99999/);
+    await expect(fitProbes(null, { ...base, seeds: [1, 1] })).rejects.toThrow(/seeds repeat/);
+  });
+});
+
+describe('probeSplit', () => {
+  // Main questions with 1-5 sub-questions of random functions, some answered wrongly.
+  const r = rng(3);
+  const fns = ['spatial', 'relational', 'low', 'high', 'math'];
+  const examples: ProbeExample[] = [];
+  for (let m = 0; m < 70; m++) {
+    const k = 1 + Math.floor(r() * 5);
+    for (let j = 0; j < k; j++) examples.push({ id: `q${m}.${j}`, mainId: m, function: fns[Math.floor(r() * fns.length)], correct: r() > 0.2 });
+  }
+
+  it('never puts one main question on both sides, balances classes and uses only correct examples', () => {
+    for (const fn of fns)
+      for (let seed = 0; seed < 10; seed++) {
+        const s = probeSplit(examples, fn, seed, 0.2);
+        if ('reason' in s) throw new Error(s.reason);
+        const mains = (idx: number[]) => new Set(idx.map((i) => String(examples[i].mainId)));
+        const trainMains = mains(s.train);
+        for (const m of mains(s.test)) expect(trainMains.has(m)).toBe(false);
+        for (const i of [...s.train, ...s.test]) {
+          expect(examples[i].correct).toBe(true);
+          expect(s.positive.has(i)).toBe(examples[i].function === fn);
+        }
+        // every correct positive is used; negatives match positives on each side when there are enough candidates
+        const pos = examples.filter((e) => e.correct && e.function === fn).length;
+        const count = (idx: number[]) => idx.filter((i) => s.positive.has(i)).length;
+        expect(count(s.train) + count(s.test)).toBe(pos);
+        expect(s.train.length - count(s.train)).toBe(count(s.train));
+        expect(s.test.length - count(s.test)).toBeLessThanOrEqual(count(s.test));
+        expect(count(s.test)).toBeGreaterThanOrEqual(1);
+        expect(Math.abs(count(s.test) - 0.2 * pos)).toBeLessThanOrEqual(5); // whole main questions move together
+      }
+  });
+
+  it('is a function of (examples, function, seed) only', () => {
+    expect(probeSplit(examples, 'math', 4)).toEqual(probeSplit(examples, 'math', 4));
+    expect(probeSplit(examples, 'math', 4)).not.toEqual(probeSplit(examples, 'math', 5));
+  });
+
+  it('fitProbes reports the same split, by example id, and keeps main questions apart', async () => {
+    const features = new Float32Array(examples.length * 2 * 2 * 3).map(() => r());
+    const res = await fitProbes(null, { features, layers: 2, heads: 2, dim: 3, examples, iterations: 3, seeds: [0, 1] });
+    const mainOf = new Map(examples.map((e) => [e.id, String(e.mainId)]));
+    for (const fp of res.functions)
+      for (const sp of fp.splits) {
+        const train = new Set(sp.train.map((id) => mainOf.get(id)));
+        expect(sp.test.some((id) => train.has(mainOf.get(id)))).toBe(false);
+        const direct = probeSplit(examples, fp.function, sp.seed);
+        if ('reason' in direct) throw new Error(direct.reason);
+        expect(sp.test).toEqual(direct.test.map((i) => examples[i].id));
+        expect(sp.trainPositives + sp.trainNegatives).toBe(sp.train.length);
+      }
+  });
+});
+
+describe('rankHeads ties and selection', () => {
+  const fake = (mean: number[][]): Pick<ProbeResult, 'layers' | 'heads' | 'functions'> => ({
+    layers: mean.length,
+    heads: mean[0].length,
+    functions: [{ function: 'f', mean, std: mean.map((r) => r.map(() => 0)) } as unknown as ProbeResult['functions'][number]],
+  });
+
+  it('breaks ties by layer then head, also for means summed in another order', () => {
+    const a = (0.1 + 0.2 + 0.3) / 3;
+    const b = (0.3 + 0.2 + 0.1) / 3; // differs from a in the last bit
+    expect(a).not.toBe(b);
+    const rk = rankHeads(fake([
+      [0.5, b, 0.9],
+      [a, 0.9, b],
+    ]), { topK: 3 });
+    expect(rk.functions[0].ranking.map((h) => [h.layer, h.head, h.rank])).toEqual([
+      [0, 2, 1],
+      [1, 1, 2],
+      [0, 0, 3],
+      [0, 1, 4],
+      [1, 0, 5],
+      [1, 2, 6],
+    ]);
+    expect(rk.functions[0].top.map((h) => [h.layer, h.head])).toEqual([
+      [0, 2],
+      [1, 1],
+      [0, 0],
+    ]);
+  });
+
+  it('selects round(topPercent% of the heads), at least one; NaN ranks last', () => {
+    const grid = Array.from({ length: 32 }, (_, l) => Array.from({ length: 32 }, (_, h) => ((l * 7 + h * 13) % 101) / 100));
+    expect(rankHeads(fake(grid)).k).toBe(102);
+    expect(rankHeads(fake(grid), { topPercent: 5 }).k).toBe(51);
+    expect(rankHeads(fake([[0.7, 0.6]]), { topPercent: 1 }).k).toBe(1);
+    const withNaN = rankHeads(fake([[NaN, 0.6, 0.6]]), { topPercent: 100 });
+    expect(withNaN.functions[0].ranking.map((h) => h.head)).toEqual([1, 2, 0]);
+    expect(() => rankHeads(fake(grid), { topPercent: 0 })).toThrow(/topPercent/);
+  });
+});
+
+describe('headsHeatmapPng', () => {
+  it('draws one viridis cell per head, layer 0 on top, with highlighted cells framed', () => {
+    const acc = [
+      [0.5, 1, 0.75],
+      [NaN, 0.2, 0.9],
+    ];
+    const png = headsHeatmapPng(acc, { cell: 12, highlight: [{ layer: 1, head: 2 }] });
+    const img = decodeImage(png, 'heatmap.png');
+    expect([img.width, img.height]).toEqual([3 * 13 + 1, 2 * 13 + 1]);
+    const px = (x: number, y: number) => Array.from(img.data.subarray((y * img.width + x) * 3, (y * img.width + x) * 3 + 3));
+    const centre = (l: number, h: number) => px(1 + h * 13 + 6, 1 + l * 13 + 6);
+    expect(centre(0, 0)).toEqual(viridis(0));
+    expect(centre(0, 1)).toEqual(viridis(1));
+    expect(centre(0, 2)).toEqual(viridis(0.5));
+    expect(centre(1, 0)).toEqual([128, 128, 128]);
+    expect(centre(1, 1)).toEqual(viridis(0)); // below the range: clamped
+    expect(centre(1, 2)).toEqual(viridis(0.8));
+    expect(px(1 + 2 * 13, 1 + 13)).toEqual([230, 20, 20]); // frame corner of the highlighted cell
+    expect(px(0, 0)).toEqual([32, 32, 32]); // grid line
+    expect(() => headsHeatmapPng(acc, { cell: 8 })).toThrow(/at least|>= 12/);
+  });
+});
