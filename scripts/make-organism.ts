@@ -16,7 +16,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { iterateDataset, renderScene, sceneImagePath, type SyntheticItem } from '../src/eval/synthetic.js';
 import { encodePng } from '../src/io/image.js';
-import { Tokenizer } from '../src/io/tokenizer.js';
+import { Tokenizer, type ChatMessage } from '../src/io/tokenizer.js';
+import { mulberry32 } from '../src/eval/synthetic.js';
 import { LlavaProcessor } from '../src/models/llava-processor.js';
 import { parseLlavaConfig } from '../src/models/config.js';
 import { parseClipProcessorConfig } from '../src/io/clip-processor.js';
@@ -91,7 +92,7 @@ async function main() {
       hidden_act: 'silu',
       rms_norm_eps: 1e-5,
       rope_theta: 10000.0,
-      max_position_embeddings: 256,
+      max_position_embeddings: 1024,
       vocab_size: tok.size,
       bos_token_id: 1,
       eos_token_id: 2,
@@ -138,22 +139,56 @@ async function main() {
   };
   for (const [name, data] of Object.entries(files)) await writeFile(join(out, name), data);
 
-  // 4. Training examples tokenised as vlmscope will tokenise the prompts.
+  // 4. Training sequences, tokenised as vlmscope tokenises prompts. All questions of a scene (main and
+  // sub-questions, in a seeded random order) form one multi-turn conversation over its image: the image is
+  // encoded once for ~10 answers, and the model learns both the single-turn prompt (the first turn, exactly
+  // what `generate`/`eval` send) and chained turns (what `collect` sends for CogVSR sub-question chains).
   const tokenizer = Tokenizer.fromJson(tok.tokenizer, tok.tokenizerConfig, tok.specialTokensMap);
   const processor = new LlavaProcessor(tokenizer, parseLlavaConfig(config), parseClipProcessorConfig(preprocessor, 'preprocessor_config.json'));
+  const byImage = new Map<string, typeof flat>();
+  for (const f of flat) byImage.set(f.image, [...(byImage.get(f.image) ?? []), f]);
   const lines: string[] = [];
   let longest = 0;
-  for (const f of flat) {
-    const prompt = processor.encodeText(processor.formatPrompt(f.question, 1), 1).ids;
-    const answer = [...tokenizer.encode(f.answer, { addSpecialTokens: false }), 2];
-    longest = Math.max(longest, prompt.length + answer.length);
-    lines.push(JSON.stringify({ image: f.image, ids: [...prompt, ...answer], answer_start: prompt.length, type: f.type }));
+  let sceneIndex = 0;
+  for (const [image, questions] of byImage) {
+    const order = shuffled(questions, seed * 7919 + sceneIndex++);
+    const messages: ChatMessage[] = [];
+    const spans: [number, number][] = [];
+    const types: string[] = [];
+    let ids: number[] = [];
+    for (const q of order) {
+      messages.push({ role: 'user', content: messages.length ? q.question : [{ type: 'image' }, { type: 'text', text: q.question }] });
+      const prompt = processor.encodeText(tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }), 1).ids;
+      messages.push({ role: 'assistant', content: q.answer });
+      const full = processor.encodeText(tokenizer.applyChatTemplate(messages, { addGenerationPrompt: false }), 1).ids;
+      if (!startsWith(prompt, ids) || !startsWith(full, prompt)) throw new Error(`internal: turn tokenisation is not incremental for ${image}`);
+      spans.push([prompt.length, full.length]);
+      types.push(q.type);
+      ids = full;
+    }
+    longest = Math.max(longest, ids.length);
+    lines.push(JSON.stringify({ image, ids, spans, types }));
   }
   await writeFile(join(work, 'train.jsonl'), lines.join('\n') + '\n');
   console.log(
     `wrote ${scenes} scenes, ${items.length} questions (${flat.length} with sub-questions) to ${work}; tokenizer ${tok.size} tokens ` +
-      `(${bpe.merges.length} merges); longest example ${longest} tokens; folder ${out} (without weights)`,
+      `(${bpe.merges.length} merges); longest conversation ${longest} tokens; folder ${out} (without weights)`,
   );
+}
+
+function startsWith(a: number[], prefix: number[]): boolean {
+  return prefix.length <= a.length && prefix.every((v, i) => a[i] === v);
+}
+
+/** Fisher-Yates with a seeded generator. */
+function shuffled<T>(xs: T[], seed: number): T[] {
+  const r = mulberry32(seed);
+  const out = [...xs];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(r() * (i + 1));
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
 }
 
 await main();

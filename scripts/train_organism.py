@@ -36,7 +36,7 @@ def load_examples(work: str):
                 images[ex['image']] = len(pixels)
                 img = Image.open(os.path.join(work, ex['image'])).convert('RGB')
                 pixels.append(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())
-            examples.append((images[ex['image']], ex['ids'], ex['answer_start'], ex.get('type', '')))
+            examples.append((images[ex['image']], ex['ids'], ex['spans'], ex['types']))
     return torch.from_numpy(np.stack(pixels)), examples
 
 
@@ -50,10 +50,11 @@ def batch_tensors(batch, pad_id: int):
     input_ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), length), -100, dtype=torch.long)
     mask = torch.zeros((len(batch), length), dtype=torch.long)
-    for i, (_, ids, start, _) in enumerate(batch):
+    for i, (_, ids, spans, _) in enumerate(batch):
         input_ids[i, : len(ids)] = torch.tensor(ids)
         mask[i, : len(ids)] = 1
-        labels[i, start : len(ids)] = torch.tensor(ids[start:])
+        for start, end in spans:
+            labels[i, start:end] = torch.tensor(ids[start:end])
     return input_ids, mask, labels
 
 
@@ -62,11 +63,13 @@ def main():
     ap.add_argument('--work', required=True, help='folder with train.jsonl and images/ from make-organism.ts')
     ap.add_argument('--out', required=True, help='the Hugging Face folder to write model.safetensors into')
     ap.add_argument('--steps', type=int, default=3000)
-    ap.add_argument('--batch', type=int, default=32)
-    ap.add_argument('--lr', type=float, default=2e-3)
+    ap.add_argument('--batch', type=int, default=16, help='conversations (one image each, ~10 answers) per step')
+    ap.add_argument('--lr', type=float, default=1e-3)
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--minutes', type=float, default=0, help='stop early after this many minutes (0 = no limit)')
+    ap.add_argument('--init', help='start from these weights (a model.safetensors of the same architecture) to continue training')
+    ap.add_argument('--device', default='cpu', help="torch device, e.g. 'cuda' on a GPU machine")
     ap.add_argument('--reference', help='folder to write reference.json (trainer logits on 3 held-out examples) and their images into')
     args = ap.parse_args()
 
@@ -81,16 +84,25 @@ def main():
     config = LlavaConfig(**cfg_json)
     config._attn_implementation = 'eager'
     model = LlavaForConditionalGeneration(config)
+    if args.init:
+        from safetensors.torch import load_file
+
+        missing, unexpected = model.load_state_dict({k: v.float() for k, v in load_file(args.init).items()}, strict=False)
+        if missing or unexpected:
+            raise SystemExit(f'--init {args.init} does not match the architecture: missing {missing[:5]}, unexpected {unexpected[:5]}')
+        print(f'initialised from {args.init}', flush=True)
+    device = torch.device(args.device)
+    model.to(device)
     model.train()
     mean = torch.tensor(pp['image_mean'], dtype=torch.float32)
     std = torch.tensor(pp['image_std'], dtype=torch.float32)
     pad_id = cfg_json['pad_token_id']
 
     pixels, examples = load_examples(args.work)
-    held = examples[-512:]
-    train = examples[:-512]
+    held = examples[-128:]
+    train = examples[:-128]
     n_params = sum(p.numel() for p in model.parameters())
-    print(f'{len(train)} training examples over {pixels.shape[0]} images, {len(held)} held out; {n_params / 1e6:.2f}M parameters', flush=True)
+    print(f'{len(train)} training conversations over {pixels.shape[0]} images, {len(held)} held out; {n_params / 1e6:.2f}M parameters', flush=True)
 
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, args.steps // 20)
@@ -101,23 +113,26 @@ def main():
     def held_accuracy():
         model.eval()
         correct = 0
+        total = 0
         by_type: dict[str, list[int]] = {}
         with torch.no_grad():
-            for i in range(0, len(held), 64):
-                b = held[i : i + 64]
+            for i in range(0, len(held), 16):
+                b = held[i : i + 16]
                 ids, mask, labels = batch_tensors(b, pad_id)
                 pv = normalise(pixels[[e[0] for e in b]], mean, std)
-                logits = model(input_ids=ids, attention_mask=mask, pixel_values=pv).logits
-                for j, (_, seq, start, typ) in enumerate(b):
-                    # Teacher-forced answer tokens all right = the greedy answer is right.
-                    pred = logits[j, start - 1 : len(seq) - 1].argmax(-1)
-                    ok = int(torch.equal(pred, torch.tensor(seq[start:])))
-                    correct += ok
-                    by_type.setdefault(typ, [0, 0])
-                    by_type[typ][0] += ok
-                    by_type[typ][1] += 1
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), pixel_values=pv.to(device)).logits.cpu()
+                for j, (_, seq, spans, types) in enumerate(b):
+                    for (start, end), typ in zip(spans, types):
+                        # Teacher-forced answer tokens all right = the greedy answer is right.
+                        pred = logits[j, start - 1 : end - 1].argmax(-1)
+                        ok = int(torch.equal(pred, torch.tensor(seq[start:end])))
+                        correct += ok
+                        total += 1
+                        by_type.setdefault(typ, [0, 0])
+                        by_type[typ][0] += ok
+                        by_type[typ][1] += 1
         model.train()
-        return correct / len(held), {k: round(v[0] / v[1], 3) for k, v in sorted(by_type.items())}
+        return correct / total, {k: round(v[0] / v[1], 3) for k, v in sorted(by_type.items())}
 
     t0 = time.time()
     order = rng.permutation(len(train))
@@ -131,7 +146,7 @@ def main():
         at += args.batch
         ids, mask, labels = batch_tensors(b, pad_id)
         pv = normalise(pixels[[e[0] for e in b]], mean, std)
-        loss = model(input_ids=ids, attention_mask=mask, pixel_values=pv, labels=labels).loss
+        loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), pixel_values=pv.to(device), labels=labels.to(device)).loss
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -153,13 +168,13 @@ def main():
     acc, by_type = held_accuracy()
     # Store f16 weights under the transformers state-dict names (model.language_model.*, model.vision_tower.*,
     # model.multi_modal_projector.*, lm_head.*), which vlmscope reads like the legacy llava-hf names.
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to('cpu', torch.float16).contiguous() for k, v in model.state_dict().items()}
     save_file(state, os.path.join(args.out, 'model.safetensors'), metadata={'format': 'pt'})
     summary = {
         'steps': step + 1,
         'batch': args.batch,
-        'examples_seen': (step + 1) * args.batch,
-        'train_examples': len(train),
+        'conversations_seen': (step + 1) * args.batch,
+        'train_conversations': len(train),
         'final_loss': round(final_loss, 4),
         'held_out_teacher_forced_accuracy': round(acc, 4),
         'held_out_by_type': by_type,
@@ -179,6 +194,7 @@ def write_reference(model, state, examples, pixels, mean, std, args):
     # engine must reproduce these logits at the last prompt position within 1e-3.
     import shutil
 
+    model.to('cpu')
     model.load_state_dict({k: v.to(torch.float64) for k, v in state.items()})
     model.to(torch.float64).eval()
     os.makedirs(args.reference, exist_ok=True)
@@ -190,14 +206,17 @@ def write_reference(model, state, examples, pixels, mean, std, args):
     names = {v: k for k, v in ((k, i) for i, k in enumerate(image_of))}
     out = []
     with torch.no_grad():
-        for img_idx, ids, start, typ in examples:
+        for img_idx, ids, spans, types in examples:
+            # The first turn: the single-turn prompt vlmscope generate/eval send.
+            start, end = spans[0]
+            typ = types[0]
             prompt = ids[:start]
             pv = normalise(pixels[[img_idx]], mean, std).to(torch.float64)
             logits = model(input_ids=torch.tensor([prompt]), pixel_values=pv).logits[0, -1]
             src = names[img_idx]
             dst = os.path.basename(src)
             shutil.copy(os.path.join(args.work, src), os.path.join(args.reference, dst))
-            out.append({'image': dst, 'ids': prompt, 'type': typ, 'answer_ids': ids[start:], 'last_logits': [round(float(x), 6) for x in logits]})
+            out.append({'image': dst, 'ids': prompt, 'type': typ, 'answer_ids': ids[start:end], 'last_logits': [round(float(x), 6) for x in logits]})
     with open(os.path.join(args.reference, 'reference.json'), 'w') as f:
         json.dump({'source': 'scripts/train_organism.py (transformers LlavaForConditionalGeneration, float64, eager)', 'examples': out}, f)
     print(f'wrote {len(out)} reference examples to {args.reference}', flush=True)
