@@ -23,3 +23,4 @@ export * from './interp/activation-store.js';
 export * from './interp/probes.js';
 export * from './interp/probe-cpu.js';
 export { fitLogisticGpu, fitProbeBatchGpu, recordProbeBatch, probeWorkgroupSize, type ProbeBatchArgs, type ProbeGpuOptions, type ProbeWorkgroupSize } from '../kernels/probe.js';
+export * from './interp/ablation.js';

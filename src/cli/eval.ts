@@ -12,7 +12,7 @@ import { parseInterventions } from '../interp/spec.js';
 import { readQuestions, type EvalItem } from '../eval/dataset.js';
 import { DEFAULT_EVAL_MAX_NEW_TOKENS, evaluate, type Accuracy, type EvalReport } from '../eval/evaluate.js';
 import { readJsonFile, writeAtomic } from './files.js';
-import { dtypeOption, loadModel } from './load.js';
+import { dtypeOption, loadModel, modelOption } from './load.js';
 import { UsageError } from './errors.js';
 
 interface EvalCliOptions {
@@ -39,7 +39,7 @@ function intArg(min: number, what: string) {
 export function evalCommand(): Command {
   return new Command('eval')
     .description('answer every question of a question file and report accuracy per question type and per function')
-    .requiredOption('--model <dir>', 'Hugging Face LLaVA folder (config.json, *.safetensors, preprocessor_config.json, tokenizer.json)')
+    .addOption(modelOption())
     .requiredOption('--data <file>', 'question file: vlmscope JSONL (id, image, question, answer, type, function[, options, sub_questions]), VSR JSONL or What\'sUp JSON; images relative to it')
     .option('--limit <n>', 'evaluate only the first n questions', intArg(1, 'a positive integer'))
     .option('--max-new-tokens <n>', 'most tokens generated per answer', intArg(1, 'a positive integer'), DEFAULT_EVAL_MAX_NEW_TOKENS)

@@ -13,7 +13,7 @@ import { parseInterventions } from '../interp/spec.js';
 import { generate, type GenerateResult } from '../generate/generate.js';
 import { SamplingError, validateSampling, type SamplingOptions } from '../generate/sampling.js';
 import { readJsonFile } from './files.js';
-import { dtypeOption, loadModel } from './load.js';
+import { dtypeOption, loadModel, modelOption } from './load.js';
 import { UsageError } from './errors.js';
 
 interface GenerateOptions {
@@ -60,7 +60,7 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 export function generateCommand(): Command {
   return new Command('generate')
     .description('answer a text prompt about an image (greedy or sampled), streaming the text as it is produced')
-    .requiredOption('--model <dir>', 'Hugging Face LLaVA folder (config.json, *.safetensors, preprocessor_config.json, tokenizer.json)')
+    .addOption(modelOption())
     .option('--image <file>', 'PNG or JPEG image (repeat for several; each fills one <image> in the prompt)', collect)
     .requiredOption('--prompt <text>', 'the question or instruction; wrapped in the chat template or "USER: <image>\\n{prompt} ASSISTANT:"')
     .option('--max-new-tokens <n>', 'most tokens to generate', nonNegativeInt, 64)

@@ -1,11 +1,26 @@
 // Model loading shared by the commands: a progress bar on a terminal and the --dtype option.
 
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Option } from 'commander';
 import { fmtBytes, type GpuContext } from '../gpu/context.js';
 import type { FolderSource } from '../io/checkpoint.js';
 import { LlavaModel } from '../models/llava.js';
 import type { LoadProgress } from '../models/weights.js';
 import type { DType } from '../gpu/tensor.js';
+
+/**
+ * The shipped model organism (weights/organism), the default --model: a small LLaVA trained on synthetic
+ * spatial scenes (see its README). Resolved from the bundle's location, dist/cli.js -> ../weights/organism.
+ */
+export const DEFAULT_MODEL = resolve(dirname(fileURLToPath(import.meta.url)), '../weights/organism');
+
+export function modelOption(): Option {
+  return new Option('--model <dir>', 'Hugging Face LLaVA folder (config.json, *.safetensors, preprocessor_config.json, tokenizer.json); default: the shipped model organism').default(
+    DEFAULT_MODEL,
+    'weights/organism',
+  );
+}
 
 export function dtypeOption(): Option {
   return new Option('--dtype <dtype>', 'store weights as this dtype on the GPU, converting while loading (f16 halves an f32/bf16 checkpoint)').choices([

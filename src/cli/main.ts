@@ -5,6 +5,7 @@ import { generateCommand } from './generate.js';
 import { evalCommand } from './eval.js';
 import { collectCommand } from './collect.js';
 import { probeCommand } from './probe.js';
+import { ablateCommand } from './ablate.js';
 import { reportAndExit } from './errors.js';
 
 /** Commander's own errors (bad or missing options) as one `vlmscope:` line pointing at the command's help. */
@@ -35,7 +36,8 @@ Run \`vlmscope <command> --help\` for a command's options. Exit codes: 0 ok, 1 r
   .addCommand(oneLineErrors(generateCommand(), 'vlmscope generate'))
   .addCommand(oneLineErrors(evalCommand(), 'vlmscope eval'))
   .addCommand(oneLineErrors(collectCommand(), 'vlmscope collect'))
-  .addCommand(oneLineErrors(probeCommand(), 'vlmscope probe'));
+  .addCommand(oneLineErrors(probeCommand(), 'vlmscope probe'))
+  .addCommand(oneLineErrors(ablateCommand(), 'vlmscope ablate'));
 
 const verbose = process.argv.includes('--verbose');
 try {

@@ -10,7 +10,7 @@ import { parseCapture, parseInterventions } from '../interp/spec.js';
 import { encodeSafetensorsF32, type F32Entry } from '../io/safetensors-writer.js';
 import { readIdsFile, readJsonFile, writeAtomic } from './files.js';
 import { UsageError } from './errors.js';
-import { dtypeOption, loadModel } from './load.js';
+import { dtypeOption, loadModel, modelOption } from './load.js';
 
 interface TraceOptions {
   model: string;
@@ -32,7 +32,7 @@ function nonNegativeInt(v: string): number {
 export function traceCommand(): Command {
   return new Command('trace')
     .description('run one forward pass with interventions and captures, and write the captured tensors')
-    .requiredOption('--model <dir>', 'Hugging Face LLaVA folder (config.json, *.safetensors, preprocessor_config.json)')
+    .addOption(modelOption())
     .option('--image <file>', 'PNG or JPEG image for the <image> tokens')
     .requiredOption('--ids <file>', 'JSON array of token ids, image tokens already expanded')
     .option('--intervene <file>', 'intervention spec (JSON), e.g. {"head_scale": [{"tower": "text", "layer": 0, "head": 1, "scale": 0}]}')
