@@ -12,7 +12,7 @@ import { nodeFolder } from '../io/checkpoint.js';
 import { Tokenizer } from '../io/tokenizer.js';
 import { parseLlavaConfig } from '../models/config.js';
 import type { ModelDims, QueryScope } from '../interp/spec.js';
-import { readQuestions, type EvalItem } from '../eval/dataset.js';
+import type { EvalItem } from '../eval/dataset.js';
 import { DEFAULT_EVAL_MAX_NEW_TOKENS, type Accuracy } from '../eval/evaluate.js';
 import {
   type AblationComparison,
@@ -31,8 +31,9 @@ import {
 } from '../interp/ablation.js';
 import { readProbeStore } from './probe.js';
 import { readJsonFile, writeAtomic } from './files.js';
-import { dtypeOption, loadModel, modelOption } from './load.js';
+import { dtypeOption, loadModel, modelOption, checkFolder, eosIds } from './load.js';
 import { UsageError } from './errors.js';
+import { checkImages, readData } from './data.js';
 
 interface AblateCliOptions {
   model: string;
@@ -140,7 +141,7 @@ async function runAblate(opts: AblateCliOptions): Promise<void> {
   }
   const all = await readData(opts.data, opts.subQuestions !== false);
   const items = opts.limit !== undefined ? all.slice(0, opts.limit) : all;
-  await checkImages(items);
+  await checkImages(items, 'ablate');
   const outDir = opts.out ?? dirname(probesPath);
   await checkOutDir(outDir);
   await checkFolder(opts.model);
@@ -231,77 +232,6 @@ async function checkOutDir(out: string): Promise<void> {
   } catch (e) {
     if (e instanceof UsageError) throw e;
   }
-}
-
-/** Reads the question set; a missing, empty or malformed file is a usage error naming it. */
-async function readData(path: string, includeSubQuestions: boolean): Promise<EvalItem[]> {
-  let isFile: boolean;
-  try {
-    isFile = (await stat(path)).isFile();
-  } catch {
-    throw new UsageError(`cannot read data file ${path}: no such file`);
-  }
-  if (!isFile) throw new UsageError(`data file ${path} is not a file; give a JSONL file of questions`);
-  let items: EvalItem[];
-  try {
-    items = await readQuestions(path, { includeSubQuestions });
-  } catch (e) {
-    const msg = (e as Error).message ?? String(e);
-    throw new UsageError(msg.includes(path) ? msg : `data file ${path}: ${msg}`);
-  }
-  if (items.length === 0) throw new UsageError(`data file ${path} holds no questions`);
-  return items;
-}
-
-/** Every image the questions name must exist before the model is loaded (a long run should not fail midway). */
-async function checkImages(items: EvalItem[]): Promise<void> {
-  const seen = new Set<string>();
-  for (const item of items) {
-    if (seen.has(item.imagePath)) continue;
-    seen.add(item.imagePath);
-    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(item.imagePath) || item.imagePath.startsWith('data:')) {
-      throw new UsageError(`question ${item.id}: image ${item.imagePath} is a URL; ablate reads images from files, download them next to the data file`);
-    }
-    let ok = false;
-    try {
-      ok = (await stat(item.imagePath)).isFile();
-    } catch {
-      ok = false;
-    }
-    if (!ok) throw new Error(`question ${item.id}: image ${item.imagePath} does not exist`);
-  }
-}
-
-async function checkFolder(dir: string): Promise<void> {
-  let isDir: boolean;
-  try {
-    isDir = (await stat(dir)).isDirectory();
-  } catch {
-    throw new Error(`model folder ${dir} does not exist; give --model a Hugging Face LLaVA folder (config.json, *.safetensors, tokenizer.json)`);
-  }
-  if (!isDir) throw new Error(`--model ${dir} is a file; give the folder that holds config.json, *.safetensors and tokenizer.json`);
-}
-
-/** The tokenizer's EOS plus generation_config.json's eos_token_id (a number or a list), as eval uses. */
-async function eosIds(dir: string, tokenizer: Tokenizer): Promise<number[]> {
-  const ids = new Set<number>();
-  if (tokenizer.eosTokenId != null) ids.add(tokenizer.eosTokenId);
-  const text = await nodeFolder(dir).readText('generation_config.json');
-  if (text !== null) {
-    let eos: unknown;
-    try {
-      eos = (JSON.parse(text) as { eos_token_id?: unknown }).eos_token_id;
-    } catch (e) {
-      throw new Error(`${dir}/generation_config.json is not valid JSON: ${(e as Error).message}`);
-    }
-    for (const id of Array.isArray(eos) ? eos : eos == null ? [] : [eos]) {
-      if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
-        throw new Error(`${dir}/generation_config.json: eos_token_id ${JSON.stringify(eos)} is not a token id or a list of them`);
-      }
-      ids.add(id);
-    }
-  }
-  return [...ids];
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import { nodeFolder } from '../io/checkpoint.js';
 import { Tokenizer } from '../io/tokenizer.js';
 import { parseLlavaConfig } from '../models/config.js';
 import { type ModelDims, type Tower, SpecError, parseInterventions } from '../interp/spec.js';
-import { readQuestions, type EvalItem } from '../eval/dataset.js';
+import type { EvalItem } from '../eval/dataset.js';
 import { type ContextMode, type PoolSpec, DEFAULT_COLLECT_MAX_NEW_TOKENS, checkPool, parsePool, planCollection } from '../interp/collect.js';
 import {
   type CollectStoreOptions,
@@ -23,8 +23,9 @@ import {
   storeArgs,
 } from '../interp/activation-store.js';
 import { readJsonFile } from './files.js';
-import { dtypeOption, loadModel, modelOption } from './load.js';
+import { dtypeOption, loadModel, modelOption, checkFolder, eosIds } from './load.js';
 import { UsageError } from './errors.js';
+import { checkImages, readData } from './data.js';
 
 interface CollectCliOptions {
   model: string;
@@ -109,7 +110,7 @@ async function runCollect(opts: CollectCliOptions): Promise<void> {
   await checkOut(opts.out);
   const items = await readData(opts.data);
   const planned = planCollection(items, { chain: opts.chain }).slice(0, opts.limit ?? Infinity);
-  await checkImages(planned.map((s) => s.item));
+  await checkImages(planned.map((s) => s.item), 'collect');
   await checkFolder(opts.model);
   const folder = nodeFolder(opts.model);
   const tokenizer = await Tokenizer.fromFolder(folder);
@@ -262,73 +263,3 @@ async function checkOut(out: string): Promise<void> {
   }
 }
 
-/** Reads the question set; a missing, empty or malformed file is a usage error naming it. */
-async function readData(path: string): Promise<EvalItem[]> {
-  let isFile: boolean;
-  try {
-    isFile = (await stat(path)).isFile();
-  } catch {
-    throw new UsageError(`cannot read data file ${path}: no such file`);
-  }
-  if (!isFile) throw new UsageError(`data file ${path} is not a file; give a JSONL file of questions`);
-  let items: EvalItem[];
-  try {
-    items = await readQuestions(path);
-  } catch (e) {
-    const msg = (e as Error).message ?? String(e);
-    throw new UsageError(msg.includes(path) ? msg : `data file ${path}: ${msg}`);
-  }
-  if (items.length === 0) throw new UsageError(`data file ${path} holds no questions`);
-  return items;
-}
-
-/** Every image the questions name must exist before the model is loaded (a long run should not fail midway). */
-async function checkImages(items: EvalItem[]): Promise<void> {
-  const seen = new Set<string>();
-  for (const item of items) {
-    if (seen.has(item.imagePath)) continue;
-    seen.add(item.imagePath);
-    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(item.imagePath) || item.imagePath.startsWith('data:')) {
-      throw new UsageError(`question ${item.id}: image ${item.imagePath} is a URL; collect reads images from files, download them next to the data file`);
-    }
-    let ok = false;
-    try {
-      ok = (await stat(item.imagePath)).isFile();
-    } catch {
-      ok = false;
-    }
-    if (!ok) throw new Error(`question ${item.id}: image ${item.imagePath} does not exist`);
-  }
-}
-
-async function checkFolder(dir: string): Promise<void> {
-  let isDir: boolean;
-  try {
-    isDir = (await stat(dir)).isDirectory();
-  } catch {
-    throw new Error(`model folder ${dir} does not exist; give --model a Hugging Face LLaVA folder (config.json, *.safetensors, tokenizer.json)`);
-  }
-  if (!isDir) throw new Error(`--model ${dir} is a file; give the folder that holds config.json, *.safetensors and tokenizer.json`);
-}
-
-/** The tokenizer's EOS plus generation_config.json's eos_token_id (a number or a list), as eval uses. */
-async function eosIds(dir: string, tokenizer: Tokenizer): Promise<number[]> {
-  const ids = new Set<number>();
-  if (tokenizer.eosTokenId != null) ids.add(tokenizer.eosTokenId);
-  const text = await nodeFolder(dir).readText('generation_config.json');
-  if (text !== null) {
-    let eos: unknown;
-    try {
-      eos = (JSON.parse(text) as { eos_token_id?: unknown }).eos_token_id;
-    } catch (e) {
-      throw new Error(`${dir}/generation_config.json is not valid JSON: ${(e as Error).message}`);
-    }
-    for (const id of Array.isArray(eos) ? eos : eos == null ? [] : [eos]) {
-      if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
-        throw new Error(`${dir}/generation_config.json: eos_token_id ${JSON.stringify(eos)} is not a token id or a list of them`);
-      }
-      ids.add(id);
-    }
-  }
-  return [...ids];
-}

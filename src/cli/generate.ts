@@ -1,7 +1,6 @@
 // `vlmscope generate`: a text prompt and an image in, the model's answer out (streamed to stdout as it is
 // produced, or one JSON object with --json), the way LlavaProcessor + generate do it in Hugging Face.
 
-import { stat } from 'node:fs/promises';
 import { Command, InvalidArgumentError } from 'commander';
 import { acquireGpu } from '../gpu/device.js';
 import { GpuContext } from '../gpu/context.js';
@@ -13,7 +12,7 @@ import { parseInterventions } from '../interp/spec.js';
 import { generate, type GenerateResult } from '../generate/generate.js';
 import { SamplingError, validateSampling, type SamplingOptions } from '../generate/sampling.js';
 import { readJsonFile } from './files.js';
-import { dtypeOption, loadModel, modelOption } from './load.js';
+import { dtypeOption, loadModel, modelOption, checkFolder, eosIds } from './load.js';
 import { UsageError } from './errors.js';
 
 interface GenerateOptions {
@@ -166,38 +165,6 @@ function samplingOptions(o: GenerateOptions): SamplingOptions {
   } catch (e) {
     throw e instanceof SamplingError ? new UsageError(e.message) : e;
   }
-}
-
-async function checkFolder(dir: string): Promise<void> {
-  let isDir: boolean;
-  try {
-    isDir = (await stat(dir)).isDirectory();
-  } catch {
-    throw new Error(`model folder ${dir} does not exist; give --model a Hugging Face LLaVA folder (config.json, *.safetensors, tokenizer.json)`);
-  }
-  if (!isDir) throw new Error(`--model ${dir} is a file; give the folder that holds config.json, *.safetensors and tokenizer.json`);
-}
-
-/** The tokenizer's EOS plus generation_config.json's eos_token_id (a number or a list), when present. */
-async function eosIds(dir: string, tokenizer: Tokenizer): Promise<number[]> {
-  const ids = new Set<number>();
-  if (tokenizer.eosTokenId != null) ids.add(tokenizer.eosTokenId);
-  const text = await nodeFolder(dir).readText('generation_config.json');
-  if (text !== null) {
-    let eos: unknown;
-    try {
-      eos = (JSON.parse(text) as { eos_token_id?: unknown }).eos_token_id;
-    } catch (e) {
-      throw new Error(`${dir}/generation_config.json is not valid JSON: ${(e as Error).message}`);
-    }
-    for (const id of Array.isArray(eos) ? eos : eos == null ? [] : [eos]) {
-      if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
-        throw new Error(`${dir}/generation_config.json: eos_token_id ${JSON.stringify(eos)} is not a token id or a list of them`);
-      }
-      ids.add(id);
-    }
-  }
-  return [...ids];
 }
 
 export function toJson(r: GenerateResult, promptTokens: number) {

@@ -1,10 +1,12 @@
-// Model loading shared by the commands: a progress bar on a terminal and the --dtype option.
+// Model loading shared by the commands: the model folder check, a progress bar on a terminal, --dtype, EOS ids.
 
+import { stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Option } from 'commander';
 import { fmtBytes, type GpuContext } from '../gpu/context.js';
-import type { FolderSource } from '../io/checkpoint.js';
+import { nodeFolder, type FolderSource } from '../io/checkpoint.js';
+import type { Tokenizer } from '../io/tokenizer.js';
 import { LlavaModel } from '../models/llava.js';
 import type { LoadProgress } from '../models/weights.js';
 import type { DType } from '../gpu/tensor.js';
@@ -69,4 +71,36 @@ export function progressBar(stream: NodeJS.WriteStream): { update: (p: LoadProgr
       if (drawn) stream.write('\r\x1b[K');
     },
   };
+}
+
+export async function checkFolder(dir: string): Promise<void> {
+  let isDir: boolean;
+  try {
+    isDir = (await stat(dir)).isDirectory();
+  } catch {
+    throw new Error(`model folder ${dir} does not exist; give --model a Hugging Face LLaVA folder (config.json, *.safetensors, tokenizer.json)`);
+  }
+  if (!isDir) throw new Error(`--model ${dir} is a file; give the folder that holds config.json, *.safetensors and tokenizer.json`);
+}
+
+/** The tokenizer's EOS plus generation_config.json's eos_token_id (a number or a list), as `generate` uses. */
+export async function eosIds(dir: string, tokenizer: Tokenizer): Promise<number[]> {
+  const ids = new Set<number>();
+  if (tokenizer.eosTokenId != null) ids.add(tokenizer.eosTokenId);
+  const text = await nodeFolder(dir).readText('generation_config.json');
+  if (text !== null) {
+    let eos: unknown;
+    try {
+      eos = (JSON.parse(text) as { eos_token_id?: unknown }).eos_token_id;
+    } catch (e) {
+      throw new Error(`${dir}/generation_config.json is not valid JSON: ${(e as Error).message}`);
+    }
+    for (const id of Array.isArray(eos) ? eos : eos == null ? [] : [eos]) {
+      if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
+        throw new Error(`${dir}/generation_config.json: eos_token_id ${JSON.stringify(eos)} is not a token id or a list of them`);
+      }
+      ids.add(id);
+    }
+  }
+  return [...ids];
 }
