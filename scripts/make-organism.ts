@@ -14,7 +14,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { iterateDataset, renderScene, sceneImagePath, type SyntheticItem } from '../src/eval/synthetic.js';
+import { COLOURS, SHAPES, iterateDataset, objectCovers, renderScene, sceneImagePath, type Scene, type SyntheticItem } from '../src/eval/synthetic.js';
 import { encodePng } from '../src/io/image.js';
 import { Tokenizer, type ChatMessage } from '../src/io/tokenizer.js';
 import { mulberry32 } from '../src/eval/synthetic.js';
@@ -54,8 +54,10 @@ async function main() {
 
   // 1. Training scenes and questions.
   const items: SyntheticItem[] = [];
+  const patchLabelsOf = new Map<string, { colour: number[]; shape: number[] }>();
   for (const s of iterateDataset({ seed, scenes, size: ORGANISM_ARCH.imageSize })) {
     await writeFile(join(work, sceneImagePath(s.id)), encodePng(renderScene(s.scene)));
+    patchLabelsOf.set(sceneImagePath(s.id), patchLabels(s.scene, patch));
     items.push(...s.items);
   }
   await writeFile(join(work, 'questions.jsonl'), items.map((i) => JSON.stringify(i)).join('\n') + '\n');
@@ -167,13 +169,48 @@ async function main() {
       ids = full;
     }
     longest = Math.max(longest, ids.length);
-    lines.push(JSON.stringify({ image, ids, spans, types }));
+    const labels = patchLabels_(patchLabelsOf, image);
+    lines.push(JSON.stringify({ image, ids, spans, types, patch_colour: labels.colour, patch_shape: labels.shape }));
   }
   await writeFile(join(work, 'train.jsonl'), lines.join('\n') + '\n');
   console.log(
     `wrote ${scenes} scenes, ${items.length} questions (${flat.length} with sub-questions) to ${work}; tokenizer ${tok.size} tokens ` +
       `(${bpe.merges.length} merges); longest conversation ${longest} tokens; folder ${out} (without weights)`,
   );
+}
+
+/**
+ * Per-patch targets for the trainer's auxiliary vision loss (dense supervision that teaches the ViT to see
+ * colour and shape per patch long before the sparse answer loss would): for each patch in row-major order, the
+ * colour (index into COLOURS) and shape (index into SHAPES) of the object covering most of its pixels, if it
+ * covers at least 1/8 of them; otherwise -1 (background, ignored by the colour loss; class "none" for shapes is
+ * SHAPES.length). Not shipped in the model: only the trainer reads them.
+ */
+function patchLabels(scene: Scene, patch: number): { colour: number[]; shape: number[] } {
+  const grid = scene.size / patch;
+  const colour: number[] = [];
+  const shape: number[] = [];
+  for (let gy = 0; gy < grid; gy++) {
+    for (let gx = 0; gx < grid; gx++) {
+      let best = -1;
+      let bestCount = 0;
+      scene.objects.forEach((o, k) => {
+        let n = 0;
+        for (let py = gy * patch; py < (gy + 1) * patch; py++) for (let px = gx * patch; px < (gx + 1) * patch; px++) if (objectCovers(o, px, py)) n++;
+        if (n > bestCount) [best, bestCount] = [k, n];
+      });
+      const o = best >= 0 && bestCount * 8 >= patch * patch ? scene.objects[best]! : null;
+      colour.push(o ? COLOURS.indexOf(o.colour) : -1);
+      shape.push(o ? SHAPES.indexOf(o.shape) : SHAPES.length);
+    }
+  }
+  return { colour, shape };
+}
+
+function patchLabels_(map: Map<string, { colour: number[]; shape: number[] }>, image: string) {
+  const labels = map.get(image);
+  if (!labels) throw new Error(`internal: no patch labels for ${image}`);
+  return labels;
 }
 
 function startsWith(a: number[], prefix: number[]): boolean {

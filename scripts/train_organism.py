@@ -28,6 +28,7 @@ from transformers import LlavaConfig, LlavaForConditionalGeneration
 def load_examples(work: str):
     images: dict[str, int] = {}
     pixels: list[np.ndarray] = []
+    patch_labels: list[tuple[list[int], list[int]]] = []
     examples = []
     with open(os.path.join(work, 'train.jsonl')) as f:
         for line in f:
@@ -37,12 +38,36 @@ def load_examples(work: str):
                 img = Image.open(os.path.join(work, ex['image'])).convert('RGB')
                 pixels.append(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())
             examples.append((images[ex['image']], ex['ids'], ex['spans'], ex['types']))
-    return torch.from_numpy(np.stack(pixels)), examples
+            if 'patch_colour' in ex and len(patch_labels) < len(pixels):
+                patch_labels.append((ex['patch_colour'], ex['patch_shape']))
+    labels = None
+    if len(patch_labels) == len(pixels):
+        labels = (torch.tensor([c for c, _ in patch_labels]), torch.tensor([s for _, s in patch_labels]))
+    return torch.from_numpy(np.stack(pixels)), examples, labels
 
 
 def normalise(u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     # CLIPImageProcessor on an image already at the input size: rescale by 1/255, then (x - mean) / std.
     return (u8.float() * (1.0 / 255.0) - mean[:, None, None]) / std[:, None, None]
+
+
+def remap_vocab(state: dict, init_tokenizer: str, out_tokenizer: str) -> dict:
+    # Continuing from weights whose tokenizer numbers the same tokens differently (the BPE merge order depends on
+    # corpus counts): permute the rows of the embedding and lm_head by token string.
+    old = json.load(open(init_tokenizer))
+    new = json.load(open(out_tokenizer))
+    ids_old = {t['content']: t['id'] for t in old.get('added_tokens', [])} | old['model']['vocab']
+    ids_new = {t['content']: t['id'] for t in new.get('added_tokens', [])} | new['model']['vocab']
+    if ids_old == ids_new:
+        return state
+    if set(ids_old) != set(ids_new):
+        raise SystemExit(f'--init: {init_tokenizer} and {out_tokenizer} have different token sets; cannot continue training')
+    perm = torch.tensor([ids_old[t] for t, _ in sorted(ids_new.items(), key=lambda kv: kv[1])])
+    print(f'--init: remapping {len(perm)} vocabulary rows from {init_tokenizer}', flush=True)
+    out = dict(state)
+    for k in ('model.language_model.embed_tokens.weight', 'lm_head.weight'):
+        out[k] = state[k][perm]
+    return out
 
 
 def batch_tensors(batch, pad_id: int):
@@ -70,6 +95,7 @@ def main():
     ap.add_argument('--minutes', type=float, default=0, help='stop early after this many minutes (0 = no limit)')
     ap.add_argument('--init', help='start from these weights (a model.safetensors of the same architecture) to continue training')
     ap.add_argument('--device', default='cpu', help="torch device, e.g. 'cuda' on a GPU machine")
+    ap.add_argument('--aux', type=float, default=0.5, help='weight of the auxiliary per-patch colour/shape loss on the vision features (0 = off)')
     ap.add_argument('--reference', help='folder to write reference.json (trainer logits on 3 held-out examples) and their images into')
     args = ap.parse_args()
 
@@ -87,7 +113,11 @@ def main():
     if args.init:
         from safetensors.torch import load_file
 
-        missing, unexpected = model.load_state_dict({k: v.float() for k, v in load_file(args.init).items()}, strict=False)
+        init_state = {k: v.float() for k, v in load_file(args.init).items()}
+        init_tok = os.path.join(os.path.dirname(args.init), 'tokenizer.json')
+        if os.path.exists(init_tok):
+            init_state = remap_vocab(init_state, init_tok, os.path.join(args.out, 'tokenizer.json'))
+        missing, unexpected = model.load_state_dict(init_state, strict=False)
         if missing or unexpected:
             raise SystemExit(f'--init {args.init} does not match the architecture: missing {missing[:5]}, unexpected {unexpected[:5]}')
         print(f'initialised from {args.init}', flush=True)
@@ -98,13 +128,44 @@ def main():
     std = torch.tensor(pp['image_std'], dtype=torch.float32)
     pad_id = cfg_json['pad_token_id']
 
-    pixels, examples = load_examples(args.work)
+    pixels, examples, patch_labels = load_examples(args.work)
+
+    # Auxiliary vision loss (training only, not shipped): linear heads read the colour and the shape of the
+    # object under each patch from the features the projector receives (vision_feature_layer). Dense per-patch
+    # supervision teaches the ViT to bind colour and shape per location far sooner than the answer loss alone.
+    aux_heads = None
+    captured: dict[str, torch.Tensor] = {}
+    if args.aux > 0 and patch_labels is not None:
+        vt = model.model.vision_tower
+        layer = cfg_json.get('vision_feature_layer', -2)
+        n_layers = len(vt.encoder.layers)
+        # hidden_states[k] is the output of encoder layer k - 1 (hidden_states[0] = embeddings).
+        idx = (layer if layer >= 0 else n_layers + 1 + layer) - 1
+        if idx < 0:
+            raise SystemExit('--aux needs vision_feature_layer past the embeddings')
+
+        def grab(_module, _inputs, output):
+            captured['features'] = output[0] if isinstance(output, tuple) else output
+
+        vt.encoder.layers[idx].register_forward_hook(grab)
+        width = cfg_json['vision_config']['hidden_size']
+        aux_heads = torch.nn.ModuleDict({'colour': torch.nn.Linear(width, 8), 'shape': torch.nn.Linear(width, 4)}).to(device)
+        print(f'auxiliary per-patch loss (weight {args.aux}) on vision encoder layer {idx}', flush=True)
+
+    def aux_loss(image_indices):
+        feats = captured['features'][:, 1:]  # drop CLS
+        colour = patch_labels[0][image_indices].to(device)
+        shape = patch_labels[1][image_indices].to(device)
+        lc = torch.nn.functional.cross_entropy(aux_heads['colour'](feats).flatten(0, 1), colour.flatten(), ignore_index=-1)
+        ls = torch.nn.functional.cross_entropy(aux_heads['shape'](feats).flatten(0, 1), shape.flatten())
+        return lc + ls
     held = examples[-128:]
     train = examples[:-128]
     n_params = sum(p.numel() for p in model.parameters())
     print(f'{len(train)} training conversations over {pixels.shape[0]} images, {len(held)} held out; {n_params / 1e6:.2f}M parameters', flush=True)
 
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    params = list(model.parameters()) + (list(aux_heads.parameters()) if aux_heads is not None else [])
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, args.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps)))
@@ -138,6 +199,7 @@ def main():
     order = rng.permutation(len(train))
     at = 0
     losses = []
+    aux_losses = []
     for step in range(args.steps):
         if at + args.batch > len(order):
             order = rng.permutation(len(train))
@@ -147,16 +209,24 @@ def main():
         ids, mask, labels = batch_tensors(b, pad_id)
         pv = normalise(pixels[[e[0] for e in b]], mean, std)
         loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), pixel_values=pv.to(device), labels=labels.to(device)).loss
+        total = loss
+        if aux_heads is not None:
+            aux = aux_loss(torch.tensor([e[0] for e in b]))
+            aux_losses.append(aux.item())
+            total = loss + args.aux * aux
         opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         losses.append(loss.item())
         if (step + 1) % 100 == 0 or step == args.steps - 1:
             acc, by_type = held_accuracy() if (step + 1) % 500 == 0 or step == args.steps - 1 else (None, None)
             elapsed = time.time() - t0
-            msg = f'step {step + 1}/{args.steps} loss {np.mean(losses[-100:]):.4f} lr {sched.get_last_lr()[0]:.2e} {elapsed / 60:.1f} min'
+            msg = f'step {step + 1}/{args.steps} loss {np.mean(losses[-100:]):.4f}'
+            if aux_losses:
+                msg += f' aux {np.mean(aux_losses[-100:]):.4f}'
+            msg += f' lr {sched.get_last_lr()[0]:.2e} {elapsed / 60:.1f} min'
             if acc is not None:
                 msg += f' held-out answer accuracy {acc:.3f} {by_type}'
             print(msg, flush=True)
@@ -176,6 +246,7 @@ def main():
         'conversations_seen': (step + 1) * args.batch,
         'train_conversations': len(train),
         'final_loss': round(final_loss, 4),
+        'final_aux_loss': round(float(np.mean(aux_losses[-100:])), 4) if aux_losses else None,
         'held_out_teacher_forced_accuracy': round(acc, 4),
         'held_out_by_type': by_type,
         'minutes': round((time.time() - t0) / 60, 1),
