@@ -1,20 +1,30 @@
-// Bundles the CLI, the library and the benchmark for Node. WGSL files are inlined as text so the
-// bundle has no file-system lookups for shaders (the same sources go into the browser bundle).
+// Bundles the CLI, the library and the benchmark for Node, and the library and the attention lab page for the
+// browser. WGSL files are inlined as text, so no bundle looks shaders up on a file system. The browser bundles
+// keep Node-only modules external: they are only reached through dynamic imports on Node code paths
+// (nodeFolder, Dawn), never executed in a page.
 import { build } from 'esbuild';
 
 const common = {
   bundle: true,
-  platform: 'node',
   format: 'esm',
-  target: 'node20',
   sourcemap: true,
   loader: { '.wgsl': 'text' },
-  packages: 'external',
   logLevel: 'warning',
 };
 
-await build({
-  ...common,
-  entryPoints: { cli: 'src/cli/main.ts', index: 'src/index.ts', bench: 'scripts/bench.ts' },
-  outdir: 'dist',
-});
+const browser = { ...common, platform: 'browser', target: 'es2022', external: ['node:*', 'webgpu'] };
+
+await Promise.all([
+  build({
+    ...common,
+    platform: 'node',
+    target: 'node20',
+    packages: 'external',
+    entryPoints: { cli: 'src/cli/main.ts', index: 'src/index.ts', bench: 'scripts/bench.ts' },
+    outdir: 'dist',
+  }),
+  // The library for pages and web apps: `import { LlavaModel, acquireGpu, urlFolder } from './vlmscope.browser.js'`.
+  build({ ...browser, entryPoints: { 'vlmscope.browser': 'src/index.ts' }, outdir: 'dist' }),
+  // The attention lab page (web/index.html loads dist/app.js).
+  build({ ...browser, entryPoints: { app: 'web/app.ts' }, outdir: 'web/dist' }),
+]);

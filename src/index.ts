@@ -1,6 +1,6 @@
 // vlmscope library entry point.
 export { acquireGpu, NoGpuError, type Gpu, type GpuLimits } from './gpu/device.js';
-export { GpuContext, Recorder } from './gpu/context.js';
+export { GpuContext, Recorder, fmtBytes } from './gpu/context.js';
 export { Tensor, type DType } from './gpu/tensor.js';
 export * from './io/safetensors.js';
 export * from './io/checkpoint.js';
@@ -24,3 +24,7 @@ export * from './interp/probes.js';
 export * from './interp/probe-cpu.js';
 export { fitLogisticGpu, fitProbeBatchGpu, recordProbeBatch, probeWorkgroupSize, type ProbeBatchArgs, type ProbeGpuOptions, type ProbeWorkgroupSize } from '../kernels/probe.js';
 export * from './interp/ablation.js';
+export * from './interp/attention-map.js';
+export * from './io/cached-folder.js';
+export { eosTokenIds } from './generate/eos.js';
+export * from './eval/synthetic.js';

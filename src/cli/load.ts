@@ -7,6 +7,7 @@ import { Option } from 'commander';
 import { fmtBytes, type GpuContext } from '../gpu/context.js';
 import { nodeFolder, type FolderSource } from '../io/checkpoint.js';
 import type { Tokenizer } from '../io/tokenizer.js';
+import { eosTokenIds } from '../generate/eos.js';
 import { LlavaModel } from '../models/llava.js';
 import type { LoadProgress } from '../models/weights.js';
 import type { DType } from '../gpu/tensor.js';
@@ -83,24 +84,7 @@ export async function checkFolder(dir: string): Promise<void> {
   if (!isDir) throw new Error(`--model ${dir} is a file; give the folder that holds config.json, *.safetensors and tokenizer.json`);
 }
 
-/** The tokenizer's EOS plus generation_config.json's eos_token_id (a number or a list), as `generate` uses. */
+/** The tokenizer's EOS plus generation_config.json's eos_token_id, as `generate` uses (src/generate/eos.ts). */
 export async function eosIds(dir: string, tokenizer: Tokenizer): Promise<number[]> {
-  const ids = new Set<number>();
-  if (tokenizer.eosTokenId != null) ids.add(tokenizer.eosTokenId);
-  const text = await nodeFolder(dir).readText('generation_config.json');
-  if (text !== null) {
-    let eos: unknown;
-    try {
-      eos = (JSON.parse(text) as { eos_token_id?: unknown }).eos_token_id;
-    } catch (e) {
-      throw new Error(`${dir}/generation_config.json is not valid JSON: ${(e as Error).message}`);
-    }
-    for (const id of Array.isArray(eos) ? eos : eos == null ? [] : [eos]) {
-      if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
-        throw new Error(`${dir}/generation_config.json: eos_token_id ${JSON.stringify(eos)} is not a token id or a list of them`);
-      }
-      ids.add(id);
-    }
-  }
-  return [...ids];
+  return eosTokenIds(nodeFolder(dir), tokenizer);
 }

@@ -6,8 +6,8 @@
 // that completes one, that token stays in `tokenIds`, and the returned text is cut before the stop string.
 // Streamed text never shows the stop string: the tail that could start one is held back until it cannot.
 
-import type { LlavaModel } from '../models/llava.js';
-import type { InterventionSpec } from '../interp/spec.js';
+import type { LlavaModel, RunResult } from '../models/llava.js';
+import type { CaptureSpec, InterventionSpec } from '../interp/spec.js';
 import { TextStreamer, type Tokenizer } from '../io/tokenizer.js';
 import { createSampler, validateSampling, type SamplingOptions } from './sampling.js';
 
@@ -28,6 +28,8 @@ export interface GenerateArgs {
   /** Receives the text as it is produced; the chunks concatenate to `text`. */
   onText?: (chunk: string) => void;
   interventions?: InterventionSpec;
+  /** Record these tensors of the prompt's forward (prefill), e.g. attention patterns at the last prompt row. */
+  capture?: CaptureSpec;
 }
 
 export type StopReason = 'eos' | 'stop_string' | 'max_tokens';
@@ -39,6 +41,8 @@ export interface GenerateResult {
   tokenIds: number[];
   stoppedBy: StopReason;
   timings: { prefillMs: number; decodeMs: number; decodeSteps: number; tokensPerSecond: number };
+  /** What `capture` asked for, from the prefill (absent without `capture`). */
+  captured?: Pick<RunResult, 'logits' | 'pattern' | 'z' | 'residual' | 'imageFeatures'>;
 }
 
 export async function generate(model: LlavaModel, args: GenerateArgs): Promise<GenerateResult> {
@@ -92,6 +96,7 @@ export async function generate(model: LlavaModel, args: GenerateArgs): Promise<G
     ids: prompt,
     pixelValues: args.pixelValues,
     interventions: args.interventions,
+    capture: args.capture,
     maxNewTokens,
     stopTokens: eos,
     onToken,
@@ -124,6 +129,7 @@ export async function generate(model: LlavaModel, args: GenerateArgs): Promise<G
     tokenIds,
     stoppedBy,
     timings: { prefillMs, decodeMs, decodeSteps, tokensPerSecond: decodeSteps > 0 && decodeMs > 0 ? (decodeSteps * 1000) / decodeMs : 0 },
+    ...(args.capture ? { captured: { logits: r.logits, pattern: r.pattern, z: r.z, residual: r.residual, imageFeatures: r.imageFeatures } } : {}),
   };
 }
 

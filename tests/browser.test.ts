@@ -1,0 +1,172 @@
+// The attention lab page (web/) in a real headless Chromium on SwiftShader WebGPU (Playwright, Debian's chromium
+// binary, no browser download): it loads the shipped organism, answers the example question with the same greedy
+// tokens as the Node engine, an ablation changes the answer exactly as in Node, weights come from the browser
+// cache on the second visit, device loss and missing WebGPU give messages instead of a frozen page. A screenshot
+// of the heatmap lands in test-artifacts/attention-lab.png.
+
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Server } from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { LlavaModel } from '../src/models/llava.js';
+import { LlavaProcessor } from '../src/models/llava-processor.js';
+import { Tokenizer } from '../src/io/tokenizer.js';
+import { nodeFolder } from '../src/io/checkpoint.js';
+import { decodeImage } from '../src/io/image.js';
+import { parseInterventions } from '../src/interp/spec.js';
+import { generate } from '../src/generate/generate.js';
+import { eosTokenIds } from '../src/generate/eos.js';
+import { gpuContext } from './helpers/gpu.js';
+import { REPO_ROOT } from './helpers/fixtures.js';
+// @ts-expect-error: a plain .mjs script without type declarations
+import { startServer } from '../scripts/serve-web.mjs';
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const ARTIFACTS = join(REPO_ROOT, 'test-artifacts');
+const ORGANISM = join(REPO_ROOT, 'weights/organism');
+const QUESTION = readFileSync(join(REPO_ROOT, 'examples/scene-question.txt'), 'utf8').trim();
+
+/** Waits until the page is ready after a run that produced tokens, and returns them. */
+async function answerTokens(page: Page, previous?: string): Promise<number[]> {
+  await page.waitForFunction(
+    (prev) => {
+      const s = document.body.dataset.state;
+      if (s === 'error' || s === 'no-webgpu' || s === 'lost') return true;
+      const t = document.getElementById('answer')!.dataset.tokens;
+      return s === 'ready' && t !== '[]' && t !== prev;
+    },
+    previous ?? null,
+    { timeout: 120_000 },
+  );
+  const state = await page.evaluate(() => document.body.dataset.state);
+  if (state !== 'ready') throw new Error(`page is in state ${state}: ${await page.textContent('#alert-text')}`);
+  return JSON.parse((await page.getAttribute('#answer', 'data-tokens'))!);
+}
+
+describe('attention lab in headless Chromium (WebGPU on SwiftShader)', () => {
+  let server: Server;
+  let base: string;
+  let browser: Browser;
+  let nodeTokens: number[];
+  let ablatedLayer: number;
+  let nodeAblatedTokens: number[];
+  let tokenizer: Tokenizer;
+
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}: run scripts/setup.sh (apt-get install chromium) or set CHROMIUM_PATH`);
+    if (!existsSync(join(REPO_ROOT, 'web/dist/app.js'))) throw new Error('web/dist/app.js is missing: run `npm run build`');
+    ({ server, url: base } = await startServer({ port: 0 }));
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader', '--no-sandbox', '--disable-background-networking', '--disable-dev-shm-usage'],
+    });
+
+    // The Node engine on the same input: the greedy tokens the page must reproduce, plain and with the first
+    // whole-layer ablation (from the last layer down) that changes them.
+    const ctx = await gpuContext();
+    const folder = nodeFolder(ORGANISM);
+    const model = await LlavaModel.load(ctx, folder);
+    tokenizer = await Tokenizer.fromFolder(folder);
+    const processor = new LlavaProcessor(tokenizer, model.cfg, model.processor);
+    const image = decodeImage(new Uint8Array(readFileSync(join(REPO_ROOT, 'examples/scene.png'))), 'scene.png');
+    const { ids, pixelValues } = processor.process(processor.formatPrompt(QUESTION, 1), [image]);
+    const eos = await eosTokenIds(folder, tokenizer);
+    const run = async (spec: unknown) =>
+      (await generate(model, { ids, pixelValues, maxNewTokens: 24, tokenizer, eosTokenIds: eos, interventions: parseInterventions(spec, model.dims) })).tokenIds;
+    nodeTokens = await run({});
+    for (ablatedLayer = model.dims.text.layers - 1; ablatedLayer >= 0; ablatedLayer--) {
+      const heads = Array.from({ length: model.dims.text.heads }, (_, head) => ({ tower: 'text', layer: ablatedLayer, head, scale: 0 }));
+      nodeAblatedTokens = await run({ head_scale: heads });
+      if (JSON.stringify(nodeAblatedTokens) !== JSON.stringify(nodeTokens)) break;
+    }
+    if (ablatedLayer < 0) throw new Error('no single-layer ablation changes the organism\'s answer to the example question');
+    model.destroy();
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    server?.close();
+  });
+
+  it('ships a browser bundle of the library without static Node imports', () => {
+    for (const f of ['dist/vlmscope.browser.js', 'web/dist/app.js']) {
+      const js = readFileSync(join(REPO_ROOT, f), 'utf8');
+      expect(js, f).not.toMatch(/^\s*import[^;]*from\s*["'](node:|fs|path|os|webgpu)["']/m);
+      expect(js, f).not.toMatch(/\brequire\(["']node:/);
+    }
+  });
+
+  it('loads the organism, answers like the Node engine, re-runs an ablation like Node, and draws the heatmap', async () => {
+    const page = await browser.newPage({ viewport: { width: 1200, height: 880 } });
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`${base}/web/`);
+    const tokens = await answerTokens(page);
+    expect(tokens).toEqual(nodeTokens);
+    expect((await page.textContent('#answer'))!.trim()).toBe(tokenizer.decode(nodeTokens, { skipSpecialTokens: true }).trim());
+    expect(await page.textContent('#limits')).toMatch(/max buffer .* max storage binding/);
+
+    // The head grid: one cell per text layer and head, each with its image-attention percentage.
+    const cells = await page.$$eval('#head-grid td', (tds) => tds.map((td) => td.textContent));
+    expect(cells).toHaveLength(4 * 8);
+    expect(cells.every((c) => /^\d+$/.test(c ?? ''))).toBe(true);
+
+    // Ablate a whole layer by clicking its label: the page re-runs and must give Node's ablated tokens.
+    await page.click(`#head-grid th.layer >> text=L${ablatedLayer}`);
+    const ablated = await answerTokens(page, JSON.stringify(tokens));
+    expect(ablated).toEqual(nodeAblatedTokens);
+    expect(await page.$$eval('#head-grid td.ablated', (tds) => tds.length)).toBe(8);
+    const spec = JSON.parse((await page.textContent('#spec'))!);
+    expect(spec.head_scale).toHaveLength(8);
+
+    // Back to normal, then a head-by-head heatmap selection; screenshot for people to look at.
+    await page.click(`#head-grid th.layer >> text=L${ablatedLayer}`);
+    expect(await answerTokens(page, JSON.stringify(ablated))).toEqual(nodeTokens);
+    await page.selectOption('#head-select', '1');
+    mkdirSync(ARTIFACTS, { recursive: true });
+    const shot = join(ARTIFACTS, 'attention-lab.png');
+    await page.screenshot({ path: shot, fullPage: true });
+    expect(statSync(shot).size).toBeGreaterThan(20_000);
+    // The canvas shows the image with a heatmap: many distinct colours, not a blank.
+    const colours = await page.$eval('#view', (c) => {
+      const d = (c as HTMLCanvasElement).getContext('2d')!.getImageData(0, 0, 384, 384).data;
+      const seen = new Set<number>();
+      for (let i = 0; i < d.length; i += 4) seen.add((d[i]! << 16) | (d[i + 1]! << 8) | d[i + 2]!);
+      return seen.size;
+    });
+    expect(colours).toBeGreaterThan(50);
+    expect(errors).toEqual([]);
+
+    // Second visit: the weights come from the Cache API, and the answer is the same.
+    await page.reload();
+    expect(await answerTokens(page)).toEqual(nodeTokens);
+    expect(Number(await page.getAttribute('#model-info', 'data-cached-files'))).toBeGreaterThan(0);
+
+    // Device loss: a message and a restart button, not a frozen page; restarting answers again.
+    await page.evaluate(() => window.vlmscopeLab.loseDevice());
+    await page.waitForFunction(() => document.body.dataset.state === 'lost', null, { timeout: 30_000 });
+    expect(await page.textContent('#alert-text')).toMatch(/GPU device was lost/);
+    await page.click('#restart');
+    expect(await answerTokens(page)).toEqual(nodeTokens);
+    await page.close();
+  });
+
+  it('says clearly when WebGPU is missing or a model cannot be loaded', async () => {
+    const page = await browser.newPage();
+    await page.addInitScript(() => {
+      // A browser without WebGPU.
+      delete (Navigator.prototype as unknown as { gpu?: unknown }).gpu;
+    });
+    await page.goto(`${base}/web/`);
+    await page.waitForFunction(() => document.body.dataset.state === 'no-webgpu', null, { timeout: 30_000 });
+    expect(await page.textContent('#alert-text')).toMatch(/no WebGPU/);
+    await page.close();
+
+    const page2 = await browser.newPage();
+    await page2.goto(`${base}/web/?model=../weights/no-such-model/`);
+    await page2.waitForFunction(() => document.body.dataset.state === 'error', null, { timeout: 60_000 });
+    expect(await page2.textContent('#alert-text')).toMatch(/Could not load .*no-such-model.*config\.json/);
+    await page2.close();
+  });
+});

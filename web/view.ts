@@ -1,0 +1,72 @@
+// Drawing the image (as the model saw it) with the attention heatmap of one layer / head on top, and turning
+// whatever the user gives (file, drop, synthetic scene) into the RgbImage the processor takes.
+
+import { decodeImage, generateScene, imageAttention, meanOf, overlayHeatmap, gridSide, renderScene, sceneQuestions, type ImageSpan, type PatternCaptured, type RgbImage } from '../src/index.js';
+
+/** Draws `img` scaled to the canvas (nearest neighbour), with the heatmap of `values` over it when given. */
+export function drawImage(canvas: HTMLCanvasElement, img: RgbImage, values: Float32Array | null): void {
+  const src = document.createElement('canvas');
+  src.width = img.width;
+  src.height = img.height;
+  const sctx = src.getContext('2d')!;
+  const data = sctx.createImageData(img.width, img.height);
+  for (let i = 0; i < img.width * img.height; i++) {
+    data.data[i * 4] = img.data[i * 3]!;
+    data.data[i * 4 + 1] = img.data[i * 3 + 1]!;
+    data.data[i * 4 + 2] = img.data[i * 3 + 2]!;
+    data.data[i * 4 + 3] = 255;
+  }
+  sctx.putImageData(data, 0, 0);
+  const ctx = canvas.getContext('2d')!;
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(src, 0, 0, canvas.width, canvas.height);
+  if (values) {
+    const px = ctx.getImageData(0, 0, canvas.width, canvas.height);
+    overlayHeatmap(px.data, canvas.width, canvas.height, values, gridSide(values.length));
+    ctx.putImageData(px, 0, 0);
+  }
+}
+
+/** The heatmap values of one layer: one head's attention over the image tokens, or the mean over heads. */
+export function heatmapValues(patterns: readonly PatternCaptured[], span: ImageSpan, layer: number, head: number | null): Float32Array {
+  const p = patterns.find((c) => c.layer === layer);
+  if (!p) throw new Error(`no attention captured for layer ${layer}`);
+  const perHead = imageAttention(p, span);
+  return head === null ? meanOf(perHead) : perHead[head]!;
+}
+
+/**
+ * Decodes a picked or dropped image file. PNG and JPEG go through vlmscope's own decoders (the pixels Node
+ * sees for the same file); other formats the browser can show (WebP, GIF, BMP) through a canvas.
+ */
+export async function imageFromFile(file: File): Promise<RgbImage> {
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  const png = bytes[0] === 0x89 && bytes[1] === 0x50;
+  const jpg = bytes[0] === 0xff && bytes[1] === 0xd8;
+  if (png || jpg) return decodeImage(bytes, file.name);
+  let bitmap: ImageBitmap;
+  try {
+    bitmap = await createImageBitmap(file);
+  } catch {
+    throw new Error(`${file.name}: the browser cannot decode this file as an image`);
+  }
+  const c = new OffscreenCanvas(bitmap.width, bitmap.height);
+  const ctx = c.getContext('2d')!;
+  ctx.drawImage(bitmap, 0, 0);
+  const rgba = ctx.getImageData(0, 0, bitmap.width, bitmap.height).data;
+  const data = new Uint8Array(bitmap.width * bitmap.height * 3);
+  for (let i = 0; i < bitmap.width * bitmap.height; i++) {
+    data[i * 3] = rgba[i * 4]!;
+    data[i * 3 + 1] = rgba[i * 4 + 1]!;
+    data[i * 3 + 2] = rgba[i * 4 + 2]!;
+  }
+  return { width: bitmap.width, height: bitmap.height, data };
+}
+
+/** A synthetic scene of the organism's training distribution, and a spatial question about it. */
+export function syntheticScene(seed: number, size: number): { image: RgbImage; question: string } {
+  const scene = generateScene(seed, { size });
+  // Every scene has at least one unambiguous pair, so a spatial question always exists.
+  const [item] = sceneQuestions(scene, { sceneId: `seed${seed}`, types: ['spatial'], questionsPerScene: 1 });
+  return { image: renderScene(scene), question: item!.question };
+}
