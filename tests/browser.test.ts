@@ -27,16 +27,20 @@ const ARTIFACTS = join(REPO_ROOT, 'test-artifacts');
 const ORGANISM = join(REPO_ROOT, 'weights/organism');
 const QUESTION = readFileSync(join(REPO_ROOT, 'examples/scene-question.txt'), 'utf8').trim();
 
-/** Waits until the page is ready after a run that produced tokens, and returns them. */
-async function answerTokens(page: Page, previous?: string): Promise<number[]> {
+/** Completed runs so far (the page counts them on #answer). */
+async function runsDone(page: Page): Promise<number> {
+  return Number((await page.getAttribute('#answer', 'data-runs')) ?? 0);
+}
+
+/** Waits until the page has finished a run after `after` runs, and returns its answer tokens. */
+async function answerTokens(page: Page, after = 0): Promise<number[]> {
   await page.waitForFunction(
-    (prev) => {
+    (n) => {
       const s = document.body.dataset.state;
       if (s === 'error' || s === 'no-webgpu' || s === 'lost') return true;
-      const t = document.getElementById('answer')!.dataset.tokens;
-      return s === 'ready' && t !== '[]' && t !== prev;
+      return s === 'ready' && Number(document.getElementById('answer')!.dataset.runs ?? 0) > n;
     },
-    previous ?? null,
+    after,
     { timeout: 120_000 },
   );
   const state = await page.evaluate(() => document.body.dataset.state);
@@ -51,6 +55,7 @@ describe('attention lab in headless Chromium (WebGPU on SwiftShader)', () => {
   let nodeTokens: number[];
   let ablatedLayer: number;
   let nodeAblatedTokens: number[];
+  let nodeTempTokens: number[];
   let tokenizer: Tokenizer;
 
   beforeAll(async () => {
@@ -75,6 +80,7 @@ describe('attention lab in headless Chromium (WebGPU on SwiftShader)', () => {
     const run = async (spec: unknown) =>
       (await generate(model, { ids, pixelValues, maxNewTokens: 24, tokenizer, eosTokenIds: eos, interventions: parseInterventions(spec, model.dims) })).tokenIds;
     nodeTokens = await run({});
+    nodeTempTokens = await run({ image_temperature: { alpha: 0.5, queries: 'all' } });
     for (ablatedLayer = model.dims.text.layers - 1; ablatedLayer >= 0; ablatedLayer--) {
       const heads = Array.from({ length: model.dims.text.heads }, (_, head) => ({ tower: 'text', layer: ablatedLayer, head, scale: 0 }));
       nodeAblatedTokens = await run({ head_scale: heads });
@@ -113,16 +119,18 @@ describe('attention lab in headless Chromium (WebGPU on SwiftShader)', () => {
     expect(cells.every((c) => /^\d+$/.test(c ?? ''))).toBe(true);
 
     // Ablate a whole layer by clicking its label: the page re-runs and must give Node's ablated tokens.
+    const plainRuns = await runsDone(page);
     await page.click(`#head-grid th.layer >> text=L${ablatedLayer}`);
-    const ablated = await answerTokens(page, JSON.stringify(tokens));
+    const ablated = await answerTokens(page, plainRuns);
     expect(ablated).toEqual(nodeAblatedTokens);
     expect(await page.$$eval('#head-grid td.ablated', (tds) => tds.length)).toBe(8);
     const spec = JSON.parse((await page.textContent('#spec'))!);
     expect(spec.head_scale).toHaveLength(8);
 
     // Back to normal, then a head-by-head heatmap selection; screenshot for people to look at.
+    const before = await runsDone(page);
     await page.click(`#head-grid th.layer >> text=L${ablatedLayer}`);
-    expect(await answerTokens(page, JSON.stringify(ablated))).toEqual(nodeTokens);
+    expect(await answerTokens(page, before)).toEqual(nodeTokens);
     await page.selectOption('#head-select', '1');
     mkdirSync(ARTIFACTS, { recursive: true });
     const shot = join(ARTIFACTS, 'attention-lab.png');
@@ -147,8 +155,51 @@ describe('attention lab in headless Chromium (WebGPU on SwiftShader)', () => {
     await page.evaluate(() => window.vlmscopeLab.loseDevice());
     await page.waitForFunction(() => document.body.dataset.state === 'lost', null, { timeout: 30_000 });
     expect(await page.textContent('#alert-text')).toMatch(/GPU device was lost/);
+    const beforeRestart = await runsDone(page);
     await page.click('#restart');
+    expect(await answerTokens(page, beforeRestart)).toEqual(nodeTokens);
+    await page.close();
+  });
+
+  it('loads a picked model folder, an uploaded image and a probe file; the temperature slider runs like Node', async () => {
+    const page = await browser.newPage({ viewport: { width: 1200, height: 880 } });
+    // No default model: the user picks the folder.
+    await page.goto(`${base}/web/?model=../weights/no-such-model/`);
+    await page.waitForFunction(() => document.body.dataset.state === 'error', null, { timeout: 60_000 });
+    await page.setInputFiles('#model-files', ORGANISM);
     expect(await answerTokens(page)).toEqual(nodeTokens);
+    expect(await page.textContent('#model-info')).toMatch(/organism: 4 text layers x 8 heads/);
+
+    // An uploaded image (the same PNG) resets the answer; asking gives the same tokens.
+    await page.setInputFiles('#image-file', join(REPO_ROOT, 'examples/scene.png'));
+    await page.waitForFunction(() => document.getElementById('answer')!.dataset.tokens === '[]');
+    let runs = await runsDone(page);
+    await page.click('#ask');
+    expect(await answerTokens(page, runs)).toEqual(nodeTokens);
+
+    // Image temperature 0.5 on every query row: the Node engine's tokens under the same spec.
+    runs = await runsDone(page);
+    await page.$eval('#temperature', (el) => {
+      (el as HTMLInputElement).value = '0.5';
+      el.dispatchEvent(new Event('input'));
+    });
+    expect(await answerTokens(page, runs)).toEqual(nodeTempTokens);
+    expect(JSON.parse((await page.textContent('#spec'))!)).toEqual({ image_temperature: { alpha: 0.5, queries: 'all' } });
+
+    // A probe result colours the grid by function.
+    const probes = { layers: 4, heads: 8, functions: { spatial_perception: { top: [{ layer: 2, head: 4, rank: 0 }, { layer: 3, head: 1, rank: 1 }] }, decision: { top: [{ layer: 3, head: 6, rank: 0 }] } } };
+    await page.setInputFiles('#probe-file', { name: 'probes.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(probes)) });
+    await page.waitForFunction(() => (document.getElementById('grid-mode') as HTMLSelectElement).value === 'probe');
+    const titled = await page.$$eval('#head-grid td', (tds) => tds.filter((td) => /: (spatial_perception|decision)$/.test((td as HTMLElement).title)).map((td) => (td as HTMLElement).dataset.head));
+    expect(titled.sort()).toEqual(['2:4', '3:1', '3:6']);
+    expect(await page.textContent('#legend')).toMatch(/decision.*spatial_perception/);
+
+    // A random synthetic scene comes with a spatial question and is answered.
+    runs = await runsDone(page);
+    await page.click('#random-scene');
+    await answerTokens(page, runs);
+    expect(await page.inputValue('#question')).toMatch(/^Where is the .* in relation to the .*\?/);
+    expect((await page.textContent('#answer'))!.trim()).not.toBe('');
     await page.close();
   });
 

@@ -66,6 +66,7 @@ let probe: ProbeColouring | null = null;
 const scales: HeadScales = new Map();
 let selected: { layer: number; head: number | null } = { layer: 0, head: null };
 let runId = 0;
+let completedRuns = 0;
 
 function setState(s: PageState, status?: string): void {
   document.body.dataset.state = s;
@@ -190,6 +191,7 @@ async function run(): Promise<void> {
     last = r;
     ui.answer.textContent = r.text;
     ui.answer.dataset.tokens = JSON.stringify(r.tokenIds);
+    ui.answer.dataset.runs = String(++completedRuns);
     ui.answerMeta.textContent = `${r.tokenIds.length} token${r.tokenIds.length === 1 ? '' : 's'} in ${r.ms.toFixed(0)} ms; prompt ${r.promptIds.length} tokens (${r.span.length} image tokens)`;
     ui.spec.textContent = JSON.stringify(r.interventionJson, null, 1);
     setState('ready', 'Ready');

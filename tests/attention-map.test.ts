@@ -1,0 +1,93 @@
+// Attention maps from captured patterns (src/interp/attention-map.ts) and the lab page's head-grid logic
+// (web/head-grid.ts), on random captures checked against direct indexing.
+
+import { describe, expect, it } from 'vitest';
+import { gridSide, imageAttention, imageMass, imageSpans, meanOf, overlayHeatmap } from '../src/interp/attention-map.js';
+import type { PatternCaptured } from '../src/models/llava.js';
+import { nextScale, parseProbeFile } from '../web/head-grid.js';
+import { mulberry32 } from '../src/eval/synthetic.js';
+
+function randomPattern(layer: number, heads: number, rows: number[], keys: number, seed: number): PatternCaptured {
+  const r = mulberry32(seed);
+  const data = new Float32Array(heads * rows.length * keys);
+  for (let i = 0; i < data.length; i++) data[i] = r() + 0.01;
+  return { tower: 'text', layer, heads: Array.from({ length: heads }, (_, h) => h), rows, shape: [heads, rows.length, keys], data };
+}
+
+describe('attention maps', () => {
+  it('finds every run of image tokens', () => {
+    expect(imageSpans([1, 9, 9, 9, 5, 9, 9, 2], 9)).toEqual([
+      { start: 1, length: 3 },
+      { start: 5, length: 2 },
+    ]);
+    expect(imageSpans([1, 2, 3], 9)).toEqual([]);
+    expect(imageSpans([9], 9)).toEqual([{ start: 0, length: 1 }]);
+  });
+
+  it('takes the image columns of a captured row per head, and their sums as mass', () => {
+    const keys = 23;
+    const span = { start: 3, length: 9 };
+    const p = randomPattern(2, 5, [20, 22], keys, 7);
+    const att = imageAttention(p, span);
+    expect(att).toHaveLength(5);
+    for (let h = 0; h < 5; h++) {
+      for (let i = 0; i < span.length; i++) expect(att[h]![i]).toBe(p.data[(h * 2 + 1) * keys + span.start + i]);
+    }
+    const first = imageAttention(p, span, 0);
+    expect(first[4]![8]).toBe(p.data[(4 * 2 + 0) * keys + span.start + 8]);
+    const mass = imageMass([p, randomPattern(3, 5, [22], keys, 8)], span);
+    expect(mass).toHaveLength(2);
+    let want = 0;
+    for (let i = 0; i < span.length; i++) want += p.data[(3 * 2 + 1) * keys + span.start + i]!;
+    expect(mass[0]![3]).toBeCloseTo(want, 5);
+    expect(() => imageAttention(p, { start: 20, length: 9 })).toThrow(/outside the 23 keys/);
+    expect(() => imageAttention(p, span, 2)).toThrow(/not among the 2 captured rows/);
+  });
+
+  it('averages heads and checks the grid is square', () => {
+    const m = meanOf([new Float32Array([1, 2]), new Float32Array([3, 6])]);
+    expect([...m]).toEqual([2, 4]);
+    expect(gridSide(576)).toBe(24);
+    expect(() => gridSide(577)).toThrow(/square patch grid/);
+  });
+
+  it('overlays the hottest patch fully coloured and leaves zero-attention patches unchanged', () => {
+    const w = 6;
+    const px = new Uint8ClampedArray(w * w * 4).fill(100);
+    overlayHeatmap(px, w, w, [0, 0, 0, 1], 2);
+    expect([...px.slice(0, 3)]).toEqual([100, 100, 100]); // top-left patch: value 0
+    const br = ((w - 1) * w + (w - 1)) * 4; // bottom-right patch: the maximum -> viridis yellow blended at 0.8
+    expect(px[br]).toBeGreaterThan(200);
+    expect(px[br + 2]).toBeLessThan(100);
+  });
+});
+
+describe('lab head grid', () => {
+  it('cycles a head normal -> ablated -> gain -> normal', () => {
+    expect(nextScale(undefined)).toBe(0);
+    expect(nextScale(0)).toBe(2);
+    expect(nextScale(2)).toBe(1);
+    expect(nextScale(1)).toBe(0);
+  });
+
+  it('colours heads by the function whose top set ranks them best, and names bad probe files', () => {
+    const json = {
+      layers: 2,
+      heads: 3,
+      functions: {
+        spatial_perception: { top: [{ layer: 1, head: 2, rank: 0 }, { layer: 0, head: 0, rank: 1 }] },
+        decision: { top: [{ layer: 0, head: 0, rank: 0 }] },
+      },
+    };
+    const p = parseProbeFile(JSON.stringify(json), 'probes.json', 2, 3);
+    expect(p.functions).toEqual(['decision', 'spatial_perception']);
+    expect(p.byHead.get('1:2')).toBe('spatial_perception');
+    expect(p.byHead.get('0:0')).toBe('decision');
+    expect(p.byHead.size).toBe(2);
+    expect(() => parseProbeFile('{', 'p.json', 2, 3)).toThrow(/p\.json is not valid JSON/);
+    expect(() => parseProbeFile(JSON.stringify(json), 'p.json', 4, 8)).toThrow(/p\.json is for 2 layers x 3 heads, but the model has 4 x 8/);
+    const bad = { ...json, functions: { x: { top: [{ layer: 1, head: 7 }] } } };
+    expect(() => parseProbeFile(JSON.stringify(bad), 'p.json', 2, 3)).toThrow(/functions\.x\.top\[0\] names head 1\.7/);
+    expect(() => parseProbeFile('{"layers":2}', 'p.json', 2, 3)).toThrow(/no "functions"/);
+  });
+});
