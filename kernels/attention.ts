@@ -6,8 +6,20 @@ import type { GpuContext, Recorder } from '../src/gpu/context.js';
 import { Uniforms, fold, type BufferRef } from '../src/gpu/context.js';
 import type { Tensor } from '../src/gpu/tensor.js';
 
-const WG = 64;
-const MAX_HEAD_DIM = 4 * WG;
+/** Largest workgroup (threads per query row and head); each thread owns up to 4 of the head's dims. */
+const MAX_WG = 64;
+const MAX_HEAD_DIM = 4 * MAX_WG;
+
+/**
+ * Threads per (query row, head): the fewest that give every thread at most 4 dims, at least 16. Small heads get
+ * small workgroups: on CPU drivers (SwiftShader) every invocation of a workgroup with barriers is a coroutine,
+ * so a 64-thread workgroup for 16-dim heads was 4x the cost of a 16-thread one. Key chunks are WG long.
+ */
+export function attentionWorkgroup(headDim: number): number {
+  let wg = 16;
+  while (wg * 4 < headDim) wg *= 2;
+  return Math.min(wg, MAX_WG);
+}
 
 export interface AttentionArgs {
   /** Query rows: `rows` rows of [heads * headDim] starting at row `qRow` of `q`. */
@@ -83,7 +95,7 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
     name: 'attention',
     source,
     defines: { CAPTURE: capture, HEAD_VECTORS: !!vectors },
-    constants: { WG },
+    constants: { WG: attentionWorkgroup(a.headDim) },
     bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', 'write', capture ? 'write' : null, vectors ? 'read' : null],
   });
   const [tb, te] = a.tempRows ?? [0, 0];

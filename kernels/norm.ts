@@ -71,6 +71,7 @@ function norm(
     source: asm.source,
     defines: { ...asm.defines, RMS: fn === 'rmsNorm', HAS_BIAS: !!b },
     bindings: ['uniform', 'read', 'read', b ? 'read' : null, 'write'],
+    constants: normWorkgroup(D),
   });
   const u = new Uniforms()
     .u32(x.rows)
@@ -88,6 +89,11 @@ function norm(
     fold(x.rows, ctx.limits.maxComputeWorkgroupsPerDimension),
     `${fn} ${w.label}`,
   );
+}
+
+/** Threads per row: WG = PARTS^2, 64 up to 1024 columns (at most 16 values per thread), else 256. */
+export function normWorkgroup(cols: number): { WG: number; PARTS: number } {
+  return cols <= 1024 ? { WG: 64, PARTS: 8 } : { WG: 256, PARTS: 16 };
 }
 
 /** An f32 view inside its tensor; a written view's rows must not overlap. */

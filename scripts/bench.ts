@@ -1,6 +1,9 @@
 // `npm run bench`: prefill and decode times of the LLaVA forward on the tiny fixture and on a larger random
 // LLaVA-layout checkpoint generated here, and the cost of interventions and captures as ratios to a plain
-// run measured in the same process. Results go to bench-results/bench.json (and are printed).
+// run measured in the same process; the interpretability workflow's costs: activation collection per example on
+// the shipped organism (against plain answering of the same questions), and fitting every probe of a 32-layer x
+// 32-head model shape on synthetic features with the batched GPU kernel (against the CPU fit of the same
+// problem). Results go to bench-results/bench.json (and are printed).
 
 import { mkdtemp, mkdir, readFile, writeFile, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
@@ -12,8 +15,18 @@ import { LlavaModel, type RunInput } from '../src/models/llava.js';
 import { writeRandomLlava } from '../src/models/random-llava.js';
 import { decodeImage } from '../src/io/image.js';
 import { parseCapture, parseInterventions, type ModelDims } from '../src/interp/spec.js';
+import { encodePng } from '../src/io/image.js';
+import { nodeFolder } from '../src/io/checkpoint.js';
+import { Tokenizer } from '../src/io/tokenizer.js';
+import { iterateDataset, mulberry32, renderScene, sceneImagePath } from '../src/eval/synthetic.js';
+import { readQuestions } from '../src/eval/dataset.js';
+import { evaluate } from '../src/eval/evaluate.js';
+import { collectActivations } from '../src/interp/collect.js';
+import { fitProbes, type ProbeExample } from '../src/interp/probes.js';
 
 const REPS = Number(process.env.BENCH_REPS ?? 3);
+/** BENCH_ONLY=forward or BENCH_ONLY=interp runs one part. */
+const ONLY = process.env.BENCH_ONLY ?? '';
 const NEW_TOKENS = Number(process.env.BENCH_TOKENS ?? 16);
 
 function median(xs: number[]): number {
@@ -76,11 +89,86 @@ async function benchModel(label: string, ctx: GpuContext, dir: string, ids: numb
   return row;
 }
 
+/** `vlmscope collect` per example on the organism (pool: last prompt token), and plain answering of the same items. */
+async function benchCollect(ctx: GpuContext, organism: string) {
+  const dir = await mkdtemp(join(tmpdir(), 'vlmscope-bench-collect-'));
+  await mkdir(join(dir, 'images'));
+  const lines: string[] = [];
+  for (const s of iterateDataset({ seed: 4242, scenes: Number(process.env.BENCH_SCENES ?? 4), size: 64 })) {
+    await writeFile(join(dir, sceneImagePath(s.id)), encodePng(renderScene(s.scene)));
+    lines.push(...s.items.map((i) => JSON.stringify(i)));
+  }
+  await writeFile(join(dir, 'questions.jsonl'), lines.join('\n') + '\n');
+  const items = await readQuestions(join(dir, 'questions.jsonl'));
+  const model = await LlavaModel.load(ctx, organism);
+  const tokenizer = await Tokenizer.fromFolder(nodeFolder(organism));
+  await evaluate(model, tokenizer, items.slice(0, 2)); // warm-up
+  let t0 = performance.now();
+  const report = await evaluate(model, tokenizer, items);
+  const answerMs = (performance.now() - t0) / report.total;
+  t0 = performance.now();
+  const rows = await collectActivations(model, tokenizer, items, { pool: 'last_prompt', concatLayerMean: true });
+  const collectMs = (performance.now() - t0) / rows.length;
+  model.destroy();
+  await rm(dir, { recursive: true, force: true });
+  const row = {
+    task: 'collect z (organism, pool last, [z; layer mean], chained sub-questions)',
+    examples: rows.length,
+    collect_ms_per_example: +collectMs.toFixed(1),
+    answer_ms_per_question: +answerMs.toFixed(1),
+    collect_over_answer_ratio: +(collectMs / answerMs).toFixed(3),
+  };
+  console.log(JSON.stringify(row));
+  return row;
+}
+
+/** Every probe of a 32 x 32-head model shape (synthetic features), batched on the GPU, against the CPU fit. */
+async function benchProbes(ctx: GpuContext) {
+  const layers = 32;
+  const heads = 32;
+  const dim = Number(process.env.BENCH_PROBE_DIM ?? 32);
+  const rows = Number(process.env.BENCH_PROBE_ROWS ?? 96);
+  const iterations = Number(process.env.BENCH_PROBE_ITERS ?? 100);
+  const functions = ['low_level_perception', 'spatial_perception', 'relational_reasoning', 'decision'];
+  const rand = mulberry32(99);
+  const features = Float32Array.from({ length: rows * layers * heads * dim }, () => rand() * 2 - 1);
+  const examples: ProbeExample[] = Array.from({ length: rows }, (_, i) => ({ id: i, mainId: Math.floor(i / 4), function: functions[i % 4]!, correct: rand() < 0.8 }));
+  const opts = { features, layers, heads, dim, examples, seeds: [0], iterations };
+  await fitProbes(ctx, { ...opts, seeds: [1], iterations: 2 }); // warm-up: pipelines compiled
+  let t0 = performance.now();
+  const gpuResult = await fitProbes(ctx, opts);
+  const gpuMs = performance.now() - t0;
+  t0 = performance.now();
+  await fitProbes(null, opts);
+  const cpuMs = performance.now() - t0;
+  const probes = gpuResult.functions.length * layers * heads;
+  const row = {
+    task: `fit probes, ${layers} layers x ${heads} heads, dim ${dim}, ${rows} examples, ${functions.length} functions, ${iterations} iterations`,
+    probes,
+    gpu_ms: +gpuMs.toFixed(0),
+    cpu_ms: +cpuMs.toFixed(0),
+    gpu_speedup_over_cpu: +(cpuMs / gpuMs).toFixed(3),
+  };
+  console.log(JSON.stringify(row));
+  return row;
+}
+
 const repo = resolve(import.meta.dirname ?? '.', '..');
 const gpu = await acquireGpu();
 const ctx = new GpuContext(gpu);
-const rows = [];
+const rows: Record<string, unknown>[] = [];
 try {
+  if (ONLY !== 'interp') await benchForward();
+  // 3. The interpretability workflow.
+  if (ONLY !== 'forward') {
+    rows.push(await benchCollect(ctx, join(repo, 'weights/organism')));
+    rows.push(await benchProbes(ctx));
+  }
+} finally {
+  gpu.destroy();
+}
+
+async function benchForward() {
   // 1. The tiny fixture.
   const fixture = [resolve(repo, '../shared/fixtures/tiny-llava'), resolve(repo, 'tests/fixtures/tiny-llava')].find((d) => existsSync(d))!;
   const golden = JSON.parse(await readFile(join(fixture, 'golden.json'), 'utf8'));
@@ -104,8 +192,6 @@ try {
   big.destroy();
   rows.push(await benchModel('random llava (vision 256x4, text 512x4)', ctx, dir, ids, pixels));
   await rm(dir, { recursive: true, force: true });
-} finally {
-  gpu.destroy();
 }
 await mkdir(join(repo, 'bench-results'), { recursive: true });
 const out = { date: new Date().toISOString(), adapter: gpu.adapterName, reps: REPS, new_tokens: NEW_TOKENS, results: rows };

@@ -135,8 +135,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
       acc[c] *= correction;
     }
+    // Each thread exponentiates its own key once (not every thread every key: on CPU drivers that redundant
+    // exp dominated the kernel), then all read the probabilities.
+    workgroupBarrier();
+    scores[t] = exp(s - m_new);
+    workgroupBarrier();
     for (var j = 0u; j < n_here; j++) {
-      let pj = exp(scores[j] - m_new);
+      let pj = scores[j];
       l += pj;
       let vb = (kc + j) * p.kv_stride + kv_base;
       for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {

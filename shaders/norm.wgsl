@@ -23,9 +23,10 @@ struct Params {
 #endif
 @group(0) @binding(4) var<storage, read_write> y: array<f32>; // [rows, cols] output (never aliases x)
 
-const WG: u32 = 256u;
-
-const PARTS: u32 = 16u; // WG = PARTS * PARTS
+// Threads per row, chosen by the launcher: 64 for rows up to 1024 columns (CPU drivers such as SwiftShader run
+// a workgroup's invocations as coroutines, so idle threads and barriers cost real time), 256 above.
+override WG: u32 = 256u;
+override PARTS: u32 = 16u; // WG = PARTS * PARTS
 
 var<workgroup> red: array<f32, WG>;
 var<workgroup> partial: array<f32, PARTS>;

@@ -87,6 +87,7 @@ describe('attention kernel vs float64 reference', () => {
     { rows: 17, heads: 6, kvHeads: 2, headDim: 24, nKeys: 17, causal: false, pos0: 0, temp: [0, 17] }, // GQA, non-causal (vision)
     { rows: 1, heads: 8, kvHeads: 2, headDim: 64, nKeys: 150, causal: true, pos0: 149, temp: [0, 1] }, // decode step, GQA
     { rows: 70, heads: 3, kvHeads: 1, headDim: 130, nKeys: 200, causal: true, pos0: 130 }, // chunked prefill, D > WG
+    { rows: 9, heads: 4, kvHeads: 2, headDim: 100, nKeys: 75, causal: true, pos0: 66 }, // 32-thread workgroups, keys cross 3 chunks
     { rows: 3, heads: 2, kvHeads: 2, headDim: 256, nKeys: 131, causal: false, pos0: 0 }, // D at the limit, keys cross chunks
     // Head vectors: heads mix plain, scaled, mean-ablated, steered per scope, and ablated + scaled + steered.
     { rows: 29, heads: 8, kvHeads: 2, headDim: 16, nKeys: 29, causal: true, pos0: 0, temp: [28, 29], vectors: true, steer: [[0, 29], [28, 29], [0, 0]] }, // prefill, GQA
