@@ -70,6 +70,17 @@ def remap_vocab(state: dict, init_tokenizer: str, out_tokenizer: str) -> dict:
     return out
 
 
+def save_weights(model, out: str) -> dict:
+    # f16 weights under the transformers state-dict names (model.language_model.*, model.vision_tower.*,
+    # model.multi_modal_projector.*, lm_head.*), which vlmscope reads like the legacy llava-hf names. Written to a
+    # temporary name and renamed, so a stop mid-write never leaves a truncated file.
+    state = {k: v.detach().to('cpu', torch.float16).contiguous() for k, v in model.state_dict().items()}
+    tmp = os.path.join(out, 'model.safetensors.tmp')
+    save_file(state, tmp, metadata={'format': 'pt'})
+    os.replace(tmp, os.path.join(out, 'model.safetensors'))
+    return state
+
+
 def batch_tensors(batch, pad_id: int):
     length = max(len(ids) for _, ids, _, _ in batch)
     input_ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
@@ -96,6 +107,7 @@ def main():
     ap.add_argument('--init', help='start from these weights (a model.safetensors of the same architecture) to continue training')
     ap.add_argument('--device', default='cpu', help="torch device, e.g. 'cuda' on a GPU machine")
     ap.add_argument('--aux', type=float, default=0.5, help='weight of the auxiliary per-patch colour/shape loss on the vision features (0 = off)')
+    ap.add_argument('--save-every', type=int, default=250, help='write model.safetensors every N steps, so a stopped run keeps its progress')
     ap.add_argument('--reference', help='folder to write reference.json (trainer logits on 3 held-out examples) and their images into')
     args = ap.parse_args()
 
@@ -149,7 +161,12 @@ def main():
 
         vt.encoder.layers[idx].register_forward_hook(grab)
         width = cfg_json['vision_config']['hidden_size']
-        aux_heads = torch.nn.ModuleDict({'colour': torch.nn.Linear(width, 8), 'shape': torch.nn.Linear(width, 4)}).to(device)
+        grid = cfg_json['vision_config']['image_size'] // cfg_json['vision_config']['patch_size']
+        aux_heads = torch.nn.ModuleDict(
+            {'colour': torch.nn.Linear(width, 8), 'shape': torch.nn.Linear(width, 4), 'row': torch.nn.Linear(width, grid), 'col': torch.nn.Linear(width, grid)}
+        ).to(device)
+        patch_row = (torch.arange(grid * grid) // grid).to(device)
+        patch_col = (torch.arange(grid * grid) % grid).to(device)
         print(f'auxiliary per-patch loss (weight {args.aux}) on vision encoder layer {idx}', flush=True)
 
     def aux_loss(image_indices):
@@ -158,7 +175,12 @@ def main():
         shape = patch_labels[1][image_indices].to(device)
         lc = torch.nn.functional.cross_entropy(aux_heads['colour'](feats).flatten(0, 1), colour.flatten(), ignore_index=-1)
         ls = torch.nn.functional.cross_entropy(aux_heads['shape'](feats).flatten(0, 1), shape.flatten())
-        return lc + ls
+        # Where each patch is, kept linearly readable in the features the LLM receives: spatial answers need the
+        # position of the patches an attention head picks out, carried in their values.
+        n = feats.shape[0]
+        lr_ = torch.nn.functional.cross_entropy(aux_heads['row'](feats).flatten(0, 1), patch_row.repeat(n))
+        lcol = torch.nn.functional.cross_entropy(aux_heads['col'](feats).flatten(0, 1), patch_col.repeat(n))
+        return lc + ls + 0.5 * (lr_ + lcol)
     held = examples[-128:]
     train = examples[:-128]
     n_params = sum(p.numel() for p in model.parameters())
@@ -230,16 +252,15 @@ def main():
             if acc is not None:
                 msg += f' held-out answer accuracy {acc:.3f} {by_type}'
             print(msg, flush=True)
+            if args.save_every and (step + 1) % args.save_every == 0:
+                save_weights(model, args.out)
             if args.minutes and elapsed > args.minutes * 60:
                 print('time limit reached', flush=True)
                 break
 
     final_loss = float(np.mean(losses[-100:]))
     acc, by_type = held_accuracy()
-    # Store f16 weights under the transformers state-dict names (model.language_model.*, model.vision_tower.*,
-    # model.multi_modal_projector.*, lm_head.*), which vlmscope reads like the legacy llava-hf names.
-    state = {k: v.detach().to('cpu', torch.float16).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, os.path.join(args.out, 'model.safetensors'), metadata={'format': 'pt'})
+    state = save_weights(model, args.out)
     summary = {
         'steps': step + 1,
         'batch': args.batch,
