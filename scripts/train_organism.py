@@ -217,6 +217,14 @@ def main():
         model.train()
         return correct / total, {k: round(v[0] / v[1], 3) for k, v in sorted(by_type.items())}
 
+    if args.steps == 0:
+        # Only the trainer-parity reference of the weights given with --init.
+        if not (args.init and args.reference):
+            raise SystemExit('--steps 0 writes only the reference: give --init and --reference')
+        state = {k: v.detach().to('cpu', torch.float16).contiguous() for k, v in model.state_dict().items()}
+        write_reference(model, state, held[:3], pixels, mean, std, args)
+        return
+
     t0 = time.time()
     order = rng.permutation(len(train))
     at = 0

@@ -8,8 +8,7 @@ import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { acquireGpu } from '../gpu/device.js';
 import { GpuContext } from '../gpu/context.js';
-import { FileNotFoundError, openFileSource } from '../io/bytesource.js';
-import { SafetensorsError, readSafetensorsHeader, readTensorBytes } from '../io/safetensors.js';
+import { ActivationStoreError, readActivationStore, type ActivationStore } from '../interp/activation-store.js';
 import { DEFAULT_PROBE_SEEDS, DEFAULT_TEST_FRACTION, type ProbeExample, type ProbeResult, type HeadRanking, fitProbes, headsHeatmapPng, rankHeads } from '../interp/probes.js';
 import { PROBE_DEFAULTS } from '../interp/probe-cpu.js';
 import { readJsonFile, writeAtomic } from './files.js';
@@ -29,30 +28,7 @@ interface ProbeCliOptions {
   verbose?: boolean;
 }
 
-/** One example of the store's index.json. */
-export interface StoreExample {
-  id: string | number;
-  main_id: string | number;
-  function: string;
-  question?: string;
-  answer?: string;
-  prediction?: string;
-  correct: boolean;
-  row: number;
-}
 
-export interface ActivationStore {
-  dir: string;
-  model: unknown;
-  tower: unknown;
-  layers: number;
-  heads: number;
-  dim: number;
-  rows: number;
-  examples: StoreExample[];
-  /** [rows, layers, heads, dim] */
-  z: Float32Array;
-}
 
 const HEATMAP_RANGE: [number, number] = [0.5, 1];
 
@@ -178,81 +154,12 @@ async function runProbe(opts: ProbeCliOptions): Promise<void> {
   if (opts.verbose) process.stderr.write(`probe: ${((performance.now() - t0) / 1000).toFixed(1)} s in all (${result.backend})\n`);
 }
 
-/** Reads and checks an activation store; every problem is a one-line UsageError naming the file and field. */
+/** The store of `--activations DIR` (src/interp/activation-store.ts validates it); problems are one-line UsageErrors. */
 export async function readProbeStore(dir: string): Promise<ActivationStore> {
-  let isDir = false;
   try {
-    isDir = (await stat(dir)).isDirectory();
-  } catch {
-    throw new UsageError(`activation store ${dir} does not exist; give --activations the folder \`vlmscope collect\` wrote (index.json + activations.safetensors)`);
-  }
-  if (!isDir) throw new UsageError(`--activations ${dir} is a file; give the folder that holds index.json and activations.safetensors`);
-  const indexPath = join(dir, 'index.json');
-  const partsExist = await stat(join(dir, 'parts')).then(
-    (s) => s.isDirectory(),
-    () => false,
-  );
-  const indexExists = await stat(indexPath).then(
-    () => true,
-    () => false,
-  );
-  if (!indexExists && partsExist) throw new UsageError(`activation store ${dir} is not finished (no index.json, only parts/); rerun the same \`vlmscope collect\` to complete it`);
-  const index = (await readJsonFile(indexPath, 'activation index')) as Record<string, unknown>;
-  if (!index || typeof index !== 'object' || Array.isArray(index)) throw new UsageError(`${indexPath} must hold a JSON object`);
-  const dims = {} as Record<'layers' | 'heads' | 'dim', number>;
-  for (const k of ['layers', 'heads', 'dim'] as const) {
-    const v = index[k];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new UsageError(`${indexPath}: "${k}" is ${JSON.stringify(v)}, expected a positive integer`);
-    dims[k] = v;
-  }
-  if (!Array.isArray(index.examples) || index.examples.length === 0) throw new UsageError(`${indexPath}: "examples" must be a non-empty array`);
-  const examples: StoreExample[] = index.examples.map((e: unknown, i: number) => {
-    const at = `${indexPath}: examples[${i}]`;
-    if (!e || typeof e !== 'object') throw new UsageError(`${at} is not an object`);
-    const o = e as Record<string, unknown>;
-    for (const k of ['id', 'main_id'] as const) {
-      if (typeof o[k] !== 'string' && typeof o[k] !== 'number') throw new UsageError(`${at}: "${k}" is ${JSON.stringify(o[k])}, expected a string or number`);
-    }
-    if (typeof o.function !== 'string' || o.function === '') throw new UsageError(`${at}: "function" is ${JSON.stringify(o.function)}, expected a function label`);
-    if (typeof o.correct !== 'boolean') throw new UsageError(`${at}: "correct" is ${JSON.stringify(o.correct)}, expected true or false`);
-    if (typeof o.row !== 'number' || !Number.isInteger(o.row) || o.row < 0) throw new UsageError(`${at}: "row" is ${JSON.stringify(o.row)}, expected a row index`);
-    return o as unknown as StoreExample;
-  });
-  const ids = new Set<string>();
-  for (const e of examples) {
-    if (ids.has(String(e.id))) throw new UsageError(`${indexPath}: example id ${JSON.stringify(e.id)} appears twice`);
-    ids.add(String(e.id));
-  }
-
-  const path = join(dir, 'activations.safetensors');
-  let src;
-  try {
-    src = await openFileSource(path);
+    return await readActivationStore(dir);
   } catch (e) {
-    throw new UsageError(e instanceof FileNotFoundError ? `activation store ${dir} has no activations.safetensors` : (e as Error).message);
-  }
-  try {
-    let header;
-    try {
-      header = await readSafetensorsHeader(src);
-    } catch (e) {
-      throw new UsageError(e instanceof SafetensorsError ? e.message : `${path}: ${(e as Error).message}`);
-    }
-    const info = header.tensors.get('z');
-    if (!info) throw new UsageError(`${path} has no tensor "z" (it has ${[...header.tensors.keys()].join(', ') || 'none'})`);
-    const want = [dims.layers, dims.heads, dims.dim];
-    if (info.dtype !== 'F32') throw new UsageError(`${path}: tensor "z" is ${info.dtype}, expected F32`);
-    if (info.shape.length !== 4 || want.some((d, i) => info.shape[i + 1] !== d)) {
-      throw new UsageError(`${path}: tensor "z" has shape [${info.shape.join(', ')}], but index.json says [rows, ${want.join(', ')}] (layers, heads, dim)`);
-    }
-    const rows = info.shape[0];
-    const bad = examples.find((e) => e.row >= rows);
-    if (bad) throw new UsageError(`${indexPath}: example ${JSON.stringify(bad.id)} has row ${bad.row}, but "z" in ${path} has ${rows} rows`);
-    const bytes = await readTensorBytes(src, info);
-    const z = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
-    return { dir, model: index.model, tower: index.tower, ...dims, rows, examples, z };
-  } finally {
-    await src.close();
+    throw e instanceof ActivationStoreError ? new UsageError(e.message) : e;
   }
 }
 

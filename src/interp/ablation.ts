@@ -81,7 +81,7 @@ export interface AblationStoreExample {
   id?: string | number;
 }
 
-/** What these functions read of an activation store (readProbeStore's result fits; readActivationStore's too). */
+/** What these functions read of an activation store (readActivationStore's result fits). */
 export interface AblationStore {
   layers: number;
   heads: number;

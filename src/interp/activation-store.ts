@@ -17,6 +17,8 @@
 import type { LlavaModel } from '../models/llava.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import type { EvalItem } from '../eval/dataset.js';
+import { FileNotFoundError, openFileSource, type ByteSource } from '../io/bytesource.js';
+import { SafetensorsError, readSafetensorsHeader, readTensorBytes } from '../io/safetensors.js';
 import {
   type CollectOptions,
   type CollectRow,
@@ -470,17 +472,115 @@ export async function collectToStore(
   return { dir, complete: true, alreadyComplete: false, total, done, resumedFrom, examples: index.examples };
 }
 
-/** Reads a finished store: the index and all rows of z, [rows * layers * heads * dim] row-major. */
-export async function readActivationStore(dir: string): Promise<{ index: ActivationIndex; z: Float32Array; shape: number[] }> {
+/** A problem with an activation store on disk; the message names the file and the field. */
+export class ActivationStoreError extends Error {
+  override name = 'ActivationStoreError';
+}
+
+/** A finished store, validated: its index, dims and all rows of z. */
+export interface ActivationStore {
+  dir: string;
+  index: ActivationIndex;
+  model: unknown;
+  tower: unknown;
+  layers: number;
+  heads: number;
+  dim: number;
+  rows: number;
+  examples: StoreExample[];
+  /** [rows, layers, heads, dim] row-major. */
+  z: Float32Array;
+  /** [rows, layers, heads, dim] */
+  shape: number[];
+}
+
+/**
+ * Reads and checks a finished store (`vlmscope collect` output, or one written by other tools in the same format:
+ * index.json + activations.safetensors with tensor "z" [rows, layers, heads, dim]). Every problem is an
+ * ActivationStoreError naming the file and field: a missing or unfinished store, invalid JSON, missing or
+ * mistyped fields, duplicate ids, a z tensor of another dtype or shape, rows past the tensor.
+ */
+export async function readActivationStore(dir: string): Promise<ActivationStore> {
   const { fs, path } = await node();
-  const iPath = path.join(dir, 'index.json');
-  const index = (await readJson(fs, iPath)) as ActivationIndex | undefined;
-  if (index === undefined) throw new Error(`${iPath} does not exist; the collection in ${dir} is not finished (rerun it to resume)`);
+  const fail = (msg: string): never => {
+    throw new ActivationStoreError(msg);
+  };
+  const isDir = await fs.stat(dir).then(
+    (st) => st.isDirectory(),
+    () => fail(`activation store ${dir} does not exist; give the folder \`vlmscope collect\` wrote (index.json + activations.safetensors)`),
+  );
+  if (!isDir) fail(`activation store ${dir} is a file; give the folder that holds index.json and activations.safetensors`);
+  const indexPath = path.join(dir, 'index.json');
+  const exists = (p: string) => fs.stat(p).then(() => true, () => false);
+  if (!(await exists(indexPath)) && (await exists(path.join(dir, 'parts')))) {
+    fail(`activation store ${dir} is not finished (no index.json, only parts/); rerun the same \`vlmscope collect\` to complete it`);
+  }
+  let text = '';
+  try {
+    text = await fs.readFile(indexPath, 'utf8');
+  } catch (e) {
+    fail(`cannot read activation index ${indexPath}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+  let index: Record<string, unknown> = {};
+  try {
+    index = JSON.parse(text);
+  } catch (e) {
+    fail(`activation index ${indexPath} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (!index || typeof index !== 'object' || Array.isArray(index)) fail(`${indexPath} must hold a JSON object`);
+  const dims = {} as Record<'layers' | 'heads' | 'dim', number>;
+  for (const k of ['layers', 'heads', 'dim'] as const) {
+    const v = index[k];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) fail(`${indexPath}: "${k}" is ${JSON.stringify(v)}, expected a positive integer`);
+    dims[k] = v as number;
+  }
+  if (!Array.isArray(index.examples) || index.examples.length === 0) fail(`${indexPath}: "examples" must be a non-empty array`);
+  const examples: StoreExample[] = (index.examples as unknown[]).map((e, i) => {
+    const at = `${indexPath}: examples[${i}]`;
+    if (!e || typeof e !== 'object') fail(`${at} is not an object`);
+    const o = e as Record<string, unknown>;
+    for (const k of ['id', 'main_id'] as const) {
+      if (typeof o[k] !== 'string' && typeof o[k] !== 'number') fail(`${at}: "${k}" is ${JSON.stringify(o[k])}, expected a string or number`);
+    }
+    if (typeof o.function !== 'string' || o.function === '') fail(`${at}: "function" is ${JSON.stringify(o.function)}, expected a function label`);
+    if (typeof o.correct !== 'boolean') fail(`${at}: "correct" is ${JSON.stringify(o.correct)}, expected true or false`);
+    if (typeof o.row !== 'number' || !Number.isInteger(o.row) || o.row < 0) fail(`${at}: "row" is ${JSON.stringify(o.row)}, expected a row index`);
+    return o as unknown as StoreExample;
+  });
+  const ids = new Set<string>();
+  for (const e of examples) {
+    if (ids.has(String(e.id))) fail(`${indexPath}: example id ${JSON.stringify(e.id)} appears twice`);
+    ids.add(String(e.id));
+  }
+
   const zPath = path.join(dir, 'activations.safetensors');
-  const bytes = new Uint8Array(await fs.readFile(zPath));
-  const { shape, dataStart } = parseZFile(bytes, zPath);
-  const want = [index.examples.length, index.layers, index.heads, index.dim];
-  if (shape.join(',') !== want.join(',')) throw new Error(`${zPath} holds z of shape [${shape}] but index.json describes [${want}]`);
-  const copy = bytes.slice(dataStart);
-  return { index, z: new Float32Array(copy.buffer, 0, copy.byteLength / 4), shape };
+  let src: ByteSource;
+  try {
+    src = await openFileSource(zPath);
+  } catch (e) {
+    throw new ActivationStoreError(e instanceof FileNotFoundError ? `activation store ${dir} has no activations.safetensors` : (e as Error).message);
+  }
+  try {
+    let header;
+    try {
+      header = await readSafetensorsHeader(src);
+    } catch (e) {
+      throw new ActivationStoreError(e instanceof SafetensorsError ? e.message : `${zPath}: ${(e as Error).message}`);
+    }
+    const info = header.tensors.get('z');
+    if (!info) throw new ActivationStoreError(`${zPath} has no tensor "z" (it has ${[...header.tensors.keys()].join(', ') || 'none'})`);
+    const want = [dims.layers, dims.heads, dims.dim];
+    if (info.dtype !== 'F32') fail(`${zPath}: tensor "z" is ${info.dtype}, expected F32`);
+    if (info.shape.length !== 4 || want.some((d, i) => info.shape[i + 1] !== d)) {
+      fail(`${zPath}: tensor "z" has shape [${info.shape.join(', ')}], but index.json says [rows, ${want.join(', ')}] (layers, heads, dim)`);
+    }
+    const rows = info.shape[0]!;
+    const bad = examples.find((e) => e.row >= rows);
+    if (bad) fail(`${indexPath}: example ${JSON.stringify(bad.id)} has row ${bad.row}, but "z" in ${zPath} has ${rows} rows`);
+    const bytes = await readTensorBytes(src, info);
+    const z = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    return { dir, index: index as unknown as ActivationIndex, model: index.model, tower: index.tower, ...dims, rows, examples, z, shape: [rows, ...want] };
+  } finally {
+    await src.close();
+  }
 }
