@@ -218,6 +218,11 @@ describe('attention lab in headless Chromium (WebGPU on SwiftShader)', () => {
     await page2.goto(`${base}/web/?model=../weights/no-such-model/`);
     await page2.waitForFunction(() => document.body.dataset.state === 'error', null, { timeout: 60_000 });
     expect(await page2.textContent('#alert-text')).toMatch(/Could not load .*no-such-model.*config\.json/);
+
+    // A model that does not fit the memory the page may use is refused before anything is allocated.
+    await page2.goto(`${base}/web/?memory=100000`);
+    await page2.waitForFunction(() => document.body.dataset.state === 'error', null, { timeout: 60_000 });
+    expect(await page2.textContent('#alert-text')).toMatch(/Could not load .*organism.*needs .* of GPU memory .* but the given memory budget is 97\.7 KiB/);
     await page2.close();
   });
 });

@@ -18,6 +18,8 @@ const $ = <T extends HTMLElement>(id: string): T => {
 const params = new URLSearchParams(location.search);
 const DEFAULT_MODEL = new URL(params.get('model') ?? '../weights/organism/', location.href).href;
 const DEFAULT_IMAGE = new URL(params.get('image') ?? '../examples/scene.png', location.href).href;
+/** `?memory=BYTES`: the GPU memory a model may use (a model that needs more is refused before loading). */
+const MEMORY_BUDGET = params.has('memory') ? Number(params.get('memory')) : undefined;
 const DEFAULT_QUESTION_URL = new URL('../examples/scene-question.txt', location.href).href;
 
 type PageState = 'starting' | 'loading' | 'ready' | 'running' | 'error' | 'lost' | 'no-webgpu';
@@ -133,10 +135,14 @@ async function loadModel(source: FolderSource): Promise<void> {
   ui.progress.value = 0;
   last = null;
   try {
-    await engine.load(source, (done, total) => {
-      ui.progress.value = total > 0 ? done / total : 1;
-      ui.status.textContent = `Loading weights: ${fmtBytes(done)} / ${fmtBytes(total)}`;
-    });
+    await engine.load(
+      source,
+      (done, total) => {
+        ui.progress.value = total > 0 ? done / total : 1;
+        ui.status.textContent = `Loading weights: ${fmtBytes(done)} / ${fmtBytes(total)}`;
+      },
+      MEMORY_BUDGET,
+    );
   } catch (e) {
     ui.progress.hidden = true;
     setState('error', 'Model not loaded');

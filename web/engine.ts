@@ -79,11 +79,22 @@ export class LabEngine {
 
   destroy: () => void = () => {};
 
-  async load(folder: FolderSource, onProgress: (done: number, total: number) => void): Promise<void> {
+  /**
+   * GPU memory the page lets a model use: `memoryBudget` when given, else for CPU adapters (SwiftShader: the
+   * "GPU" is this machine's RAM) half of navigator.deviceMemory; WebGPU does not tell a real GPU's memory.
+   */
+  budget(memoryBudget?: number): number | undefined {
+    if (memoryBudget !== undefined) return memoryBudget;
+    const ram = (navigator as Navigator & { deviceMemory?: number }).deviceMemory;
+    if (ram && /swiftshader|llvmpipe|lavapipe|cpu/i.test(this.gpu.adapterName)) return (ram * 2 ** 30) / 2;
+    return undefined;
+  }
+
+  async load(folder: FolderSource, onProgress: (done: number, total: number) => void, memoryBudget?: number): Promise<void> {
     this.model?.destroy();
     this.model = null;
     // The model first: a wrong folder is then reported by its config.json, the file people recognise.
-    const model = await LlavaModel.load(this.ctx, folder, { onProgress: (p) => onProgress(p.bytesDone, p.bytesTotal) });
+    const model = await LlavaModel.load(this.ctx, folder, { onProgress: (p) => onProgress(p.bytesDone, p.bytesTotal), memoryBudget: this.budget(memoryBudget) });
     let tokenizer: Tokenizer;
     try {
       tokenizer = await Tokenizer.fromFolder(folder);
