@@ -170,7 +170,26 @@ async function main() {
     }
     longest = Math.max(longest, ids.length);
     const labels = patchLabels_(patchLabelsOf, image);
-    lines.push(JSON.stringify({ image, ids, spans, types, patch_colour: labels.colour, patch_shape: labels.shape }));
+    // The same questions as single-turn prompts, exactly what `generate` / `eval` send: the trainer packs them
+    // after one shared image prefix, each turn seeing only the prefix and itself, so no answer can be read off an
+    // earlier turn's text (the conversations above leak: a sub-question's answer often gives the main one away).
+    const singles = order.map((q) => {
+      const msgs: ChatMessage[] = [{ role: 'user', content: [{ type: 'image' }, { type: 'text', text: q.question }] }];
+      const prompt = processor.encodeText(tokenizer.applyChatTemplate(msgs, { addGenerationPrompt: true }), 1).ids;
+      msgs.push({ role: 'assistant', content: q.answer });
+      const full = processor.encodeText(tokenizer.applyChatTemplate(msgs, { addGenerationPrompt: false }), 1).ids;
+      if (!startsWith(full, prompt)) throw new Error(`internal: single-turn tokenisation is not incremental for ${image}`);
+      return { prompt, full };
+    });
+    let shared = singles[0]!.prompt.length;
+    for (const t of singles) {
+      let n = 0;
+      while (n < shared && n < t.prompt.length && t.prompt[n] === singles[0]!.prompt[n]) n++;
+      shared = n;
+    }
+    const single_prefix = singles[0]!.prompt.slice(0, shared);
+    const single = singles.map((t) => ({ ids: t.full.slice(shared), answer_start: t.prompt.length - shared }));
+    lines.push(JSON.stringify({ image, ids, spans, types, single_prefix, single, patch_colour: labels.colour, patch_shape: labels.shape }));
   }
   await writeFile(join(work, 'train.jsonl'), lines.join('\n') + '\n');
   console.log(

@@ -37,7 +37,8 @@ def load_examples(work: str):
                 images[ex['image']] = len(pixels)
                 img = Image.open(os.path.join(work, ex['image'])).convert('RGB')
                 pixels.append(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())
-            examples.append((images[ex['image']], ex['ids'], ex['spans'], ex['types']))
+            single = (ex['single_prefix'], [(t['ids'], t['answer_start']) for t in ex['single']]) if 'single' in ex else None
+            examples.append((images[ex['image']], ex['ids'], ex['spans'], ex['types'], single))
             if 'patch_colour' in ex and len(patch_labels) < len(pixels):
                 patch_labels.append((ex['patch_colour'], ex['patch_shape']))
     labels = None
@@ -81,17 +82,53 @@ def save_weights(model, out: str) -> dict:
     return state
 
 
-def batch_tensors(batch, pad_id: int):
-    length = max(len(ids) for _, ids, _, _ in batch)
-    input_ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), length), -100, dtype=torch.long)
-    mask = torch.zeros((len(batch), length), dtype=torch.long)
-    for i, (_, ids, spans, _) in enumerate(batch):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        mask[i, : len(ids)] = 1
-        for start, end in spans:
-            labels[i, start:end] = torch.tensor(ids[start:end])
-    return input_ids, mask, labels
+def sequence_of(example, packed: bool):
+    """One training row: token ids, position ids, segment ids and answer spans [(start, end, type)].
+
+    Conversation rows are the scene's questions as one multi-turn chat (what `collect` chains look like). Packed rows
+    hold the same questions as single-turn prompts (what `generate` / `eval` send) after one shared image prefix:
+    each turn is its own segment that sees only the prefix and itself, with positions continuing the prefix as in a
+    single-turn prompt, so every answer must come from the image and its own question.
+    """
+    _, ids, spans, types, single = example
+    if not packed or single is None:
+        return ids, list(range(len(ids))), [0] * len(ids), [(a, b, t) for (a, b), t in zip(spans, types)]
+    prefix, turns = single
+    seq, pos, seg = list(prefix), list(range(len(prefix))), [0] * len(prefix)
+    out = []
+    for k, ((tids, answer_start), typ) in enumerate(zip(turns, types)):
+        at = len(seq)
+        seq += tids
+        pos += list(range(len(prefix), len(prefix) + len(tids)))
+        seg += [k + 1] * len(tids)
+        out.append((at + answer_start, at + len(tids), typ))
+    return seq, pos, seg, out
+
+
+def build_batch(batch, pad_id: int, packed: list[bool]):
+    rows = [sequence_of(e, p) for e, p in zip(batch, packed)]
+    length = max(len(r[0]) for r in rows)
+    n = len(rows)
+    input_ids = torch.full((n, length), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((n, length), dtype=torch.long)
+    labels = torch.full((n, length), -100, dtype=torch.long)
+    segment = torch.full((n, length), -1, dtype=torch.long)
+    for i, (seq, pos, seg, spans) in enumerate(rows):
+        input_ids[i, : len(seq)] = torch.tensor(seq)
+        position_ids[i, : len(pos)] = torch.tensor(pos)
+        segment[i, : len(seg)] = torch.tensor(seg)
+        for start, end, _ in spans:
+            labels[i, start:end] = input_ids[i, start:end]
+    # Additive 4-D mask (transformers passes a 4-D mask through as is): query q sees key k <= q that is real and in
+    # the prefix (segment 0) or in q's own segment. Padding queries see key 0 only (no all-masked softmax rows).
+    q_seg = segment[:, :, None]
+    k_seg = segment[:, None, :]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    allowed = causal[None] & (k_seg >= 0) & ((k_seg == 0) | (k_seg == q_seg))
+    allowed[:, :, 0] |= segment < 0
+    mask = torch.zeros((n, 1, length, length))
+    mask.masked_fill_(~allowed[:, None], torch.finfo(torch.float32).min)
+    return input_ids, mask, position_ids, labels, [r[3] for r in rows]
 
 
 def main():
@@ -107,6 +144,7 @@ def main():
     ap.add_argument('--init', help='start from these weights (a model.safetensors of the same architecture) to continue training')
     ap.add_argument('--device', default='cpu', help="torch device, e.g. 'cuda' on a GPU machine")
     ap.add_argument('--aux', type=float, default=0.5, help='weight of the auxiliary per-patch colour/shape loss on the vision features (0 = off)')
+    ap.add_argument('--single', type=float, default=0.8, help='share of rows that pack single-turn prompts (the rest: multi-turn conversations)')
     ap.add_argument('--save-every', type=int, default=250, help='write model.safetensors every N steps, so a stopped run keeps its progress')
     ap.add_argument('--reference', help='folder to write reference.json (trainer logits on 3 held-out examples) and their images into')
     args = ap.parse_args()
@@ -193,7 +231,9 @@ def main():
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps)))
     )
 
-    def held_accuracy():
+    def held_accuracy(packed: bool = True):
+        # Teacher-forced answers (all answer tokens right = the greedy answer is right). Packed = single-turn
+        # prompts, what `vlmscope eval` measures; otherwise the chained conversation turns.
         model.eval()
         correct = 0
         total = 0
@@ -201,14 +241,12 @@ def main():
         with torch.no_grad():
             for i in range(0, len(held), 16):
                 b = held[i : i + 16]
-                ids, mask, labels = batch_tensors(b, pad_id)
+                ids, mask, pos, _, spans = build_batch(b, pad_id, [packed] * len(b))
                 pv = normalise(pixels[[e[0] for e in b]], mean, std)
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), pixel_values=pv.to(device)).logits.cpu()
-                for j, (_, seq, spans, types) in enumerate(b):
-                    for (start, end), typ in zip(spans, types):
-                        # Teacher-forced answer tokens all right = the greedy answer is right.
-                        pred = logits[j, start - 1 : end - 1].argmax(-1)
-                        ok = int(torch.equal(pred, torch.tensor(seq[start:end])))
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device), pixel_values=pv.to(device)).logits.cpu()
+                for j, row in enumerate(spans):
+                    for start, end, typ in row:
+                        ok = int(torch.equal(logits[j, start - 1 : end - 1].argmax(-1), ids[j, start:end]))
                         correct += ok
                         total += 1
                         by_type.setdefault(typ, [0, 0])
@@ -236,9 +274,12 @@ def main():
             at = 0
         b = [train[k] for k in order[at : at + args.batch]]
         at += args.batch
-        ids, mask, labels = batch_tensors(b, pad_id)
+        packed = [bool(rng.random() < args.single) for _ in b]
+        ids, mask, pos, labels, _ = build_batch(b, pad_id, packed)
         pv = normalise(pixels[[e[0] for e in b]], mean, std)
-        loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), pixel_values=pv.to(device), labels=labels.to(device)).loss
+        loss = model(
+            input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device), pixel_values=pv.to(device), labels=labels.to(device)
+        ).loss
         total = loss
         if aux_heads is not None:
             aux = aux_loss(torch.tensor([e[0] for e in b]))
@@ -258,7 +299,7 @@ def main():
                 msg += f' aux {np.mean(aux_losses[-100:]):.4f}'
             msg += f' lr {sched.get_last_lr()[0]:.2e} {elapsed / 60:.1f} min'
             if acc is not None:
-                msg += f' held-out answer accuracy {acc:.3f} {by_type}'
+                msg += f' held-out single-turn answer accuracy {acc:.3f} {by_type}'
             print(msg, flush=True)
             if args.save_every and (step + 1) % args.save_every == 0:
                 save_weights(model, args.out)
@@ -268,6 +309,7 @@ def main():
 
     final_loss = float(np.mean(losses[-100:]))
     acc, by_type = held_accuracy()
+    conv_acc, conv_by_type = held_accuracy(packed=False)
     state = save_weights(model, args.out)
     summary = {
         'steps': step + 1,
@@ -278,6 +320,8 @@ def main():
         'final_aux_loss': round(float(np.mean(aux_losses[-100:])), 4) if aux_losses else None,
         'held_out_teacher_forced_accuracy': round(acc, 4),
         'held_out_by_type': by_type,
+        'held_out_conversation_accuracy': round(conv_acc, 4),
+        'held_out_conversation_by_type': conv_by_type,
         'minutes': round((time.time() - t0) / 60, 1),
         'seed': args.seed,
         'parameters': n_params,
@@ -306,7 +350,7 @@ def write_reference(model, state, examples, pixels, mean, std, args):
     names = {v: k for k, v in ((k, i) for i, k in enumerate(image_of))}
     out = []
     with torch.no_grad():
-        for img_idx, ids, spans, types in examples:
+        for img_idx, ids, spans, types, _ in examples:
             # The first turn: the single-turn prompt vlmscope generate/eval send.
             start, end = spans[0]
             typ = types[0]
