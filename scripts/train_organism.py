@@ -145,6 +145,7 @@ def main():
     ap.add_argument('--device', default='cpu', help="torch device, e.g. 'cuda' on a GPU machine")
     ap.add_argument('--aux', type=float, default=0.5, help='weight of the auxiliary per-patch colour/shape loss on the vision features (0 = off)')
     ap.add_argument('--single', type=float, default=0.8, help='share of rows that pack single-turn prompts (the rest: multi-turn conversations)')
+    ap.add_argument('--stop-after', type=int, default=0, help='end after this many steps, keeping the learning-rate schedule of --steps (0 = run all)')
     ap.add_argument('--save-every', type=int, default=250, help='write model.safetensors every N steps, so a stopped run keeps its progress')
     ap.add_argument('--reference', help='folder to write reference.json (trainer logits on 3 held-out examples) and their images into')
     args = ap.parse_args()
@@ -274,7 +275,8 @@ def main():
             at = 0
         b = [train[k] for k in order[at : at + args.batch]]
         at += args.batch
-        packed = [bool(rng.random() < args.single) for _ in b]
+        # No draw without packed data or with --single 0, so such runs keep the batch order of conversation-only runs.
+        packed = [bool(args.single > 0 and e[4] is not None and rng.random() < args.single) for e in b]
         ids, mask, pos, labels, _ = build_batch(b, pad_id, packed)
         pv = normalise(pixels[[e[0] for e in b]], mean, std)
         loss = model(
@@ -303,6 +305,9 @@ def main():
             print(msg, flush=True)
             if args.save_every and (step + 1) % args.save_every == 0:
                 save_weights(model, args.out)
+            if args.stop_after and step + 1 >= args.stop_after:
+                print(f'stopping after {step + 1} steps (--stop-after)', flush=True)
+                break
             if args.minutes and elapsed > args.minutes * 60:
                 print('time limit reached', flush=True)
                 break
