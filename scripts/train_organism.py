@@ -105,6 +105,30 @@ def sequence_of(example, packed: bool):
     return seq, pos, seg, out
 
 
+COLOURS = ['red', 'green', 'blue', 'yellow', 'purple', 'orange', 'white', 'black']  # src/eval/synthetic.ts order
+SUPERVISED_TYPES = ('spatial', 'vsr', 'sub:relational_reasoning', 'sub:spatial_perception')
+
+
+def attention_targets(ids: torch.Tensor, spans, colour_token: dict[int, int], patch_colour: torch.Tensor, image_id: int):
+    """For each spatial-type turn of one packed row: (query position, [patches of object A], [patches of B]).
+
+    The query is the last prompt token (it predicts the answer); A and B are the objects named first and second in
+    the turn's own question (named by their colour, unique in a scene); their patches are those the per-patch
+    labels give that colour. Positions index the row's tokens (image tokens in patch order).
+    """
+    image_pos = (ids == image_id).nonzero().flatten()
+    out = []
+    prev_end = int(image_pos[-1]) + 1 if len(image_pos) else 0
+    for start, end, typ in spans:
+        if typ in SUPERVISED_TYPES:
+            colours = [colour_token[int(t)] for t in ids[prev_end:start] if int(t) in colour_token]
+            groups = [image_pos[(patch_colour == c).nonzero().flatten()] for c in colours[:2]]
+            if groups and all(len(g) for g in groups):
+                out.append((start - 1, groups))
+        prev_end = end
+    return out
+
+
 def build_batch(batch, pad_id: int, packed: list[bool]):
     rows = [sequence_of(e, p) for e, p in zip(batch, packed)]
     length = max(len(r[0]) for r in rows)
@@ -145,6 +169,8 @@ def main():
     ap.add_argument('--device', default='cpu', help="torch device, e.g. 'cuda' on a GPU machine")
     ap.add_argument('--aux', type=float, default=0.5, help='weight of the auxiliary per-patch colour/shape loss on the vision features (0 = off)')
     ap.add_argument('--single', type=float, default=0.8, help='share of rows that pack single-turn prompts (the rest: multi-turn conversations)')
+    ap.add_argument('--attn-sup', type=float, default=0.0, help='weight of the attention supervision of spatial questions (0 = off; see attention_supervision)')
+    ap.add_argument('--attn-layer', type=int, default=1, help='text layer whose heads 0 and 1 are supervised by --attn-sup')
     ap.add_argument('--stop-after', type=int, default=0, help='end after this many steps, keeping the learning-rate schedule of --steps (0 = run all)')
     ap.add_argument('--save-every', type=int, default=250, help='write model.safetensors every N steps, so a stopped run keeps its progress')
     ap.add_argument('--reference', help='folder to write reference.json (trainer logits on 3 held-out examples) and their images into')
@@ -178,6 +204,9 @@ def main():
     mean = torch.tensor(pp['image_mean'], dtype=torch.float32)
     std = torch.tensor(pp['image_std'], dtype=torch.float32)
     pad_id = cfg_json['pad_token_id']
+    vocab = json.load(open(os.path.join(args.out, 'tokenizer.json')))['model']['vocab']
+    colour_token = {vocab[f'\u2581{c}']: i for i, c in enumerate(COLOURS) if f'\u2581{c}' in vocab}
+    image_id = cfg_json['image_token_index']
 
     pixels, examples, patch_labels = load_examples(args.work)
 
@@ -269,6 +298,7 @@ def main():
     at = 0
     losses = []
     aux_losses = []
+    attn_losses = []
     for step in range(args.steps):
         if at + args.batch > len(order):
             order = rng.permutation(len(train))
@@ -277,12 +307,36 @@ def main():
         at += args.batch
         # No draw without packed data or with --single 0, so such runs keep the batch order of conversation-only runs.
         packed = [bool(args.single > 0 and e[4] is not None and rng.random() < args.single) for e in b]
-        ids, mask, pos, labels, _ = build_batch(b, pad_id, packed)
+        ids, mask, pos, labels, spans_of = build_batch(b, pad_id, packed)
         pv = normalise(pixels[[e[0] for e in b]], mean, std)
-        loss = model(
-            input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device), pixel_values=pv.to(device), labels=labels.to(device)
-        ).loss
+        sup = args.attn_sup > 0 and patch_labels is not None
+        out = model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=pos.to(device),
+            pixel_values=pv.to(device),
+            labels=labels.to(device),
+            output_attentions=sup,
+        )
+        loss = out.loss
         total = loss
+        if sup:
+            # Attention supervision (training only): in text layer --attn-layer, head 0 of the last prompt token
+            # attends to the first-named object's patches and head 1 to the second's, for spatial-type turns. It
+            # teaches the selective retrieval that position questions need (content questions can be answered from
+            # a bag of patch features, which the model otherwise settles for); the MLPs learn the comparison.
+            att = out.attentions[args.attn_layer]
+            terms = []
+            for r in range(len(b)):
+                if not packed[r]:
+                    continue
+                for q, groups in attention_targets(ids[r], spans_of[r], colour_token, patch_labels[0][b[r][0]], image_id):
+                    for h, g in enumerate(groups):
+                        terms.append(-torch.log(att[r, h, q, g.to(device)].sum() + 1e-6))
+            if terms:
+                a_loss = torch.stack(terms).mean()
+                attn_losses.append(a_loss.item())
+                total = total + args.attn_sup * a_loss
         if aux_heads is not None:
             aux = aux_loss(torch.tensor([e[0] for e in b]))
             aux_losses.append(aux.item())
@@ -299,6 +353,8 @@ def main():
             msg = f'step {step + 1}/{args.steps} loss {np.mean(losses[-100:]):.4f}'
             if aux_losses:
                 msg += f' aux {np.mean(aux_losses[-100:]):.4f}'
+            if attn_losses:
+                msg += f' attn {np.mean(attn_losses[-100:]):.4f}'
             msg += f' lr {sched.get_last_lr()[0]:.2e} {elapsed / 60:.1f} min'
             if acc is not None:
                 msg += f' held-out single-turn answer accuracy {acc:.3f} {by_type}'
