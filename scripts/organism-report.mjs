@@ -29,6 +29,7 @@ const { values: a } = parseArgs({
     limit: { type: 'string' },
     work: { type: 'string', default: '.tmp/report' },
     out: { type: 'string', default: 'docs' },
+    'report-only': { type: 'boolean', default: false },
   },
 });
 const work = resolve(ROOT, a.work);
@@ -50,18 +51,25 @@ function run(cmd, args) {
 }
 const vlmscope = (args) => run(process.execPath, [join(ROOT, 'bin/vlmscope.js'), ...args]);
 
-rmSync(work, { recursive: true, force: true });
-mkdirSync(assets, { recursive: true });
-const seconds = {};
-seconds.data = run(join(ROOT, 'node_modules/.bin/tsx'), [join(ROOT, 'scripts/make-synthetic.ts'), '--out', data, '--seed', a.seed, '--scenes', a.scenes]);
-const questions = join(data, 'questions.jsonl');
-seconds.collect = vlmscope(['collect', '--model', a.model, '--data', questions, '--out', acts, '--pool', 'last_prompt', '--concat-layer-mean']);
-seconds.probe = vlmscope(['probe', '--activations', acts, '--out', probes]);
+// --report-only: rewrite the Markdown from the outputs of an earlier run in --work (same arguments).
+const seconds = JSON.parse(a['report-only'] ? readFileSync(join(work, 'seconds.json'), 'utf8') : '{}');
 const targets = a.functions.split(',').filter(Boolean);
-seconds.ablate = vlmscope([
-  'ablate', '--model', a.model, '--data', questions, '--probes', join(probes, 'probes.json'), '--function', ...targets,
-  '--k', a.k, '--mode', 'scale', '--epsilon', '0', '--seeds', a.seeds, '--out', ablation, ...(a.limit ? ['--limit', a.limit] : []),
-]);
+if (a['report-only']) {
+  commands.push(...JSON.parse(readFileSync(join(work, 'commands.json'), 'utf8')));
+} else {
+  rmSync(work, { recursive: true, force: true });
+  seconds.data = run(join(ROOT, 'node_modules/.bin/tsx'), [join(ROOT, 'scripts/make-synthetic.ts'), '--out', data, '--seed', a.seed, '--scenes', a.scenes]);
+  const questions = join(data, 'questions.jsonl');
+  seconds.collect = vlmscope(['collect', '--model', a.model, '--data', questions, '--out', acts, '--pool', 'last_prompt', '--concat-layer-mean']);
+  seconds.probe = vlmscope(['probe', '--activations', acts, '--out', probes]);
+  seconds.ablate = vlmscope([
+    'ablate', '--model', a.model, '--data', questions, '--probes', join(probes, 'probes.json'), '--function', ...targets,
+    '--k', a.k, '--mode', 'scale', '--epsilon', '0', '--seeds', a.seeds, '--out', ablation, ...(a.limit ? ['--limit', a.limit] : []),
+  ]);
+  writeFileSync(join(work, 'seconds.json'), JSON.stringify(seconds));
+  writeFileSync(join(work, 'commands.json'), JSON.stringify(commands));
+}
+mkdirSync(assets, { recursive: true });
 
 // ---------------------------------------------------------------------------------------------------------------
 // The report
@@ -154,6 +162,16 @@ console.error(`wrote ${relative(ROOT, join(outDir, 'organism-report.md'))} and $
 /** A plain statement of whether ablating the functional heads hurt their function more than random heads did. */
 function readingOf(r) {
   const lines = [];
+  for (const [fn, f] of Object.entries(pj.functions)) {
+    const saturated = f.accuracy_mean.flat().filter((x) => x >= 0.99).length;
+    if (saturated > pj.k) {
+      lines.push(
+        `- ${fn}: ${saturated} of ${pj.layers * pj.heads} heads probe at >= 99%, so its top-${pj.k} set is decided by the ranking's tie-break ` +
+          '(layer, then head), not by the heads\' function. On templated synthetic questions every function has its own question ' +
+          'wording, which any head that sees the question text separates; the probes measure the question template here.',
+      );
+    }
+  }
   for (const t of r.targets) {
     const c = t.comparisons.by_function[t.function];
     if (!c) continue;
