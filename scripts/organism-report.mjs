@@ -159,6 +159,25 @@ Timings on this run's machine: data ${seconds.data.toFixed(0)} s, collect ${seco
 writeFileSync(join(outDir, 'organism-report.md'), md);
 console.error(`wrote ${relative(ROOT, join(outDir, 'organism-report.md'))} and ${relative(ROOT, assets)}/`);
 
+/** Chance accuracy per function: the mean of 1 / (number of answer options) over its questions and sub-questions. */
+function chanceByFunction() {
+  const acc = new Map();
+  const add = (fn, options) => {
+    if (!Array.isArray(options) || options.length === 0) return;
+    const s = acc.get(fn) ?? { n: 0, sum: 0 };
+    s.n++;
+    s.sum += 1 / options.length;
+    acc.set(fn, s);
+  };
+  for (const line of readFileSync(join(data, 'questions.jsonl'), 'utf8').split('\n')) {
+    if (!line.trim()) continue;
+    const q = JSON.parse(line);
+    add(q.function, q.options);
+    for (const sq of q.sub_questions ?? []) add(sq.function, sq.options);
+  }
+  return new Map([...acc].map(([k, v]) => [k, v.sum / v.n]));
+}
+
 /** A plain statement of whether ablating the functional heads hurt their function more than random heads did. */
 function readingOf(r) {
   const lines = [];
@@ -183,6 +202,14 @@ function readingOf(r) {
         `(${(100 * drop).toFixed(1)} points); random heads: ${pct(c.random_mean)} (${(100 * randomDrop).toFixed(1)} points). ` +
         (clear ? 'The functional heads matter clearly more than random ones (p < 0.05).' : 'Not a clear difference from random heads at p < 0.05.'),
     );
+    const chance = chanceByFunction().get(t.function);
+    if (chance !== undefined && c.baseline <= chance + 0.1) {
+      lines.push(
+        `  But the model answers ${t.function} questions at chance (${pct(c.baseline)}; chance ${pct(chance)} from their answer options), so ` +
+          'there is no such skill for its heads to carry: a drop below chance shows heads the model needs to answer these questions ' +
+          'in their own terms (read the question, pick one of the options it names), not heads that perceive space.',
+      );
+    }
   }
   return lines.join('\n');
 }
