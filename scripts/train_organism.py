@@ -340,7 +340,7 @@ def main():
         if aux_heads is not None:
             aux = aux_loss(torch.tensor([e[0] for e in b]))
             aux_losses.append(aux.item())
-            total = loss + args.aux * aux
+            total = total + args.aux * aux
         opt.zero_grad()
         total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
