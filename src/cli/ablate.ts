@@ -6,6 +6,7 @@
 import { mkdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { intArg, numberArg } from './args.js';
 import { acquireGpu } from '../gpu/device.js';
 import { GpuContext } from '../gpu/context.js';
 import { nodeFolder } from '../io/checkpoint.js';
@@ -34,6 +35,7 @@ import { readJsonFile, writeAtomic } from './files.js';
 import { dtypeOption, loadModel, modelOption, checkFolder, eosIds } from './load.js';
 import { UsageError } from './errors.js';
 import { checkImages, readData } from './data.js';
+import { progressLine } from './progress.js';
 
 interface AblateCliOptions {
   model: string;
@@ -53,22 +55,6 @@ interface AblateCliOptions {
   out?: string;
   dtype?: string;
   verbose?: boolean;
-}
-
-function intArg(min: number, what: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new InvalidArgumentError(`expected ${what}`);
-    return n;
-  };
-}
-
-function numberArg(what: string, ok: (n: number) => boolean) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isFinite(n) || !ok(n)) throw new InvalidArgumentError(`expected ${what}`);
-    return n;
-  };
 }
 
 /** --function takes names separated by spaces (several values) or commas. */
@@ -355,27 +341,15 @@ export function formatAblation(r: AblationResult): string {
  * whole experiment, redrawn at most 10 times a second and erased when done. Nothing when the stream is not a TTY.
  */
 export function ablationProgressBar(stream: NodeJS.WriteStream): { update: (p: AblationProgress) => void; done: () => void } {
-  if (!stream.isTTY) return { update: () => {}, done: () => {} };
-  const t0 = performance.now();
-  let last = 0;
-  let drawn = false;
+  const line = progressLine(stream);
   return {
     update(p) {
-      const now = performance.now();
-      const all = p.runs * p.total;
-      const doneAll = p.run * p.total + p.done;
-      if (now - last < 100 && doneAll < all) return;
-      last = now;
-      const s = (now - t0) / 1000;
-      const rate = s > 0 ? doneAll / s : 0;
-      const eta = rate > 0 ? (all - doneAll) / rate : 0;
-      const width = 24;
-      const bar = '#'.repeat(Math.round((all > 0 ? doneAll / all : 1) * width)).padEnd(width, '.');
-      stream.write(`\r\x1b[Kablate [${bar}] run ${p.run + 1}/${p.runs} ${p.label}  ${p.done}/${p.total}  ${rate.toFixed(1)} q/s  ETA ${eta.toFixed(0)} s`);
-      drawn = true;
+      line?.draw(
+        p.run * p.total + p.done,
+        p.runs * p.total,
+        (bar, rate, eta) => `ablate [${bar}] run ${p.run + 1}/${p.runs} ${p.label}  ${p.done}/${p.total}  ${rate.toFixed(1)} q/s  ETA ${eta.toFixed(0)} s`,
+      );
     },
-    done() {
-      if (drawn) stream.write('\r\x1b[K');
-    },
+    done: () => line?.done(),
   };
 }

@@ -4,7 +4,8 @@
 // resumes. Progress bar on a terminal, a summary per function at the end.
 
 import { stat } from 'node:fs/promises';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
+import { intArg } from './args.js';
 import { acquireGpu } from '../gpu/device.js';
 import { GpuContext } from '../gpu/context.js';
 import { nodeFolder } from '../io/checkpoint.js';
@@ -26,6 +27,7 @@ import { readJsonFile } from './files.js';
 import { dtypeOption, loadModel, modelOption, checkFolder, eosIds } from './load.js';
 import { UsageError } from './errors.js';
 import { checkImages, readData } from './data.js';
+import { progressLine } from './progress.js';
 
 interface CollectCliOptions {
   model: string;
@@ -42,14 +44,6 @@ interface CollectCliOptions {
   intervene?: string;
   dtype?: string;
   verbose?: boolean;
-}
-
-function intArg(min: number, what: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new InvalidArgumentError(`expected ${what}`);
-    return n;
-  };
 }
 
 export function collectCommand(): Command {
@@ -229,29 +223,15 @@ export function collectProgressBar(
   resumed = 0,
   resumedCorrect = 0,
 ): { update: (row: { correct: boolean }, done: number, total: number) => void; done: () => void } {
-  if (!stream.isTTY) return { update: () => {}, done: () => {} };
-  const t0 = performance.now();
-  let last = 0;
-  let drawn = false;
+  const line = progressLine(stream, resumed);
   let correct = resumedCorrect;
   return {
     update(row, done, total) {
       if (row.correct) correct++;
-      const now = performance.now();
-      if (now - last < 100 && done < total) return;
-      last = now;
-      const s = (now - t0) / 1000;
-      const rate = s > 0 ? (done - resumed) / s : 0;
-      const eta = rate > 0 ? (total - done) / rate : 0;
-      const width = 24;
-      const bar = '#'.repeat(Math.round((total > 0 ? done / total : 1) * width)).padEnd(width, '.');
       const acc = done > 0 ? ((correct / done) * 100).toFixed(1) : '0.0';
-      stream.write(`\r\x1b[Kcollect [${bar}] ${done}/${total}  acc ${acc}%  ${rate.toFixed(2)} q/s  ETA ${eta.toFixed(0)} s`);
-      drawn = true;
+      line?.draw(done, total, (bar, rate, eta) => `collect [${bar}] ${done}/${total}  acc ${acc}%  ${rate.toFixed(2)} q/s  ETA ${eta.toFixed(0)} s`);
     },
-    done() {
-      if (drawn) stream.write('\r\x1b[K');
-    },
+    done: () => line?.done(),
   };
 }
 

@@ -3,7 +3,8 @@
 
 import { stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { intArg } from './args.js';
 import { acquireGpu } from '../gpu/device.js';
 import { GpuContext } from '../gpu/context.js';
 import { nodeFolder } from '../io/checkpoint.js';
@@ -15,6 +16,7 @@ import { readJsonFile, writeAtomic } from './files.js';
 import { dtypeOption, loadModel, modelOption, checkFolder, eosIds } from './load.js';
 import { UsageError } from './errors.js';
 import { checkImages, readData } from './data.js';
+import { progressLine } from './progress.js';
 
 interface EvalCliOptions {
   model: string;
@@ -27,14 +29,6 @@ interface EvalCliOptions {
   subQuestions?: boolean;
   dtype?: string;
   verbose?: boolean;
-}
-
-function intArg(min: number, what: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isInteger(n) || n < min) throw new InvalidArgumentError(`expected ${what}`);
-    return n;
-  };
 }
 
 export function evalCommand(): Command {
@@ -165,27 +159,12 @@ export function formatReport(r: EvalReport): string {
  * ETA on one line, redrawn at most 10 times a second and erased when done. Nothing when the stream is not a TTY.
  */
 export function evalProgressBar(stream: NodeJS.WriteStream): { update: (done: number, total: number, correct: number) => void; done: () => void } {
-  if (!stream.isTTY) return { update: () => {}, done: () => {} };
-  const t0 = performance.now();
-  let last = 0;
-  let drawn = false;
+  const line = progressLine(stream);
   return {
     update(done, total, correct) {
-      const now = performance.now();
-      if (now - last < 100 && done < total) return;
-      last = now;
-      const s = (now - t0) / 1000;
-      const rate = s > 0 ? done / s : 0;
-      const eta = rate > 0 ? (total - done) / rate : 0;
-      const frac = total > 0 ? done / total : 1;
-      const width = 24;
-      const bar = '#'.repeat(Math.round(frac * width)).padEnd(width, '.');
       const acc = done > 0 ? ((correct / done) * 100).toFixed(1) : '0.0';
-      stream.write(`\r\x1b[Keval [${bar}] ${done}/${total}  acc ${acc}%  ${rate.toFixed(1)} q/s  ETA ${eta.toFixed(0)} s`);
-      drawn = true;
+      line?.draw(done, total, (bar, rate, eta) => `eval [${bar}] ${done}/${total}  acc ${acc}%  ${rate.toFixed(1)} q/s  ETA ${eta.toFixed(0)} s`);
     },
-    done() {
-      if (drawn) stream.write('\r\x1b[K');
-    },
+    done: () => line?.done(),
   };
 }

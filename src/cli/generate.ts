@@ -2,6 +2,7 @@
 // produced, or one JSON object with --json), the way LlavaProcessor + generate do it in Hugging Face.
 
 import { Command, InvalidArgumentError } from 'commander';
+import { intArg } from './args.js';
 import { acquireGpu } from '../gpu/device.js';
 import { GpuContext } from '../gpu/context.js';
 import { loadImageFile, type RgbImage } from '../io/image.js';
@@ -48,12 +49,6 @@ function samplingArg(key: keyof SamplingOptions, integer = false) {
   };
 }
 
-function nonNegativeInt(v: string): number {
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
-  return n;
-}
-
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 export function generateCommand(): Command {
@@ -62,12 +57,12 @@ export function generateCommand(): Command {
     .addOption(modelOption())
     .option('--image <file>', 'PNG or JPEG image (repeat for several; each fills one <image> in the prompt)', collect)
     .requiredOption('--prompt <text>', 'the question or instruction; wrapped in the chat template or "USER: <image>\\n{prompt} ASSISTANT:"')
-    .option('--max-new-tokens <n>', 'most tokens to generate', nonNegativeInt, 64)
+    .option('--max-new-tokens <n>', 'most tokens to generate', intArg(0, 'a non-negative integer'), 64)
     .option('--temperature <t>', 'sampling temperature; 0 = greedy (default greedy)', samplingArg('temperature'))
     .option('--top-k <k>', 'sample from the k most likely tokens (turns sampling on, temperature 1 unless given)', samplingArg('topK', true))
     .option('--top-p <p>', 'sample from the smallest set of tokens with probability >= p (turns sampling on, temperature 1 unless given)', samplingArg('topP'))
     .option('--repetition-penalty <r>', 'Hugging Face repetition penalty over prompt and generated tokens (1 = none; 1.1-1.3 typical)', samplingArg('repetitionPenalty'))
-    .option('--seed <s>', 'seed for sampling: the same seed gives the same text', nonNegativeInt)
+    .option('--seed <s>', 'seed for sampling: the same seed gives the same text', intArg(0, 'a non-negative integer'))
     .option('--stop <string>', 'stop when the text contains this string, which is left out (repeat for several)', collect)
     .option('--intervene <file>', 'intervention spec (JSON), as for trace, applied to every step')
     .option('--json', 'print one JSON object {text, token_ids, prompt_tokens, stopped_by, timings} instead of streaming')

@@ -11,6 +11,7 @@ import { eosTokenIds } from '../generate/eos.js';
 import { LlavaModel } from '../models/llava.js';
 import type { LoadProgress } from '../models/weights.js';
 import type { DType } from '../gpu/tensor.js';
+import { progressLine } from './progress.js';
 
 /**
  * The shipped model organism (weights/organism), the default --model: a small LLaVA trained on synthetic
@@ -48,29 +49,12 @@ export async function loadModel(ctx: GpuContext, folder: FolderSource | string, 
  * and erased when done. Does nothing when the stream is not a TTY (pipes, files, tests).
  */
 export function progressBar(stream: NodeJS.WriteStream): { update: (p: LoadProgress) => void; done: () => void } {
-  if (!stream.isTTY) return { update: () => {}, done: () => {} };
-  const t0 = performance.now();
-  let last = 0;
-  let drawn = false;
+  const line = progressLine(stream);
   return {
     update(p) {
-      const now = performance.now();
-      if (now - last < 100 && p.bytesDone < p.bytesTotal) return;
-      last = now;
-      const s = (now - t0) / 1000;
-      const rate = s > 0 ? p.bytesDone / s : 0;
-      const eta = rate > 0 ? (p.bytesTotal - p.bytesDone) / rate : 0;
-      const frac = p.bytesTotal > 0 ? p.bytesDone / p.bytesTotal : 1;
-      const width = 24;
-      const bar = '#'.repeat(Math.round(frac * width)).padEnd(width, '.');
-      stream.write(
-        `\r\x1b[Kloading [${bar}] ${fmtBytes(p.bytesDone)} / ${fmtBytes(p.bytesTotal)}  ${fmtBytes(Math.round(rate))}/s  ETA ${eta.toFixed(0)} s`,
-      );
-      drawn = true;
+      line?.draw(p.bytesDone, p.bytesTotal, (bar, rate, eta) => `loading [${bar}] ${fmtBytes(p.bytesDone)} / ${fmtBytes(p.bytesTotal)}  ${fmtBytes(Math.round(rate))}/s  ETA ${eta.toFixed(0)} s`);
     },
-    done() {
-      if (drawn) stream.write('\r\x1b[K');
-    },
+    done: () => line?.done(),
   };
 }
 

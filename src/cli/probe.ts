@@ -6,6 +6,7 @@
 import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
+import { numberArg } from './args.js';
 import { acquireGpu } from '../gpu/device.js';
 import { GpuContext } from '../gpu/context.js';
 import { ActivationStoreError, readActivationStore, type ActivationStore } from '../interp/activation-store.js';
@@ -28,17 +29,7 @@ interface ProbeCliOptions {
   verbose?: boolean;
 }
 
-
-
 const HEATMAP_RANGE: [number, number] = [0.5, 1];
-
-function numberArg(what: string, ok: (n: number) => boolean) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isFinite(n) || !ok(n)) throw new InvalidArgumentError(`expected ${what}`);
-    return n;
-  };
-}
 
 function seedsArg(v: string): number[] {
   const parts = v.split(',').map((s) => s.trim());
