@@ -566,7 +566,8 @@ export interface AblationTarget {
   byFunction: Record<string, AblationComparison>;
 }
 
-export interface AblationResult {
+/** The settings of an experiment, as planned and as reported. */
+export interface AblationSettings {
   mode: AblationMode;
   tower: Tower;
   epsilon: number;
@@ -574,6 +575,9 @@ export interface AblationResult {
   queries: QueryScope;
   direction: DirectionKind;
   seeds: number[];
+}
+
+export interface AblationResult extends AblationSettings {
   /** Questions evaluated per run. */
   questions: number;
   baseline: AccuracyBreakdown;
@@ -658,14 +662,7 @@ export interface PlannedTarget {
 }
 
 /** Everything runAblation will run, with every intervention spec built and checked (planAblation). */
-export interface AblationPlan {
-  mode: AblationMode;
-  tower: Tower;
-  epsilon: number;
-  alpha: number;
-  queries: QueryScope;
-  direction: DirectionKind;
-  seeds: number[];
+export interface AblationPlan extends AblationSettings {
   /** The questions of every run (after limit). */
   questions: EvalItem[];
   targets: PlannedTarget[];
