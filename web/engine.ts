@@ -65,36 +65,27 @@ export class LabEngine {
   static async create(onLost: (reason: string) => void): Promise<LabEngine> {
     const gpu = await acquireGpu();
     const engine = new LabEngine(gpu, new GpuContext(gpu));
-    let destroyed = false;
-    engine.destroy = () => {
-      destroyed = true;
-      engine.model?.destroy();
-      gpu.destroy();
-    };
     void gpu.device.lost.then((info) => {
-      if (!destroyed) onLost(info.message || String(info.reason) || 'unknown reason');
+      if (!engine.destroyed) onLost(info.message || String(info.reason) || 'unknown reason');
     });
     return engine;
   }
 
-  destroy: () => void = () => {};
+  private destroyed = false;
 
-  /**
-   * GPU memory the page lets a model use: `memoryBudget` when given, else for CPU adapters (SwiftShader: the
-   * "GPU" is this machine's RAM) half of navigator.deviceMemory; WebGPU does not tell a real GPU's memory.
-   */
-  budget(memoryBudget?: number): number | undefined {
-    if (memoryBudget !== undefined) return memoryBudget;
-    const ram = (navigator as Navigator & { deviceMemory?: number }).deviceMemory;
-    if (ram && /swiftshader|llvmpipe|lavapipe|cpu/i.test(this.gpu.adapterName)) return (ram * 2 ** 30) / 2;
-    return undefined;
+  /** Frees the model and the device (a deliberate destroy is not reported as a loss). */
+  destroy(): void {
+    this.destroyed = true;
+    this.model?.destroy();
+    this.gpu.destroy();
   }
 
+  /** `memoryBudget`: GPU memory the model may use (default: LlavaModel.load's, e.g. half the RAM on CPU adapters). */
   async load(folder: FolderSource, onProgress: (done: number, total: number) => void, memoryBudget?: number): Promise<void> {
     this.model?.destroy();
     this.model = null;
     // The model first: a wrong folder is then reported by its config.json, the file people recognise.
-    const model = await LlavaModel.load(this.ctx, folder, { onProgress: (p) => onProgress(p.bytesDone, p.bytesTotal), memoryBudget: this.budget(memoryBudget) });
+    const model = await LlavaModel.load(this.ctx, folder, { onProgress: (p) => onProgress(p.bytesDone, p.bytesTotal), memoryBudget });
     let tokenizer: Tokenizer;
     try {
       tokenizer = await Tokenizer.fromFolder(folder);

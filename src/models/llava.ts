@@ -88,8 +88,9 @@ export interface LlavaLoadOptions {
   /** Tokens of context to plan the KV cache for when checking that the model fits (default 2048). */
   contextLength?: number;
   /**
-   * Bytes of GPU memory the model may use. Default: for CPU adapters (SwiftShader) the free system memory;
-   * WebGPU does not tell a real GPU's memory size, so there it is only checked when given.
+   * Bytes of GPU memory the model may use. Default: for CPU adapters (SwiftShader) the free system memory in Node,
+   * half of navigator.deviceMemory in a browser; WebGPU does not tell a real GPU's memory size, so there it is only
+   * checked when given.
    */
   memoryBudget?: number;
 }
@@ -518,10 +519,20 @@ async function checkMemory(ctx: GpuContext, cfg: LlavaConfig, weightBytes: numbe
   const plan = planMemory(cfg, weightBytes, context);
   let budget = opts.memoryBudget;
   let what = 'the given memory budget';
-  if (budget === undefined && /swiftshader|llvmpipe|lavapipe|cpu/i.test(ctx.gpu.adapterName) && typeof process !== 'undefined' && process.versions?.node) {
-    const os = await import('node:os');
-    budget = os.freemem();
-    what = 'the free memory of this CPU adapter (system RAM)';
+  // A CPU adapter's "GPU memory" is system RAM: in Node its free memory, in a browser half of what
+  // navigator.deviceMemory reports (a rounded, capped figure). WebGPU does not tell a real GPU's memory.
+  if (budget === undefined && /swiftshader|llvmpipe|lavapipe|cpu/i.test(ctx.gpu.adapterName)) {
+    if (typeof process !== 'undefined' && process.versions?.node) {
+      const os = await import('node:os');
+      budget = os.freemem();
+      what = 'the free memory of this CPU adapter (system RAM)';
+    } else {
+      const ram = typeof navigator !== 'undefined' ? (navigator as Navigator & { deviceMemory?: number }).deviceMemory : undefined;
+      if (ram) {
+        budget = (ram * 2 ** 30) / 2;
+        what = "half the memory the browser reports for this CPU adapter's machine";
+      }
+    }
   }
   if (budget !== undefined && plan.total > budget) {
     throw new Error(
