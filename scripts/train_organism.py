@@ -71,11 +71,15 @@ def remap_vocab(state: dict, init_tokenizer: str, out_tokenizer: str) -> dict:
     return out
 
 
-def save_weights(model, out: str) -> dict:
+def f16_state(model) -> dict:
     # f16 weights under the transformers state-dict names (model.language_model.*, model.vision_tower.*,
-    # model.multi_modal_projector.*, lm_head.*), which vlmscope reads like the legacy llava-hf names. Written to a
-    # temporary name and renamed, so a stop mid-write never leaves a truncated file.
-    state = {k: v.detach().to('cpu', torch.float16).contiguous() for k, v in model.state_dict().items()}
+    # model.multi_modal_projector.*, lm_head.*), which vlmscope reads like the legacy llava-hf names.
+    return {k: v.detach().to('cpu', torch.float16).contiguous() for k, v in model.state_dict().items()}
+
+
+def save_weights(model, out: str) -> dict:
+    # Written to a temporary name and renamed, so a stop mid-write never leaves a truncated file.
+    state = f16_state(model)
     tmp = os.path.join(out, 'model.safetensors.tmp')
     save_file(state, tmp, metadata={'format': 'pt'})
     os.replace(tmp, os.path.join(out, 'model.safetensors'))
@@ -289,8 +293,7 @@ def main():
         # Only the trainer-parity reference of the weights given with --init.
         if not (args.init and args.reference):
             raise SystemExit('--steps 0 writes only the reference: give --init and --reference')
-        state = {k: v.detach().to('cpu', torch.float16).contiguous() for k, v in model.state_dict().items()}
-        write_reference(model, state, held[:3], pixels, mean, std, args)
+        write_reference(model, f16_state(model), held[:3], pixels, mean, std, args)
         return
 
     t0 = time.time()
