@@ -114,21 +114,24 @@ SUPERVISED_TYPES = ('spatial', 'vsr', 'sub:relational_reasoning', 'sub:spatial_p
 
 
 def attention_targets(ids: torch.Tensor, spans, colour_token: dict[int, int], patch_colour: torch.Tensor, image_id: int):
-    """For each spatial-type turn of one packed row: (query position, [patches of object A], [patches of B]).
+    """For each spatial-type turn of one packed row: (query position, [patches of A, of B], [centre of A, of B]).
 
     The query is the last prompt token (it predicts the answer); A and B are the objects named first and second in
     the turn's own question (named by their colour, unique in a scene); their patches are those the per-patch
     labels give that colour. Positions index the row's tokens (image tokens in patch order).
     """
     image_pos = (ids == image_id).nonzero().flatten()
+    grid = math.isqrt(len(patch_colour))
     out = []
     prev_end = int(image_pos[-1]) + 1 if len(image_pos) else 0
     for start, end, typ in spans:
         if typ in SUPERVISED_TYPES:
             colours = [colour_token[int(t)] for t in ids[prev_end:start] if int(t) in colour_token]
-            groups = [image_pos[(patch_colour == c).nonzero().flatten()] for c in colours[:2]]
-            if groups and all(len(g) for g in groups):
-                out.append((start - 1, groups))
+            patches = [(patch_colour == c).nonzero().flatten() for c in colours[:2]]
+            if patches and all(len(p) for p in patches):
+                # Object centre (column, row) from its patches, scaled to [-1, 1]: the target of --read-sup.
+                centres = [torch.stack([(p % grid).float().mean(), (p // grid).float().mean()]) * (2 / (grid - 1)) - 1 for p in patches]
+                out.append((start - 1, [image_pos[p] for p in patches], centres))
         prev_end = end
     return out
 
@@ -175,7 +178,10 @@ def main():
     ap.add_argument('--single', type=float, default=0.8, help='share of rows that pack single-turn prompts (the rest: multi-turn conversations)')
     ap.add_argument('--attn-sup', type=float, default=0.0, help='weight of the attention supervision of spatial questions (0 = off; see attention_supervision)')
     ap.add_argument('--attn-layer', type=int, default=1, help='text layer whose heads 0 and 1 are supervised by --attn-sup')
+    ap.add_argument('--read-sup', type=float, default=0.0, help='weight of the loss that reads the named objects\' centres from the outputs of the heads --attn-sup supervises (0 = off)')
     ap.add_argument('--stop-after', type=int, default=0, help='end after this many steps, keeping the learning-rate schedule of --steps (0 = run all)')
+    ap.add_argument('--head-warmup', type=int, default=0, help='steps during which the --aux and --read-sup heads train on detached features')
+    ap.add_argument('--eval-every', type=int, default=500, help='print held-out teacher-forced accuracy every N steps')
     ap.add_argument('--save-every', type=int, default=250, help='write model.safetensors every N steps, so a stopped run keeps its progress')
     ap.add_argument('--reference', help='folder to write reference.json (trainer logits on 3 held-out examples) and their images into')
     args = ap.parse_args()
@@ -241,8 +247,13 @@ def main():
         patch_col = (torch.arange(grid * grid) % grid).to(device)
         print(f'auxiliary per-patch loss (weight {args.aux}) on vision encoder layer {idx}', flush=True)
 
-    def aux_loss(image_indices):
-        feats = captured['features'][:, 1:]  # drop CLS
+    def probe_input(x: torch.Tensor, step: int) -> torch.Tensor:
+        # The auxiliary heads start from random weights on every run (they are not shipped); while they fit, their
+        # gradient would only push the model's features around, so for --head-warmup steps it reaches them alone.
+        return x.detach() if step < args.head_warmup else x
+
+    def aux_loss(image_indices, step):
+        feats = probe_input(captured['features'][:, 1:], step)  # drop CLS
         colour = patch_labels[0][image_indices].to(device)
         shape = patch_labels[1][image_indices].to(device)
         lc = torch.nn.functional.cross_entropy(aux_heads['colour'](feats).flatten(0, 1), colour.flatten(), ignore_index=-1)
@@ -253,12 +264,23 @@ def main():
         lr_ = torch.nn.functional.cross_entropy(aux_heads['row'](feats).flatten(0, 1), patch_row.repeat(n))
         lcol = torch.nn.functional.cross_entropy(aux_heads['col'](feats).flatten(0, 1), patch_col.repeat(n))
         return lc + ls + 0.5 * (lr_ + lcol)
+    # Read supervision (training only, not shipped): linear heads predict the centre of the object each supervised
+    # head attends to from that head's output at the query (the o_proj input), so the values carry position.
+    read_heads = None
+    if args.read_sup > 0:
+        attn_module = model.model.language_model.layers[args.attn_layer].self_attn
+        head_dim = cfg_json['text_config']['hidden_size'] // cfg_json['text_config']['num_attention_heads']
+        attn_module.o_proj.register_forward_pre_hook(lambda _m, inputs: captured.__setitem__('heads', inputs[0]))
+        read_heads = torch.nn.ModuleList([torch.nn.Linear(head_dim, 2) for _ in range(2)]).to(device)
     held = examples[-128:]
     train = examples[:-128]
     n_params = sum(p.numel() for p in model.parameters())
     print(f'{len(train)} training conversations over {pixels.shape[0]} images, {len(held)} held out; {n_params / 1e6:.2f}M parameters', flush=True)
 
-    params = list(model.parameters()) + (list(aux_heads.parameters()) if aux_heads is not None else [])
+    params = list(model.parameters())
+    for extra in (aux_heads, read_heads):
+        if extra is not None:
+            params += list(extra.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, args.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -302,6 +324,7 @@ def main():
     losses = []
     aux_losses = []
     attn_losses = []
+    read_losses = []
     for step in range(args.steps):
         if at + args.batch > len(order):
             order = rng.permutation(len(train))
@@ -330,18 +353,27 @@ def main():
             # a bag of patch features, which the model otherwise settles for); the MLPs learn the comparison.
             att = out.attentions[args.attn_layer]
             terms = []
+            reads = []
             for r in range(len(b)):
                 if not packed[r]:
                     continue
-                for q, groups in attention_targets(ids[r], spans_of[r], colour_token, patch_labels[0][b[r][0]], image_id):
+                for q, groups, centres in attention_targets(ids[r], spans_of[r], colour_token, patch_labels[0][b[r][0]], image_id):
                     for h, g in enumerate(groups):
                         terms.append(-torch.log(att[r, h, q, g.to(device)].sum() + 1e-6))
+                        if read_heads is not None:
+                            head_dim = read_heads[h].in_features
+                            got = read_heads[h](probe_input(captured['heads'][r, q, h * head_dim : (h + 1) * head_dim], step))
+                            reads.append(((got - centres[h].to(device)) ** 2).sum())
             if terms:
                 a_loss = torch.stack(terms).mean()
                 attn_losses.append(a_loss.item())
                 total = total + args.attn_sup * a_loss
+            if reads:
+                r_loss = torch.stack(reads).mean()
+                read_losses.append(r_loss.item())
+                total = total + args.read_sup * r_loss
         if aux_heads is not None:
-            aux = aux_loss(torch.tensor([e[0] for e in b]))
+            aux = aux_loss(torch.tensor([e[0] for e in b]), step)
             aux_losses.append(aux.item())
             total = total + args.aux * aux
         opt.zero_grad()
@@ -351,13 +383,15 @@ def main():
         sched.step()
         losses.append(loss.item())
         if (step + 1) % 100 == 0 or step == args.steps - 1:
-            acc, by_type = held_accuracy() if (step + 1) % 500 == 0 or step == args.steps - 1 else (None, None)
+            acc, by_type = held_accuracy() if (step + 1) % args.eval_every == 0 or step == args.steps - 1 else (None, None)
             elapsed = time.time() - t0
             msg = f'step {step + 1}/{args.steps} loss {np.mean(losses[-100:]):.4f}'
             if aux_losses:
                 msg += f' aux {np.mean(aux_losses[-100:]):.4f}'
             if attn_losses:
                 msg += f' attn {np.mean(attn_losses[-100:]):.4f}'
+            if read_losses:
+                msg += f' read {np.mean(read_losses[-100:]):.4f}'
             msg += f' lr {sched.get_last_lr()[0]:.2e} {elapsed / 60:.1f} min'
             if acc is not None:
                 msg += f' held-out single-turn answer accuracy {acc:.3f} {by_type}'
