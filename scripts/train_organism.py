@@ -180,6 +180,7 @@ def main():
     ap.add_argument('--attn-layer', type=int, default=1, help='text layer whose heads 0 and 1 are supervised by --attn-sup')
     ap.add_argument('--read-sup', type=float, default=0.0, help='weight of the loss that reads the named objects\' centres from the outputs of the heads --attn-sup supervises (0 = off)')
     ap.add_argument('--stop-after', type=int, default=0, help='end after this many steps, keeping the learning-rate schedule of --steps (0 = run all)')
+    ap.add_argument('--pos-sup', type=float, default=0.0, help='weight of the loss that reads each image token\'s patch position from the supervised heads\' values with the --read-sup heads (0 = off)')
     ap.add_argument('--head-warmup', type=int, default=0, help='steps during which the --aux and --read-sup heads train on detached features')
     ap.add_argument('--eval-every', type=int, default=500, help='print held-out teacher-forced accuracy every N steps')
     ap.add_argument('--save-every', type=int, default=250, help='write model.safetensors every N steps, so a stopped run keeps its progress')
@@ -220,6 +221,11 @@ def main():
 
     pixels, examples, patch_labels = load_examples(args.work)
 
+    def probe_input(x: torch.Tensor, step: int) -> torch.Tensor:
+        # The auxiliary heads start from random weights on every run (they are not shipped); while they fit, their
+        # gradient would only push the model's features around, so for --head-warmup steps it reaches them alone.
+        return x.detach() if step < args.head_warmup else x
+
     # Auxiliary vision loss (training only, not shipped): linear heads read the colour and the shape of the
     # object under each patch from the features the projector receives (vision_feature_layer). Dense per-patch
     # supervision teaches the ViT to bind colour and shape per location far sooner than the answer loss alone.
@@ -247,11 +253,6 @@ def main():
         patch_col = (torch.arange(grid * grid) % grid).to(device)
         print(f'auxiliary per-patch loss (weight {args.aux}) on vision encoder layer {idx}', flush=True)
 
-    def probe_input(x: torch.Tensor, step: int) -> torch.Tensor:
-        # The auxiliary heads start from random weights on every run (they are not shipped); while they fit, their
-        # gradient would only push the model's features around, so for --head-warmup steps it reaches them alone.
-        return x.detach() if step < args.head_warmup else x
-
     def aux_loss(image_indices, step):
         feats = probe_input(captured['features'][:, 1:], step)  # drop CLS
         colour = patch_labels[0][image_indices].to(device)
@@ -272,6 +273,25 @@ def main():
         head_dim = cfg_json['text_config']['hidden_size'] // cfg_json['text_config']['num_attention_heads']
         attn_module.o_proj.register_forward_pre_hook(lambda _m, inputs: captured.__setitem__('heads', inputs[0]))
         read_heads = torch.nn.ModuleList([torch.nn.Linear(head_dim, 2) for _ in range(2)]).to(device)
+        # --pos-sup: the same linear reads applied to each image token's value vector give that patch's position. A
+        # head's output is its attention-weighted sum of values, so reading it gives the attention-weighted mean
+        # position: dense per-patch supervision of the code the read of an object's centre relies on.
+        attn_module.v_proj.register_forward_hook(lambda _m, _inputs, output: captured.__setitem__('values', output))
+        kv_group = cfg_json['text_config']['num_attention_heads'] // cfg_json['text_config'].get('num_key_value_heads', cfg_json['text_config']['num_attention_heads'])
+        text_grid = cfg_json['vision_config']['image_size'] // cfg_json['vision_config']['patch_size']
+        k = torch.arange(text_grid * text_grid)
+        patch_centre = (torch.stack([k % text_grid, k // text_grid], -1).float() * (2 / (text_grid - 1)) - 1).to(device)
+
+    def position_loss(ids, step):
+        terms = []
+        for r in range(ids.shape[0]):
+            image_pos = (ids[r] == image_id).nonzero().flatten().to(device)
+            for h, read in enumerate(read_heads):
+                kv = h // kv_group
+                v = captured['values'][r, image_pos, kv * read.in_features : (kv + 1) * read.in_features]
+                terms.append(((read(probe_input(v, step)) - patch_centre) ** 2).sum(-1).mean())
+        return torch.stack(terms).mean()
+
     held = examples[-128:]
     train = examples[:-128]
     n_params = sum(p.numel() for p in model.parameters())
@@ -325,6 +345,7 @@ def main():
     aux_losses = []
     attn_losses = []
     read_losses = []
+    pos_losses = []
     for step in range(args.steps):
         if at + args.batch > len(order):
             order = rng.permutation(len(train))
@@ -372,6 +393,10 @@ def main():
                 r_loss = torch.stack(reads).mean()
                 read_losses.append(r_loss.item())
                 total = total + args.read_sup * r_loss
+        if read_heads is not None and args.pos_sup > 0:
+            p_loss = position_loss(ids, step)
+            pos_losses.append(p_loss.item())
+            total = total + args.pos_sup * p_loss
         if aux_heads is not None:
             aux = aux_loss(torch.tensor([e[0] for e in b]), step)
             aux_losses.append(aux.item())
@@ -392,6 +417,8 @@ def main():
                 msg += f' attn {np.mean(attn_losses[-100:]):.4f}'
             if read_losses:
                 msg += f' read {np.mean(read_losses[-100:]):.4f}'
+            if pos_losses:
+                msg += f' pos {np.mean(pos_losses[-100:]):.4f}'
             msg += f' lr {sched.get_last_lr()[0]:.2e} {elapsed / 60:.1f} min'
             if acc is not None:
                 msg += f' held-out single-turn answer accuracy {acc:.3f} {by_type}'
