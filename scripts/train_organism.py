@@ -181,6 +181,7 @@ def main():
     ap.add_argument('--read-sup', type=float, default=0.0, help='weight of the loss that reads the named objects\' centres from the outputs of the heads --attn-sup supervises (0 = off)')
     ap.add_argument('--stop-after', type=int, default=0, help='end after this many steps, keeping the learning-rate schedule of --steps (0 = run all)')
     ap.add_argument('--pos-sup', type=float, default=0.0, help='weight of the loss that reads each image token\'s patch position from the supervised heads\' values with the --read-sup heads (0 = off)')
+    ap.add_argument('--heads', help='file of the auxiliary (--aux, --read-sup) heads: loaded if it exists, written with every save')
     ap.add_argument('--head-warmup', type=int, default=0, help='steps during which the --aux and --read-sup heads train on detached features')
     ap.add_argument('--eval-every', type=int, default=500, help='print held-out teacher-forced accuracy every N steps')
     ap.add_argument('--save-every', type=int, default=250, help='write model.safetensors every N steps, so a stopped run keeps its progress')
@@ -301,6 +302,24 @@ def main():
     for extra in (aux_heads, read_heads):
         if extra is not None:
             params += list(extra.parameters())
+    # The auxiliary heads are training state, not model weights: --heads keeps them across stages, so a stage that
+    # continues from --init does not start them from random weights (whose first gradients disturb the features).
+    def heads_state() -> dict:
+        return {name: m.state_dict() for name, m in (('aux', aux_heads), ('read', read_heads)) if m is not None}
+
+    if args.heads and os.path.exists(args.heads):
+        saved = torch.load(args.heads, map_location=device)
+        for name, m in (('aux', aux_heads), ('read', read_heads)):
+            if m is not None and name in saved:
+                m.load_state_dict(saved[name])
+        print(f'auxiliary heads from {args.heads}: {sorted(saved)}', flush=True)
+
+    def save_all():
+        if args.heads:
+            tmp = args.heads + '.tmp'
+            torch.save(heads_state(), tmp)
+            os.replace(tmp, args.heads)
+        return save_weights(model, args.out)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, args.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -424,7 +443,7 @@ def main():
                 msg += f' held-out single-turn answer accuracy {acc:.3f} {by_type}'
             print(msg, flush=True)
             if args.save_every and (step + 1) % args.save_every == 0:
-                save_weights(model, args.out)
+                save_all()
             if args.stop_after and step + 1 >= args.stop_after:
                 print(f'stopping after {step + 1} steps (--stop-after)', flush=True)
                 break
@@ -435,7 +454,7 @@ def main():
     final_loss = float(np.mean(losses[-100:]))
     acc, by_type = held_accuracy()
     conv_acc, conv_by_type = held_accuracy(packed=False)
-    state = save_weights(model, args.out)
+    state = save_all()
     summary = {
         'steps': step + 1,
         'batch': args.batch,
