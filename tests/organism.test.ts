@@ -61,15 +61,19 @@ describe('model organism', () => {
           .join(', '),
     );
     expect(report.total).toBeGreaterThan(80);
-    // The slice is deterministic (seeded data, greedy decoding). The shipped weights answer 72.6% here: colour 5/5,
-    // count 10/10, shape 9/10, exists 9/10 (perception is learnt), spatial 0/10 and VSR 6/10 (relations are not yet:
-    // issue 4; weights/organism/README.md). Floors guard the perception skills against regressions.
+    // The slice is deterministic (seeded data, greedy decoding). The shipped weights answer all 95 here (colour 5,
+    // count 10, shape 10, exists 10, spatial 10, VSR 10, sub-questions 40); on the 1043-question held-out set
+    // spatial is 100% and colour/shape/count >= 98.9% (weights/organism/README.md). The floors are the issue's
+    // targets (spatial >= 95%, i.e. 10/10 here; colour/shape/count >= 90%), with room for one miss elsewhere.
+    expect(report.byType.spatial.accuracy).toBeGreaterThanOrEqual(0.95);
     const perception = ['color', 'count', 'shape'].map((t) => report.byType[t]!);
     const right = perception.reduce((n, a) => n + a.correct, 0);
     const asked = perception.reduce((n, a) => n + a.total, 0);
     expect(right / asked).toBeGreaterThanOrEqual(0.9);
-    expect(report.byType.exists.accuracy).toBeGreaterThanOrEqual(0.8);
-    expect(report.accuracy).toBeGreaterThanOrEqual(0.65);
+    expect(report.byType.exists.accuracy).toBeGreaterThanOrEqual(0.9);
+    expect(report.byType.vsr.accuracy).toBeGreaterThanOrEqual(0.9);
+    expect(report.byType.subquestion.accuracy).toBeGreaterThanOrEqual(0.9);
+    expect(report.accuracy).toBeGreaterThanOrEqual(0.95);
   }, 900_000);
 
   it("answers the README's example question about the shipped scene with the default model", () => {
