@@ -187,6 +187,10 @@ def main():
     ap.add_argument('--save-every', type=int, default=250, help='write model.safetensors every N steps, so a stopped run keeps its progress')
     ap.add_argument('--reference', help='folder to write reference.json (trainer logits on 3 held-out examples) and their images into')
     args = ap.parse_args()
+    if args.read_sup > 0 and args.attn_sup <= 0:
+        raise SystemExit('--read-sup reads the heads that --attn-sup supervises: give --attn-sup too')
+    if args.pos_sup > 0 and args.read_sup <= 0:
+        raise SystemExit('--pos-sup trains the --read-sup heads: give --read-sup too')
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -266,6 +270,7 @@ def main():
         lr_ = torch.nn.functional.cross_entropy(aux_heads['row'](feats).flatten(0, 1), patch_row.repeat(n))
         lcol = torch.nn.functional.cross_entropy(aux_heads['col'](feats).flatten(0, 1), patch_col.repeat(n))
         return lc + ls + 0.5 * (lr_ + lcol)
+
     # Read supervision (training only, not shipped): linear heads predict the centre of the object each supervised
     # head attends to from that head's output at the query (the o_proj input), so the values carry position.
     read_heads = None
