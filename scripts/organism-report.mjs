@@ -78,7 +78,10 @@ const index = JSON.parse(readFileSync(join(acts, 'index.json'), 'utf8'));
 const pj = JSON.parse(readFileSync(join(probes, 'probes.json'), 'utf8'));
 const ab = JSON.parse(readFileSync(join(ablation, 'ablation.json'), 'utf8'));
 const pct = (x) => (x === null || x === undefined || Number.isNaN(x) ? 'n/a' : `${(100 * x).toFixed(1)}%`);
-const fmtP = (p) => (p === null || p === undefined ? 'n/a' : p < 1e-3 ? p.toExponential(1) : p.toFixed(3));
+const fmtP = (p) => (p === null || p === undefined ? 'n/a' : p === 0 ? '0' : p < 1e-3 ? p.toExponential(1) : p.toFixed(3));
+// JSON has no Infinity: ablation.json stores an infinite t (random heads all at one accuracy, top-k elsewhere) as null
+// with p = 0; the sign is that of top-k minus the random mean.
+const fmtT = (c) => (c.t !== null ? c.t.toFixed(2) : c.p === 0 ? (c.top < c.random_mean ? '-inf' : 'inf') : 'n/a');
 
 const byFn = new Map();
 for (const e of index.examples) {
@@ -139,7 +142,7 @@ for (const t of ab.targets) {
   for (const [fn, c] of Object.entries(t.comparisons.by_function)) if (fn !== t.function) rows.push([fn, c]);
   for (const [measured, c] of rows) {
     if (!c) continue;
-    md += `| ${t.function} (${t.top_heads.map((h) => `L${h.layer}H${h.head}`).join(', ')}) | ${measured} | ${pct(c.baseline)} | ${pct(c.top)} | ${pct(c.random_mean)} +- ${pct(c.random_std)} | ${c.t === null ? 'n/a' : c.t.toFixed(2)} | ${fmtP(c.p)} |\n`;
+    md += `| ${t.function} (${t.top_heads.map((h) => `L${h.layer}H${h.head}`).join(', ')}) | ${measured} | ${pct(c.baseline)} | ${pct(c.top)} | ${pct(c.random_mean)} +- ${pct(c.random_std)} | ${fmtT(c)} | ${fmtP(c.p)} |\n`;
   }
 }
 
