@@ -139,6 +139,8 @@ describe('vlmscope trace refuses bad input', () => {
     ['image temperature on a layer that does not exist', () => ['--intervene', writeJson('bad-temp.json', { image_temperature: { alpha: 2, layers: [3] } })], /image_temperature\.layers.*layer 3 does not exist/],
     ['ids file that is not a list of ids', () => ['--ids', writeJson('bad-ids.json', { ids: [1] })], /token ids file/],
     ['image that cannot be decoded', () => ['--image', writeJson('not-an-image.png', [1, 2, 3])], /not-an-image\.png/],
+    ['empty max-new-tokens', () => ['--max-new-tokens', ''], /--max-new-tokens.*non-negative integer/],
+    ['negative max-new-tokens', () => ['--max-new-tokens', '-2'], /--max-new-tokens.*non-negative integer/],
   ];
   for (const [name, args, message] of cases) {
     it(name, () => {

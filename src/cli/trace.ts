@@ -1,7 +1,7 @@
 // `vlmscope trace`: one prefill (plus optional greedy tokens) with interventions and captures, written as
 // JSON (or .safetensors for large captures).
 
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { acquireGpu } from '../gpu/device.js';
 import { GpuContext } from '../gpu/context.js';
 import type { RunResult } from '../models/llava.js';
@@ -10,6 +10,7 @@ import { parseCapture, parseInterventions } from '../interp/spec.js';
 import { encodeSafetensorsF32, type F32Entry } from '../io/safetensors-writer.js';
 import { readIdsFile, readJsonFile, writeAtomic } from './files.js';
 import { UsageError } from './errors.js';
+import { intArg } from './args.js';
 import { dtypeOption, loadModel, modelOption } from './load.js';
 
 interface TraceOptions {
@@ -23,12 +24,6 @@ interface TraceOptions {
   dtype?: string;
 }
 
-function nonNegativeInt(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
-  return n;
-}
-
 export function traceCommand(): Command {
   return new Command('trace')
     .description('run one forward pass with interventions and captures, and write the captured tensors')
@@ -37,7 +32,7 @@ export function traceCommand(): Command {
     .requiredOption('--ids <file>', 'JSON array of token ids, image tokens already expanded')
     .option('--intervene <file>', 'intervention spec (JSON), e.g. {"head_scale": [{"tower": "text", "layer": 0, "head": 1, "scale": 0}]}')
     .option('--capture <file>', 'capture spec (JSON), e.g. {"logits": "all", "pattern": [{"tower": "text", "layer": 1}], "z": {"positions": "last"}}; default {"logits": "last"}')
-    .option('--max-new-tokens <n>', 'greedy tokens to generate after the prompt (written as "tokens")', nonNegativeInt, 0)
+    .option('--max-new-tokens <n>', 'greedy tokens to generate after the prompt (written as "tokens")', intArg(0, 'a non-negative integer'), 0)
     .requiredOption('--out <file>', 'output file: .json, or .safetensors for large captures')
     .addOption(dtypeOption())
     .option('--verbose', 'print stack traces with errors')
