@@ -113,6 +113,12 @@ COLOURS = ['red', 'green', 'blue', 'yellow', 'purple', 'orange', 'white', 'black
 SUPERVISED_TYPES = ('spatial', 'vsr', 'sub:relational_reasoning', 'sub:spatial_perception')
 
 
+def patch_centres(grid: int) -> torch.Tensor:
+    """(grid * grid, 2): each patch's (column, row) scaled to [-1, 1], in patch order; what --read-sup and --pos-sup read."""
+    k = torch.arange(grid * grid)
+    return torch.stack([k % grid, k // grid], -1).float() * (2 / (grid - 1)) - 1
+
+
 def attention_targets(ids: torch.Tensor, spans, colour_token: dict[int, int], patch_colour: torch.Tensor, image_id: int):
     """For each spatial-type turn of one packed row: (query position, [patches of A, of B], [centre of A, of B]).
 
@@ -121,7 +127,7 @@ def attention_targets(ids: torch.Tensor, spans, colour_token: dict[int, int], pa
     labels give that colour. Positions index the row's tokens (image tokens in patch order).
     """
     image_pos = (ids == image_id).nonzero().flatten()
-    grid = math.isqrt(len(patch_colour))
+    centre_of_patch = patch_centres(math.isqrt(len(patch_colour)))
     out = []
     prev_end = int(image_pos[-1]) + 1 if len(image_pos) else 0
     for start, end, typ in spans:
@@ -129,8 +135,8 @@ def attention_targets(ids: torch.Tensor, spans, colour_token: dict[int, int], pa
             colours = [colour_token[int(t)] for t in ids[prev_end:start] if int(t) in colour_token]
             patches = [(patch_colour == c).nonzero().flatten() for c in colours[:2]]
             if patches and all(len(p) for p in patches):
-                # Object centre (column, row) from its patches, scaled to [-1, 1]: the target of --read-sup.
-                centres = [torch.stack([(p % grid).float().mean(), (p // grid).float().mean()]) * (2 / (grid - 1)) - 1 for p in patches]
+                # Object centre: the mean of its patches' centres, the target of --read-sup.
+                centres = [centre_of_patch[p].mean(0) for p in patches]
                 out.append((start - 1, [image_pos[p] for p in patches], centres))
         prev_end = end
     return out
@@ -284,9 +290,7 @@ def main():
         # position: dense per-patch supervision of the code the read of an object's centre relies on.
         attn_module.v_proj.register_forward_hook(lambda _m, _inputs, output: captured.__setitem__('values', output))
         kv_group = cfg_json['text_config']['num_attention_heads'] // cfg_json['text_config'].get('num_key_value_heads', cfg_json['text_config']['num_attention_heads'])
-        text_grid = cfg_json['vision_config']['image_size'] // cfg_json['vision_config']['patch_size']
-        k = torch.arange(text_grid * text_grid)
-        patch_centre = (torch.stack([k % text_grid, k // text_grid], -1).float() * (2 / (text_grid - 1)) - 1).to(device)
+        patch_centre = patch_centres(cfg_json['vision_config']['image_size'] // cfg_json['vision_config']['patch_size']).to(device)
 
     def position_loss(ids, step):
         terms = []
@@ -294,7 +298,7 @@ def main():
             image_pos = (ids[r] == image_id).nonzero().flatten().to(device)
             for h, read in enumerate(read_heads):
                 kv = h // kv_group
-                v = captured['values'][r, image_pos, kv * read.in_features : (kv + 1) * read.in_features]
+                v = captured['values'][r, image_pos, kv * head_dim : (kv + 1) * head_dim]
                 terms.append(((read(probe_input(v, step)) - patch_centre) ** 2).sum(-1).mean())
         return torch.stack(terms).mean()
 
@@ -303,26 +307,21 @@ def main():
     n_params = sum(p.numel() for p in model.parameters())
     print(f'{len(train)} training conversations over {pixels.shape[0]} images, {len(held)} held out; {n_params / 1e6:.2f}M parameters', flush=True)
 
-    params = list(model.parameters())
-    for extra in (aux_heads, read_heads):
-        if extra is not None:
-            params += list(extra.parameters())
     # The auxiliary heads are training state, not model weights: --heads keeps them across stages, so a stage that
     # continues from --init does not start them from random weights (whose first gradients disturb the features).
-    def heads_state() -> dict:
-        return {name: m.state_dict() for name, m in (('aux', aux_heads), ('read', read_heads)) if m is not None}
-
+    extra_heads = {name: m for name, m in (('aux', aux_heads), ('read', read_heads)) if m is not None}
+    params = list(model.parameters()) + [p for m in extra_heads.values() for p in m.parameters()]
     if args.heads and os.path.exists(args.heads):
         saved = torch.load(args.heads, map_location=device)
-        for name, m in (('aux', aux_heads), ('read', read_heads)):
-            if m is not None and name in saved:
+        for name, m in extra_heads.items():
+            if name in saved:
                 m.load_state_dict(saved[name])
         print(f'auxiliary heads from {args.heads}: {sorted(saved)}', flush=True)
 
     def save_all():
         if args.heads:
             tmp = args.heads + '.tmp'
-            torch.save(heads_state(), tmp)
+            torch.save({name: m.state_dict() for name, m in extra_heads.items()}, tmp)
             os.replace(tmp, args.heads)
         return save_weights(model, args.out)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -406,7 +405,6 @@ def main():
                     for h, g in enumerate(groups):
                         terms.append(-torch.log(att[r, h, q, g.to(device)].sum() + 1e-6))
                         if read_heads is not None:
-                            head_dim = read_heads[h].in_features
                             got = read_heads[h](probe_input(captured['heads'][r, q, h * head_dim : (h + 1) * head_dim], step))
                             reads.append(((got - centres[h].to(device)) ** 2).sum())
             if terms:
