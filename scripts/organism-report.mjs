@@ -184,6 +184,7 @@ function chanceByFunction() {
 /** A plain statement of whether ablating the functional heads hurt their function more than random heads did. */
 function readingOf(r) {
   const lines = [];
+  const chanceOf = chanceByFunction();
   for (const [fn, f] of Object.entries(pj.functions)) {
     const saturated = f.accuracy_mean.flat().filter((x) => x >= 0.99).length;
     if (saturated > pj.k) {
@@ -205,7 +206,7 @@ function readingOf(r) {
         `(${(100 * drop).toFixed(1)} points); random heads: ${pct(c.random_mean)} (${(100 * randomDrop).toFixed(1)} points). ` +
         (clear ? 'The functional heads matter clearly more than random ones (p < 0.05).' : 'Not a clear difference from random heads at p < 0.05.'),
     );
-    const chance = chanceByFunction().get(t.function);
+    const chance = chanceOf.get(t.function);
     if (chance !== undefined && c.baseline <= chance + 0.1) {
       lines.push(
         `  But the model answers ${t.function} questions at chance (${pct(c.baseline)}; chance ${pct(chance)} from their answer options), so ` +
