@@ -1,5 +1,7 @@
 // Launcher for shaders/attention.wgsl: multi-head (GQA) attention whose per-head interventions (head scale,
-// image-key temperature, mean ablation, steering) and pattern capture are kernel inputs.
+// image-key temperature, mean ablation, steering) and pattern capture are kernel inputs. Optional per-query key
+// ranges and strided q/k/v views let the same kernel serve the Qwen2-VL / 2.5-VL vision towers (block-diagonal
+// per image, windowed, from one fused qkv matmul output) instead of a second kernel.
 
 import source from '../shaders/attention.wgsl';
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
@@ -25,6 +27,8 @@ export interface AttentionArgs {
   /** Query rows: `rows` rows of [heads * headDim] starting at row `qRow` of `q`. */
   q: Tensor;
   qRow?: number;
+  /** Elements between query rows (default heads * headDim; 3E when q is a view of a fused [rows, 3E] qkv). */
+  qStride?: number;
   rows: number;
   heads: number;
   kvHeads: number;
@@ -33,6 +37,20 @@ export interface AttentionArgs {
   k: Tensor;
   v: Tensor;
   nKeys: number;
+  /** Element offset of key row 0 in `k` (default 0; E for a fused qkv). */
+  kOffset?: number;
+  /** Element offset of value row 0 in `v` (default 0; 2E for a fused qkv). */
+  vOffset?: number;
+  /** Elements between key (and value) rows (default kvHeads * headDim; 3E for a fused qkv). */
+  kvStride?: number;
+  /**
+   * u32 pairs [.., 2]: query row i of this call sees only keys begin <= k < end of pair `keyRangeRow + i`
+   * (intersected with the causal limit; end is clamped to nKeys). begin >= end: z = 0 before the head vectors,
+   * pattern row 0. Absent: every key (nothing more is bound or read).
+   */
+  keyRanges?: BufferRef | null;
+  /** Index of the key-range pair for query row 0 (default 0), so one buffer serves slices of rows. */
+  keyRangeRow?: number;
   causal: boolean;
   /** Absolute position of query row 0 (a causal query at position p sees keys 0..p). */
   pos0: number;
@@ -65,14 +83,42 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
   const width = a.heads * a.headDim;
   const kvWidth = a.kvHeads * a.headDim;
   const qRow = a.qRow ?? 0;
+  const qStride = a.qStride ?? width;
+  const kvStride = a.kvStride ?? kvWidth;
+  const kOffset = a.kOffset ?? 0;
+  const vOffset = a.vOffset ?? 0;
+  const keyRangeRow = a.keyRangeRow ?? 0;
+  const count = (what: string, n: number) => {
+    if (!Number.isInteger(n) || n < 0) throw new Error(`${label}: ${what} ${n} is not a non-negative integer`);
+  };
+  count('qRow', qRow);
+  count('qStride', qStride);
+  count('kOffset', kOffset);
+  count('vOffset', vOffset);
+  count('kvStride', kvStride);
+  count('keyRangeRow', keyRangeRow);
   if (a.headDim > MAX_HEAD_DIM) throw new Error(`${label}: head_dim ${a.headDim} exceeds the kernel's maximum of ${MAX_HEAD_DIM}`);
   if (a.heads % a.kvHeads !== 0) throw new Error(`${label}: ${a.heads} query heads are not a multiple of ${a.kvHeads} kv heads`);
-  if (a.q.shape[a.q.shape.length - 1] !== width || (qRow + a.rows) * width > a.q.numel) {
-    throw new Error(`${label}: query ${a.q.label} [${a.q.shape.join(', ')}] does not hold rows ${qRow}..${qRow + a.rows} of width ${width}`);
+  // Plain tensors must be rows of exactly the width; strided views (fused qkv) must only lie inside the tensor.
+  if (a.qStride === undefined) {
+    if (a.q.shape[a.q.shape.length - 1] !== width || (qRow + a.rows) * width > a.q.numel) {
+      throw new Error(`${label}: query ${a.q.label} [${a.q.shape.join(', ')}] does not hold rows ${qRow}..${qRow + a.rows} of width ${width}`);
+    }
+  } else if (qStride < width || (a.rows > 0 && (qRow + a.rows - 1) * qStride + width > a.q.numel)) {
+    throw new Error(
+      `${label}: query view (stride ${qStride}) of ${a.q.label} [${a.q.shape.join(', ')}] does not hold rows ${qRow}..${qRow + a.rows} of width ${width}`,
+    );
   }
-  for (const t of [a.k, a.v]) {
-    if (t.shape[t.shape.length - 1] !== kvWidth || a.nKeys * kvWidth > t.numel) {
-      throw new Error(`${label}: ${t.label} [${t.shape.join(', ')}] does not hold ${a.nKeys} keys of width ${kvWidth}`);
+  const kvView = a.kOffset !== undefined || a.vOffset !== undefined || a.kvStride !== undefined;
+  for (const [t, off, what] of [[a.k, kOffset, 'key'], [a.v, vOffset, 'value']] as const) {
+    if (!kvView) {
+      if (t.shape[t.shape.length - 1] !== kvWidth || a.nKeys * kvWidth > t.numel) {
+        throw new Error(`${label}: ${t.label} [${t.shape.join(', ')}] does not hold ${a.nKeys} keys of width ${kvWidth}`);
+      }
+    } else if (kvStride < kvWidth || (a.nKeys > 0 && off + (a.nKeys - 1) * kvStride + kvWidth > t.numel)) {
+      throw new Error(
+        `${label}: ${what} view (offset ${off}, stride ${kvStride}) of ${t.label} [${t.shape.join(', ')}] does not hold ${a.nKeys} keys of width ${kvWidth}`,
+      );
     }
   }
   if (a.z.numel < a.rows * width) throw new Error(`${label}: output ${a.z.label} is smaller than ${a.rows}x${width}`);
@@ -88,15 +134,19 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
   if (vectors && vectors.size < a.heads * 2 * a.headDim * 4) {
     throw new Error(`${label}: head vectors of ${vectors.size} bytes are smaller than [${a.heads}, 2, ${a.headDim}] f32`);
   }
+  const ranges = a.keyRanges ?? null;
+  if (ranges && ranges.size < (keyRangeRow + a.rows) * 8) {
+    throw new Error(`${label}: key ranges of ${ranges.size} bytes do not hold pairs ${keyRangeRow}..${keyRangeRow + a.rows} (u32 [.., 2])`);
+  }
   const steerRows = a.steerRows ?? [];
   if (steerRows.length > 3) throw new Error(`${label}: ${steerRows.length} steering row ranges, the kernel has 3 scopes`);
   const sr = (j: number, e: 0 | 1) => Math.max(0, steerRows[j]?.[e] ?? 0);
   const kernel = ctx.kernel({
     name: 'attention',
     source,
-    defines: { CAPTURE: capture, HEAD_VECTORS: !!vectors },
+    defines: { CAPTURE: capture, HEAD_VECTORS: !!vectors, KEY_RANGES: !!ranges },
     constants: { WG: attentionWorkgroup(a.headDim) },
-    bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', 'write', capture ? 'write' : null, vectors ? 'read' : null],
+    bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', 'write', capture ? 'write' : null, vectors ? 'read' : null, ranges ? 'read' : null],
   });
   const [tb, te] = a.tempRows ?? [0, 0];
   const u = new Uniforms()
@@ -104,9 +154,9 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
     .u32(a.heads)
     .u32(a.kvHeads)
     .u32(a.headDim)
-    .u32(qRow * width)
-    .u32(width)
-    .u32(kvWidth)
+    .u32(qRow * qStride)
+    .u32(qStride)
+    .u32(kvStride)
     .u32(width)
     .u32(a.pos0)
     .u32(a.nKeys)
@@ -121,11 +171,14 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
     .u32(sr(1, 1))
     .u32(sr(2, 0))
     .u32(sr(2, 1))
+    .u32(kOffset)
+    .u32(vOffset)
+    .u32(keyRangeRow)
     .done();
   rec.dispatch(
     kernel,
     u,
-    [null, a.q.buffer, a.k.buffer, a.v.buffer, a.headParams, a.keyIsImage, a.z.buffer, a.pattern?.buffer ?? null, vectors],
+    [null, a.q.buffer, a.k.buffer, a.v.buffer, a.headParams, a.keyIsImage, a.z.buffer, a.pattern?.buffer ?? null, vectors, ranges],
     fold(a.rows * a.heads, ctx.limits.maxComputeWorkgroupsPerDimension),
     label,
   );

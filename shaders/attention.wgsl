@@ -8,6 +8,10 @@
 // One workgroup per (query row, head); keys stream through in chunks of WG with an online softmax, so the
 // sequence length is unbounded by workgroup memory. An un-intervened run reads head_scale = 1 and
 // alpha = 1: the same work as a plain kernel. With CAPTURE the normalised probabilities are written too.
+// With KEY_RANGES row i sees only keys [begin_i, end_i) (u32 pairs, intersected with the causal limit): the
+// Qwen2-VL / 2.5-VL vision towers' per-image blocks and windows, and attention knockout, in this one kernel. The
+// softmax streams from begin, so a window costs what the window costs; an empty range gives softmax · V = 0.
+// q, k and v are strided views (offset + row stride), so all three can read one fused [rows, 3E] qkv output.
 
 struct Params {
   q_rows: u32,     // query rows in this call
@@ -32,6 +36,9 @@ struct Params {
   steer2_end: u32,
   steer3_begin: u32,
   steer3_end: u32,
+  k_off: u32,      // element offset of key row 0 (fused qkv: E)
+  v_off: u32,      // element offset of value row 0 (fused qkv: 2E)
+  kr_row: u32,     // KEY_RANGES: index of the pair for query row 0
 }
 
 struct HeadParams {
@@ -54,6 +61,9 @@ struct HeadParams {
 #if HEAD_VECTORS
 @group(0) @binding(8) var<storage, read> head_vectors: array<f32>;   // [heads, 2, head_dim]: mean, add
 #endif
+#if KEY_RANGES
+@group(0) @binding(9) var<storage, read> key_ranges: array<u32>;     // [kr_row + q_rows, 2]: begin, end
+#endif
 
 override WG: u32 = 64u;
 const MAX_DIMS_PER_THREAD: u32 = 4u; // head_dim <= 4 * WG (256 with WG = 64); the launcher checks
@@ -63,7 +73,7 @@ var<workgroup> q_row: array<f32, 256>;
 var<workgroup> scores: array<f32, WG>;
 
 fn score(qi: u32, key: u32, kv_base: u32, alpha: f32) -> f32 {
-  let kb = key * p.kv_stride + kv_base;
+  let kb = p.k_off + key * p.kv_stride + kv_base;
   var s = 0.0;
   for (var d = 0u; d < p.head_dim; d++) {
     s = fma(q_row[d], k[kb + d], s);
@@ -108,23 +118,30 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   if (i >= p.temp_begin && i < p.temp_end) {
     alpha = hp.alpha;
   }
-  var nk = p.n_keys;
+  // Keys [kbegin, kend): all available ones (causal: up to the query's position), narrowed by KEY_RANGES.
+  var kend = p.n_keys;
   if (p.causal != 0u) {
-    nk = min(nk, p.pos0 + i + 1u);
+    kend = min(kend, p.pos0 + i + 1u);
   }
+  var kbegin = 0u;
+#if KEY_RANGES
+  let kr = 2u * (p.kr_row + i);
+  kbegin = key_ranges[kr];
+  kend = min(kend, key_ranges[kr + 1u]);
+#endif
 
   var m = NEG_BIG;
   var l = 0.0;
   var acc: array<f32, MAX_DIMS_PER_THREAD>;
-  for (var kc = 0u; kc < nk; kc += WG) {
+  for (var kc = kbegin; kc < kend; kc += WG) {
     let key = kc + t;
     var s = NEG_BIG;
-    if (key < nk) {
+    if (key < kend) {
       s = score(i, key, kv_base, alpha);
     }
     scores[t] = s;
     workgroupBarrier();
-    let n_here = min(WG, nk - kc);
+    let n_here = min(WG, kend - kc);
     var cm = NEG_BIG;
     for (var j = 0u; j < n_here; j++) {
       cm = max(cm, scores[j]);
@@ -143,7 +160,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     for (var j = 0u; j < n_here; j++) {
       let pj = scores[j];
       l += pj;
-      let vb = (kc + j) * p.kv_stride + kv_base;
+      let vb = p.v_off + (kc + j) * p.kv_stride + kv_base;
       for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
         let d = t + c * WG;
         if (d < p.head_dim) {
@@ -155,7 +172,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     workgroupBarrier();
   }
 
-  let out_scale = hp.scale / l;
+  // l >= 1 whenever a key was seen; no keys (an empty range) gives acc = 0 and z = 0, not 0 / 0.
+  let out_scale = select(0.0, hp.scale / l, l > 0.0);
   let z_base = i * p.z_stride + h * p.head_dim;
 #if HEAD_VECTORS
   // Uniform per workgroup: heads without mean_ablate / steer read no vector.
@@ -180,11 +198,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
 
 #if CAPTURE
-  // Probabilities after the temperature and the mask, i.e. what multiplied V (before head_scale).
+  // Probabilities after the temperature and the mask, i.e. what multiplied V (before head_scale); 0 outside
+  // [kbegin, kend).
   let pat_base = (h * p.q_rows + i) * p.pat_keys;
   for (var key = t; key < p.pat_keys; key += WG) {
     var prob = 0.0;
-    if (key < nk) {
+    if (key >= kbegin && key < kend) {
       prob = exp(score(i, key, kv_base, alpha) - m) / l;
     }
     pattern[pat_base + key] = prob;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { attention } from '../kernels/attention.js';
-import type { BufferRef } from '../src/gpu/context.js';
+import { attention, type AttentionArgs } from '../kernels/attention.js';
+import type { BufferRef, GpuContext } from '../src/gpu/context.js';
 import { expectClose, gpuContext, randn, read, rng } from './helpers/gpu.js';
 
 interface Case {
@@ -16,13 +16,17 @@ interface Case {
   vectors?: boolean | 'slot';
   /** Query rows per steering scope (code 1..3). */
   steer?: [number, number][];
+  /** Key range [begin, end) per query row (bound as keyRanges after `keyRangeRow` poison pairs). */
+  ranges?: [number, number][];
+  keyRangeRow?: number;
 }
 
 /** HeadParams per head: {scale: f32, alpha: f32, replace: u32, steer: u32}. */
 const HP = 4;
 
 /**
- * float64 reference of the contract: scores scaled, image keys x alpha on temp rows, causal skip, softmax; then
+ * float64 reference of the contract: scores scaled, image keys x alpha on temp rows, keys outside the row's range
+ * [begin, min(end, causal limit)) skipped, softmax (no keys: 0); then
  * z = scale * (replace ? mean : softmax · V) + (row in the head's steering scope ? add : 0), the vector part only
  * when head vectors are bound.
  */
@@ -34,11 +38,13 @@ function reference(c: Case, q: Float32Array, k: Float32Array, v: Float32Array, h
   for (let i = 0; i < rows; i++)
     for (let h = 0; h < heads; h++) {
       const kvh = Math.floor(h / (heads / kvHeads));
-      const nk = c.causal ? Math.min(nKeys, c.pos0 + i + 1) : nKeys;
+      let nk = c.causal ? Math.min(nKeys, c.pos0 + i + 1) : nKeys;
+      const b = c.ranges ? c.ranges[i][0] : 0;
+      if (c.ranges) nk = Math.min(nk, c.ranges[i][1]);
       const inTemp = c.temp && i >= c.temp[0] && i < c.temp[1];
       const s = new Float64Array(nk);
       let m = -Infinity;
-      for (let j = 0; j < nk; j++) {
+      for (let j = b; j < nk; j++) {
         let dot = 0;
         for (let d = 0; d < D; d++) dot += q[(i * heads + h) * D + d] * k[(j * kvHeads + kvh) * D + d];
         dot /= Math.sqrt(D);
@@ -47,8 +53,8 @@ function reference(c: Case, q: Float32Array, k: Float32Array, v: Float32Array, h
         m = Math.max(m, dot);
       }
       let sum = 0;
-      for (let j = 0; j < nk; j++) sum += Math.exp(s[j] - m);
-      for (let j = 0; j < nk; j++) {
+      for (let j = b; j < nk; j++) sum += Math.exp(s[j] - m);
+      for (let j = b; j < nk; j++) {
         const p = Math.exp(s[j] - m) / sum;
         pat[(h * rows + i) * nKeys + j] = p;
         for (let d = 0; d < D; d++) z[(i * heads + h) * D + d] += hs[HP * h] * p * v[(j * kvHeads + kvh) * D + d];
@@ -80,6 +86,66 @@ const MIX: [number, number, number][] = [
   [0, 1, 0], // mean_ablate with scale 0
 ];
 
+/** Runs case `c` on random inputs (q, k, v, head params per MIX, image-key flags) with capture; returns both results. */
+async function runCase(c: Case) {
+  const ctx = await gpuContext();
+  const width = c.heads * c.headDim;
+  const kvWidth = c.kvHeads * c.headDim;
+  const qs = randn(c.rows * width, 1, 2);
+  const ks = randn(c.nKeys * kvWidth, 2, 2);
+  const vs = randn(c.nKeys * kvWidth, 3);
+  const r = rng(4);
+  const hs = new Float32Array(HP * c.heads);
+  const hu = new Uint32Array(hs.buffer);
+  // Per head (h % 10): plain, mean-ablated, scaled, steered on each scope, and combinations (see MIX). Without
+  // head vectors the kernel must ignore replace / steer, so they are set in every case.
+  for (let h = 0; h < c.heads; h++) {
+    const [scale, replace, steer] = MIX[h % MIX.length];
+    hs[HP * h] = scale;
+    hs[HP * h + 1] = [0.5, 1, 2, 1.5][(h + 1) % 4];
+    hu[HP * h + 2] = replace;
+    hu[HP * h + 3] = steer;
+  }
+  const vec = c.vectors ? randn(c.heads * 2 * c.headDim, 5, 1.5) : null;
+  const img = new Uint32Array(c.nKeys);
+  for (let j = 0; j < c.nKeys; j++) img[j] = r() < 0.5 ? 1 : 0;
+  const q = ctx.uploadF32(qs, [c.rows, width], 'q');
+  const k = ctx.uploadF32(ks, [c.nKeys, kvWidth], 'k');
+  const v = ctx.uploadF32(vs, [c.nKeys, kvWidth], 'v');
+  const hp = ctx.uploadF32(hs, [c.heads, HP], 'head_params');
+  let headVectors: BufferRef | null = null;
+  if (vec && c.vectors === 'slot') {
+    // Bound as the second 256-byte-aligned slot of a buffer whose first slot is poison.
+    const slot = Math.ceil(vec.byteLength / 256) * 256;
+    const both = new Float32Array((2 * slot) / 4).fill(1e30);
+    both.set(vec, slot / 4);
+    headVectors = { buffer: ctx.uploadF32(both, [both.length], 'head_vectors').buffer, offset: slot, size: slot };
+  } else if (vec) {
+    headVectors = ctx.uploadF32(vec, [c.heads, 2, c.headDim], 'head_vectors').buffer;
+  }
+  const ki = ctx.uploadTensor(new Uint8Array(img.buffer), [c.nKeys], 'f32', 'key_is_image');
+  const z = ctx.activation([c.rows, width], 'z');
+  const pattern = ctx.activation([c.heads, c.rows, c.nKeys], 'pattern');
+  const rec = ctx.recorder();
+  attention(ctx, rec, {
+    q, rows: c.rows, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, k, v, nKeys: c.nKeys,
+    causal: c.causal, pos0: c.pos0, headParams: hp.buffer, keyIsImage: ki.buffer, tempRows: c.temp, z, pattern,
+    headVectors, steerRows: c.steer, keyRanges: c.ranges ? rangeBuffer(ctx, c.ranges, c.keyRangeRow ?? 0) : null,
+    keyRangeRow: c.keyRangeRow,
+  });
+  rec.submit();
+  const want = reference(c, qs, ks, vs, hs, img, vec);
+  return { got: { z: await read(ctx, z), pattern: await read(ctx, pattern) }, want };
+}
+
+/** Key ranges as the kernel reads them: u32 [lead + rows, 2], the first `lead` pairs poison (all keys). */
+function rangeBuffer(ctx: GpuContext, ranges: [number, number][], lead = 0): GPUBuffer {
+  const u = new Uint32Array(2 * (lead + ranges.length));
+  for (let j = 0; j < lead; j++) u.set([0, 0xffffffff], 2 * j);
+  ranges.forEach(([b, e], i) => u.set([b, e], 2 * (lead + i)));
+  return ctx.uploadTensor(new Uint8Array(u.buffer), [u.length], 'f32', 'key_ranges').buffer;
+}
+
 describe('attention kernel vs float64 reference', () => {
   const cases: Case[] = [
     { rows: 1, heads: 1, kvHeads: 1, headDim: 1, nKeys: 1, causal: false, pos0: 0 },
@@ -97,54 +163,9 @@ describe('attention kernel vs float64 reference', () => {
   ];
   for (const c of cases) {
     it(JSON.stringify(c), async () => {
-      const ctx = await gpuContext();
-      const width = c.heads * c.headDim;
-      const kvWidth = c.kvHeads * c.headDim;
-      const qs = randn(c.rows * width, 1, 2);
-      const ks = randn(c.nKeys * kvWidth, 2, 2);
-      const vs = randn(c.nKeys * kvWidth, 3);
-      const r = rng(4);
-      const hs = new Float32Array(HP * c.heads);
-      const hu = new Uint32Array(hs.buffer);
-      // Per head (h % 10): plain, mean-ablated, scaled, steered on each scope, and combinations (see MIX). Without
-      // head vectors the kernel must ignore replace / steer, so they are set in every case.
-      for (let h = 0; h < c.heads; h++) {
-        const [scale, replace, steer] = MIX[h % MIX.length];
-        hs[HP * h] = scale;
-        hs[HP * h + 1] = [0.5, 1, 2, 1.5][(h + 1) % 4];
-        hu[HP * h + 2] = replace;
-        hu[HP * h + 3] = steer;
-      }
-      const vec = c.vectors ? randn(c.heads * 2 * c.headDim, 5, 1.5) : null;
-      const img = new Uint32Array(c.nKeys);
-      for (let j = 0; j < c.nKeys; j++) img[j] = r() < 0.5 ? 1 : 0;
-      const q = ctx.uploadF32(qs, [c.rows, width], 'q');
-      const k = ctx.uploadF32(ks, [c.nKeys, kvWidth], 'k');
-      const v = ctx.uploadF32(vs, [c.nKeys, kvWidth], 'v');
-      const hp = ctx.uploadF32(hs, [c.heads, HP], 'head_params');
-      let headVectors: BufferRef | null = null;
-      if (vec && c.vectors === 'slot') {
-        // Bound as the second 256-byte-aligned slot of a buffer whose first slot is poison.
-        const slot = Math.ceil(vec.byteLength / 256) * 256;
-        const both = new Float32Array((2 * slot) / 4).fill(1e30);
-        both.set(vec, slot / 4);
-        headVectors = { buffer: ctx.uploadF32(both, [both.length], 'head_vectors').buffer, offset: slot, size: slot };
-      } else if (vec) {
-        headVectors = ctx.uploadF32(vec, [c.heads, 2, c.headDim], 'head_vectors').buffer;
-      }
-      const ki = ctx.uploadTensor(new Uint8Array(img.buffer), [c.nKeys], 'f32', 'key_is_image');
-      const z = ctx.activation([c.rows, width], 'z');
-      const pattern = ctx.activation([c.heads, c.rows, c.nKeys], 'pattern');
-      const rec = ctx.recorder();
-      attention(ctx, rec, {
-        q, rows: c.rows, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, k, v, nKeys: c.nKeys,
-        causal: c.causal, pos0: c.pos0, headParams: hp.buffer, keyIsImage: ki.buffer, tempRows: c.temp, z, pattern,
-        headVectors, steerRows: c.steer,
-      });
-      rec.submit();
-      const want = reference(c, qs, ks, vs, hs, img, vec);
-      expectClose(await read(ctx, z), want.z, 2e-5, 1e-4, 'z');
-      expectClose(await read(ctx, pattern), want.pat, 2e-6, 1e-4, 'pattern');
+      const { got, want } = await runCase(c);
+      expectClose(got.z, want.z, 2e-5, 1e-4, 'z');
+      expectClose(got.pattern, want.pat, 2e-6, 1e-4, 'pattern');
     });
   }
 
@@ -164,5 +185,242 @@ describe('attention kernel vs float64 reference', () => {
     attention(ctx, rec, { ...base, z: z2, pattern: pat });
     rec.submit();
     expect(Array.from(await read(ctx, z1))).toEqual(Array.from(await read(ctx, z2)));
+  });
+});
+
+/** Per-row ranges of consecutive segments (block-diagonal per image, or Qwen2.5-VL windows): row i sees its own. */
+function segments(bounds: number[]): [number, number][] {
+  const out: [number, number][] = [];
+  for (let s = 0; s + 1 < bounds.length; s++) for (let i = bounds[s]; i < bounds[s + 1]; i++) out.push([bounds[s], bounds[s + 1]]);
+  return out;
+}
+
+/** Seeded ranges: begin anywhere in [0, nKeys), length 1..maxLen, some ends past nKeys (the kernel clamps). */
+function randomRanges(rows: number, nKeys: number, maxLen: number, seed: number): [number, number][] {
+  const r = rng(seed);
+  return Array.from({ length: rows }, () => {
+    const b = Math.floor(r() * nKeys);
+    return [b, b + 1 + Math.floor(r() * maxLen)] as [number, number];
+  });
+}
+
+describe('attention with per-query key ranges', () => {
+  const cases: [string, Case][] = [
+    // 16-thread workgroups: 37 keys are 3 chunks; ranges start mid-chunk and cross chunks.
+    ['random ranges, D 8, GQA 4/2', { rows: 37, heads: 4, kvHeads: 2, headDim: 8, nKeys: 37, causal: false, pos0: 0, ranges: randomRanges(37, 37, 40, 11) }],
+    ['block-diagonal two images, D 16, temperature + head vectors', {
+      rows: 37, heads: 4, kvHeads: 2, headDim: 16, nKeys: 37, causal: false, pos0: 0, temp: [0, 37], vectors: true,
+      steer: [[0, 37], [20, 37], [3, 9]], ranges: segments([0, 20, 37]),
+    }],
+    ['windows per row, D 80, head vectors in a slot', {
+      rows: 37, heads: 10, kvHeads: 5, headDim: 80, nKeys: 37, causal: false, pos0: 0, temp: [5, 30], vectors: 'slot',
+      steer: [[0, 37], [36, 37], [0, 16]], ranges: segments([0, 5, 16, 17, 30, 37]),
+    }],
+    ['ranges over many chunks, D 128', {
+      rows: 37, heads: 4, kvHeads: 2, headDim: 128, nKeys: 150, causal: false, pos0: 0, temp: [0, 37],
+      ranges: Array.from({ length: 37 }, (_, i) => [(i * 13 + 5) % 70, (i * 13 + 5) % 70 + 1 + ((i * 29) % 100)] as [number, number]),
+    }],
+    ['causal + ranges (chunked prefill)', {
+      rows: 37, heads: 8, kvHeads: 2, headDim: 16, nKeys: 50, causal: true, pos0: 13, temp: [0, 37], vectors: true,
+      steer: [[0, 37], [30, 37], [0, 10]],
+      // Rows at positions 13..49: an image block [0, 25) and then [25, 50) (past the causal limit), and a few
+      // ranges entirely behind or ahead of the query.
+      ranges: Array.from({ length: 37 }, (_, i) => (i % 9 === 4 ? [3, 11] : i % 9 === 7 ? [45, 50] : 13 + i < 25 ? [0, 25] : [25, 50]) as [number, number]),
+    }],
+    ['empty ranges give z 0', {
+      rows: 10, heads: 2, kvHeads: 1, headDim: 16, nKeys: 30, causal: false, pos0: 0,
+      ranges: [[7, 7], [20, 3], [40, 50], [30, 31], [0, 30], [0, 0], [29, 30], [0, 1], [12, 12], [5, 25]],
+    }],
+    ['empty ranges with head vectors', {
+      rows: 10, heads: 10, kvHeads: 5, headDim: 8, nKeys: 30, causal: false, pos0: 0, vectors: true, temp: [0, 10],
+      steer: [[0, 10], [9, 10], [2, 6]], ranges: [[7, 7], [20, 3], [40, 50], [30, 31], [0, 30], [0, 0], [29, 30], [0, 1], [12, 12], [5, 25]],
+    }],
+    ['keyRangeRow skips pairs of other rows', {
+      rows: 20, heads: 4, kvHeads: 4, headDim: 80, nKeys: 60, causal: false, pos0: 0, keyRangeRow: 17, ranges: randomRanges(20, 60, 45, 12),
+    }],
+  ];
+  for (const [name, c] of cases) {
+    it(name, async () => {
+      const { got, want } = await runCase(c);
+      expectClose(got.z, want.z, 2e-5, 1e-4, 'z');
+      expectClose(got.pattern, want.pat, 2e-6, 1e-4, 'pattern');
+      for (let h = 0; h < c.heads; h++)
+        for (let i = 0; i < c.rows; i++) {
+          const [b, e0] = c.ranges![i];
+          const e = Math.min(e0, c.nKeys, c.causal ? c.pos0 + i + 1 : c.nKeys);
+          const row = got.pattern.subarray((h * c.rows + i) * c.nKeys, (h * c.rows + i + 1) * c.nKeys);
+          let sum = 0;
+          row.forEach((p, j) => {
+            if (j < b || j >= e) expect(p, `pattern h${h} row ${i} key ${j} outside [${b}, ${e})`).toBe(0);
+            sum += p;
+          });
+          expect(Math.abs(sum - (b < e ? 1 : 0)), `pattern h${h} row ${i} sum ${sum}`).toBeLessThan(1e-5);
+          if (b >= e && !c.vectors) {
+            for (let d = 0; d < c.headDim; d++) expect(got.z[(i * c.heads + h) * c.headDim + d]).toBe(0);
+          }
+        }
+    });
+  }
+
+  it('full ranges give the same z and pattern as no ranges, causal and not', async () => {
+    const ctx = await gpuContext();
+    const [rows, heads, kvHeads, D, nKeys, pos0] = [23, 4, 2, 24, 70, 47];
+    const q = ctx.uploadF32(randn(rows * heads * D, 21), [rows, heads * D], 'q');
+    const k = ctx.uploadF32(randn(nKeys * kvHeads * D, 22, 2), [nKeys, kvHeads * D], 'k');
+    const v = ctx.uploadF32(randn(nKeys * kvHeads * D, 23), [nKeys, kvHeads * D], 'v');
+    const hp = ctx.uploadF32(new Float32Array([1, 0.5, 0, 0, 2, 1.5, 0, 0, 1, 2, 0, 0, 0.3, 1, 0, 0]), [heads, HP], 'hp');
+    const img = new Uint32Array(nKeys).map((_, j) => j % 3 === 0 ? 1 : 0);
+    const ki = ctx.uploadTensor(new Uint8Array(img.buffer), [nKeys], 'f32', 'ki');
+    const all = rangeBuffer(ctx, Array.from({ length: rows }, () => [0, nKeys] as [number, number]));
+    const base = { q, rows, heads, kvHeads, headDim: D, k, v, nKeys, pos0, headParams: hp.buffer, keyIsImage: ki.buffer, tempRows: [3, 20] as [number, number] };
+    const outs = Array.from({ length: 4 }, (_, j) => ({ z: ctx.activation([rows, heads * D], `z${j}`), pattern: ctx.activation([heads, rows, nKeys], `p${j}`) }));
+    const rec = ctx.recorder();
+    attention(ctx, rec, { ...base, causal: false, ...outs[0] });
+    attention(ctx, rec, { ...base, causal: false, ...outs[1], keyRanges: all });
+    attention(ctx, rec, { ...base, causal: true, ...outs[2] });
+    attention(ctx, rec, { ...base, causal: true, ...outs[3], keyRanges: all });
+    rec.submit();
+    for (const j of [0, 2]) {
+      expect(Array.from(await read(ctx, outs[j + 1].z))).toEqual(Array.from(await read(ctx, outs[j].z)));
+      expect(Array.from(await read(ctx, outs[j + 1].pattern))).toEqual(Array.from(await read(ctx, outs[j].pattern)));
+    }
+  });
+
+  it('one range buffer serves slices of rows (qRow + keyRangeRow)', async () => {
+    const ctx = await gpuContext();
+    const [rows, heads, D] = [37, 2, 16];
+    const qs = randn(rows * heads * D, 31, 2);
+    const ks = randn(rows * heads * D, 32, 2);
+    const vs = randn(rows * heads * D, 33);
+    const ranges = segments([0, 9, 16, 30, 37]);
+    const q = ctx.uploadF32(qs, [rows, heads * D], 'q');
+    const k = ctx.uploadF32(ks, [rows, heads * D], 'k');
+    const v = ctx.uploadF32(vs, [rows, heads * D], 'v');
+    const hsArr = new Float32Array([1, 1, 0, 0, 1, 1, 0, 0]);
+    const hp = ctx.uploadF32(hsArr, [heads, HP], 'hp');
+    const img = new Uint32Array(rows);
+    const ki = ctx.uploadTensor(new Uint8Array(img.buffer), [rows], 'f32', 'ki');
+    const kr = rangeBuffer(ctx, ranges);
+    const base = { q, heads, kvHeads: heads, headDim: D, k, v, nKeys: rows, causal: false, pos0: 0, headParams: hp.buffer, keyIsImage: ki.buffer, keyRanges: kr };
+    const split = 13;
+    const z1 = ctx.activation([split, heads * D], 'z1');
+    const z2 = ctx.activation([rows - split, heads * D], 'z2');
+    const rec = ctx.recorder();
+    attention(ctx, rec, { ...base, rows: split, z: z1 });
+    attention(ctx, rec, { ...base, qRow: split, keyRangeRow: split, rows: rows - split, z: z2 });
+    rec.submit();
+    const c: Case = { rows, heads, kvHeads: heads, headDim: D, nKeys: rows, causal: false, pos0: 0, ranges };
+    const want = reference(c, qs, ks, vs, hsArr, img, null).z;
+    const got = new Float32Array(rows * heads * D);
+    got.set(await read(ctx, z1));
+    got.set(await read(ctx, z2), split * heads * D);
+    expectClose(got, want, 2e-5, 1e-4, 'z');
+  });
+});
+
+describe('attention on a fused [rows, 3E] qkv', () => {
+  for (const [heads, kvHeads, D, ranged] of [[4, 4, 16, false], [4, 4, 16, true], [6, 2, 80, true], [2, 2, 128, false]] as const) {
+    it(`heads ${heads}/${kvHeads}, D ${D}${ranged ? ', windows' : ''}: same z and pattern as separate q, k, v`, async () => {
+      const ctx = await gpuContext();
+      const rows = 37;
+      const E = heads * D;
+      const kvE = kvHeads * D;
+      const W = E + 2 * kvE; // fused row: q | k | v
+      const qkv = randn(rows * W, 41, 2);
+      const qs = new Float32Array(rows * E);
+      const ks = new Float32Array(rows * kvE);
+      const vs = new Float32Array(rows * kvE);
+      for (let i = 0; i < rows; i++) {
+        qs.set(qkv.subarray(i * W, i * W + E), i * E);
+        ks.set(qkv.subarray(i * W + E, i * W + E + kvE), i * kvE);
+        vs.set(qkv.subarray(i * W + E + kvE, (i + 1) * W), i * kvE);
+      }
+      const fused = ctx.uploadF32(qkv, [rows, W], 'qkv');
+      const q = ctx.uploadF32(qs, [rows, E], 'q');
+      const k = ctx.uploadF32(ks, [rows, kvE], 'k');
+      const v = ctx.uploadF32(vs, [rows, kvE], 'v');
+      const hs = new Float32Array(HP * heads);
+      for (let h = 0; h < heads; h++) hs.set([h === 1 ? 0 : 1 + 0.5 * h, [0.5, 1, 2][h % 3]], HP * h);
+      const hp = ctx.uploadF32(hs, [heads, HP], 'hp');
+      const img = new Uint32Array(rows).map((_, j) => (j * 7) % 3 === 0 ? 1 : 0);
+      const ki = ctx.uploadTensor(new Uint8Array(img.buffer), [rows], 'f32', 'ki');
+      const ranges = ranged ? segments([0, 16, 17, 33, 37]) : undefined;
+      const base = {
+        rows, heads, kvHeads, headDim: D, nKeys: rows, causal: false, pos0: 0, headParams: hp.buffer, keyIsImage: ki.buffer,
+        tempRows: [0, rows] as [number, number], keyRanges: ranges ? rangeBuffer(ctx, ranges) : null,
+      };
+      const out = () => ({ z: ctx.activation([rows, E], 'z'), pattern: ctx.activation([heads, rows, rows], 'pattern') });
+      const [a, b] = [out(), out()];
+      const rec = ctx.recorder();
+      attention(ctx, rec, { ...base, q, k, v, ...a });
+      attention(ctx, rec, { ...base, q: fused, k: fused, v: fused, qStride: W, kOffset: E, vOffset: E + kvE, kvStride: W, ...b });
+      rec.submit();
+      const want = reference({ rows, heads, kvHeads, headDim: D, nKeys: rows, causal: false, pos0: 0, temp: [0, rows], ranges }, qs, ks, vs, hs, img, null);
+      const [za, zb] = [await read(ctx, a.z), await read(ctx, b.z)];
+      expectClose(za, want.z, 2e-5, 1e-4, 'z');
+      expect(Array.from(zb)).toEqual(Array.from(za));
+      expect(Array.from(await read(ctx, b.pattern))).toEqual(Array.from(await read(ctx, a.pattern)));
+    });
+  }
+
+  it('a slice of query rows of the fused buffer (qRow with qStride), causal', async () => {
+    const ctx = await gpuContext();
+    const [rows, heads, D] = [30, 3, 8];
+    const E = heads * D;
+    const qkv = randn(rows * 3 * E, 51, 2);
+    const fused = ctx.uploadF32(qkv, [rows, 3 * E], 'qkv');
+    const pick = (col: number) => {
+      const out = new Float32Array(rows * E);
+      for (let i = 0; i < rows; i++) out.set(qkv.subarray(i * 3 * E + col, i * 3 * E + col + E), i * E);
+      return out;
+    };
+    const [qs, ks, vs] = [pick(0), pick(E), pick(2 * E)];
+    const hs = new Float32Array([1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0]);
+    const hp = ctx.uploadF32(hs, [heads, HP], 'hp');
+    const img = new Uint32Array(rows);
+    const ki = ctx.uploadTensor(new Uint8Array(img.buffer), [rows], 'f32', 'ki');
+    const [qRow, n] = [11, 19];
+    const z = ctx.activation([n, E], 'z');
+    const rec = ctx.recorder();
+    attention(ctx, rec, {
+      q: fused, qRow, qStride: 3 * E, rows: n, heads, kvHeads: heads, headDim: D, k: fused, v: fused, kOffset: E, vOffset: 2 * E,
+      kvStride: 3 * E, nKeys: rows, causal: true, pos0: qRow, headParams: hp.buffer, keyIsImage: ki.buffer, z,
+    });
+    rec.submit();
+    const want = reference({ rows: n, heads, kvHeads: heads, headDim: D, nKeys: rows, causal: true, pos0: qRow }, qs.subarray(qRow * E), ks, vs, hs, img, null);
+    expectClose(await read(ctx, z), want.z, 2e-5, 1e-4, 'z');
+  });
+});
+
+describe('attention launcher rejects views that do not fit', () => {
+  it('names the label and the view', async () => {
+    const ctx = await gpuContext();
+    const [rows, heads, D] = [5, 2, 8];
+    const E = heads * D;
+    const fused = ctx.activation([rows, 3 * E], 'qkv');
+    const hp = ctx.activation([heads, HP], 'hp');
+    const ki = ctx.activation([rows], 'ki');
+    const z = ctx.activation([rows, E], 'z');
+    const ok = {
+      q: fused, qStride: 3 * E, rows, heads, kvHeads: heads, headDim: D, k: fused, v: fused, kOffset: E, vOffset: 2 * E, kvStride: 3 * E,
+      nKeys: rows, causal: false, pos0: 0, headParams: hp.buffer, keyIsImage: ki.buffer, z, label: 'L3.attn',
+    };
+    const rec = ctx.recorder();
+    expect(() => attention(ctx, rec, ok)).not.toThrow();
+    const bad: [Partial<AttentionArgs>, RegExp][] = [
+      [{ qStride: E - 1 }, /^L3\.attn: query view \(stride 15\) of qkv \[5, 48\] does not hold rows 0\.\.5 of width 16/],
+      [{ qRow: 1 }, /^L3\.attn: query view .* does not hold rows 1\.\.6/],
+      [{ qStride: undefined }, /^L3\.attn: query qkv \[5, 48\] does not hold rows 0\.\.5 of width 16/],
+      [{ kvStride: E - 1 }, /^L3\.attn: key view \(offset 16, stride 15\) of qkv/],
+      [{ kOffset: 2 * E + 1 }, /^L3\.attn: key view \(offset 33, stride 48\) of qkv \[5, 48\] does not hold 5 keys of width 16/],
+      [{ vOffset: 2 * E + 1 }, /^L3\.attn: value view \(offset 33, stride 48\)/],
+      [{ nKeys: rows + 1 }, /^L3\.attn: key view .* does not hold 6 keys/],
+      [{ kOffset: -1 }, /^L3\.attn: kOffset -1 is not a non-negative integer/],
+      [{ qStride: 1.5 }, /^L3\.attn: qStride 1\.5 is not a non-negative integer/],
+      [{ keyRanges: ctx.activation([2 * rows - 1], 'kr').buffer }, /^L3\.attn: key ranges of 36 bytes do not hold pairs 0\.\.5/],
+      [{ keyRanges: ctx.activation([2 * rows], 'kr').buffer, keyRangeRow: 1 }, /^L3\.attn: key ranges of 40 bytes do not hold pairs 1\.\.6/],
+    ];
+    for (const [change, message] of bad) expect(() => attention(ctx, rec, { ...ok, ...change }), JSON.stringify(Object.keys(change))).toThrow(message);
+    rec.submit();
   });
 });
