@@ -29,6 +29,7 @@ import { SpecError, type ModelDims } from '../src/interp/spec.js';
 import { summarize, evaluate, type EvalExample, type EvalOptions } from '../src/eval/evaluate.js';
 import { readQuestions, type EvalItem } from '../src/eval/dataset.js';
 import { LlavaModel } from '../src/models/llava.js';
+import type { VlmModel } from '../src/models/vlm.js';
 import { Tokenizer } from '../src/io/tokenizer.js';
 import { nodeFolder } from '../src/io/checkpoint.js';
 import { gpuContext, rng } from './helpers/gpu.js';
@@ -382,7 +383,7 @@ describe('runAblation bookkeeping (stand-in scorer)', () => {
     ],
   };
   const calls: EvalOptions[] = [];
-  const fake = async (_m: LlavaModel, _t: Tokenizer, qs: EvalItem[], opts: EvalOptions) => {
+  const fake = async (_m: VlmModel, _t: Tokenizer, qs: EvalItem[], opts: EvalOptions) => {
     calls.push(opts);
     const hit = (opts.interventions?.headScale ?? []).filter((e) => e.layer === 0).length;
     const examples: EvalExample[] = qs.map((q, i) => ({ id: q.id, type: q.type, function: q.function, question: q.question, answer: q.answer, prediction: '', correct: (q.function as string) === 'a' ? i >= hit : i % 2 === 0 }));

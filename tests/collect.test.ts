@@ -90,7 +90,7 @@ describe('collectActivations and the activation store on weights/tiny-llava', ()
     const ctx = await gpuContext();
     model = await LlavaModel.load(ctx, modelDir);
     tokenizer = await Tokenizer.fromFolder(nodeFolder(modelDir));
-    processor = new LlavaProcessor(tokenizer, model.cfg, model.processor);
+    processor = new LlavaProcessor(tokenizer, model.cfg, model.imageProcessor);
     ({ layers: L, heads: H, headDim: D } = model.cfg.text);
     rows = await collectActivations(model, tokenizer, items, { pool: 'last_prompt' });
   });
@@ -123,7 +123,7 @@ describe('collectActivations and the activation store on weights/tiny-llava', ()
     const plain = await Tokenizer.fromFolder(withoutTemplate(modelDir));
     expect(tokenizer.chatTemplate).not.toBeNull();
     expect(plain.chatTemplate).toBeNull();
-    const plainProc = new LlavaProcessor(plain, model.cfg, model.processor);
+    const plainProc = new LlavaProcessor(plain, model.cfg, model.imageProcessor);
     const plan = planCollection(items);
     for (const step of plan.slice(0, 6)) {
       const turns = step.context.map((c) => ({ question: c.question, answer: c.answer }));

@@ -143,7 +143,7 @@ describe('evaluate and vlmscope eval on weights/tiny-llava', () => {
   });
 
   it('predicts what generate() gives on the processor prompt (greedy, 4 tokens, stopping at EOS)', async () => {
-    const processor = new LlavaProcessor(tokenizer, model.cfg, model.processor);
+    const processor = new LlavaProcessor(tokenizer, model.cfg, model.imageProcessor);
     for (const i of [0, 1, 3]) {
       const { ids, pixelValues } = processor.process(processor.formatPrompt(items[i].question, 1), [await loadImageFile(items[i].imagePath)]);
       const g = await generate(model, { ids, pixelValues, maxNewTokens: 4, tokenizer });

@@ -25,7 +25,7 @@ describe('tiny-llava golden', () => {
     const ctx = await gpuContext();
     model = await LlavaModel.load(ctx, dir);
     const img = decodeImage(new Uint8Array(await readFile(join(dir, 'image.png'))), 'image.png');
-    const pre = clipPreprocess(img, model.processor);
+    const pre = clipPreprocess(img, model.imageProcessor);
     expect(Array.from(pre.cropped.data)).toEqual(flat(g.image.cropped_uint8));
     pixels = pre.pixelValues;
     plain = await model.run({

@@ -154,7 +154,7 @@ async function loadModel(source: FolderSource): Promise<void> {
   const cached = 'cachedFiles' in source ? (source as { cachedFiles: Set<string> }).cachedFiles.size : 0;
   const m = engine.model!;
   ui.modelInfo.textContent =
-    `${source.name}: ${engine.layers} text layers x ${engine.heads} heads, ${m.cfg.vision.imageSize}px images` + (cached ? ` (${cached} files from the browser cache)` : '');
+    `${source.name}: ${engine.layers} text layers x ${engine.heads} heads, vision ${m.dims.vision.layers} layers x ${m.dims.vision.heads} heads (${m.type})` + (cached ? ` (${cached} files from the browser cache)` : '');
   ui.modelInfo.dataset.cachedFiles = String(cached);
   scales.clear();
   selected = { layer: engine.layers - 1, head: null };
@@ -232,7 +232,7 @@ function redraw(): void {
   if (!image) return;
   if (last) {
     const values = ui.showHeatmap.checked ? heatmapValues(last.patterns, last.span, selected.layer, selected.head) : null;
-    drawImage(ui.view, last.modelInput, values);
+    drawImage(ui.view, last.modelInput, values, last.grid);
     const who = selected.head === null ? `mean of layer ${selected.layer}'s heads` : `layer ${selected.layer} head ${selected.head}`;
     ui.caption.textContent = values ? `Attention of the last prompt position (which predicts the answer) over the image: ${who}.` : '';
   } else {
@@ -336,7 +336,7 @@ function wire(): void {
   });
   ui.randomScene.addEventListener('click', () => {
     const seed = Math.max(0, Math.floor(Number(ui.sceneSeed.value) || 0));
-    const size = engine?.model?.cfg.vision.imageSize ?? 64;
+    const size = engine?.model?.imageView({ width: 64, height: 64, data: new Uint8Array(64 * 64 * 3) }).image.width ?? 64;
     const s = syntheticScene(seed, Math.max(32, size));
     ui.sceneSeed.value = String(seed + 1);
     ui.question.value = s.question;

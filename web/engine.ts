@@ -1,16 +1,14 @@
 // The attention lab's engine session: one WebGPU device, one loaded model, and `ask()`, which answers a question
 // about an image with the current head interventions while capturing every text layer's attention at the last
 // prompt row (the query that predicts the answer's first token). Only library code runs here: the same
-// LlavaModel, processor and kernels as in Node.
+// model surface (any family loadModel reads), processor and kernels as in Node.
 
 import {
   GpuContext,
-  LlavaModel,
-  LlavaProcessor,
   Tokenizer,
   acquireGpu,
-  clipPreprocess,
   eosTokenIds,
+  loadModel,
   generate,
   imageSpans,
   parseCapture,
@@ -20,6 +18,8 @@ import {
   type ImageSpan,
   type PatternCaptured,
   type RgbImage,
+  type VlmModel,
+  type VlmProcessor,
 } from '../src/index.js';
 
 /** A head's intervention in the lab: its output multiplied by `scale` (0 = ablated, > 1 = gain). */
@@ -45,6 +45,8 @@ export interface AskResult {
   span: ImageSpan;
   /** The image the model saw (after resize / crop), for drawing the heatmap over. */
   modelInput: RgbImage;
+  /** Rows x cols of image tokens over modelInput. */
+  grid: [number, number];
   ms: number;
   /** The intervention spec as JSON (what `vlmscope generate --intervene` takes for the same run). */
   interventionJson: Record<string, unknown>;
@@ -56,9 +58,9 @@ export class LabEngine {
     readonly ctx: GpuContext,
   ) {}
 
-  model: LlavaModel | null = null;
+  model: VlmModel | null = null;
   tokenizer: Tokenizer | null = null;
-  processor: LlavaProcessor | null = null;
+  processor: VlmProcessor | null = null;
   eos: number[] = [];
 
   /** Acquires the device; `onLost` is told when the device goes away (driver reset, out of memory, tab in background). */
@@ -80,12 +82,12 @@ export class LabEngine {
     this.gpu.destroy();
   }
 
-  /** `memoryBudget`: GPU memory the model may use (default: LlavaModel.load's, e.g. half the RAM on CPU adapters). */
+  /** `memoryBudget`: GPU memory the model may use (default: loadModel's, e.g. half the RAM on CPU adapters). */
   async load(folder: FolderSource, onProgress: (done: number, total: number) => void, memoryBudget?: number): Promise<void> {
     this.model?.destroy();
     this.model = null;
     // The model first: a wrong folder is then reported by its config.json, the file people recognise.
-    const model = await LlavaModel.load(this.ctx, folder, { onProgress: (p) => onProgress(p.bytesDone, p.bytesTotal), memoryBudget });
+    const model = await loadModel(this.ctx, folder, { onProgress: (p: { bytesDone: number; bytesTotal: number }) => onProgress(p.bytesDone, p.bytesTotal), memoryBudget });
     let tokenizer: Tokenizer;
     try {
       tokenizer = await Tokenizer.fromFolder(folder);
@@ -94,8 +96,8 @@ export class LabEngine {
       throw e;
     }
     this.tokenizer = tokenizer;
-    this.processor = new LlavaProcessor(tokenizer, model.cfg, model.processor);
-    this.eos = await eosTokenIds(folder, tokenizer);
+    this.processor = model.createProcessor(tokenizer);
+    this.eos = [...(await eosTokenIds(folder, tokenizer)), ...this.processor.stopTokenIds];
     this.model = model;
   }
 
@@ -116,7 +118,7 @@ export class LabEngine {
     if (question.includes(processor.imageToken)) throw new Error(`leave ${processor.imageToken} out of the question; the image is put in the prompt for you`);
     const prompt = processor.formatPrompt(question, 1);
     const { ids, pixelValues } = processor.process(prompt, [o.image]);
-    const span = imageSpans(ids, model.cfg.imageTokenIndex)[0];
+    const span = imageSpans(ids, model.imageTokenId)[0];
     if (!span) throw new Error('internal: the prompt has no image tokens');
     const last = ids.length - 1;
     const capture = parseCapture({ pattern: Array.from({ length: this.layers }, (_, layer) => ({ tower: 'text', layer, rows: [last] })) }, model.dims);
@@ -147,7 +149,7 @@ export class LabEngine {
       promptIds: ids,
       patterns: r.captured!.pattern,
       span,
-      modelInput: clipPreprocess(o.image, model.processor).cropped,
+      ...(({ image, grid }) => ({ modelInput: image, grid }))(model.imageView(o.image)),
       ms: performance.now() - t0,
       interventionJson,
     };

@@ -1,10 +1,13 @@
 // Drawing the image (as the model saw it) with the attention heatmap of one layer / head on top, and turning
 // whatever the user gives (file, drop, synthetic scene) into the RgbImage the processor takes.
 
-import { decodeImage, generateScene, imageAttention, meanOf, overlayHeatmap, gridSide, renderScene, sceneQuestions, type ImageSpan, type PatternCaptured, type RgbImage } from '../src/index.js';
+import { decodeImage, generateScene, imageAttention, meanOf, overlayHeatmap, renderScene, sceneQuestions, type ImageSpan, type PatternCaptured, type RgbImage } from '../src/index.js';
 
-/** Draws `img` scaled to the canvas (nearest neighbour), with the heatmap of `values` over it when given. */
-export function drawImage(canvas: HTMLCanvasElement, img: RgbImage, values: Float32Array | null): void {
+/**
+ * Draws `img` scaled to the canvas (nearest neighbour), with the heatmap of `values` (row-major over the image
+ * tokens' rows x cols `grid`) over it when given.
+ */
+export function drawImage(canvas: HTMLCanvasElement, img: RgbImage, values: Float32Array | null, grid?: readonly [number, number]): void {
   const src = document.createElement('canvas');
   src.width = img.width;
   src.height = img.height;
@@ -22,7 +25,9 @@ export function drawImage(canvas: HTMLCanvasElement, img: RgbImage, values: Floa
   ctx.drawImage(src, 0, 0, canvas.width, canvas.height);
   if (values) {
     const px = ctx.getImageData(0, 0, canvas.width, canvas.height);
-    overlayHeatmap(px.data, canvas.width, canvas.height, values, gridSide(values.length));
+    // A LLaVA 'full' strategy keeps CLS as the first image token: it has no place on the grid.
+    const g = grid ?? [Math.round(Math.sqrt(values.length)), Math.round(Math.sqrt(values.length))];
+    overlayHeatmap(px.data, canvas.width, canvas.height, values.length === g[0] * g[1] + 1 ? values.subarray(1) : values, g);
     ctx.putImageData(px, 0, 0);
   }
 }

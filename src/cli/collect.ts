@@ -10,7 +10,7 @@ import { acquireGpu } from '../gpu/device.js';
 import { GpuContext } from '../gpu/context.js';
 import { nodeFolder } from '../io/checkpoint.js';
 import { Tokenizer } from '../io/tokenizer.js';
-import { parseLlavaConfig } from '../models/config.js';
+import { modelDimsFromConfig } from '../models/load.js';
 import { type ModelDims, type Tower, SpecError, parseInterventions } from '../interp/spec.js';
 import type { EvalItem } from '../eval/dataset.js';
 import { type ContextMode, type PoolSpec, DEFAULT_COLLECT_MAX_NEW_TOKENS, checkPool, parsePool, planCollection } from '../interp/collect.js';
@@ -67,9 +67,9 @@ export function collectCommand(): Command {
       'after',
       `
 Each main question's sub-questions are asked in order, each with the earlier sub-questions and their answers as
-prior turns (chat template, or "USER: <image>\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT:"), then the main
-question with all of them. Answers are greedy (until EOS or --max-new-tokens) and scored as in eval. z (per-head
-attention output before o_proj) is pooled per question:
+prior turns (the chat template, else LLaVA's "USER: <image>\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT:" or
+Qwen's ChatML), then the main question with all of them. Answers are greedy (until EOS or --max-new-tokens) and
+scored as in eval. z (per-head attention output before o_proj) is pooled per question:
   last_prompt      at the last prompt token (captured while answering)
   first_generated  at the first answer token   } from a second prefill over prompt + answer
   answer_mean      mean over the answer tokens } (teacher forcing), EOS excluded
@@ -110,17 +110,15 @@ async function runCollect(opts: CollectCliOptions): Promise<void> {
   const tokenizer = await Tokenizer.fromFolder(folder);
   const eosTokenIds = await eosIds(opts.model, tokenizer);
   const cfgText = await folder.readText('config.json');
-  if (cfgText === null) throw new Error(`no config.json in ${opts.model}; give --model a Hugging Face LLaVA folder`);
+  if (cfgText === null) throw new Error(`no config.json in ${opts.model}; give --model a Hugging Face model folder`);
   let cfgJson: Record<string, unknown>;
   try {
     cfgJson = JSON.parse(cfgText) as Record<string, unknown>;
   } catch (e) {
     throw new Error(`${opts.model}/config.json is not valid JSON: ${(e as Error).message}`);
   }
-  const cfg = parseLlavaConfig(cfgJson, `${opts.model}/config.json`);
-  // The model's dims without loading it (LlavaModel.dims reads the same config fields).
-  const towerDims = (c: { layers: number; heads: number; headDim: number }) => ({ layers: c.layers, heads: c.heads, headDim: c.headDim });
-  const dims: ModelDims = { text: towerDims(cfg.text), vision: towerDims(cfg.vision) };
+  // The model's dims without loading it (a loaded model's dims are the same).
+  const dims: ModelDims = modelDimsFromConfig(cfgJson, `${opts.model}/config.json`);
   let interventions;
   try {
     interventions = interventionJson ? parseInterventions(interventionJson, dims, opts.intervene) : undefined;
@@ -144,7 +142,7 @@ async function runCollect(opts: CollectCliOptions): Promise<void> {
   };
 
   // Check the output folder before loading the model: a finished store is reported, other arguments refused.
-  const args = await storeArgs({ cfg, source: opts.model }, tokenizer, items, storeOpts);
+  const args = await storeArgs({ dims, source: opts.model }, tokenizer, items, storeOpts);
   let state;
   try {
     state = await inspectStore(opts.out, args);
@@ -180,7 +178,7 @@ async function runCollect(opts: CollectCliOptions): Promise<void> {
   } finally {
     gpu.destroy();
   }
-  const c = cfg[tower];
+  const c = dims[tower];
   const dim = storeOpts.concatLayerMean ? 2 * c.headDim : c.headDim;
   process.stdout.write(
     `collected ${examples.length} examples into ${opts.out}: z [${examples.length}, ${c.layers}, ${c.heads}, ${dim}] ` +

@@ -1,5 +1,6 @@
 // `vlmscope generate`: a text prompt and an image in, the model's answer out (streamed to stdout as it is
-// produced, or one JSON object with --json), the way LlavaProcessor + generate do it in Hugging Face.
+// produced, or one JSON object with --json), the way the family's processor (LlavaProcessor, Qwen2VLProcessor) +
+// generate do it in Hugging Face.
 
 import { Command, InvalidArgumentError } from 'commander';
 import { intArg } from './args.js';
@@ -8,12 +9,11 @@ import { GpuContext } from '../gpu/context.js';
 import { loadImageFile, type RgbImage } from '../io/image.js';
 import { nodeFolder } from '../io/checkpoint.js';
 import { Tokenizer } from '../io/tokenizer.js';
-import { LlavaProcessor } from '../models/llava-processor.js';
 import { parseInterventions } from '../interp/spec.js';
 import { generate, type GenerateResult } from '../generate/generate.js';
 import { SamplingError, validateSampling, type SamplingOptions } from '../generate/sampling.js';
 import { readJsonFile } from './files.js';
-import { dtypeOption, loadModel, modelOption, checkFolder, eosIds } from './load.js';
+import { dtypeOption, loadModel, memoryBudgetOption, modelOption, checkFolder, eosIds } from './load.js';
 import { UsageError } from './errors.js';
 
 interface GenerateOptions {
@@ -31,6 +31,7 @@ interface GenerateOptions {
   json?: boolean;
   verbose?: boolean;
   dtype?: string;
+  memoryBudget?: number;
 }
 
 /** A commander parser for one sampling setting, with the library's own validation message. */
@@ -55,8 +56,8 @@ export function generateCommand(): Command {
   return new Command('generate')
     .description('answer a text prompt about an image (greedy or sampled), streaming the text as it is produced')
     .addOption(modelOption())
-    .option('--image <file>', 'PNG or JPEG image (repeat for several; each fills one <image> in the prompt)', collect)
-    .requiredOption('--prompt <text>', 'the question or instruction; wrapped in the chat template or "USER: <image>\\n{prompt} ASSISTANT:"')
+    .option('--image <file>', 'PNG or JPEG image (repeat for several; each gets one image placeholder in the prompt: <image> for LLaVA, <|vision_start|><|image_pad|><|vision_end|> for Qwen)', collect)
+    .requiredOption('--prompt <text>', 'the question or instruction; wrapped in the folder\'s chat template, else the family\'s format (LLaVA "USER: <image>\\n{prompt} ASSISTANT:", Qwen ChatML)')
     .option('--max-new-tokens <n>', 'most tokens to generate', intArg(0, 'a non-negative integer'), 64)
     .option('--temperature <t>', 'sampling temperature; 0 = greedy (default greedy)', samplingArg('temperature'))
     .option('--top-k <k>', 'sample from the k most likely tokens (turns sampling on, temperature 1 unless given)', samplingArg('topK', true))
@@ -67,11 +68,13 @@ export function generateCommand(): Command {
     .option('--intervene <file>', 'intervention spec (JSON), as for trace, applied to every step')
     .option('--json', 'print one JSON object {text, token_ids, prompt_tokens, stopped_by, timings} instead of streaming')
     .addOption(dtypeOption())
+    .addOption(memoryBudgetOption())
     .option('--verbose', 'print timings to stderr, and stack traces with errors')
     .addHelpText(
       'after',
       `
-Generation stops at the end-of-sequence token, at a --stop string, or after --max-new-tokens. Decoding is greedy
+Generation stops at an end-of-sequence token (the tokenizer's, generation_config.json's eos_token_id, and Qwen's
+<|im_end|> / <|endoftext|>), at a --stop string, or after --max-new-tokens. Decoding is greedy
 (the argmax, computed on the GPU) unless --temperature > 0, --top-k or --top-p is given; then tokens are sampled
 with Hugging Face's order: repetition penalty, temperature, top-k, top-p. Exit codes: 0 ok, 1 runtime error,
 2 usage error.
@@ -108,7 +111,7 @@ async function runGenerate(opts: GenerateOptions): Promise<void> {
     const ctx = new GpuContext(gpu);
     const model = await loadModel(ctx, folder, opts);
     const interventions = interventionJson ? parseInterventions(interventionJson, model.dims, opts.intervene) : undefined;
-    const processor = new LlavaProcessor(tokenizer, model.cfg, model.processor);
+    const processor = model.createProcessor(tokenizer);
     if (opts.prompt.includes(processor.imageToken)) {
       throw new UsageError(`--prompt contains ${processor.imageToken}: leave it out, one is put in the prompt for each --image`);
     }
@@ -125,7 +128,7 @@ async function runGenerate(opts: GenerateOptions): Promise<void> {
       pixelValues,
       maxNewTokens: opts.maxNewTokens,
       sampling,
-      eosTokenIds,
+      eosTokenIds: [...eosTokenIds, ...processor.stopTokenIds],
       stopStrings,
       tokenizer,
       interventions,

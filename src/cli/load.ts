@@ -8,10 +8,12 @@ import { fmtBytes, type GpuContext } from '../gpu/context.js';
 import { nodeFolder, type FolderSource } from '../io/checkpoint.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import { eosTokenIds } from '../generate/eos.js';
-import { LlavaModel } from '../models/llava.js';
+import { loadModel as loadFolder } from '../models/load.js';
+import type { VlmModel } from '../models/vlm.js';
 import type { LoadProgress } from '../models/weights.js';
 import type { DType } from '../gpu/tensor.js';
 import { progressLine } from './progress.js';
+import { bytesArg } from './args.js';
 
 /**
  * The shipped model organism (weights/organism), the default --model: a small LLaVA trained on synthetic
@@ -20,7 +22,7 @@ import { progressLine } from './progress.js';
 export const DEFAULT_MODEL = resolve(dirname(fileURLToPath(import.meta.url)), '../weights/organism');
 
 export function modelOption(): Option {
-  return new Option('--model <dir>', 'Hugging Face LLaVA folder (config.json, *.safetensors, preprocessor_config.json, tokenizer.json); default: the shipped model organism').default(
+  return new Option('--model <dir>', 'Hugging Face model folder: LLaVA, Qwen2-VL or Qwen2.5-VL (config.json, *.safetensors, preprocessor_config.json, tokenizer.json); default: the shipped model organism').default(
     DEFAULT_MODEL,
     'weights/organism',
   );
@@ -34,11 +36,22 @@ export function dtypeOption(): Option {
   ]);
 }
 
-/** Load a LLaVA folder with a progress bar on stderr when it is a terminal. */
-export async function loadModel(ctx: GpuContext, folder: FolderSource | string, opts: { dtype?: string }): Promise<LlavaModel> {
+/**
+ * --memory-budget: the GPU memory the model may use. The load is checked against it, and so is each run (an image's
+ * vision tokens grow with its size), both refused with the numbers before anything is allocated.
+ */
+export function memoryBudgetOption(): Option {
+  return new Option(
+    '--memory-budget <bytes>',
+    'GPU memory the model may use, e.g. 8GiB or 500000000; the load and each run (large images) are refused with the numbers when they would not fit (default: the free system memory on a CPU adapter, unchecked on a GPU)',
+  ).argParser(bytesArg);
+}
+
+/** Load a model folder (any supported family) with a progress bar on stderr when it is a terminal. */
+export async function loadModel(ctx: GpuContext, folder: FolderSource | string, opts: { dtype?: string; memoryBudget?: number }): Promise<VlmModel> {
   const progress = progressBar(process.stderr);
   try {
-    return await LlavaModel.load(ctx, folder, { onProgress: progress.update, dtype: opts.dtype as DType | undefined });
+    return await loadFolder(ctx, folder, { onProgress: progress.update, dtype: opts.dtype as DType | undefined, memoryBudget: opts.memoryBudget });
   } finally {
     progress.done();
   }
@@ -63,7 +76,7 @@ export async function checkFolder(dir: string): Promise<void> {
   try {
     isDir = (await stat(dir)).isDirectory();
   } catch {
-    throw new Error(`model folder ${dir} does not exist; give --model a Hugging Face LLaVA folder (config.json, *.safetensors, tokenizer.json)`);
+    throw new Error(`model folder ${dir} does not exist; give --model a Hugging Face model folder (config.json, *.safetensors, tokenizer.json)`);
   }
   if (!isDir) throw new Error(`--model ${dir} is a file; give the folder that holds config.json, *.safetensors and tokenizer.json`);
 }

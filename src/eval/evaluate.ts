@@ -1,4 +1,4 @@
-// Evaluation of a LLaVA model on a question set (What'sUp / VSR / CogVSR-style JSONL, or the synthetic scenes):
+// Evaluation of a model (any family) on a question set (What'sUp / VSR / CogVSR-style JSONL, or the synthetic scenes):
 // each question goes through the processor's prompt format with its one image, is answered greedily (on the GPU,
 // stopping at EOS or after maxNewTokens) and scored with the dataset's rules (normalizeAnswer / isCorrect).
 // Accuracy is reported overall, per question type and per function label, with every example's prediction.
@@ -6,11 +6,10 @@
 // Many questions share an image (a scene with several questions, a main question with its sub-questions), so
 // images are decoded and preprocessed once per path and kept in a byte-bounded LRU cache.
 
-import type { LlavaModel } from '../models/llava.js';
-import { LlavaProcessor } from '../models/llava-processor.js';
+import type { VlmModel } from '../models/vlm.js';
+import type { ImageInput, VlmProcessor } from '../models/model.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import { loadImageFile } from '../io/image.js';
-import { clipPreprocess } from '../io/clip-processor.js';
 import type { InterventionSpec } from '../interp/spec.js';
 import { generate } from '../generate/generate.js';
 import { isCorrect, type EvalItem } from './dataset.js';
@@ -89,16 +88,16 @@ export function summarize(examples: EvalExample[]): EvalReport {
 
 /** Decoded + preprocessed images by path, least recently used dropped first once over the byte budget. */
 class PixelCache {
-  private readonly entries = new Map<string, Promise<Float32Array>>();
+  private readonly entries = new Map<string, Promise<ImageInput>>();
   private bytes = 0;
   private readonly sizes = new Map<string, number>();
 
   constructor(
-    private readonly processor: LlavaProcessor,
+    private readonly model: VlmModel,
     private readonly budget: number,
   ) {}
 
-  async get(path: string): Promise<Float32Array> {
+  async get(path: string): Promise<ImageInput> {
     let p = this.entries.get(path);
     if (p) {
       // Refresh its place in the LRU order.
@@ -107,23 +106,22 @@ class PixelCache {
       return p;
     }
     p = loadImageFile(path).then((img) => {
-      const pre = clipPreprocess(img, this.processor.imageProcessor);
-      const { channels, imageSize } = this.processor.config.vision;
-      if (pre.height !== imageSize || pre.width !== imageSize || pre.pixelValues.length !== channels * imageSize * imageSize) {
-        throw new Error(
-          `image ${path} preprocesses to ${pre.height}x${pre.width}, but the vision tower takes ${imageSize}x${imageSize} ` +
-            `(check preprocessor_config.json crop_size / size against config.json vision_config.image_size)`,
-        );
+      const pixels = this.model.preprocess(img);
+      try {
+        this.model.imageTokenCounts([pixels]); // the model's own size checks, named by path
+      } catch (e) {
+        throw new Error(`image ${path}: ${(e as Error).message}`);
       }
-      return pre.pixelValues;
+      return pixels;
     });
     this.entries.set(path, p);
     const values = await p.catch((e) => {
       this.entries.delete(path);
       throw e;
     });
-    this.sizes.set(path, values.byteLength);
-    this.bytes += values.byteLength;
+    const size = (values instanceof Float32Array ? values : values.pixelValues).byteLength;
+    this.sizes.set(path, size);
+    this.bytes += size;
     for (const [k] of this.entries) {
       if (this.bytes <= this.budget || k === path) break;
       this.bytes -= this.sizes.get(k) ?? 0;
@@ -134,41 +132,41 @@ class PixelCache {
   }
 }
 
-/** Prompt token ids for one question with one image (the image itself is preprocessed once per path). */
-function promptIds(processor: LlavaProcessor, question: string): number[] {
-  return processor.encodeText(processor.formatPrompt(question, 1), 1).ids;
+/** Prompt token ids for one question with its image (the image itself is preprocessed once per path). */
+function promptIds(processor: VlmProcessor, question: string, image: ImageInput): number[] {
+  return processor.encodeText(processor.formatPrompt(question, 1), [image]).ids;
 }
 
 /**
  * Answers every item greedily with its image and scores it. Errors (an unreadable image, a question that holds the
  * image placeholder) name the item's id.
  */
-export async function evaluate(model: LlavaModel, tokenizer: Tokenizer, items: EvalItem[], opts: EvalOptions = {}): Promise<EvalReport> {
+export async function evaluate(model: VlmModel, tokenizer: Tokenizer, items: EvalItem[], opts: EvalOptions = {}): Promise<EvalReport> {
   const maxNewTokens = opts.maxNewTokens ?? DEFAULT_EVAL_MAX_NEW_TOKENS;
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new Error(`maxNewTokens must be a positive integer, got ${maxNewTokens}`);
   if (opts.limit !== undefined && (!Number.isInteger(opts.limit) || opts.limit < 0)) {
     throw new Error(`limit must be a non-negative integer, got ${opts.limit}`);
   }
   const todo = opts.limit !== undefined ? items.slice(0, opts.limit) : items;
-  const processor = new LlavaProcessor(tokenizer, model.cfg, model.processor);
-  const images = new PixelCache(processor, opts.imageCacheBytes ?? 256 * 2 ** 20);
+  const processor = model.createProcessor(tokenizer);
+  const images = new PixelCache(model, opts.imageCacheBytes ?? 256 * 2 ** 20);
   const examples: EvalExample[] = [];
   let correct = 0;
   for (const item of todo) {
     if (item.question.includes(processor.imageToken)) {
       throw new Error(`question ${item.id} contains ${processor.imageToken}: leave it out, the image goes in the prompt on its own`);
     }
-    let pixelValues: Float32Array;
+    let pixelValues: ImageInput;
     try {
       pixelValues = await images.get(item.imagePath);
     } catch (e) {
       throw new Error(`question ${item.id}: ${(e as Error).message}`);
     }
     const r = await generate(model, {
-      ids: promptIds(processor, item.question),
+      ids: promptIds(processor, item.question, pixelValues),
       pixelValues: [pixelValues],
       maxNewTokens,
-      eosTokenIds: opts.eosTokenIds,
+      eosTokenIds: [...(opts.eosTokenIds ?? (tokenizer.eosTokenId != null ? [tokenizer.eosTokenId] : [])), ...processor.stopTokenIds],
       tokenizer,
       interventions: opts.interventions,
     });

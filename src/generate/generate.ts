@@ -1,4 +1,4 @@
-// Text generation on a loaded LLaVA model: prefill + decode with greedy or sampled tokens, EOS and stop
+// Text generation on a loaded model (any family): prefill + decode with greedy or sampled tokens, EOS and stop
 // strings, and the text streamed (through the tokenizer's TextStreamer) as tokens arrive.
 //
 // Greedy runs keep the argmax on the GPU (4 bytes read back per token); sampling and the repetition penalty
@@ -6,16 +6,17 @@
 // that completes one, that token stays in `tokenIds`, and the returned text is cut before the stop string.
 // Streamed text never shows the stop string: the tail that could start one is held back until it cannot.
 
-import type { LlavaModel, RunResult } from '../models/llava.js';
+import type { ImageInput, RunResult } from '../models/model.js';
+import type { VlmModel } from '../models/vlm.js';
 import type { CaptureSpec, InterventionSpec } from '../interp/spec.js';
 import { TextStreamer, type Tokenizer } from '../io/tokenizer.js';
 import { createSampler, validateSampling, type SamplingOptions } from './sampling.js';
 
 export interface GenerateArgs {
-  /** Prompt token ids, image tokens already expanded (LlavaProcessor.process gives them). */
+  /** Prompt token ids, image tokens already expanded (the model's processor `process` gives them). */
   ids: number[];
   /** Preprocessed images, one per image in the prompt. */
-  pixelValues: Float32Array[];
+  pixelValues: ImageInput[];
   /** Most tokens to generate (EOS not counted when it stops the run). */
   maxNewTokens: number;
   /** Greedy when absent or temperature is 0. */
@@ -45,7 +46,7 @@ export interface GenerateResult {
   captured?: Pick<RunResult, 'logits' | 'pattern' | 'z' | 'residual' | 'imageFeatures'>;
 }
 
-export async function generate(model: LlavaModel, args: GenerateArgs): Promise<GenerateResult> {
+export async function generate(model: VlmModel, args: GenerateArgs): Promise<GenerateResult> {
   const { tokenizer, maxNewTokens } = args;
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new Error(`maxNewTokens must be a non-negative integer, got ${maxNewTokens}`);
   const sampling = validateSampling(args.sampling);

@@ -22,7 +22,7 @@
 // either side gives t = 0 and p = 1 when the means are equal, t = +-Infinity and p = 0 when they differ; fewer than
 // two values in all gives NaN.
 
-import type { LlavaModel } from '../models/llava.js';
+import type { VlmModel } from '../models/vlm.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import type { EvalItem } from '../eval/dataset.js';
 import { evaluate, type Accuracy, type EvalOptions, type EvalReport } from '../eval/evaluate.js';
@@ -626,7 +626,7 @@ export interface AblationOptions {
   eosTokenIds?: number[];
   onProgress?: (p: AblationProgress) => void;
   /** The scorer (default evaluate; tests pass a stand-in). */
-  evaluate?: (model: LlavaModel, tokenizer: Tokenizer, items: EvalItem[], opts: EvalOptions) => Promise<EvalReport>;
+  evaluate?: (model: VlmModel, tokenizer: Tokenizer, items: EvalItem[], opts: EvalOptions) => Promise<EvalReport>;
 }
 
 const breakdown = (r: EvalReport): AccuracyBreakdown => ({ overall: { total: r.total, correct: r.correct, accuracy: r.accuracy }, byFunction: r.byFunction });
@@ -768,7 +768,7 @@ export function planAblation(dims: ModelDims, items: readonly EvalItem[], opts: 
 export type ExecuteOptions = Pick<AblationOptions, 'maxNewTokens' | 'eosTokenIds' | 'onProgress' | 'evaluate'>;
 
 /** Runs a plan: the baseline, then per target its top-k run and its random-k runs; accuracies and tests as in the file comment. */
-export async function executeAblation(model: LlavaModel, tokenizer: Tokenizer, plan: AblationPlan, opts: ExecuteOptions = {}): Promise<AblationResult> {
+export async function executeAblation(model: VlmModel, tokenizer: Tokenizer, plan: AblationPlan, opts: ExecuteOptions = {}): Promise<AblationResult> {
   const runs = 1 + plan.targets.reduce((n, p) => n + 1 + p.random.length, 0);
   const score = opts.evaluate ?? evaluate;
   let run = 0;
@@ -818,7 +818,7 @@ export async function executeAblation(model: LlavaModel, tokenizer: Tokenizer, p
  * const r = await runAblation(model, tokenizer, items, { probes, mode: 'scale', epsilon: 0.001, seeds: 5 });
  * for (const t of r.targets) console.log(t.function, t.target.baseline, t.target.top, t.target.randomMean, t.target.test.p);
  */
-export async function runAblation(model: LlavaModel, tokenizer: Tokenizer, items: readonly EvalItem[], opts: AblationOptions): Promise<AblationResult> {
+export async function runAblation(model: VlmModel, tokenizer: Tokenizer, items: readonly EvalItem[], opts: AblationOptions): Promise<AblationResult> {
   return executeAblation(model, tokenizer, planAblation(model.dims, items, opts), opts);
 }
 

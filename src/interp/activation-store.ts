@@ -14,7 +14,7 @@
 // memory at a time) and DIR/parts is removed. The final files depend only on the arguments and the rows, never on
 // where runs were interrupted, so an interrupted and resumed run gives the same bytes as an uninterrupted one.
 
-import type { LlavaModel } from '../models/llava.js';
+import type { VlmModel } from '../models/vlm.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import type { EvalItem } from '../eval/dataset.js';
 import { FileNotFoundError, openFileSource, type ByteSource } from '../io/bytesource.js';
@@ -190,11 +190,11 @@ async function readJson(fs: Fs, file: string): Promise<unknown | undefined> {
 
 /**
  * The arguments that identify a collection run (checked on resume): the model, every collection option and a
- * SHA-256 of the planned questions (id, image, question, answer, function, chain context). Only the model's config
- * and folder name are read, so a loaded model or `{cfg: parseLlavaConfig(...), source}` will do.
+ * SHA-256 of the planned questions (id, image, question, answer, function, chain context). Only the model's dims
+ * and folder name are read, so a loaded model or `{dims: modelDimsFromConfig(...), source}` will do.
  */
 export async function storeArgs(
-  model: Pick<LlavaModel, 'cfg' | 'source'>,
+  model: Pick<VlmModel, 'dims' | 'source'>,
   tokenizer: Tokenizer,
   items: readonly EvalItem[],
   opts: CollectStoreOptions,
@@ -404,7 +404,7 @@ function toExample(r: CollectRow, row: number): StoreExample {
  * const { index, z } = await readActivationStore('acts/'); // z: Float32Array [rows * layers * heads * dim]
  */
 export async function collectToStore(
-  model: LlavaModel,
+  model: VlmModel,
   tokenizer: Tokenizer,
   items: readonly EvalItem[],
   dir: string,

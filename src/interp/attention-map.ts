@@ -2,7 +2,7 @@
 // tokens, laid out on the patch grid (a heatmap per head), and the image-attention mass of every head (the
 // layers x heads grid). Pure functions over captures, shared by the browser lab page and scripts.
 
-import type { PatternCaptured } from '../models/llava.js';
+import type { PatternCaptured } from '../models/model.js';
 import { viridis } from './probes.js';
 
 /** The run of consecutive image-token positions of one image in a prompt. */
@@ -64,19 +64,28 @@ export function imageMass(patterns: readonly PatternCaptured[], span: ImageSpan,
 }
 
 /**
- * Overlays a heatmap of `values` (row-major `side` x `side`, any scale) on RGBA pixels `rgba` (`width` x
- * `height`, modified in place): each pixel is blended with the viridis colour of its patch's value, normalised
- * to the maximum, with opacity `opacity` times the normalised value: unattended patches show the image unchanged.
+ * Overlays a heatmap of `values` (row-major over a `grid` of rows x cols image tokens, or a square of side `grid`;
+ * any scale) on RGBA pixels `rgba` (`width` x `height`, modified in place): each pixel is blended with the viridis
+ * colour of its token's value, normalised to the maximum, with opacity `opacity` times the normalised value:
+ * unattended tokens show the image unchanged. Qwen images make non-square grids (merged 2x2 patches).
  */
-export function overlayHeatmap(rgba: Uint8ClampedArray | Uint8Array, width: number, height: number, values: ArrayLike<number>, side: number, opacity = 0.8): void {
-  if (values.length !== side * side) throw new Error(`overlayHeatmap: ${values.length} values for a ${side}x${side} grid`);
+export function overlayHeatmap(
+  rgba: Uint8ClampedArray | Uint8Array,
+  width: number,
+  height: number,
+  values: ArrayLike<number>,
+  grid: number | readonly [number, number],
+  opacity = 0.8,
+): void {
+  const [gh, gw] = typeof grid === 'number' ? [grid, grid] : grid;
+  if (values.length !== gh * gw) throw new Error(`overlayHeatmap: ${values.length} values for a ${gh}x${gw} grid`);
   let max = 0;
   for (let i = 0; i < values.length; i++) max = Math.max(max, values[i]!);
   for (let y = 0; y < height; y++) {
-    const gy = Math.min(side - 1, Math.floor((y * side) / height));
+    const gy = Math.min(gh - 1, Math.floor((y * gh) / height));
     for (let x = 0; x < width; x++) {
-      const gx = Math.min(side - 1, Math.floor((x * side) / width));
-      const t = max > 0 ? values[gy * side + gx]! / max : 0;
+      const gx = Math.min(gw - 1, Math.floor((x * gw) / width));
+      const t = max > 0 ? values[gy * gw + gx]! / max : 0;
       const [r, g, b] = viridis(t);
       const a = opacity * t;
       const i = (y * width + x) * 4;

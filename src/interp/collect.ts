@@ -5,8 +5,9 @@
 // Chain. The sub-questions of a main question are asked in order, each with the earlier sub-questions and their
 // answers as prior conversation turns, then the main question with all of them (`chain: false`: every question
 // stands alone). The turns go through the tokenizer's chat template (user / assistant messages, the image in the
-// first user message) when the folder has one, else the LLaVA-1.5 multi-turn format
+// first user message) when the folder has one, else the family's multi-turn format: LLaVA-1.5's
 //   USER: <image>\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT:
+// or Qwen's ChatML (what Qwen2-VL-Instruct's chat template writes, default system turn included).
 // The answers in the context are the gold ones (default) or the model's own predictions (`context: 'predicted'`).
 // Questions are processed (and rows returned) group by group in the order they are asked: a group's
 // sub-questions by subIndex, then its main question; groups in the order of their first item.
@@ -26,8 +27,9 @@
 // Interventions apply to both prefills. Head scales act the same at every position; an image_temperature whose
 // queries are "last" or "generated" selects different rows in the teacher-forced prefill than during decoding.
 
-import type { LlavaModel } from '../models/llava.js';
-import { LlavaProcessor } from '../models/llava-processor.js';
+import type { VlmModel } from '../models/vlm.js';
+import type { ImageInput, VlmProcessor } from '../models/model.js';
+import { QWEN_DEFAULT_SYSTEM, QwenProcessor } from '../models/qwen2-vl/processor.js';
 import type { ChatMessage, Tokenizer } from '../io/tokenizer.js';
 import { loadImageFile } from '../io/image.js';
 import { isCorrect, type EvalItem } from '../eval/dataset.js';
@@ -137,8 +139,8 @@ export function checkPool(pool: PoolSpec, tower: Tower): void {
 }
 
 /** Row shape for a model: [layers, heads, F] of the chosen tower. */
-export function collectDims(model: Pick<LlavaModel, 'cfg'>, opts: { tower?: Tower; concatLayerMean?: boolean }): CollectDims {
-  const c = (opts.tower ?? 'text') === 'text' ? model.cfg.text : model.cfg.vision;
+export function collectDims(model: Pick<VlmModel, 'dims'>, opts: { tower?: Tower; concatLayerMean?: boolean }): CollectDims {
+  const c = model.dims[opts.tower ?? 'text'];
   return { layers: c.layers, heads: c.heads, headDim: c.headDim, dim: opts.concatLayerMean ? 2 * c.headDim : c.headDim };
 }
 
@@ -173,10 +175,10 @@ export function planCollection(items: readonly EvalItem[], opts: { chain?: boole
 /**
  * The prompt text for `question` after the chain turns, with one image placeholder in the first user turn:
  * the folder's chat template (user / assistant messages, add_generation_prompt) when it has one, else the
- * LLaVA-1.5 multi-turn format `USER: <image>\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT:`. Without turns it
- * equals `processor.formatPrompt(question, 1)`.
+ * family's multi-turn format: LLaVA-1.5's `USER: <image>\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT:`, or Qwen's
+ * ChatML as Qwen2-VL-Instruct's template writes it. Without turns it equals `processor.formatPrompt(question, 1)`.
  */
-export function chainPrompt(processor: LlavaProcessor, turns: readonly ChainTurn[], question: string): string {
+export function chainPrompt(processor: VlmProcessor, turns: readonly ChainTurn[], question: string): string {
   const tok = processor.tokenizer;
   if (turns.length === 0) return processor.formatPrompt(question, 1);
   if (tok.chatTemplate !== null) {
@@ -191,6 +193,14 @@ export function chainPrompt(processor: LlavaProcessor, turns: readonly ChainTurn
     });
     messages.push(user(question, false));
     return tok.applyChatTemplate(messages, { addGenerationPrompt: true });
+  }
+  if (processor instanceof QwenProcessor) {
+    const image = `${processor.visionStart}${processor.imageToken}${processor.visionEnd}`;
+    let text = `<|im_start|>system\n${QWEN_DEFAULT_SYSTEM}<|im_end|>\n`;
+    turns.forEach((t, i) => {
+      text += `<|im_start|>user\n${i === 0 ? image : ''}${t.question}<|im_end|>\n<|im_start|>assistant\n${t.answer}<|im_end|>\n`;
+    });
+    return `${text}<|im_start|>user\n${question}<|im_end|>\n<|im_start|>assistant\n`;
   }
   const eos = (tok.eosTokenId !== null ? tok.idToToken(tok.eosTokenId) : undefined) ?? '</s>';
   let text = '';
@@ -243,13 +253,13 @@ function meanPositions(data: Float32Array, positions: number, width: number): Fl
 
 /** Preprocessed images by path, the most recent few kept (a group's questions share one image). */
 class ImageCache {
-  private readonly entries = new Map<string, Promise<Float32Array>>();
+  private readonly entries = new Map<string, Promise<ImageInput>>();
   constructor(
-    private readonly model: LlavaModel,
+    private readonly model: VlmModel,
     private readonly keep = 16,
   ) {}
 
-  get(path: string): Promise<Float32Array> {
+  get(path: string): Promise<ImageInput> {
     let p = this.entries.get(path);
     if (p) {
       this.entries.delete(path);
@@ -275,7 +285,7 @@ function predictionMap(p: CollectOptions['priorPredictions']): Map<string, strin
  * row. Errors name the question.
  */
 export async function* iterateActivations(
-  model: LlavaModel,
+  model: VlmModel,
   tokenizer: Tokenizer,
   items: readonly EvalItem[],
   opts: CollectOptions,
@@ -292,16 +302,18 @@ export async function* iterateActivations(
   if (!Number.isInteger(startAt) || startAt < 0 || startAt > plan.length) throw new Error(`startAt must be an integer in 0..${plan.length}, got ${startAt}`);
   if (!Number.isInteger(endAt) || endAt < startAt || endAt > plan.length) throw new Error(`endAt must be an integer in ${startAt}..${plan.length}, got ${endAt}`);
 
-  const processor = new LlavaProcessor(tokenizer, model.cfg, model.processor);
+  const processor = model.createProcessor(tokenizer);
   const images = new ImageCache(model);
-  const eos = opts.eosTokenIds ?? (tokenizer.eosTokenId != null ? [tokenizer.eosTokenId] : []);
+  const eos = [...(opts.eosTokenIds ?? (tokenizer.eosTokenId != null ? [tokenizer.eosTokenId] : [])), ...processor.stopTokenIds];
   const eosSet = new Set(eos);
   const dims = collectDims(model, { tower, concatLayerMean: opts.concatLayerMean });
   const width = dims.layers * dims.heads * dims.headDim;
   const predictions = predictionMap(opts.priorPredictions);
   const noCapture = parseCapture({}, model.dims);
   const lastCapture = parseCapture({ z: { positions: 'last' } }, model.dims);
-  const imageCapture = tower === 'vision' ? parseCapture({ z: { tower: 'vision', positions: `mean:0:${model.vision.tokens}` } }, model.dims) : null;
+  // The vision pool is the mean over all of the image's vision tokens, however many its size makes.
+  const imageCapture = (pixels: ImageInput) =>
+    tower === 'vision' ? parseCapture({ z: { tower: 'vision', positions: `mean:0:${model.visionEncoder.plan([pixels]).tokens[0]}` } }, model.dims) : null;
   const atPrompt = opts.pool === 'last_prompt' || opts.pool === 'image_mean';
 
   for (let k = startAt; k < endAt; k++) {
@@ -316,20 +328,20 @@ export async function* iterateActivations(
       if (p === undefined) throw new Error(`${where}: the prediction for ${c.id}, which its chain context needs, is not known (give priorPredictions when starting mid-chain)`);
       return { question: c.question, answer: p.trim() };
     });
-    let pixels: Float32Array;
+    let pixels: ImageInput;
     try {
       pixels = await images.get(item.imagePath);
     } catch (e) {
       throw new Error(`${where}: ${(e as Error).message}`);
     }
-    const ids = processor.encodeText(chainPrompt(processor, turns, item.question), 1).ids;
+    const ids = processor.encodeText(chainPrompt(processor, turns, item.question), [pixels]).ids;
 
     // Answer greedily, stopping after an end-of-sequence token (kept, so an empty answer still has a token).
     const r = await model.run({
       ids,
       pixelValues: [pixels],
       interventions: opts.interventions,
-      capture: imageCapture ?? (opts.pool === 'last_prompt' ? lastCapture : noCapture),
+      capture: imageCapture(pixels) ?? (opts.pool === 'last_prompt' ? lastCapture : noCapture),
       maxNewTokens,
       stopAfter: (g) => eosSet.has(g[g.length - 1]),
     });
@@ -382,7 +394,7 @@ export async function* iterateActivations(
  * rows[0].z; // Float32Array [layers * heads * 2 * d_head]
  */
 export async function collectActivations(
-  model: LlavaModel,
+  model: VlmModel,
   tokenizer: Tokenizer,
   items: readonly EvalItem[],
   opts: CollectOptions,

@@ -29,7 +29,10 @@ export interface DecoderConfig {
   ropeTheta: number;
   vocab: number;
   maxPositions: number;
-  attentionBias: boolean;
+  /** Biases on q_proj / k_proj / v_proj (Llama attention_bias; always on in Qwen2). */
+  qkvBias: boolean;
+  /** Bias on o_proj (Llama attention_bias; never in Qwen2). */
+  oBias: boolean;
   mlpBias: boolean;
   tieEmbeddings: boolean;
 }
@@ -56,7 +59,7 @@ export class ConfigError extends Error {
 type Json = Record<string, unknown>;
 
 /** Typed field reader that names the file and the key path in every error. */
-class Fields {
+export class Fields {
   constructor(
     private obj: Json,
     private file: string,
@@ -187,7 +190,8 @@ function parseLlamaText(f: Fields, top: Fields): DecoderConfig {
     ropeTheta,
     vocab: f.int('vocab_size', top.has('vocab_size') ? top.int('vocab_size') : 32000),
     maxPositions: f.int('max_position_embeddings', 2048),
-    attentionBias: f.bool('attention_bias', false),
+    qkvBias: f.bool('attention_bias', false),
+    oBias: f.bool('attention_bias', false),
     mlpBias: f.bool('mlp_bias', false),
     tieEmbeddings: f.bool('tie_word_embeddings', top.bool('tie_word_embeddings', false)),
   };

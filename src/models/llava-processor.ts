@@ -7,15 +7,12 @@ import { clipPreprocess, type ClipProcessorConfig } from '../io/clip-processor.j
 import type { RgbImage } from '../io/image.js';
 import { type Tokenizer, TokenizerError } from '../io/tokenizer.js';
 import { type LlavaConfig, imageTokenCount } from './config.js';
+import type { ImageInput, ProcessedPrompt as VlmProcessedPrompt, VlmProcessor } from './model.js';
 
 /** The LLaVA-1.5 single-turn prompt (llava docs): `USER: <image>\n{prompt} ASSISTANT:`. */
 export const LLAVA_15_TEMPLATE = (prompt: string): string => `USER: <image>\n${prompt} ASSISTANT:`;
 
-export interface ProcessedPrompt {
-  /** The text that was tokenized: every image placeholder expanded to the image-token count. */
-  text: string;
-  /** Token ids (BOS as the tokenizer config says), image tokens expanded. */
-  ids: number[];
+export interface ProcessedPrompt extends VlmProcessedPrompt {
   /** One preprocessed image per placeholder, [3, H, W] channels first, in prompt order. */
   pixelValues: Float32Array[];
 }
@@ -26,11 +23,13 @@ function countOccurrences(text: string, needle: string): number {
   return n;
 }
 
-export class LlavaProcessor {
+export class LlavaProcessor implements VlmProcessor {
   /** The image placeholder: the tokenizer's token for config.imageTokenIndex (e.g. "<image>"). */
   readonly imageToken: string;
   /** Image tokens each image expands to. */
   readonly imageTokens: number;
+  /** LLaVA stops on the tokenizer's EOS only. */
+  readonly stopTokenIds: number[] = [];
 
   constructor(
     readonly tokenizer: Tokenizer,
@@ -72,7 +71,9 @@ export class LlavaProcessor {
    * The text half of `process`: expands every image placeholder to imageTokenCount(config) copies and tokenizes
    * (BOS per the tokenizer config), checking the placeholders against `imageCount` and the image-token ids found.
    */
-  encodeText(text: string, imageCount: number): { text: string; ids: number[] } {
+  encodeText(text: string, images: number | readonly ImageInput[]): { text: string; ids: number[] } {
+    // Every LLaVA image makes the same number of tokens, so a count is enough.
+    const imageCount = typeof images === 'number' ? images : images.length;
     const tok = this.imageToken;
     const placeholders = countOccurrences(text, tok);
     if (placeholders !== imageCount) {

@@ -1,5 +1,7 @@
-// The Llama decoder (LLaVA's language model): RMSNorm, rotate_half RoPE, GQA attention with per-head
-// interventions, SiLU-gated MLP. Records kernel calls only; the KV cache lives here.
+// The decoder layer stack every family's language model shares (Llama for LLaVA, Qwen2 for Qwen2-VL / 2.5-VL):
+// RMSNorm, rotate_half RoPE from a per-row (cos, sin) table the model builds (1-D or M-RoPE: the decoder does not
+// know which), GQA attention with per-head interventions, optional q/k/v and o biases, gated MLP. Records kernel
+// calls only; the KV cache lives here.
 
 import type { GpuContext, Recorder } from '../gpu/context.js';
 import type { Tensor, Weight } from '../gpu/tensor.js';
@@ -59,7 +61,7 @@ export interface DecoderStep {
   captures?: DecoderCaptures;
 }
 
-export class LlamaDecoder {
+export class Decoder {
   readonly layers: LayerWeights[] = [];
   embedTokens!: Weight;
   finalNorm!: Tensor;
@@ -85,8 +87,8 @@ export class LlamaDecoder {
     readonly cfg: DecoderConfig,
   ) {}
 
-  static async load(ctx: GpuContext, cfg: DecoderConfig, w: WeightLoader, prefixes: string[], lmHeadNames: string[]): Promise<LlamaDecoder> {
-    const dec = new LlamaDecoder(ctx, cfg);
+  static async load(ctx: GpuContext, cfg: DecoderConfig, w: WeightLoader, prefixes: string[], lmHeadNames: string[]): Promise<Decoder> {
+    const dec = new Decoder(ctx, cfg);
     const name = (suffix: string) => w.resolve(prefixes.map((p) => p + suffix));
     const opt = (suffix: string, shape: number[], want: boolean) => {
       if (!want) return Promise.resolve(null);
@@ -96,7 +98,7 @@ export class LlamaDecoder {
     dec.embedTokens = await w.load(name('embed_tokens.weight'), [V, D]);
     for (let l = 0; l < cfg.layers; l++) {
       const p = `layers.${l}.`;
-      const ab = cfg.attentionBias;
+      const qb = cfg.qkvBias;
       const mb = cfg.mlpBias;
       dec.layers.push({
         inputNorm: await w.loadTensor(name(p + 'input_layernorm.weight'), [D]),
@@ -104,10 +106,10 @@ export class LlamaDecoder {
         k: await w.load(name(p + 'self_attn.k_proj.weight'), [KV * hd, D]),
         v: await w.load(name(p + 'self_attn.v_proj.weight'), [KV * hd, D]),
         o: await w.load(name(p + 'self_attn.o_proj.weight'), [D, H * hd]),
-        qBias: await opt(p + 'self_attn.q_proj.bias', [H * hd], ab),
-        kBias: await opt(p + 'self_attn.k_proj.bias', [KV * hd], ab),
-        vBias: await opt(p + 'self_attn.v_proj.bias', [KV * hd], ab),
-        oBias: await opt(p + 'self_attn.o_proj.bias', [D], ab),
+        qBias: await opt(p + 'self_attn.q_proj.bias', [H * hd], qb),
+        kBias: await opt(p + 'self_attn.k_proj.bias', [KV * hd], qb),
+        vBias: await opt(p + 'self_attn.v_proj.bias', [KV * hd], qb),
+        oBias: await opt(p + 'self_attn.o_proj.bias', [D], cfg.oBias),
         postNorm: await w.loadTensor(name(p + 'post_attention_layernorm.weight'), [D]),
         gate: await w.load(name(p + 'mlp.gate_proj.weight'), [F, D]),
         up: await w.load(name(p + 'mlp.up_proj.weight'), [F, D]),

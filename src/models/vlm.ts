@@ -1,0 +1,438 @@
+// The one model class every family runs through: a vision encoder (the family's part: towers + projector, which
+// writes one feature row per image token), the shared decoder, and a rotary position scheme (1-D or M-RoPE).
+// `run` is written once here: features scattered over the image-token rows (Hugging Face masked_scatter), prefill
+// with interventions and captures in one command encoder, then greedy or sampled decoding with one small readback
+// per token. No state of one run survives into the next except buffers (positions and rope deltas are per run).
+
+import { type GpuContext, fmtBytes as fmt } from '../gpu/context.js';
+import type { Tensor } from '../gpu/tensor.js';
+import type { RgbImage } from '../io/image.js';
+import type { Tokenizer } from '../io/tokenizer.js';
+import { rows } from '../../kernels/common.js';
+import { argmax } from '../../kernels/reduce.js';
+import { Decoder, type DecoderCaptures } from './decoder.js';
+import { readPattern, readZ } from './capture-read.js';
+import type { Captured, ImageInput, ImageView, ModelType, PatternCaptured, ResidualCaptured, RunInput, RunResult, VlmProcessor } from './model.js';
+import {
+  type CaptureSpec,
+  type InterventionSpec,
+  type ModelDims,
+  type TowerDims,
+  EMPTY_INTERVENTIONS,
+  SpecError,
+  resolvePositions,
+} from '../interp/spec.js';
+import { headParamTable, headVectorTable, steerRows, temperatureRows } from '../interp/head-params.js';
+
+/** What a vision encoder makes of a run's images, decided before anything is recorded. */
+export interface VisionPlan {
+  /** Image tokens (feature rows) per image, in prompt order. */
+  features: number[];
+  /** Vision sequence length per image (what vision captures index). */
+  tokens: number[];
+  /**
+   * Feature row read by the k-th image token of the prompt, when the encoder writes its features in another order
+   * (Qwen2.5-VL's window order); absent: row k.
+   */
+  featureRowOf?: Int32Array;
+}
+
+/**
+ * Reads the vision captures of a recorded run once it was submitted: `pattern[j]` / `residual[j]` answer the j-th
+ * vision entry of the capture spec's pattern / residual list, one capture per image.
+ */
+export type VisionCaptureReader = () => Promise<{ pattern: PatternCaptured[][]; residual: ResidualCaptured[][]; z?: Captured }>;
+
+/**
+ * A family's vision side: towers and projector. It writes the features of all images into `features` (one row per
+ * image token); the plan's `featureRowOf` says which row the k-th image token of the prompt reads (identity unless
+ * the encoder runs its tokens in another order, like Qwen2.5-VL's windows), so no reorder pass is needed.
+ */
+export interface VisionEncoder {
+  readonly dims: TowerDims;
+  /** Residual width of the tower (vision captures). */
+  readonly width: number;
+  /** Check the images (shapes, sizes) and count what they make; throws a one-line error naming the image. */
+  plan(images: readonly ImageInput[]): VisionPlan;
+  /** Bytes of GPU scratch the vision pass of these images needs (the run refuses before allocating when too big). */
+  scratchBytes(plan: VisionPlan, capture: CaptureSpec): number;
+  /** Record the towers and projector; allocate per-run tensors through `alloc` (freed after the run). */
+  record(
+    rec: ReturnType<GpuContext['recorder']>,
+    images: readonly ImageInput[],
+    plan: VisionPlan,
+    features: Tensor,
+    capture: CaptureSpec,
+    alloc: (shape: number[], label: string) => Tensor,
+  ): VisionCaptureReader;
+  writeHeadParams(spec: InterventionSpec): void;
+  prepare(): void;
+  destroy(): void;
+}
+
+/** Rotary positions of the text tokens. */
+export interface TextPositions {
+  /** Positions (axes x L, row-major) and the rotary table [L, headDim/2, 2] of a prompt. */
+  prompt(ids: readonly number[], images: readonly ImageInput[]): { axes: number; positions: Int32Array; ropeDelta: number; table: Float32Array };
+  /** The rotary table row of the token at sequence index `index` fed back during decoding. */
+  decode(index: number, ropeDelta: number): Float32Array;
+}
+
+export interface ModelParts {
+  type: ModelType;
+  source: string;
+  imageTokenId: number;
+  decoder: Decoder;
+  vision: VisionEncoder;
+  positions: TextPositions;
+  preprocess: (img: RgbImage) => ImageInput;
+  /** The image as the model sees it and its image-token grid (for heatmaps). */
+  imageView: (img: RgbImage) => ImageView;
+  createProcessor: (tokenizer: Tokenizer) => VlmProcessor;
+  /** GPU memory the folder's weights take and the budget the load was checked against (for per-run checks). */
+  memory: { weights: number; budget: number | undefined; budgetWhat: string };
+}
+
+export class VlmModel {
+  readonly type: ModelType;
+  readonly source: string;
+  /** The id of the token image features replace (LLaVA <image>, Qwen <|image_pad|>). */
+  readonly imageTokenId: number;
+  readonly decoder: Decoder;
+  readonly visionEncoder: VisionEncoder;
+  private readonly positions: TextPositions;
+  private readonly parts: ModelParts;
+  private idsBuf: GPUBuffer | null = null;
+  private idsCap = 0;
+  private featureMap: GPUBuffer | null = null;
+  private rotaryBuf: Tensor | null = null;
+  private features: Tensor | null = null;
+
+  constructor(
+    readonly ctx: GpuContext,
+    parts: ModelParts,
+  ) {
+    this.parts = parts;
+    this.type = parts.type;
+    this.source = parts.source;
+    this.imageTokenId = parts.imageTokenId;
+    this.decoder = parts.decoder;
+    this.visionEncoder = parts.vision;
+    this.positions = parts.positions;
+    parts.vision.prepare();
+    parts.decoder.prepare();
+  }
+
+  /** Layers, heads and head dims of both towers: what interventions and captures are checked against. */
+  get dims(): ModelDims {
+    const t = this.decoder.cfg;
+    return { text: { layers: t.layers, heads: t.heads, headDim: t.headDim }, vision: this.visionEncoder.dims };
+  }
+
+  get vocabSize(): number {
+    return this.decoder.cfg.vocab;
+  }
+
+  /** Width of the text residual stream (image features have it too). */
+  get hiddenSize(): number {
+    return this.decoder.cfg.hidden;
+  }
+
+  /** The family's image preprocessing (pixel values as `run` takes them). */
+  preprocess(img: RgbImage): ImageInput {
+    return this.parts.preprocess(img);
+  }
+
+  /** The image as the model sees it (resized / cropped) and the rows x cols grid its image tokens tile it with. */
+  imageView(img: RgbImage): ImageView {
+    return this.parts.imageView(img);
+  }
+
+  /** The family's processor (prompt format, image-token expansion, tokenization) over a tokenizer. */
+  createProcessor(tokenizer: Tokenizer): VlmProcessor {
+    return this.parts.createProcessor(tokenizer);
+  }
+
+  /** Image tokens each preprocessed image makes. */
+  imageTokenCounts(images: readonly ImageInput[]): number[] {
+    return this.visionEncoder.plan(images).features;
+  }
+
+  /** Positions of the prompt whose keys are image tokens (the columns image_temperature scales). */
+  imageKeyPositions(ids: readonly number[]): number[] {
+    return ids.flatMap((id, i) => (id === this.imageTokenId ? [i] : []));
+  }
+
+  /** Prefill (and optionally decoding) with the given interventions and captures. */
+  async run(input: RunInput): Promise<RunResult> {
+    const { ctx } = this;
+    const tcfg = this.decoder.cfg;
+    const ids = input.ids;
+    const L = ids.length;
+    const maxNew = input.maxNewTokens ?? 0;
+    const spec = input.interventions ?? EMPTY_INTERVENTIONS;
+    const cap: CaptureSpec = input.capture ?? { logits: 'last', pattern: [], z: null, residual: [], imageFeatures: false };
+    if (L === 0) throw new Error('the prompt has no tokens');
+    ids.forEach((id, i) => {
+      if (!Number.isInteger(id) || id < 0 || id >= tcfg.vocab) {
+        throw new Error(`token id ${JSON.stringify(id)} at position ${i} is outside the vocabulary (0..${tcfg.vocab - 1})`);
+      }
+    });
+    const images = input.pixelValues ?? [];
+    const plan = this.visionEncoder.plan(images);
+    const nFeatures = plan.features.reduce((a, b) => a + b, 0);
+    const imageRows = this.imageKeyPositions(ids);
+    if (imageRows.length !== nFeatures) {
+      throw new Error(
+        `the prompt has ${imageRows.length} image tokens (id ${this.imageTokenId}) but ${images.length} image(s) give ` +
+          `${nFeatures} features (${plan.features.join(' + ') || 0})`,
+      );
+    }
+    if (cap.z?.tower === 'text' && cap.z.positions.kind !== 'last') resolvePositions(cap.z.positions, L);
+    for (const p of cap.pattern) {
+      if (p.tower !== 'text') continue;
+      for (const r of p.rows ?? []) if (r < -L || r >= L) throw new SpecError(`capture pattern rows: row ${r} is outside the text sequence of ${L} tokens`);
+    }
+    this.checkRunMemory(plan, cap, L + maxNew);
+    // Positions first: a prompt whose image tokens do not match its images fails here, before any GPU work.
+    const pos = this.positions.prompt(ids, images);
+
+    const maxLen = L + maxNew;
+    this.decoder.allocateCache(maxLen);
+    this.ensureBuffers(maxLen + 1, Math.max(1, nFeatures));
+    this.writeHeadParams(spec);
+
+    ctx.write(this.idsBuf!, 0, new Uint32Array(ids));
+    const fmap = new Int32Array(L).fill(-1);
+    const rowOf = plan.featureRowOf ?? null;
+    imageRows.forEach((r, k) => (fmap[r] = rowOf ? rowOf[k] : k));
+    ctx.write(this.featureMap!, 0, fmap);
+    const flags = new Uint32Array(this.decoder.maxLen);
+    for (const r of imageRows) flags[r] = 1;
+    this.decoder.writeImageKeys(0, flags);
+    ctx.write(this.rotaryBuf!.buffer, 0, pos.table);
+
+    const t0 = performance.now();
+    const rec = ctx.recorder('prefill');
+    const owned: Tensor[] = [];
+    const alloc = (shape: number[], label: string) => {
+      const t = ctx.activation(shape, label);
+      owned.push(t);
+      return t;
+    };
+    try {
+      const textCaps: DecoderCaptures = { pattern: new Map(), residual: new Map() };
+      const patternOut: { spec: CaptureSpec['pattern'][number]; t: Tensor }[] = [];
+      for (const p of cap.pattern) {
+        if (p.tower !== 'text') continue;
+        const t = alloc([tcfg.heads, L, L], `capture.text.${p.layer}.pattern`);
+        textCaps.pattern!.set(p.layer, t);
+        patternOut.push({ spec: p, t });
+      }
+      const residualOut: { layer: number; t: Tensor }[] = [];
+      for (const r of cap.residual) {
+        if (r.tower !== 'text') continue;
+        const t = alloc([L, tcfg.hidden], `capture.text.residual.${r.layer}`);
+        textCaps.residual!.set(r.layer, t);
+        residualOut.push({ layer: r.layer, t });
+      }
+      let zOut: { t: Tensor; rows: number; mean: boolean } | null = null;
+      if (cap.z?.tower === 'text') {
+        const zRows = resolvePositions(cap.z.positions, L);
+        const t = alloc([tcfg.layers, zRows.length, tcfg.heads * tcfg.headDim], 'capture.text.z');
+        textCaps.z = { rows: zRows, dst: t };
+        zOut = { t, rows: zRows.length, mean: cap.z.positions.kind === 'mean' };
+      }
+
+      const readVision = images.length || cap.z?.tower === 'vision' ? this.recordVision(rec, images, plan, cap, alloc) : null;
+
+      const hidden = this.decoder.record(rec, {
+        rows: L,
+        pos0: 0,
+        ids: this.idsBuf!,
+        idsOffset: 0,
+        features: images.length ? { map: this.featureMap!, data: this.features! } : null,
+        rotary: this.rotaryBuf!,
+        tempRows: temperatureRows(spec.imageTemperature?.queries ?? null, 'prefill', L),
+        steerRows: steerRows('prefill', L),
+        captures: textCaps,
+      });
+      const allLogits = cap.logits === 'all';
+      const logits = alloc([allLogits ? L : 1, tcfg.vocab], 'logits');
+      this.decoder.recordLogits(rec, hidden, allLogits ? 0 : L - 1, allLogits ? L : 1, logits);
+      if (maxNew > 0 && !input.chooseToken) argmax(ctx, rec, { x: rows(logits, allLogits ? L - 1 : 0, 1), out: this.idsBuf!, outIndex: L });
+      rec.submit();
+
+      const result: RunResult = { pattern: [], residual: [], timings: { prefillMs: 0, decodeMs: 0, decodeSteps: 0 } };
+      result.positions = { shape: [pos.axes, L], data: pos.positions, ropeDelta: pos.ropeDelta };
+      if (cap.logits) {
+        const data = await ctx.readF32(logits.buffer, 0, logits.numel);
+        result.logits = { shape: allLogits ? [L, tcfg.vocab] : [tcfg.vocab], data };
+      }
+      const vision = readVision ? await readVision() : null;
+      // Captures keep the order of the spec (text and vision entries interleaved as asked), vision ones per image.
+      let [ti, vi] = [0, 0];
+      for (const p of cap.pattern) {
+        if (p.tower === 'text') result.pattern.push(await readPattern(ctx, p, patternOut[ti++].t));
+        else result.pattern.push(...(vision?.pattern[vi++] ?? []));
+      }
+      [ti, vi] = [0, 0];
+      for (const r of cap.residual) {
+        if (r.tower === 'text') {
+          const t = residualOut[ti++].t;
+          result.residual.push({ tower: 'text', layer: r.layer, shape: [...t.shape], data: await ctx.readF32(t.buffer, 0, t.numel) });
+        } else {
+          result.residual.push(...(vision?.residual[vi++] ?? []));
+        }
+      }
+      if (zOut) result.z = await readZ(ctx, zOut.t, zOut.rows, this.dims.text, zOut.mean);
+      else if (vision?.z) result.z = vision.z;
+      if (cap.imageFeatures && images.length) {
+        const data = await ctx.readF32(this.features!.buffer, 0, nFeatures * tcfg.hidden);
+        // Prompt order: the k-th image token's row.
+        const ordered = rowOf ? new Float32Array(data.length) : data;
+        if (rowOf) for (let k = 0; k < nFeatures; k++) ordered.set(data.subarray(rowOf[k] * tcfg.hidden, (rowOf[k] + 1) * tcfg.hidden), k * tcfg.hidden);
+        result.imageFeatures = { shape: [nFeatures, tcfg.hidden], data: ordered };
+      }
+      if (maxNew > 0) {
+        // The first token decides prefill latency: it needs the whole prefill.
+        const firstTok = input.chooseToken
+          ? this.choose(input, await ctx.readF32(logits.buffer, (allLogits ? L - 1 : 0) * tcfg.vocab * 4, tcfg.vocab), [], L)
+          : (await ctx.readU32(this.idsBuf!, L * 4, 1))[0];
+        result.timings.prefillMs = performance.now() - t0;
+        result.tokens = await this.decode(firstTok, L, maxNew, spec, input, result, pos.ropeDelta);
+      } else {
+        await ctx.sync();
+        result.timings.prefillMs = performance.now() - t0;
+      }
+      return result;
+    } finally {
+      for (const t of owned) ctx.destroyBuffer(t.buffer);
+    }
+  }
+
+  private recordVision(
+    rec: ReturnType<GpuContext['recorder']>,
+    images: readonly ImageInput[],
+    plan: ReturnType<VisionEncoder['plan']>,
+    cap: CaptureSpec,
+    alloc: (shape: number[], label: string) => Tensor,
+  ): VisionCaptureReader {
+    if (!images.length) {
+      if (cap.z?.tower === 'vision') throw new SpecError('capture z of the vision tower needs an image');
+      return async () => ({ pattern: [], residual: [] });
+    }
+    return this.visionEncoder.record(rec, images, plan, this.features!, cap, alloc);
+  }
+
+  /** Decode: one forward and one small readback per token; the greedy token id never leaves the GPU otherwise. */
+  private async decode(firstTok: number, L: number, maxNew: number, spec: InterventionSpec, input: RunInput, result: RunResult, ropeDelta: number): Promise<number[]> {
+    const { ctx } = this;
+    const vocab = this.decoder.cfg.vocab;
+    const stops = new Set(input.stopTokens ?? []);
+    const tokens: number[] = [];
+    let tok = firstTok;
+    const t0 = performance.now();
+    const logits = ctx.activation([1, vocab], 'decode.logits');
+    try {
+      for (let t = 0; ; t++) {
+        if (stops.has(tok)) break;
+        tokens.push(tok);
+        input.onToken?.(tok);
+        if (t + 1 >= maxNew || input.stopAfter?.(tokens)) break;
+        const pos = L + t;
+        ctx.write(this.rotaryBuf!.buffer, 0, this.positions.decode(pos, ropeDelta));
+        const rec = ctx.recorder('decode');
+        const hidden = this.decoder.record(rec, {
+          rows: 1,
+          pos0: pos,
+          ids: this.idsBuf!,
+          idsOffset: pos,
+          rotary: this.rotaryBuf!,
+          tempRows: temperatureRows(spec.imageTemperature?.queries ?? null, 'decode', 1),
+          steerRows: steerRows('decode', 1),
+        });
+        this.decoder.recordLogits(rec, hidden, 0, 1, logits);
+        if (input.chooseToken) {
+          rec.submit();
+          tok = this.choose(input, await ctx.readF32(logits.buffer, 0, vocab), tokens, pos + 1);
+        } else {
+          argmax(ctx, rec, { x: rows(logits), out: this.idsBuf!, outIndex: pos + 1 });
+          rec.submit();
+          tok = (await ctx.readU32(this.idsBuf!, (pos + 1) * 4, 1))[0];
+        }
+        result.timings.decodeSteps++;
+      }
+    } finally {
+      ctx.destroyBuffer(logits.buffer);
+    }
+    result.timings.decodeMs = performance.now() - t0;
+    return tokens;
+  }
+
+  /** Ask the caller's sampler for the next token and put it where the next decode step reads its id. */
+  private choose(input: RunInput, logits: Float32Array, generated: readonly number[], at: number): number {
+    const tok = input.chooseToken!(logits, generated);
+    if (!Number.isInteger(tok) || tok < 0 || tok >= this.decoder.cfg.vocab) throw new Error(`chooseToken returned ${tok}, not a token id`);
+    this.ctx.write(this.idsBuf!, at * 4, new Uint32Array([tok]));
+    return tok;
+  }
+
+  private writeHeadParams(spec: InterventionSpec): void {
+    const d = this.dims;
+    this.ctx.write(this.decoder.headParams, 0, headParamTable(spec, 'text', d.text));
+    this.decoder.writeHeadVectors(headVectorTable(spec, 'text', d.text));
+    this.visionEncoder.writeHeadParams(spec);
+  }
+
+  /**
+   * Refuse a run whose vision pass would not fit, with the numbers, before allocating anything: an image's vision
+   * tokens (and captured patterns) grow with its size, which the load-time check could not know.
+   */
+  private checkRunMemory(plan: ReturnType<VisionEncoder['plan']>, cap: CaptureSpec, context: number): void {
+    const bytes = this.visionEncoder.scratchBytes(plan, cap);
+    const limit = this.ctx.limits.maxStorageBufferBindingSize;
+    const { budget, budgetWhat, weights } = this.parts.memory;
+    const tokens = plan.tokens.reduce((a, b) => a + b, 0);
+    const t = this.decoder.cfg;
+    const kv = 2 * t.layers * context * t.kvHeads * t.headDim * 4;
+    if (budget !== undefined && weights + kv + bytes > budget) {
+      throw new Error(
+        `the image(s) make ${tokens} vision tokens whose vision pass needs ${fmt(bytes)} of GPU memory; with weights ${fmt(weights)} and ` +
+          `KV cache ${fmt(kv)} that exceeds ${budgetWhat} (${fmt(budget)}); use a smaller image or lower max_pixels`,
+      );
+    }
+    // The largest single scratch tensor is about tokens x (widest row); the kernels bind whole tensors.
+    const widest = Math.max(...plan.tokens.map((n) => n * this.visionEncoder.width * 8), 0);
+    if (widest > limit) {
+      throw new Error(
+        `the image(s) make ${tokens} vision tokens; one vision activation of ${fmt(widest)} exceeds this adapter's storage binding limit ` +
+          `(${fmt(limit)}); use a smaller image or lower max_pixels`,
+      );
+    }
+  }
+
+  private ensureBuffers(idsLen: number, featureRows: number): void {
+    const { ctx } = this;
+    const t = this.decoder.cfg;
+    if (idsLen > this.idsCap) {
+      for (const b of [this.idsBuf, this.featureMap]) if (b) ctx.destroyBuffer(b);
+      if (this.rotaryBuf) ctx.destroyBuffer(this.rotaryBuf.buffer);
+      const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+      this.idsBuf = ctx.createBuffer(idsLen * 4, usage, 'token_ids');
+      this.featureMap = ctx.createBuffer(idsLen * 4, usage, 'image_feature_map');
+      this.rotaryBuf = ctx.activation([idsLen, t.headDim / 2, 2], 'text.rotary');
+      this.idsCap = idsLen;
+    }
+    if (!this.features || this.features.shape[0] < featureRows) {
+      if (this.features) ctx.destroyBuffer(this.features.buffer);
+      this.features = ctx.activation([featureRows, t.hidden], 'image_features');
+    }
+  }
+
+  destroy(): void {
+    this.decoder.destroy();
+    this.visionEncoder.destroy();
+  }
+}
+
