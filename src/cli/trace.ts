@@ -4,14 +4,14 @@
 import { Command } from 'commander';
 import { acquireGpu } from '../gpu/device.js';
 import { GpuContext } from '../gpu/context.js';
-import type { RunResult } from '../models/llava.js';
+import type { RunResult } from '../models/model.js';
 import { loadImageFile } from '../io/image.js';
 import { parseCapture, parseInterventions } from '../interp/spec.js';
 import { encodeSafetensorsF32, type F32Entry } from '../io/safetensors-writer.js';
 import { readIdsFile, readJsonFile, writeAtomic } from './files.js';
 import { UsageError } from './errors.js';
 import { intArg } from './args.js';
-import { dtypeOption, loadModel, modelOption } from './load.js';
+import { dtypeOption, loadModel, memoryBudgetOption, modelOption } from './load.js';
 
 interface TraceOptions {
   model: string;
@@ -22,19 +22,21 @@ interface TraceOptions {
   out: string;
   maxNewTokens: number;
   dtype?: string;
+  memoryBudget?: number;
 }
 
 export function traceCommand(): Command {
   return new Command('trace')
     .description('run one forward pass with interventions and captures, and write the captured tensors')
     .addOption(modelOption())
-    .option('--image <file>', 'PNG or JPEG image for the <image> tokens')
-    .requiredOption('--ids <file>', 'JSON array of token ids, image tokens already expanded')
+    .option('--image <file>', 'PNG or JPEG image for the image tokens (LLaVA <image>, Qwen <|image_pad|>)')
+    .requiredOption('--ids <file>', 'JSON array of token ids, image tokens already expanded (as many as the image makes)')
     .option('--intervene <file>', 'intervention spec (JSON), e.g. {"head_scale": [{"tower": "text", "layer": 0, "head": 1, "scale": 0}]}')
     .option('--capture <file>', 'capture spec (JSON), e.g. {"logits": "all", "pattern": [{"tower": "text", "layer": 1}], "z": {"positions": "last"}}; default {"logits": "last"}')
     .option('--max-new-tokens <n>', 'greedy tokens to generate after the prompt (written as "tokens")', intArg(0, 'a non-negative integer'), 0)
     .requiredOption('--out <file>', 'output file: .json, or .safetensors for large captures')
     .addOption(dtypeOption())
+    .addOption(memoryBudgetOption())
     .option('--verbose', 'print stack traces with errors')
     .addHelpText(
       'after',
@@ -47,11 +49,16 @@ Output (JSON): one object whose keys are the captured names, each {"shape": [...
   residual  a list of {"tower", "layer", "shape": [tokens, hidden], "data"} (layer = Hugging Face hidden_states index)
   image_features  [image tokens, hidden] projector output ({"image_features": true})
   tokens    greedy token ids, with --max-new-tokens
+  positions Qwen2-VL / Qwen2.5-VL only: {"shape": [3, tokens], "data": [...], "rope_delta": d}, the M-RoPE
+            position ids (t, h, w rows) of the prompt; decode step i is fed back at position tokens + i + d
+In .safetensors output the tokens, the pattern heads / rows and the positions are in the header's __metadata__.
 Specs follow docs/interventions.md. Nothing is written when the run fails.
 
-Example:
+Examples:
   vlmscope trace --model ./llava --image photo.png --ids ids.json \\
-    --intervene ablate.json --capture capture.json --max-new-tokens 8 --out trace.json`,
+    --intervene ablate.json --capture capture.json --max-new-tokens 8 --out trace.json
+  vlmscope trace --model ./Qwen2.5-VL-3B-Instruct --image photo.png --ids ids.json \\
+    --capture capture.json --memory-budget 12GiB --out trace.json`,
     )
     .action(async (opts: TraceOptions) => {
       await runTrace(opts);
@@ -93,7 +100,19 @@ export function toJson(r: RunResult): string {
   if (r.residual.length) out.residual = r.residual.map((p) => ({ tower: p.tower, layer: p.layer, ...arr(p) }));
   if (r.imageFeatures) out.image_features = arr(r.imageFeatures);
   if (r.tokens) out.tokens = r.tokens;
+  const pos = mropePositions(r);
+  if (pos) out.positions = pos;
   return JSON.stringify(out);
+}
+
+/**
+ * The prompt's M-RoPE positions and rope delta (Qwen2-VL / Qwen2.5-VL), written as "positions"; 1-D rotary (LLaVA)
+ * positions are just 0..L-1 and are not written, so its output stays as it was.
+ */
+function mropePositions(r: RunResult): { shape: number[]; data: number[]; rope_delta: number } | null {
+  const p = r.positions;
+  if (!p || (p.shape[0] === 1 && p.ropeDelta === 0)) return null;
+  return { shape: p.shape, data: Array.from(p.data), rope_delta: p.ropeDelta };
 }
 
 function toSafetensors(r: RunResult): Uint8Array {
@@ -105,6 +124,8 @@ function toSafetensors(r: RunResult): Uint8Array {
   if (r.imageFeatures) entries.push({ name: 'image_features', ...r.imageFeatures });
   const meta: Record<string, string> = {};
   if (r.tokens) meta.tokens = JSON.stringify(r.tokens);
+  const pos = mropePositions(r);
+  if (pos) meta.positions = JSON.stringify(pos);
   for (const p of r.pattern) meta[`pattern.${p.tower}.${p.layer}`] = JSON.stringify({ heads: p.heads, rows: p.rows });
   return encodeSafetensorsF32(entries, meta);
 }
