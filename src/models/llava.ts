@@ -86,7 +86,9 @@ export class LlavaVision implements VisionEncoder {
     this.tower.prepare();
   }
 
-  destroy(): void {}
+  destroy(): void {
+    this.tower.destroy();
+  }
 
   record(
     rec: Recorder,
