@@ -70,11 +70,14 @@ export class LlavaVision implements VisionEncoder {
     return { features: images.map(() => n), tokens: images.map(() => this.tower.tokens) };
   }
 
-  scratchBytes(plan: VisionPlan, capture: CaptureSpec): number {
+  scratchBytes(plan: VisionPlan, capture: CaptureSpec): { total: number; largest: number } {
     const v = this.cfg.vision;
     const n = this.tower.tokens;
-    const patterns = capture.pattern.filter((p) => p.tower === 'vision').length * v.heads * n * n * plan.tokens.length;
-    return (n * (8 * v.hidden + v.intermediate + v.channels * v.patchSize ** 2) + patterns) * 4;
+    const pattern = capture.pattern.some((p) => p.tower === 'vision') ? v.heads * n * n * 4 : 0;
+    const patterns = capture.pattern.filter((p) => p.tower === 'vision').length * pattern * plan.tokens.length;
+    const patchRows = n * v.channels * v.patchSize ** 2 * 4;
+    const blocks = this.tower.encoder.scratchBytes(n);
+    return { total: n * (4 * v.hidden) * 4 + patchRows + blocks.total + patterns, largest: Math.max(blocks.largest, patchRows, pattern) };
   }
 
   writeHeadParams(spec: InterventionSpec): void {

@@ -191,10 +191,10 @@ export class VitEncoder {
     ctx.write(this.headVectors, 0, table);
   }
 
-  /** Bytes of scratch a pass over n tokens allocates (for the per-run memory check). */
-  scratchBytes(n: number): number {
+  /** Bytes of scratch a pass over n tokens allocates, and its largest tensor (for the per-run memory check). */
+  scratchBytes(n: number): { total: number; largest: number } {
     const { hidden: E, intermediate: F } = this.cfg;
-    return n * (E * 6 + F * 3 + 1) * 4;
+    return { total: n * (E * 6 + F * 3 + 1) * 4, largest: n * Math.max(3 * E, F) * 4 };
   }
 
   private ensureScratch(n: number): void {

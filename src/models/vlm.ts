@@ -54,8 +54,11 @@ export interface VisionEncoder {
   readonly width: number;
   /** Check the images (shapes, sizes) and count what they make; throws a one-line error naming the image. */
   plan(images: readonly ImageInput[]): VisionPlan;
-  /** Bytes of GPU scratch the vision pass of these images needs (the run refuses before allocating when too big). */
-  scratchBytes(plan: VisionPlan, capture: CaptureSpec): number;
+  /**
+   * Bytes of GPU scratch the vision pass of these images needs in all, and the largest single tensor of it (each is
+   * bound whole): the run refuses before allocating when either does not fit.
+   */
+  scratchBytes(plan: VisionPlan, capture: CaptureSpec): { total: number; largest: number };
   /** Record the towers and projector; allocate per-run tensors through `alloc` (freed after the run). */
   record(
     rec: ReturnType<GpuContext['recorder']>,
@@ -390,7 +393,7 @@ export class VlmModel {
    * tokens (and captured patterns) grow with its size, which the load-time check could not know.
    */
   private checkRunMemory(plan: ReturnType<VisionEncoder['plan']>, cap: CaptureSpec, context: number): void {
-    const bytes = this.visionEncoder.scratchBytes(plan, cap);
+    const { total: bytes, largest } = this.visionEncoder.scratchBytes(plan, cap);
     const limit = this.ctx.limits.maxStorageBufferBindingSize;
     const { budget, budgetWhat, weights } = this.parts.memory;
     const tokens = plan.tokens.reduce((a, b) => a + b, 0);
@@ -402,11 +405,9 @@ export class VlmModel {
           `KV cache ${fmt(kv)} that exceeds ${budgetWhat} (${fmt(budget)}); use a smaller image or lower max_pixels`,
       );
     }
-    // The largest single scratch tensor is about tokens x (widest row); the kernels bind whole tensors.
-    const widest = Math.max(...plan.tokens.map((n) => n * this.visionEncoder.width * 8), 0);
-    if (widest > limit) {
+    if (largest > limit) {
       throw new Error(
-        `the image(s) make ${tokens} vision tokens; one vision activation of ${fmt(widest)} exceeds this adapter's storage binding limit ` +
+        `the image(s) make ${tokens} vision tokens; one vision tensor of ${fmt(largest)} exceeds this adapter's storage binding limit ` +
           `(${fmt(limit)}); use a smaller image or lower max_pixels`,
       );
     }

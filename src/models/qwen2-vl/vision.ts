@@ -103,13 +103,17 @@ export class QwenVision implements VisionEncoder {
     return { features, tokens, featureRowOf };
   }
 
-  scratchBytes(plan: VisionPlan, capture: CaptureSpec): number {
+  scratchBytes(plan: VisionPlan, capture: CaptureSpec): { total: number; largest: number } {
     const v = this.cfg.vision;
     const N = plan.tokens.reduce((a, b) => a + b, 0);
-    const patterns = capture.pattern.filter((p) => p.tower === 'vision').length * v.heads * N * N;
-    const residual = capture.residual.filter((r) => r.tower === 'vision').length * N * v.hidden;
-    // patches, embeddings, rotary, two key-range tables, the merger's [N/4, 4E] hidden, plus the blocks' scratch.
-    return (N * (this.patchDim + v.hidden + v.headDim + 4 + 2 * v.hidden) + patterns + residual) * 4 + this.encoder.scratchBytes(N);
+    const pattern = capture.pattern.some((p) => p.tower === 'vision') ? v.heads * N * N * 4 : 0;
+    const patterns = new Set(capture.pattern.filter((p) => p.tower === 'vision').map((p) => p.layer)).size * pattern;
+    const residual = new Set(capture.residual.filter((r) => r.tower === 'vision').map((r) => r.layer)).size * N * v.hidden * 4;
+    // patches, embeddings, rotary, two key-range tables, ln_q and the merger's [N/4, 4E] hidden, plus the blocks' scratch.
+    const patches = N * this.patchDim * 4;
+    const blocks = this.encoder.scratchBytes(N);
+    const total = patches + N * (v.hidden + v.headDim + 4 + 2 * v.hidden) * 4 + blocks.total + patterns + residual;
+    return { total, largest: Math.max(patches, blocks.largest, pattern) };
   }
 
   private layout(images: readonly ImageInput[]): Layout {
