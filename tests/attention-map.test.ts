@@ -5,6 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { gridSide, imageAttention, imageMass, imageSpans, meanOf, overlayHeatmap } from '../src/interp/attention-map.js';
 import type { PatternCaptured } from '../src/models/llava.js';
 import { nextScale, parseProbeFile } from '../web/head-grid.js';
+import { sceneSide, viewSize } from '../web/view.js';
+import type { RgbImage } from '../src/io/image.js';
 import { mulberry32 } from '../src/eval/synthetic.js';
 
 function randomPattern(layer: number, heads: number, rows: number[], keys: number, seed: number): PatternCaptured {
@@ -59,6 +61,69 @@ describe('attention maps', () => {
     const br = ((w - 1) * w + (w - 1)) * 4; // bottom-right patch: the maximum -> viridis yellow blended at 0.8
     expect(px[br]).toBeGreaterThan(200);
     expect(px[br + 2]).toBeLessThan(100);
+  });
+
+  it('overlays a non-square rows x cols grid (Qwen: merged 2x2 patches) row-major, each token on its own cell', () => {
+    // 2 rows x 4 cols of tokens over a 12 x 6 image: each token covers 3 x 3 pixels.
+    const w = 12;
+    const h = 6;
+    const hot = { row: 1, col: 2 };
+    const values = new Float32Array(8);
+    values[hot.row * 4 + hot.col] = 1;
+    const px = new Uint8ClampedArray(w * h * 4).fill(100);
+    overlayHeatmap(px, w, h, values, [2, 4]);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const i = (y * w + x) * 4;
+        const inHot = Math.floor(y / 3) === hot.row && Math.floor(x / 3) === hot.col;
+        if (inHot) expect(px[i], `(${x}, ${y})`).toBeGreaterThan(200);
+        else expect([...px.slice(i, i + 3)], `(${x}, ${y})`).toEqual([100, 100, 100]);
+      }
+    }
+    // The same 8 values as 4 rows x 2 cols put the hot token (index 6) at row 3, col 0: another region.
+    const tall = new Uint8ClampedArray(w * h * 4).fill(100);
+    overlayHeatmap(tall, w, h, values, [4, 2]);
+    const at = (x: number, y: number) => tall[(y * w + x) * 4]!;
+    expect(at(0, 5)).toBeGreaterThan(200);
+    expect(at(7, 4)).toBe(100);
+    // A square number of values is not taken for a square grid when the grid says otherwise.
+    expect(() => overlayHeatmap(px, w, h, new Float32Array(8), [3, 3])).toThrow(/8 values for a 3x3 grid/);
+    expect(() => overlayHeatmap(px, w, h, new Float32Array(9), [2, 4])).toThrow(/9 values for a 2x4 grid/);
+  });
+
+  it('overlays a grid that does not divide the image evenly without leaving pixels out', () => {
+    // 3 x 5 tokens over 7 x 11 pixels, every token hot with a distinct value: every pixel is coloured by the token
+    // floor(y * 3 / 11), floor(x * 5 / 7).
+    const w = 7;
+    const h = 11;
+    const values = Float32Array.from({ length: 15 }, (_, i) => 1 + i);
+    const px = new Uint8ClampedArray(w * h * 4).fill(0);
+    overlayHeatmap(px, w, h, values, [3, 5], 1);
+    const colourOf = new Map<number, string>();
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const token = Math.floor((y * 3) / h) * 5 + Math.floor((x * 5) / w);
+        const c = [...px.slice((y * w + x) * 4, (y * w + x) * 4 + 3)].join(',');
+        if (!colourOf.has(token)) colourOf.set(token, c);
+        expect(c, `(${x}, ${y})`).toBe(colourOf.get(token));
+      }
+    }
+    expect(colourOf.size).toBe(15);
+    expect(new Set(colourOf.values()).size).toBe(15);
+  });
+});
+
+describe('lab image view', () => {
+  it('keeps the image aspect in the view box and picks a random-scene side from what the model sees', () => {
+    expect(viewSize(64, 64)).toEqual({ width: 384, height: 384 });
+    expect(viewSize(112, 56)).toEqual({ width: 384, height: 192 });
+    expect(viewSize(56, 112)).toEqual({ width: 192, height: 384 });
+    expect(viewSize(1000, 1)).toEqual({ width: 384, height: 1 });
+    const seen = (w: number, h: number) => ({ imageView: (): { image: RgbImage; grid: [number, number] } => ({ image: { width: w, height: h, data: new Uint8Array(w * h * 3) }, grid: [h / 28, w / 28] }) });
+    expect(sceneSide(null)).toBe(64);
+    expect(sceneSide(seen(64, 64))).toBe(64); // the organism's crop
+    expect(sceneSide(seen(224, 224))).toBe(224); // Qwen: 8x8 merged tokens
+    expect(sceneSide(seen(28, 28))).toBe(32); // generateScene's minimum
   });
 });
 

@@ -4,10 +4,10 @@
 // `document.body.dataset.state` tells scripts and tests where the page is: starting | loading | ready |
 // running | error | lost | no-webgpu. `window.vlmscopeLab` exposes the last result and a few test hooks.
 
-import { cachedUrlFolder, decodeImage, fileListFolder, fmtBytes, imageMass, NoGpuError, type FolderSource, type RgbImage } from '../src/index.js';
+import { cachedUrlFolder, decodeImage, fileListFolder, fmtBytes, imageMass, NoGpuError, type FolderSource, type RgbImage, type VlmModel } from '../src/index.js';
 import { LabEngine, headKey, type AskResult, type HeadScales } from './engine.js';
 import { nextScale, parseProbeFile, renderGrid, renderLegend, type GridState, type ProbeColouring } from './head-grid.js';
-import { drawImage, heatmapValues, imageFromFile, syntheticScene } from './view.js';
+import { drawImage, heatmapValues, imageFromFile, sceneSide, syntheticScene } from './view.js';
 
 const $ = <T extends HTMLElement>(id: string): T => {
   const el = document.getElementById(id);
@@ -21,6 +21,9 @@ const DEFAULT_IMAGE = new URL(params.get('image') ?? '../examples/scene.png', lo
 /** `?memory=BYTES`: the GPU memory a model may use (a model that needs more is refused before loading). */
 const MEMORY_BUDGET = params.has('memory') ? Number(params.get('memory')) : undefined;
 const DEFAULT_QUESTION_URL = new URL('../examples/scene-question.txt', location.href).href;
+
+/** The model families' names as people write them (the model-info line). */
+const FAMILY_NAMES: Record<VlmModel['type'], string> = { llava: 'LLaVA', qwen2_vl: 'Qwen2-VL', qwen2_5_vl: 'Qwen2.5-VL' };
 
 type PageState = 'starting' | 'loading' | 'ready' | 'running' | 'error' | 'lost' | 'no-webgpu';
 
@@ -154,7 +157,9 @@ async function loadModel(source: FolderSource): Promise<void> {
   const cached = 'cachedFiles' in source ? (source as { cachedFiles: Set<string> }).cachedFiles.size : 0;
   const m = engine.model!;
   ui.modelInfo.textContent =
-    `${source.name}: ${engine.layers} text layers x ${engine.heads} heads, vision ${m.dims.vision.layers} layers x ${m.dims.vision.heads} heads (${m.type})` + (cached ? ` (${cached} files from the browser cache)` : '');
+    `${source.name}: ${engine.layers} text layers x ${engine.heads} heads, vision ${m.dims.vision.layers} layers x ${m.dims.vision.heads} heads (${FAMILY_NAMES[m.type]}, ${m.type})` +
+    (cached ? ` (${cached} files from the browser cache)` : '');
+  ui.modelInfo.dataset.family = m.type;
   ui.modelInfo.dataset.cachedFiles = String(cached);
   scales.clear();
   selected = { layer: engine.layers - 1, head: null };
@@ -336,8 +341,7 @@ function wire(): void {
   });
   ui.randomScene.addEventListener('click', () => {
     const seed = Math.max(0, Math.floor(Number(ui.sceneSeed.value) || 0));
-    const size = engine?.model?.imageView({ width: 64, height: 64, data: new Uint8Array(64 * 64 * 3) }).image.width ?? 64;
-    const s = syntheticScene(seed, Math.max(32, size));
+    const s = syntheticScene(seed, sceneSide(engine?.model));
     ui.sceneSeed.value = String(seed + 1);
     ui.question.value = s.question;
     void setImage(s.image).then(() => {

@@ -1,13 +1,38 @@
 // Drawing the image (as the model saw it) with the attention heatmap of one layer / head on top, and turning
 // whatever the user gives (file, drop, synthetic scene) into the RgbImage the processor takes.
 
-import { decodeImage, generateScene, imageAttention, meanOf, overlayHeatmap, renderScene, sceneQuestions, type ImageSpan, type PatternCaptured, type RgbImage } from '../src/index.js';
+import {
+  decodeImage,
+  generateScene,
+  imageAttention,
+  meanOf,
+  overlayHeatmap,
+  renderScene,
+  sceneQuestions,
+  type ImageSpan,
+  type PatternCaptured,
+  type RgbImage,
+  type VlmModel,
+} from '../src/index.js';
+
+/** Side of the square box the image view fits in (CSS pixels; the canvas keeps the image's aspect inside it). */
+export const VIEW_BOX = 384;
+
+/** Canvas size for an image of `width` x `height`: its longer side `box`, the aspect kept (at least 1 px). */
+export function viewSize(width: number, height: number, box = VIEW_BOX): { width: number; height: number } {
+  const s = box / Math.max(width, height);
+  return { width: Math.max(1, Math.round(width * s)), height: Math.max(1, Math.round(height * s)) };
+}
 
 /**
- * Draws `img` scaled to the canvas (nearest neighbour), with the heatmap of `values` (row-major over the image
- * tokens' rows x cols `grid`) over it when given.
+ * Draws `img` scaled to the canvas (nearest neighbour; the canvas is resized to the image's aspect within
+ * VIEW_BOX, so a Qwen image of 112x56 is not stretched to a square), with the heatmap of `values` (row-major over
+ * the image tokens' rows x cols `grid`, e.g. 2x4 for it) over it when given.
  */
 export function drawImage(canvas: HTMLCanvasElement, img: RgbImage, values: Float32Array | null, grid?: readonly [number, number]): void {
+  const size = viewSize(img.width, img.height);
+  if (canvas.width !== size.width) canvas.width = size.width;
+  if (canvas.height !== size.height) canvas.height = size.height;
   const src = document.createElement('canvas');
   src.width = img.width;
   src.height = img.height;
@@ -66,6 +91,21 @@ export async function imageFromFile(file: File): Promise<RgbImage> {
     data[i * 3 + 2] = rgba[i * 4 + 2]!;
   }
   return { width: bitmap.width, height: bitmap.height, data };
+}
+
+/** The reference side a random scene is offered to the model at (a 224-px square). */
+const SCENE_PROBE = 224;
+
+/**
+ * Side of a random scene for `model`: what it makes of a 224-px square (LLaVA: its crop size, e.g. 64 for the
+ * organism or 336; Qwen: 224 on its 28-px merge blocks within min_pixels / max_pixels, i.e. 8x8 image tokens),
+ * kept within generateScene's 32..4096. Without a model, the organism's 64.
+ */
+export function sceneSide(model: Pick<VlmModel, 'imageView'> | null | undefined): number {
+  if (!model) return 64;
+  const probe: RgbImage = { width: SCENE_PROBE, height: SCENE_PROBE, data: new Uint8Array(SCENE_PROBE * SCENE_PROBE * 3) };
+  const { image } = model.imageView(probe);
+  return Math.min(4096, Math.max(32, Math.min(image.width, image.height)));
 }
 
 /** A synthetic scene of the organism's training distribution, and a spatial question about it. */
