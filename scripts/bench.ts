@@ -1,5 +1,5 @@
-// `npm run bench`: prefill and decode times of the LLaVA forward on the tiny fixture and on a larger random
-// LLaVA-layout checkpoint generated here, and the cost of interventions and captures as ratios to a plain
+// `npm run bench`: prefill and decode times of every family's forward (LLaVA, Qwen2-VL, Qwen2.5-VL) on its tiny
+// fixture and on a larger random checkpoint of its layout generated here, and the cost of interventions and captures as ratios to a plain
 // run measured in the same process; the interpretability workflow's costs: activation collection per example on
 // the shipped organism (against plain answering of the same questions), and fitting every probe of a 32-layer x
 // 32-head model shape on synthetic features with the batched GPU kernel (against the CPU fit of the same
@@ -11,10 +11,14 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { acquireGpu } from '../src/gpu/device.js';
 import { GpuContext } from '../src/gpu/context.js';
-import { LlavaModel, type RunInput } from '../src/models/llava.js';
+import { LlavaModel } from '../src/models/llava.js';
+import type { ImageInput, RunInput } from '../src/models/model.js';
+import type { VlmModel } from '../src/models/vlm.js';
+import { loadModel } from '../src/models/load.js';
 import { writeRandomLlava } from '../src/models/random-llava.js';
-import { decodeImage } from '../src/io/image.js';
-import { parseCapture, parseInterventions, type ModelDims } from '../src/interp/spec.js';
+import { qwenTokenIds, writeRandomQwen, type RandomQwenSpec } from '../src/models/random-qwen.js';
+import { decodeImage, type RgbImage } from '../src/io/image.js';
+import { parseCapture, parseInterventions, type ModelDims } from '../src/spec/spec.js';
 import { encodePng } from '../src/io/image.js';
 import { nodeFolder } from '../src/io/checkpoint.js';
 import { Tokenizer } from '../src/io/tokenizer.js';
@@ -57,7 +61,7 @@ function allCaptures(d: ModelDims) {
   );
 }
 
-async function timeRuns(model: LlavaModel, input: RunInput): Promise<{ prefillMs: number; decodeMsPerToken: number }> {
+async function timeRuns(model: VlmModel, input: RunInput): Promise<{ prefillMs: number; decodeMsPerToken: number }> {
   await model.run({ ...input, maxNewTokens: 2 }); // warm-up: pipelines compiled, buffers sized
   const prefill: number[] = [];
   const decode: number[] = [];
@@ -69,8 +73,8 @@ async function timeRuns(model: LlavaModel, input: RunInput): Promise<{ prefillMs
   return { prefillMs: median(prefill), decodeMsPerToken: median(decode) };
 }
 
-async function benchModel(label: string, ctx: GpuContext, dir: string, ids: number[], pixels: Float32Array) {
-  const model = await LlavaModel.load(ctx, dir);
+async function benchModel(label: string, ctx: GpuContext, dir: string, ids: number[], pixels: ImageInput) {
+  const model = await loadModel(ctx, dir);
   const base: RunInput = { ids, pixelValues: [pixels] };
   const plain = await timeRuns(model, base);
   const intervened = await timeRuns(model, { ...base, interventions: allInterventions(model.dims) });
@@ -78,12 +82,15 @@ async function benchModel(label: string, ctx: GpuContext, dir: string, ids: numb
   model.destroy();
   const row = {
     model: label,
+    family: model.type,
     tokens: ids.length,
+    vision_tokens: model.visionEncoder.plan([pixels]).tokens[0],
     prefill_ms: +plain.prefillMs.toFixed(1),
     decode_ms_per_token: +plain.decodeMsPerToken.toFixed(2),
     interventions_prefill_ratio: +(intervened.prefillMs / plain.prefillMs).toFixed(3),
     interventions_decode_ratio: +(intervened.decodeMsPerToken / plain.decodeMsPerToken).toFixed(3),
     interventions_and_captures_prefill_ratio: +(full.prefillMs / plain.prefillMs).toFixed(3),
+    interventions_and_captures_decode_ratio: +(full.decodeMsPerToken / plain.decodeMsPerToken).toFixed(3),
   };
   console.log(JSON.stringify(row));
   return row;
@@ -168,17 +175,32 @@ try {
   gpu.destroy();
 }
 
-async function benchForward() {
-  // 1. The tiny fixture.
-  const fixture = [resolve(repo, '../shared/fixtures/tiny-llava'), resolve(repo, 'tests/fixtures/tiny-llava')].find((d) => existsSync(d))!;
-  const golden = JSON.parse(await readFile(join(fixture, 'golden.json'), 'utf8'));
-  const tiny = await LlavaModel.load(ctx, fixture);
-  const img = decodeImage(new Uint8Array(await readFile(join(fixture, 'image.png'))), 'image.png');
-  const tinyPixels = tiny.preprocess(img);
-  tiny.destroy();
-  rows.push(await benchModel('tiny-llava (fixture)', ctx, fixture, golden.input_ids, tinyPixels));
+/** The fixture folder: ../shared/fixtures beside the checkout when present, else the committed copy. */
+function fixtureDir(name: string): string {
+  return [resolve(repo, '../shared/fixtures', name), resolve(repo, 'tests/fixtures', name)].find((d) => existsSync(join(d, 'golden.json')))!;
+}
 
-  // 2. A larger random LLaVA-layout checkpoint: vision 256 wide x 4 layers, text 512 wide x 4 layers.
+/** A smooth synthetic photo-like image (no decoder involved). */
+function syntheticImage(width: number, height: number): RgbImage {
+  const data = new Uint8Array(width * height * 3);
+  for (let y = 0; y < height; y++)
+    for (let x = 0; x < width; x++)
+      for (let c = 0; c < 3; c++) data[(y * width + x) * 3 + c] = Math.round(127.5 + 127.5 * Math.sin(x * 0.05 * (c + 1) + y * 0.03));
+  return { width, height, data };
+}
+
+async function benchForward() {
+  // 1. The tiny fixtures, one per family, on their golden prompts and images.
+  for (const name of ['tiny-llava', 'tiny-qwen2vl', 'tiny-qwen25vl']) {
+    const dir = fixtureDir(name);
+    const golden = JSON.parse(await readFile(join(dir, 'golden.json'), 'utf8'));
+    const model = await loadModel(ctx, dir);
+    const pixels = model.preprocess(decodeImage(new Uint8Array(await readFile(join(dir, 'image.png'))), 'image.png'));
+    model.destroy();
+    rows.push(await benchModel(`${name} (fixture)`, ctx, dir, golden.input_ids, pixels));
+  }
+
+  // 2. Larger random checkpoints: vision 256 wide x 4 blocks, text 512 wide x 4 layers, 224 px (LLaVA) / 448 px images.
   const dir = await mkdtemp(join(tmpdir(), 'vlmscope-bench-'));
   const spec = {
     seed: 7,
@@ -190,8 +212,27 @@ async function benchForward() {
   const ids = [1, ...Array(big.imageTokens).fill(spec.text.vocab - 2), ...Array.from({ length: 31 }, (_, i) => 10 + i)];
   const pixels = Float32Array.from({ length: 3 * 224 * 224 }, (_, i) => Math.sin(i * 0.01));
   big.destroy();
-  rows.push(await benchModel('random llava (vision 256x4, text 512x4)', ctx, dir, ids, pixels));
+  rows.push(await benchModel('random llava (vision 256x4, text 512x4, 224 px)', ctx, dir, ids, pixels));
   await rm(dir, { recursive: true, force: true });
+
+  for (const family of ['qwen2_vl', 'qwen2_5_vl'] as const) {
+    const qdir = await mkdtemp(join(tmpdir(), 'vlmscope-bench-'));
+    const qspec: RandomQwenSpec = {
+      family,
+      seed: 7,
+      vision: { width: 256, heads: 4, depth: 4, intermediate: 688, windowSize: 112, fullattBlockIndexes: [3] },
+      text: { hidden: 512, intermediate: 1376, layers: 4, heads: 8, kvHeads: 2, vocab: 4096, ropeTheta: 1e6 },
+    };
+    await writeRandomQwen(qdir, qspec);
+    const model = await loadModel(ctx, qdir);
+    const image = model.preprocess(syntheticImage(448, 448));
+    const n = model.imageTokenCounts([image])[0];
+    const t = qwenTokenIds(qspec);
+    const qids = [...Array.from({ length: 8 }, (_, i) => 10 + i), t.visionStart, ...Array(n).fill(t.image), t.visionEnd, ...Array.from({ length: 24 }, (_, i) => 30 + i)];
+    model.destroy();
+    rows.push(await benchModel(`random ${family} (vision 256x4, text 512x4, 448x448 image)`, ctx, qdir, qids, image));
+    await rm(qdir, { recursive: true, force: true });
+  }
 }
 await mkdir(join(repo, 'bench-results'), { recursive: true });
 const out = { date: new Date().toISOString(), adapter: gpu.adapterName, reps: REPS, new_tokens: NEW_TOKENS, results: rows };

@@ -20,7 +20,7 @@ export { parseQwenImageProcessorConfig, qwenPreprocess, smartResize, type QwenIm
 export { parseLlavaConfig, type LlavaConfig } from './models/config.js';
 export { randomLlava, writeRandomLlava, type RandomLlavaSpec } from './models/random-llava.js';
 export { randomQwen, writeRandomQwen, type RandomQwenSpec } from './models/random-qwen.js';
-export * from './interp/spec.js';
+export * from './spec/spec.js';
 export { encodeSafetensors, encodeSafetensorsF32 } from './io/safetensors-writer.js';
 export * from './io/tokenizer.js';
 export { LlavaProcessor, LLAVA_15_TEMPLATE } from './models/llava-processor.js';

@@ -25,7 +25,7 @@ import {
   studentTwoSidedP,
   welchTTest,
 } from '../src/interp/ablation.js';
-import { SpecError, type ModelDims } from '../src/interp/spec.js';
+import { SpecError, type ModelDims } from '../src/spec/spec.js';
 import { summarize, evaluate, type EvalExample, type EvalOptions } from '../src/eval/evaluate.js';
 import { readQuestions, type EvalItem } from '../src/eval/dataset.js';
 import { LlavaModel } from '../src/models/llava.js';

@@ -14,7 +14,7 @@ import { LlavaProcessor } from '../src/models/llava-processor.js';
 import { Tokenizer } from '../src/io/tokenizer.js';
 import { nodeFolder } from '../src/io/checkpoint.js';
 import { decodeImage } from '../src/io/image.js';
-import { parseInterventions } from '../src/interp/spec.js';
+import { parseInterventions } from '../src/spec/spec.js';
 import { generate } from '../src/generate/generate.js';
 import { eosTokenIds } from '../src/generate/eos.js';
 import { gpuContext } from './helpers/gpu.js';

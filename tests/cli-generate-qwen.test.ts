@@ -19,7 +19,7 @@ import type { VlmModel } from '../src/models/vlm.js';
 import { QwenProcessor } from '../src/models/qwen2-vl/processor.js';
 import { generate, type GenerateResult } from '../src/generate/generate.js';
 import { eosTokenIds } from '../src/generate/eos.js';
-import { parseCapture } from '../src/interp/spec.js';
+import { parseCapture } from '../src/spec/spec.js';
 import { chainPrompt } from '../src/interp/collect.js';
 import { readQuestions } from '../src/eval/dataset.js';
 import { evaluate } from '../src/eval/evaluate.js';

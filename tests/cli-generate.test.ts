@@ -12,7 +12,7 @@ import { LlavaProcessor } from '../src/models/llava-processor.js';
 import { Tokenizer } from '../src/io/tokenizer.js';
 import { nodeFolder } from '../src/io/checkpoint.js';
 import { loadImageFile } from '../src/io/image.js';
-import { parseInterventions } from '../src/interp/spec.js';
+import { parseInterventions } from '../src/spec/spec.js';
 import { generate, type GenerateArgs, type GenerateResult } from '../src/generate/generate.js';
 import { gpuContext } from './helpers/gpu.js';
 import { REPO_ROOT, fixtureDir } from './helpers/fixtures.js';

@@ -13,7 +13,7 @@ import { LlavaProcessor } from '../src/models/llava-processor.js';
 import { Tokenizer } from '../src/io/tokenizer.js';
 import { type FolderSource, nodeFolder } from '../src/io/checkpoint.js';
 import { loadImageFile } from '../src/io/image.js';
-import { parseCapture } from '../src/interp/spec.js';
+import { parseCapture } from '../src/spec/spec.js';
 import { generate } from '../src/generate/generate.js';
 import { encodeSafetensorsF32 } from '../src/io/safetensors-writer.js';
 import { readQuestions, type EvalItem } from '../src/eval/dataset.js';

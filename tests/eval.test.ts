@@ -13,7 +13,7 @@ import { LlavaProcessor } from '../src/models/llava-processor.js';
 import { Tokenizer } from '../src/io/tokenizer.js';
 import { nodeFolder } from '../src/io/checkpoint.js';
 import { encodePng, loadImageFile } from '../src/io/image.js';
-import { parseInterventions } from '../src/interp/spec.js';
+import { parseInterventions } from '../src/spec/spec.js';
 import { generate } from '../src/generate/generate.js';
 import { isCorrect, normalizeAnswer, readQuestions, type EvalItem } from '../src/eval/dataset.js';
 import { evaluate, summarize, type EvalReport } from '../src/eval/evaluate.js';

@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { LlavaModel, type RunResult } from '../src/models/llava.js';
 import { decodeImage } from '../src/io/image.js';
-import { type ModelDims, SpecError, parseCapture, parseInterventions } from '../src/interp/spec.js';
-import { headParamTable, headVectorTable, headParamSlotBytes, headVectorSlotBytes } from '../src/interp/head-params.js';
+import { type ModelDims, SpecError, parseCapture, parseInterventions } from '../src/spec/spec.js';
+import { headParamTable, headVectorTable, headParamSlotBytes, headVectorSlotBytes } from '../src/spec/head-params.js';
 import { expectClose, gpuContext, maxAbsDiff } from './helpers/gpu.js';
 import { fixtureDir, golden } from './helpers/fixtures.js';
 

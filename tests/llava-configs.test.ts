@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LlavaModel, type RunInput, type RunResult } from '../src/models/llava.js';
 import { type RandomLlavaSpec, writeRandomLlava } from '../src/models/random-llava.js';
-import { type HeadSteer, type InterventionSpec, EMPTY_INTERVENTIONS, parseCapture, parseInterventions } from '../src/interp/spec.js';
+import { type HeadSteer, type InterventionSpec, EMPTY_INTERVENTIONS, parseCapture, parseInterventions } from '../src/spec/spec.js';
 import { decodeToF32, encodeFromF32 } from '../src/gpu/half.js';
 import { decodeImage } from '../src/io/image.js';
 import { clipPreprocess, parseClipProcessorConfig } from '../src/io/clip-processor.js';

@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { LlavaModel, type RunResult } from '../src/models/llava.js';
 import { decodeImage } from '../src/io/image.js';
 import { clipPreprocess } from '../src/io/clip-processor.js';
-import { parseCapture, parseInterventions } from '../src/interp/spec.js';
+import { parseCapture, parseInterventions } from '../src/spec/spec.js';
 import { expectClose, gpuContext } from './helpers/gpu.js';
 import { fixtureDir, golden } from './helpers/fixtures.js';
 

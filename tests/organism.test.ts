@@ -10,7 +10,7 @@ import { LlavaModel } from '../src/models/llava.js';
 import { Tokenizer } from '../src/io/tokenizer.js';
 import { nodeFolder } from '../src/io/checkpoint.js';
 import { decodeImage, encodePng } from '../src/io/image.js';
-import { parseCapture } from '../src/interp/spec.js';
+import { parseCapture } from '../src/spec/spec.js';
 import { iterateDataset, renderScene, sceneImagePath } from '../src/eval/synthetic.js';
 import { readQuestions } from '../src/eval/dataset.js';
 import { evaluate } from '../src/eval/evaluate.js';

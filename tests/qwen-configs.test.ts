@@ -19,7 +19,7 @@ import { loadModel } from '../src/models/load.js';
 import type { PatchedImage, PatternCaptured, RunInput, RunResult } from '../src/models/model.js';
 import type { VlmModel } from '../src/models/vlm.js';
 import { type RandomQwenSpec, type QwenTokenIds, qwenTokenIds, writeRandomQwen } from '../src/models/random-qwen.js';
-import { type HeadSteer, type InterventionSpec, EMPTY_INTERVENTIONS, parseCapture, parseInterventions } from '../src/interp/spec.js';
+import { type HeadSteer, type InterventionSpec, EMPTY_INTERVENTIONS, parseCapture, parseInterventions } from '../src/spec/spec.js';
 import type { RgbImage } from '../src/io/image.js';
 import { expectClose, gpuContext, maxAbsDiff, randn, rng } from './helpers/gpu.js';
 import {

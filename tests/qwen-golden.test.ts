@@ -11,7 +11,7 @@ import type { PatchedImage, RunResult } from '../src/models/model.js';
 import type { VlmModel } from '../src/models/vlm.js';
 import { QwenModel } from '../src/models/qwen2-vl/model.js';
 import { qwenPreprocess } from '../src/models/qwen2-vl/image-processor.js';
-import { parseCapture, parseInterventions } from '../src/interp/spec.js';
+import { parseCapture, parseInterventions } from '../src/spec/spec.js';
 import { expectClose, gpuContext } from './helpers/gpu.js';
 import { fixtureDir, golden } from './helpers/fixtures.js';
 

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { GpuContext } from '../src/gpu/context.js';
 import { loadModel } from '../src/models/load.js';
 import type { PatchedImage } from '../src/models/model.js';
-import { parseCapture } from '../src/interp/spec.js';
+import { parseCapture } from '../src/spec/spec.js';
 import { loadImageFile, type RgbImage } from '../src/io/image.js';
 import { golden, fixtureDir } from './helpers/fixtures.js';
 import { gpuContext } from './helpers/gpu.js';

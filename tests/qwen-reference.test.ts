@@ -7,7 +7,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseInterventions, type ModelDims } from '../src/interp/spec.js';
+import { parseInterventions, type ModelDims } from '../src/spec/spec.js';
 import { type RandomQwenSpec, qwenTokenIds, writeRandomQwen } from '../src/models/random-qwen.js';
 import { expectClose } from './helpers/gpu.js';
 import { fixtureDir, golden } from './helpers/fixtures.js';

@@ -11,8 +11,7 @@ import { acquireGpu } from '../gpu/device.js';
 import { GpuContext } from '../gpu/context.js';
 import { nodeFolder } from '../io/checkpoint.js';
 import { Tokenizer } from '../io/tokenizer.js';
-import { parseLlavaConfig } from '../models/config.js';
-import type { ModelDims, QueryScope } from '../interp/spec.js';
+import type { ModelDims, QueryScope } from '../spec/spec.js';
 import type { EvalItem } from '../eval/dataset.js';
 import { DEFAULT_EVAL_MAX_NEW_TOKENS, type Accuracy } from '../eval/evaluate.js';
 import {
@@ -32,7 +31,7 @@ import {
 } from '../interp/ablation.js';
 import { readProbeStore } from './probe.js';
 import { readJsonFile, writeAtomic } from './files.js';
-import { dtypeOption, loadModel, modelOption, checkFolder, eosIds } from './load.js';
+import { configDims, dtypeOption, loadModel, modelOption, checkFolder, eosIds } from './load.js';
 import { UsageError } from './errors.js';
 import { checkImages, readData } from './data.js';
 import { progressLine } from './progress.js';
@@ -194,21 +193,6 @@ async function resolveProbes(path: string): Promise<string> {
   } catch {
     throw new UsageError(`cannot read probes file ${path}: no such file; give --probes the probes.json \`vlmscope probe\` wrote (or its folder)`);
   }
-}
-
-/** The model's head grid per tower from config.json, without loading the weights. */
-async function configDims(dir: string): Promise<ModelDims> {
-  const text = await nodeFolder(dir).readText('config.json');
-  if (text === null) throw new Error(`no config.json in ${dir}; give --model a Hugging Face LLaVA folder`);
-  let json: Record<string, unknown>;
-  try {
-    json = JSON.parse(text) as Record<string, unknown>;
-  } catch (e) {
-    throw new Error(`${dir}/config.json is not valid JSON: ${(e as Error).message}`);
-  }
-  const cfg = parseLlavaConfig(json, `${dir}/config.json`);
-  const t = (c: { layers: number; heads: number; headDim: number }) => ({ layers: c.layers, heads: c.heads, headDim: c.headDim });
-  return { text: t(cfg.text), vision: t(cfg.vision) };
 }
 
 /** --out must be a folder or not exist yet (it is created once every input has been checked). */

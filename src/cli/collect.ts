@@ -10,8 +10,7 @@ import { acquireGpu } from '../gpu/device.js';
 import { GpuContext } from '../gpu/context.js';
 import { nodeFolder } from '../io/checkpoint.js';
 import { Tokenizer } from '../io/tokenizer.js';
-import { modelDimsFromConfig } from '../models/load.js';
-import { type ModelDims, type Tower, SpecError, parseInterventions } from '../interp/spec.js';
+import { type ModelDims, type Tower, SpecError, parseInterventions } from '../spec/spec.js';
 import type { EvalItem } from '../eval/dataset.js';
 import { type ContextMode, type PoolSpec, DEFAULT_COLLECT_MAX_NEW_TOKENS, checkPool, parsePool, planCollection } from '../interp/collect.js';
 import {
@@ -24,7 +23,7 @@ import {
   storeArgs,
 } from '../interp/activation-store.js';
 import { readJsonFile } from './files.js';
-import { dtypeOption, loadModel, modelOption, checkFolder, eosIds } from './load.js';
+import { configDims, dtypeOption, loadModel, modelOption, checkFolder, eosIds } from './load.js';
 import { UsageError } from './errors.js';
 import { checkImages, readData } from './data.js';
 import { progressLine } from './progress.js';
@@ -109,16 +108,7 @@ async function runCollect(opts: CollectCliOptions): Promise<void> {
   const folder = nodeFolder(opts.model);
   const tokenizer = await Tokenizer.fromFolder(folder);
   const eosTokenIds = await eosIds(opts.model, tokenizer);
-  const cfgText = await folder.readText('config.json');
-  if (cfgText === null) throw new Error(`no config.json in ${opts.model}; give --model a Hugging Face model folder`);
-  let cfgJson: Record<string, unknown>;
-  try {
-    cfgJson = JSON.parse(cfgText) as Record<string, unknown>;
-  } catch (e) {
-    throw new Error(`${opts.model}/config.json is not valid JSON: ${(e as Error).message}`);
-  }
-  // The model's dims without loading it (a loaded model's dims are the same).
-  const dims: ModelDims = modelDimsFromConfig(cfgJson, `${opts.model}/config.json`);
+  const dims: ModelDims = await configDims(opts.model);
   let interventions;
   try {
     interventions = interventionJson ? parseInterventions(interventionJson, dims, opts.intervene) : undefined;

@@ -9,7 +9,7 @@ import { acquireGpu } from '../gpu/device.js';
 import { GpuContext } from '../gpu/context.js';
 import { nodeFolder } from '../io/checkpoint.js';
 import { Tokenizer } from '../io/tokenizer.js';
-import { parseInterventions } from '../interp/spec.js';
+import { parseInterventions } from '../spec/spec.js';
 import type { EvalItem } from '../eval/dataset.js';
 import { DEFAULT_EVAL_MAX_NEW_TOKENS, evaluate, type Accuracy, type EvalReport } from '../eval/evaluate.js';
 import { readJsonFile, writeAtomic } from './files.js';

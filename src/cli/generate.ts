@@ -9,7 +9,7 @@ import { GpuContext } from '../gpu/context.js';
 import { loadImageFile, type RgbImage } from '../io/image.js';
 import { nodeFolder } from '../io/checkpoint.js';
 import { Tokenizer } from '../io/tokenizer.js';
-import { parseInterventions } from '../interp/spec.js';
+import { parseInterventions } from '../spec/spec.js';
 import { generate, type GenerateResult } from '../generate/generate.js';
 import { SamplingError, validateSampling, type SamplingOptions } from '../generate/sampling.js';
 import { readJsonFile } from './files.js';

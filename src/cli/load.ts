@@ -8,7 +8,8 @@ import { fmtBytes, type GpuContext } from '../gpu/context.js';
 import { nodeFolder, type FolderSource } from '../io/checkpoint.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import { eosTokenIds } from '../generate/eos.js';
-import { loadModel as loadFolder } from '../models/load.js';
+import { loadModel as loadFolder, modelDimsFromConfig } from '../models/load.js';
+import type { ModelDims } from '../spec/spec.js';
 import type { VlmModel } from '../models/vlm.js';
 import type { LoadProgress } from '../models/weights.js';
 import type { DType } from '../gpu/tensor.js';
@@ -84,4 +85,17 @@ export async function checkFolder(dir: string): Promise<void> {
 /** The tokenizer's EOS plus generation_config.json's eos_token_id, as `generate` uses (src/generate/eos.ts). */
 export async function eosIds(dir: string, tokenizer: Tokenizer): Promise<number[]> {
   return eosTokenIds(nodeFolder(dir), tokenizer);
+}
+
+/** The model's head grid per tower from its config.json, without loading the weights (a loaded model's dims are the same). */
+export async function configDims(dir: string): Promise<ModelDims> {
+  const text = await nodeFolder(dir).readText('config.json');
+  if (text === null) throw new Error(`no config.json in ${dir}; give --model a Hugging Face model folder`);
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(text) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`${dir}/config.json is not valid JSON: ${(e as Error).message}`);
+  }
+  return modelDimsFromConfig(json, `${dir}/config.json`);
 }

@@ -6,7 +6,7 @@ import { acquireGpu } from '../gpu/device.js';
 import { GpuContext } from '../gpu/context.js';
 import type { RunResult } from '../models/model.js';
 import { loadImageFile } from '../io/image.js';
-import { parseCapture, parseInterventions } from '../interp/spec.js';
+import { parseCapture, parseInterventions } from '../spec/spec.js';
 import { encodeSafetensorsF32, type F32Entry } from '../io/safetensors-writer.js';
 import { readIdsFile, readJsonFile, writeAtomic } from './files.js';
 import { UsageError } from './errors.js';

@@ -10,7 +10,7 @@ import type { VlmModel } from '../models/vlm.js';
 import type { ImageInput, VlmProcessor } from '../models/model.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import { loadImageFile } from '../io/image.js';
-import type { InterventionSpec } from '../interp/spec.js';
+import type { InterventionSpec } from '../spec/spec.js';
 import { generate } from '../generate/generate.js';
 import { isCorrect, type EvalItem } from './dataset.js';
 

@@ -8,7 +8,7 @@
 
 import type { ImageInput, RunResult } from '../models/model.js';
 import type { VlmModel } from '../models/vlm.js';
-import type { CaptureSpec, InterventionSpec } from '../interp/spec.js';
+import type { CaptureSpec, InterventionSpec } from '../spec/spec.js';
 import { TextStreamer, type Tokenizer } from '../io/tokenizer.js';
 import { createSampler, validateSampling, type SamplingOptions } from './sampling.js';
 

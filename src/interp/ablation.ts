@@ -28,7 +28,7 @@ import type { EvalItem } from '../eval/dataset.js';
 import { evaluate, type Accuracy, type EvalOptions, type EvalReport } from '../eval/evaluate.js';
 import { mulberry32 } from '../eval/synthetic.js';
 import type { ActivationIndex } from './activation-store.js';
-import { type InterventionSpec, type ModelDims, type QueryScope, type Tower, parseInterventions } from './spec.js';
+import { type InterventionSpec, type ModelDims, type QueryScope, type Tower, parseInterventions } from '../spec/spec.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Heads

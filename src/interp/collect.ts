@@ -33,7 +33,7 @@ import { QWEN_DEFAULT_SYSTEM, QwenProcessor } from '../models/qwen2-vl/processor
 import type { ChatMessage, Tokenizer } from '../io/tokenizer.js';
 import { loadImageFile } from '../io/image.js';
 import { isCorrect, type EvalItem } from '../eval/dataset.js';
-import { type InterventionSpec, type Tower, parseCapture } from './spec.js';
+import { type InterventionSpec, type Tower, parseCapture } from '../spec/spec.js';
 
 export type PoolSpec = 'last_prompt' | 'first_generated' | 'answer_mean' | 'image_mean' | { indices: readonly number[] };
 export type ContextMode = 'gold' | 'predicted';

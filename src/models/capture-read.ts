@@ -4,7 +4,7 @@
 
 import type { GpuContext } from '../gpu/context.js';
 import type { Tensor } from '../gpu/tensor.js';
-import type { PatternCapture, Tower, TowerDims } from '../interp/spec.js';
+import type { PatternCapture, Tower, TowerDims } from '../spec/spec.js';
 import type { Captured, PatternCaptured } from './model.js';
 
 /**

@@ -14,7 +14,7 @@ import { gatedAct } from '../../kernels/elementwise.js';
 import { embed } from '../../kernels/embed.js';
 import type { DecoderConfig } from './config.js';
 import type { WeightLoader } from './weights.js';
-import { headParamSlotBytes, headVectorSlotBytes } from '../interp/head-params.js';
+import { headParamSlotBytes, headVectorSlotBytes } from '../spec/head-params.js';
 
 interface LayerWeights {
   inputNorm: Tensor;

@@ -4,7 +4,7 @@
 import type { GpuContext } from '../gpu/context.js';
 import { Checkpoint, type FolderSource, nodeFolder } from '../io/checkpoint.js';
 import { ConfigError, parseLlavaConfig } from './config.js';
-import type { ModelDims } from '../interp/spec.js';
+import type { ModelDims } from '../spec/spec.js';
 import { parseQwenConfig } from './qwen2-vl/config.js';
 import { LlavaModel } from './llava.js';
 import { MODEL_TYPES, type LoadOptions, type ModelType } from './model.js';

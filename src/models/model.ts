@@ -3,7 +3,7 @@
 // (llava, qwen2_vl, qwen2_5_vl) differ in their config parser, weight-name map, vision encoder and processor;
 // the run contract below is the same for all of them (src/models/vlm.ts implements it once).
 
-import type { CaptureSpec, InterventionSpec, Tower } from '../interp/spec.js';
+import type { CaptureSpec, InterventionSpec, Tower } from '../spec/spec.js';
 import type { RgbImage } from '../io/image.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import type { DType } from '../gpu/tensor.js';

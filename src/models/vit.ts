@@ -17,7 +17,7 @@ import { attention } from '../../kernels/attention.js';
 import { gatedAct } from '../../kernels/elementwise.js';
 import { rope } from '../../kernels/rope.js';
 import type { WeightLoader } from './weights.js';
-import { headParamSlotBytes, headVectorSlotBytes } from '../interp/head-params.js';
+import { headParamSlotBytes, headVectorSlotBytes } from '../spec/head-params.js';
 
 export interface VitBlockConfig {
   hidden: number;

@@ -21,8 +21,8 @@ import {
   EMPTY_INTERVENTIONS,
   SpecError,
   resolvePositions,
-} from '../interp/spec.js';
-import { headParamTable, headVectorTable, steerRows, temperatureRows } from '../interp/head-params.js';
+} from '../spec/spec.js';
+import { headParamTable, headVectorTable, steerRows, temperatureRows } from '../spec/head-params.js';
 
 /** What a vision encoder makes of a run's images, decided before anything is recorded. */
 export interface VisionPlan {

@@ -7,7 +7,7 @@
 import { Checkpoint, nodeFolder } from '../../src/io/checkpoint.js';
 import { type LlavaConfig, parseLlavaConfig } from '../../src/models/config.js';
 import { decodeToF32 } from '../../src/gpu/half.js';
-import type { InterventionSpec, QueryScope } from '../../src/interp/spec.js';
+import type { InterventionSpec, QueryScope } from '../../src/spec/spec.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // Scalar math

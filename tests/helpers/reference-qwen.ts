@@ -6,7 +6,7 @@
 
 import { Checkpoint, nodeFolder } from '../../src/io/checkpoint.js';
 import { decodeToF32 } from '../../src/gpu/half.js';
-import type { InterventionSpec, QueryScope } from '../../src/interp/spec.js';
+import type { InterventionSpec, QueryScope } from '../../src/spec/spec.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // Config (parsed here, independently of src/models/config.ts)
