@@ -29,10 +29,10 @@ export async function readPattern(
   const data = new Float32Array(heads.length * rowsSel.length * n);
   heads.forEach((h, hi) =>
     rowsSel.forEach((r, ri) => {
-      const src = (h * total + at(r)) * total;
+      const src = (h * total + at(r)) * total; // row start; keys are offset like rows
       const dst = (hi * rowsSel.length + ri) * n;
-      if (!extra.order && off === 0 && n === total) data.set(all.subarray(src, src + n), dst);
-      else for (let k = 0; k < n; k++) data[dst + k] = all[src + at(k)];
+      if (!extra.order) data.set(all.subarray(src + off, src + off + n), dst);
+      else for (let k = 0; k < n; k++) data[dst + k] = all[src + off + extra.order[k]];
     }),
   );
   const out: PatternCaptured = { tower: p.tower, layer: p.layer, heads, rows: rowsSel, shape: [heads.length, rowsSel.length, n], data };

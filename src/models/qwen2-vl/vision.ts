@@ -284,7 +284,8 @@ export class QwenVision implements VisionEncoder {
             lay.grids.map((_, i) => {
               const start = lay.starts[i];
               const n = plan.tokens[i];
-              const order = Int32Array.from({ length: n }, (_, k) => lay.runOf[start + k] - start);
+              // Only windowed encoders run in another order than they report.
+              const order = lay.windowRanges ? Int32Array.from({ length: n }, (_, k) => lay.runOf[start + k] - start) : undefined;
               return readPattern(ctx, p.spec, p.t, { image: i, offset: start, n, order });
             }),
           ),
