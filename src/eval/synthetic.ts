@@ -18,22 +18,14 @@
 // floats are used only for comparisons and uniform draws, exactly reproducible in IEEE double).
 
 import type { RgbImage } from '../io/image.js';
+import { mulberry32 } from '../models/random-checkpoint.js';
 import type { QuestionFunction, QuestionRecord, SubQuestionRecord, SyntheticQuestionType } from './dataset.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Random numbers
 
-/** Mulberry32: a small, fast 32-bit PRNG. Returns a function giving uniform floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Mulberry32 (shared with the random checkpoint writers). */
+export { mulberry32 };
 
 /** Mixes two 32-bit values into a well-scrambled 32-bit seed (murmur3 finaliser). */
 export function mixSeed(a: number, b: number): number {

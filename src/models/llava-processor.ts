@@ -7,7 +7,7 @@ import { clipPreprocess, type ClipProcessorConfig } from '../io/clip-processor.j
 import type { RgbImage } from '../io/image.js';
 import { type Tokenizer, TokenizerError } from '../io/tokenizer.js';
 import { type LlavaConfig, imageTokenCount } from './config.js';
-import type { ImageInput, ProcessedPrompt as VlmProcessedPrompt, VlmProcessor } from './model.js';
+import { type ImageInput, type ProcessedPrompt as VlmProcessedPrompt, type VlmProcessor, chatTemplatePrompt } from './model.js';
 
 /** The LLaVA-1.5 single-turn prompt (llava docs): `USER: <image>\n{prompt} ASSISTANT:`. */
 export const LLAVA_15_TEMPLATE = (prompt: string): string => `USER: <image>\n${prompt} ASSISTANT:`;
@@ -56,13 +56,8 @@ export class LlavaProcessor implements VlmProcessor {
    * image then the text part, add_generation_prompt), else the LLaVA-1.5 template; one image placeholder per image.
    */
   formatPrompt(prompt: string, imageCount: number): string {
-    if (!Number.isInteger(imageCount) || imageCount < 0) throw new Error(`image count must be a non-negative integer, got ${imageCount}`);
-    if (this.tokenizer.chatTemplate !== null) {
-      const content: { type: 'text' | 'image'; text?: string }[] = [];
-      for (let i = 0; i < imageCount; i++) content.push({ type: 'image' });
-      content.push({ type: 'text', text: prompt });
-      return this.tokenizer.applyChatTemplate([{ role: 'user', content }], { addGenerationPrompt: true });
-    }
+    const templated = chatTemplatePrompt(this.tokenizer, prompt, imageCount);
+    if (templated !== null) return templated;
     if (imageCount === 1 && this.imageToken === '<image>') return LLAVA_15_TEMPLATE(prompt);
     return `USER: ${`${this.imageToken}\n`.repeat(imageCount)}${prompt} ASSISTANT:`;
   }

@@ -157,3 +157,17 @@ export function imageTokenSpans(ids: readonly number[], imageTokenId: number): [
   }
   return spans;
 }
+
+/**
+ * The prompt through the folder's chat template, as the Hugging Face processors build it: one user message with one
+ * image part per image, then the text part, and the generation prompt. Null when the tokenizer has no template
+ * (each family then has its own format).
+ */
+export function chatTemplatePrompt(tokenizer: Tokenizer, prompt: string, imageCount: number): string | null {
+  if (!Number.isInteger(imageCount) || imageCount < 0) throw new Error(`image count must be a non-negative integer, got ${imageCount}`);
+  if (tokenizer.chatTemplate === null) return null;
+  const content: { type: 'text' | 'image'; text?: string }[] = [];
+  for (let i = 0; i < imageCount; i++) content.push({ type: 'image' });
+  content.push({ type: 'text', text: prompt });
+  return tokenizer.applyChatTemplate([{ role: 'user', content }], { addGenerationPrompt: true });
+}

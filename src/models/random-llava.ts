@@ -3,6 +3,7 @@
 
 import { encodeSafetensors, type TensorEntry, type WriteDType } from '../io/safetensors-writer.js';
 import { encodeFromF32 } from '../gpu/half.js';
+import { type CheckpointFiles, mulberry32, writeCheckpointFolder } from './random-checkpoint.js';
 
 export interface RandomLlavaSpec {
   seed?: number;
@@ -17,25 +18,10 @@ export interface RandomLlavaSpec {
   newNames?: boolean;
 }
 
-export interface RandomLlavaFiles {
-  'config.json': string;
-  'preprocessor_config.json': string;
-  'model.safetensors': Uint8Array;
-}
-
-function mulberry(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export type RandomLlavaFiles = CheckpointFiles;
 
 export function randomLlava(spec: RandomLlavaSpec): RandomLlavaFiles {
-  const rand = mulberry(spec.seed ?? 1);
+  const rand = mulberry32(spec.seed ?? 1);
   const dtype = spec.dtype ?? 'F16';
   const v = spec.vision;
   const t = spec.text;
@@ -154,9 +140,5 @@ export function randomLlava(spec: RandomLlavaSpec): RandomLlavaFiles {
 
 /** Write a random checkpoint folder (Node). */
 export async function writeRandomLlava(dir: string, spec: RandomLlavaSpec): Promise<void> {
-  const { mkdir, writeFile } = await import('node:fs/promises');
-  const { join } = await import('node:path');
-  await mkdir(dir, { recursive: true });
-  const files = randomLlava(spec);
-  for (const [name, data] of Object.entries(files)) await writeFile(join(dir, name), data);
+  await writeCheckpointFolder(dir, randomLlava(spec));
 }

@@ -4,6 +4,7 @@
 
 import { encodeSafetensors, type TensorEntry, type WriteDType } from '../io/safetensors-writer.js';
 import { encodeFromF32 } from '../gpu/half.js';
+import { type CheckpointFiles, mulberry32, writeCheckpointFolder } from './random-checkpoint.js';
 
 export type QwenFamily = 'qwen2_vl' | 'qwen2_5_vl';
 
@@ -63,22 +64,7 @@ export interface QwenTokenIds {
   video: number;
 }
 
-export interface RandomQwenFiles {
-  'config.json': string;
-  'preprocessor_config.json': string;
-  'model.safetensors': Uint8Array;
-}
-
-function mulberry(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export type RandomQwenFiles = CheckpointFiles;
 
 /** The special ids of a spec (defaults at vocab - 13 .. vocab - 4, as in the tiny fixtures). */
 export function qwenTokenIds(spec: RandomQwenSpec): QwenTokenIds {
@@ -103,7 +89,7 @@ function defaultSection(headDim: number): [number, number, number] {
 }
 
 export function randomQwen(spec: RandomQwenSpec): RandomQwenFiles {
-  const rand = mulberry(spec.seed ?? 1);
+  const rand = mulberry32(spec.seed ?? 1);
   const dtype = spec.dtype ?? 'BF16';
   const is25 = spec.family === 'qwen2_5_vl';
   const v = spec.vision;
@@ -310,9 +296,5 @@ export function randomQwen(spec: RandomQwenSpec): RandomQwenFiles {
 
 /** Write a random checkpoint folder (Node). */
 export async function writeRandomQwen(dir: string, spec: RandomQwenSpec): Promise<void> {
-  const { mkdir, writeFile } = await import('node:fs/promises');
-  const { join } = await import('node:path');
-  await mkdir(dir, { recursive: true });
-  const files = randomQwen(spec);
-  for (const [name, data] of Object.entries(files)) await writeFile(join(dir, name), data);
+  await writeCheckpointFolder(dir, randomQwen(spec));
 }

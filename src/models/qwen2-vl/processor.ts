@@ -4,7 +4,7 @@
 
 import type { RgbImage } from '../../io/image.js';
 import { type Tokenizer, TokenizerError } from '../../io/tokenizer.js';
-import type { ImageInput, PatchedImage, ProcessedPrompt, VlmProcessor } from '../model.js';
+import { type ImageInput, type PatchedImage, type ProcessedPrompt, type VlmProcessor, chatTemplatePrompt } from '../model.js';
 import type { QwenConfig } from './config.js';
 import { type QwenImageProcessorConfig, qwenPreprocess } from './image-processor.js';
 
@@ -37,13 +37,8 @@ export class QwenProcessor implements VlmProcessor {
   }
 
   formatPrompt(prompt: string, imageCount: number): string {
-    if (!Number.isInteger(imageCount) || imageCount < 0) throw new Error(`image count must be a non-negative integer, got ${imageCount}`);
-    if (this.tokenizer.chatTemplate !== null) {
-      const content: { type: 'text' | 'image'; text?: string }[] = [];
-      for (let i = 0; i < imageCount; i++) content.push({ type: 'image' });
-      content.push({ type: 'text', text: prompt });
-      return this.tokenizer.applyChatTemplate([{ role: 'user', content }], { addGenerationPrompt: true });
-    }
+    const templated = chatTemplatePrompt(this.tokenizer, prompt, imageCount);
+    if (templated !== null) return templated;
     const images = `${this.visionStart}${this.imageToken}${this.visionEnd}`.repeat(imageCount);
     return `<|im_start|>system\n${QWEN_DEFAULT_SYSTEM}<|im_end|>\n<|im_start|>user\n${images}${prompt}<|im_end|>\n<|im_start|>assistant\n`;
   }
