@@ -72,8 +72,14 @@ export interface AttentionArgs {
   tempRows?: [number, number];
   /** Output [rows, heads * headDim]. */
   z: Tensor;
-  /** Optional capture of probabilities, [heads, rows, nKeys]. */
+  /** Optional capture of probabilities, [heads, rows, nKeys] (or [heads, rows, patternKeys], see below). */
   pattern?: Tensor | null;
+  /**
+   * With keyRanges: capture each row's probabilities relative to its range, [heads, rows, patternKeys] with entry j
+   * holding key begin + j (0 past the range). A block-diagonal sequence (Idefics3 tiles, images) then captures
+   * n x block instead of n x n.
+   */
+  patternKeys?: number;
   scale?: number;
   label?: string;
 }
@@ -125,8 +131,12 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
   if (a.causal && a.pos0 + a.rows > a.nKeys) {
     throw new Error(`${label}: causal queries at positions ${a.pos0}..${a.pos0 + a.rows - 1} need ${a.pos0 + a.rows} keys, have ${a.nKeys}`);
   }
-  if (a.pattern && a.pattern.numel !== a.heads * a.rows * a.nKeys) {
-    throw new Error(`${label}: pattern ${a.pattern.label} must be [${a.heads}, ${a.rows}, ${a.nKeys}]`);
+  if (a.patternKeys !== undefined && (!a.keyRanges || !Number.isInteger(a.patternKeys) || a.patternKeys < 1)) {
+    throw new Error(`${label}: patternKeys (${a.patternKeys}) needs key ranges and a positive integer`);
+  }
+  const patKeys = a.patternKeys ?? a.nKeys;
+  if (a.pattern && a.pattern.numel !== a.heads * a.rows * patKeys) {
+    throw new Error(`${label}: pattern ${a.pattern.label} must be [${a.heads}, ${a.rows}, ${patKeys}]`);
   }
   const capture = !!a.pattern;
   const vectors = a.headVectors ?? null;
@@ -164,7 +174,7 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
     .f32(a.scale ?? 1 / Math.sqrt(a.headDim))
     .u32(Math.max(0, tb))
     .u32(Math.max(0, te))
-    .u32(a.nKeys)
+    .u32(patKeys)
     .u32(sr(0, 0))
     .u32(sr(0, 1))
     .u32(sr(1, 0))
@@ -174,6 +184,7 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
     .u32(kOffset)
     .u32(vOffset)
     .u32(keyRangeRow)
+    .u32(a.patternKeys !== undefined ? 1 : 0)
     .done();
   rec.dispatch(
     kernel,

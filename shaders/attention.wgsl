@@ -39,6 +39,7 @@ struct Params {
   k_off: u32,      // element offset of key row 0 (fused qkv: E)
   v_off: u32,      // element offset of value row 0 (fused qkv: 2E)
   kr_row: u32,     // KEY_RANGES: index of the pair for query row 0
+  pat_rel: u32,    // 1: pattern entry j of row i holds key begin_i + j (a block-diagonal sequence captured compactly)
 }
 
 struct HeadParams {
@@ -201,12 +202,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   // Probabilities after the temperature and the mask, i.e. what multiplied V (before head_scale); 0 outside
   // [kbegin, kend).
   let pat_base = (h * p.q_rows + i) * p.pat_keys;
-  for (var key = t; key < p.pat_keys; key += WG) {
+  var pat_off = 0u;
+  if (p.pat_rel != 0u) {
+    pat_off = kbegin;
+  }
+  for (var j = t; j < p.pat_keys; j += WG) {
+    let key = j + pat_off;
     var prob = 0.0;
     if (key >= kbegin && key < kend) {
       prob = exp(score(i, key, kv_base, alpha) - m) / l;
     }
-    pattern[pat_base + key] = prob;
+    pattern[pat_base + j] = prob;
   }
 #endif
 }

@@ -286,6 +286,44 @@ describe('attention with per-query key ranges', () => {
     }
   });
 
+  it('captures the pattern relative to each row\'s range (patternKeys): entry j is key begin + j', async () => {
+    const ctx = await gpuContext();
+    // Three tiles of 13 tokens (block-diagonal) plus rows whose ranges are shorter or cross chunks.
+    const [rows, heads, kvHeads, D, block] = [39, 4, 2, 16, 13];
+    const qs = randn(rows * heads * D, 51, 2);
+    const ks = randn(rows * kvHeads * D, 52, 2);
+    const vs = randn(rows * kvHeads * D, 53);
+    const ranges = segments([0, 13, 26, 39]);
+    ranges[5] = [2, 9];
+    ranges[30] = [27, 28];
+    const q = ctx.uploadF32(qs, [rows, heads * D], 'q');
+    const k = ctx.uploadF32(ks, [rows, kvHeads * D], 'k');
+    const v = ctx.uploadF32(vs, [rows, kvHeads * D], 'v');
+    const hsArr = new Float32Array([1, 1, 0, 0, 0.5, 2, 0, 0, 1, 0.5, 0, 0, 2, 1, 0, 0]);
+    const hp = ctx.uploadF32(hsArr, [heads, HP], 'hp');
+    const img = new Uint32Array(rows).map((_, j) => (j % 4 === 1 ? 1 : 0));
+    const ki = ctx.uploadTensor(new Uint8Array(img.buffer), [rows], 'f32', 'ki');
+    const base = { q, rows, heads, kvHeads, headDim: D, k, v, nKeys: rows, causal: false, pos0: 0, headParams: hp.buffer, keyIsImage: ki.buffer, keyRanges: rangeBuffer(ctx, ranges), tempRows: [0, rows] as [number, number] };
+    const full = { z: ctx.activation([rows, heads * D], 'z1'), pattern: ctx.activation([heads, rows, rows], 'p1') };
+    const rel = { z: ctx.activation([rows, heads * D], 'z2'), pattern: ctx.activation([heads, rows, block], 'p2') };
+    const rec = ctx.recorder();
+    attention(ctx, rec, { ...base, ...full });
+    attention(ctx, rec, { ...base, ...rel, patternKeys: block });
+    rec.submit();
+    expect(Array.from(await read(ctx, rel.z))).toEqual(Array.from(await read(ctx, full.z)));
+    const pf = await read(ctx, full.pattern);
+    const pr = await read(ctx, rel.pattern);
+    for (let h = 0; h < heads; h++)
+      for (let i = 0; i < rows; i++)
+        for (let j = 0; j < block; j++) {
+          const key = ranges[i][0] + j;
+          const want = key < ranges[i][1] ? pf[(h * rows + i) * rows + key] : 0;
+          expect(pr[(h * rows + i) * block + j], `h${h} row ${i} entry ${j}`).toBe(want);
+        }
+    expect(() => attention(ctx, ctx.recorder(), { ...base, keyRanges: null, ...rel, patternKeys: block })).toThrow(/patternKeys \(13\) needs key ranges/);
+    expect(() => attention(ctx, ctx.recorder(), { ...base, ...rel, patternKeys: 12 })).toThrow(/pattern p2 must be \[4, 39, 12\]/);
+  });
+
   it('one range buffer serves slices of rows (qRow + keyRangeRow)', async () => {
     const ctx = await gpuContext();
     const [rows, heads, D] = [37, 2, 16];
