@@ -1,12 +1,32 @@
 // An independent float64 CPU reference of the Hugging Face Qwen2-VL / Qwen2.5-VL forward
 // (Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration), written from the model spec (§1, §4)
 // and the intervention contract. It shares only the file readers with the engine (checkpoint, f16/bf16
-// decoding) and parses config.json itself; every number is computed here in float64 from the weights as stored,
-// with no KV cache, so it can judge the GPU engine (and its cache) across configs.
+// decoding) and parses config.json itself; its float64 math (norms, attention with the interventions, the decoder,
+// no-cache greedy) is the LLaVA reference's (reference-math.ts). Every number is computed in float64 from the
+// weights as stored, with no KV cache, so it can judge the GPU engine (and its cache) across configs.
 
-import { Checkpoint, nodeFolder } from '../../src/io/checkpoint.js';
-import { decodeToF32 } from '../../src/gpu/half.js';
-import type { InterventionSpec, QueryScope } from '../../src/spec/spec.js';
+import type { InterventionSpec } from '../../src/spec/spec.js';
+import {
+  type DecoderDims,
+  type DecoderOutput,
+  type ReferenceForwardOptions,
+  type ReferenceGreedy,
+  activation,
+  addInPlace,
+  attention,
+  geluExact,
+  greedyNoCache,
+  headScales,
+  headVectors,
+  layerNorm,
+  linear,
+  llamaDecoder,
+  mergeImageFeatures,
+  readFloat64Checkpoint,
+  rmsNorm,
+  rotate,
+  ropeInvFreq,
+} from './reference-math.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // Config (parsed here, independently of src/models/config.ts)
@@ -21,15 +41,7 @@ export interface QwenRefConfig {
   visionEndTokenId: number;
   /** lm_head is embed_tokens (tie_word_embeddings, or no lm_head.weight stored). Set when the weights are read. */
   tied: boolean;
-  text: {
-    hidden: number;
-    intermediate: number;
-    layers: number;
-    heads: number;
-    kvHeads: number;
-    headDim: number;
-    vocab: number;
-    eps: number;
+  text: DecoderDims & {
     ropeTheta: number;
     /** Frequencies per axis (t, h, w); sums to headDim / 2. */
     mropeSection: [number, number, number];
@@ -142,192 +154,6 @@ export function parseQwenRefConfig(raw: Json): QwenRefConfig {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Scalar math
-
-/** erf(x) from the series 2/sqrt(pi) e^{-x^2} sum_n (2x^2)^n x / (2n+1)!! (all terms positive: no cancellation). */
-function erf(x: number): number {
-  if (x === 0 || Number.isNaN(x)) return x;
-  const ax = Math.abs(x);
-  if (ax >= 6) return Math.sign(x);
-  const x2 = ax * ax;
-  let term = ax;
-  let sum = ax;
-  for (let n = 1; n < 500; n++) {
-    term *= (2 * x2) / (2 * n + 1);
-    sum += term;
-    if (term < sum * 1e-17) break;
-  }
-  const r = (2 / Math.sqrt(Math.PI)) * Math.exp(-x2) * sum;
-  return x < 0 ? -r : r;
-}
-
-const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
-const geluExact = (x: number) => 0.5 * x * (1 + erf(x / Math.SQRT2));
-
-/** activations.py ACT2FN entries the Qwen configs use. */
-function activation(name: string): (x: number) => number {
-  switch (name) {
-    case 'quick_gelu':
-      return (x) => x * sigmoid(1.702 * x);
-    case 'silu':
-    case 'swish':
-      return (x) => x * sigmoid(x);
-    case 'gelu':
-      return geluExact;
-    case 'gelu_pytorch_tanh':
-      return (x) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)));
-    default:
-      throw new Error(`reference: unknown activation ${name}`);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Row-major float64 linear algebra
-
-/** y[n, out] = x[n, in] @ W[out, in]^T + b. */
-function linear(x: Float64Array, n: number, inDim: number, w: Float64Array, outDim: number, b: Float64Array | null): Float64Array {
-  if (w.length !== outDim * inDim) throw new Error(`reference: weight of ${w.length} values is not [${outDim}, ${inDim}]`);
-  if (b && b.length !== outDim) throw new Error(`reference: bias of ${b.length} values is not [${outDim}]`);
-  const y = new Float64Array(n * outDim);
-  for (let r = 0; r < n; r++) {
-    const xo = r * inDim;
-    for (let o = 0; o < outDim; o++) {
-      const wo = o * inDim;
-      let s = 0;
-      for (let i = 0; i < inDim; i++) s += x[xo + i] * w[wo + i];
-      y[r * outDim + o] = b ? s + b[o] : s;
-    }
-  }
-  return y;
-}
-
-/** torch.nn.LayerNorm over rows of width d (biased variance). */
-function layerNorm(x: Float64Array, d: number, w: Float64Array, b: Float64Array, eps: number): Float64Array {
-  const y = new Float64Array(x.length);
-  for (let o = 0; o < x.length; o += d) {
-    let mean = 0;
-    for (let i = 0; i < d; i++) mean += x[o + i];
-    mean /= d;
-    let v = 0;
-    for (let i = 0; i < d; i++) v += (x[o + i] - mean) ** 2;
-    const inv = 1 / Math.sqrt(v / d + eps);
-    for (let i = 0; i < d; i++) y[o + i] = (x[o + i] - mean) * inv * w[i] + b[i];
-  }
-  return y;
-}
-
-/** Qwen2RMSNorm: weight * x / sqrt(mean(x^2) + eps). */
-function rmsNorm(x: Float64Array, d: number, w: Float64Array, eps: number): Float64Array {
-  const y = new Float64Array(x.length);
-  for (let o = 0; o < x.length; o += d) {
-    let ss = 0;
-    for (let i = 0; i < d; i++) ss += x[o + i] * x[o + i];
-    const inv = 1 / Math.sqrt(ss / d + eps);
-    for (let i = 0; i < d; i++) y[o + i] = x[o + i] * inv * w[i];
-  }
-  return y;
-}
-
-function addInPlace(a: Float64Array, b: Float64Array): Float64Array {
-  for (let i = 0; i < a.length; i++) a[i] += b[i];
-  return a;
-}
-
-/** rotate_half rotary in place on x [n, heads * hd]: pair (j, j + hd/2) turns by angle(r, j), j < hd/2. */
-function rotate(x: Float64Array, n: number, heads: number, hd: number, angle: (r: number, j: number) => number): void {
-  const half = hd / 2;
-  for (let r = 0; r < n; r++) {
-    for (let j = 0; j < half; j++) {
-      const a = angle(r, j);
-      const c = Math.cos(a);
-      const s = Math.sin(a);
-      for (let h = 0; h < heads; h++) {
-        const o = (r * heads + h) * hd;
-        const x1 = x[o + j];
-        const x2 = x[o + j + half];
-        // x*cos + rotate_half(x)*sin, rotate_half(x) = cat(-x[half:], x[:half])
-        x[o + j] = x1 * c - x2 * s;
-        x[o + j + half] = x2 * c + x1 * s;
-      }
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Attention (eager_attention_forward) with the per-head interventions of the contract
-
-interface HeadVectors {
-  /** mean_ablate: the vector replacing z_h (null = untouched). */
-  replace: (Float64Array | null)[];
-  /** steer: the summed alpha * sigma * direction and the query rows that get it. */
-  steer: ({ add: Float64Array; row: (r: number) => boolean } | null)[];
-}
-
-interface AttentionArgs {
-  q: Float64Array;
-  k: Float64Array;
-  v: Float64Array;
-  n: number;
-  heads: number;
-  kvHeads: number;
-  hd: number;
-  /** Keys [lo, hi) query row i attends to (causal, or its cu_seqlens chunk). */
-  keys: (i: number) => [number, number];
-  headScale: Float64Array;
-  vectors: HeadVectors;
-  /** Per head alpha on image-key scores (null = none), the image key columns and the rows scaled. */
-  headAlpha: Float64Array | null;
-  isImageKey: Uint8Array | null;
-  tempRow: ((r: number) => boolean) | null;
-  /** [heads, n, n] probabilities, filled when given. */
-  pattern: Float64Array | null;
-}
-
-/** z [n, heads * hd] after mean_ablate, head_scale and steer (what the output projection reads). */
-function attention(a: AttentionArgs): Float64Array {
-  const { q, k, v, n, heads: H, kvHeads: KV, hd } = a;
-  const nRep = H / KV;
-  const scaling = 1 / Math.sqrt(hd);
-  const z = new Float64Array(n * H * hd);
-  const p = new Float64Array(n);
-  for (let h = 0; h < H; h++) {
-    const kvh = Math.floor(h / nRep); // repeat_kv: query head h reads KV head h // n_rep
-    const alpha = a.headAlpha ? a.headAlpha[h] : 1;
-    for (let i = 0; i < n; i++) {
-      const [lo, hi] = a.keys(i);
-      const qo = (i * H + h) * hd;
-      const temp = alpha !== 1 && a.tempRow !== null && a.tempRow(i);
-      let max = -Infinity;
-      for (let j = lo; j < hi; j++) {
-        const ko = (j * KV + kvh) * hd;
-        let s = 0;
-        for (let d = 0; d < hd; d++) s += q[qo + d] * k[ko + d];
-        s *= scaling;
-        if (temp && a.isImageKey![j]) s *= alpha; // before the mask and softmax
-        p[j] = s;
-        if (s > max) max = s;
-      }
-      let sum = 0;
-      for (let j = lo; j < hi; j++) sum += p[j] = Math.exp(p[j] - max);
-      const zo = (i * H + h) * hd;
-      for (let j = lo; j < hi; j++) {
-        const pj = p[j] / sum;
-        if (a.pattern) a.pattern[(h * n + i) * n + j] = pj;
-        const vo = (j * KV + kvh) * hd;
-        for (let d = 0; d < hd; d++) z[zo + d] += pj * v[vo + d];
-      }
-      const m = a.vectors.replace[h];
-      if (m) z.set(m, zo);
-      const sc = a.headScale[h];
-      if (sc !== 1) for (let d = 0; d < hd; d++) z[zo + d] *= sc;
-      const st = a.vectors.steer[h];
-      if (st && st.row(i)) for (let d = 0; d < hd; d++) z[zo + d] += st.add[d];
-    }
-  }
-  return z;
-}
-
-// ---------------------------------------------------------------------------------------------------------
 // Index bookkeeping: vision window index and get_rope_index
 
 export type Grid = [number, number, number];
@@ -420,42 +246,25 @@ export interface QwenImage {
   grid: Grid;
 }
 
-export interface ReferenceQwenForwardOptions {
-  interventions?: InterventionSpec;
-  /** Query rows [start, end) that get the image temperature. Default: the prefill's rows for the spec's scope. */
-  temperatureRows?: [number, number];
-  /**
-   * Ids at positions >= this are generated tokens: plain embeddings (even an image pad id), not image keys,
-   * positions seqIndex + rope_deltas. Also places the steering scopes ('last' = row P-1, 'generated' = rows >= P).
-   */
-  promptLength?: number;
-}
+/**
+ * Ids at positions >= promptLength are generated tokens: plain embeddings (even an image pad id), not image keys,
+ * positions seqIndex + rope_deltas.
+ */
+export type ReferenceQwenForwardOptions = ReferenceForwardOptions;
 
-export interface ReferenceQwenOutput {
-  /** [L, vocab] */
-  logits: Float64Array;
-  /** Softmax probabilities [heads, L, L] of every text layer. */
-  patterns: Map<number, Float64Array>;
-  /** Per-head attention outputs (what o_proj reads): [layers, L, heads * hd]. */
-  z: Float64Array;
+export interface ReferenceQwenOutput extends DecoderOutput {
   /** Merger outputs of all images in prompt order: [image tokens, text hidden]. */
   imageFeatures: Float64Array;
   /** Vision hidden states 0..depth (0 = patch embedding), all images, in patch (processor) order: [patches, width]. */
   visionStates: Float64Array[];
   /** Vision softmax probabilities per block, [heads, N, N] over all patches in patch order (0 across images / windows). */
   visionPatterns: Map<number, Float64Array>;
-  /** Decoder hidden states 0..layers (0 = merged embeddings): each [L, hidden]. */
-  textStates: Float64Array[];
   /** M-RoPE positions (t, h, w) of every row. */
   positions: number[][];
   ropeDeltas: number;
 }
 
-export interface ReferenceQwenGreedy {
-  tokens: number[];
-  /** Top-1 minus top-2 logit at each step. */
-  margins: number[];
-}
+export type ReferenceQwenGreedy = ReferenceGreedy;
 
 export interface ReferenceQwen {
   cfg: QwenRefConfig;
@@ -476,27 +285,9 @@ interface VisionResult {
 
 /** Read a Hugging Face Qwen2-VL / Qwen2.5-VL folder into float64 weights and return the reference model. */
 export async function referenceQwen(dir: string): Promise<ReferenceQwen> {
-  const ckpt = await Checkpoint.open(nodeFolder(dir));
-  const weights = new Map<string, Float64Array>();
-  let cfg: QwenRefConfig;
-  try {
-    cfg = parseQwenRefConfig(ckpt.config);
-    for (const name of ckpt.tensors.keys()) {
-      const info = ckpt.info(name);
-      weights.set(name, Float64Array.from(decodeToF32(await ckpt.read(name), info.dtype.toLowerCase() as 'f32' | 'f16' | 'bf16')));
-    }
-  } finally {
-    await ckpt.close();
-  }
-  const get = (prefixes: string[], suffix: string): Float64Array => {
-    for (const p of prefixes) {
-      const w = weights.get(p + suffix);
-      if (w) return w;
-    }
-    throw new Error(`reference: no tensor ${prefixes[0]}${suffix} in ${dir}`);
-  };
-  const V = (s: string) => get(VISION_PREFIXES, s);
-  const T = (s: string) => get(TEXT_PREFIXES, s);
+  const { cfg, weights, get } = await readFloat64Checkpoint(dir, parseQwenRefConfig);
+  const V = (s: string) => get(VISION_PREFIXES, s)!;
+  const T = (s: string) => get(TEXT_PREFIXES, s)!;
   const stored = weights.get('lm_head.weight');
   if (!stored) cfg.tied = true;
   const lmHead = cfg.tied ? T('embed_tokens.weight') : stored!;
@@ -511,35 +302,15 @@ export async function referenceQwen(dir: string): Promise<ReferenceQwen> {
 
   // Text M-RoPE (apply_multimodal_rotary_pos_emb, modeling_qwen2_vl.py): cos/sin split by mrope_section * 2, chunk i
   // taking axis i % 3, i.e. frequency f is driven by t, h or w per mrope_section.
-  const textInv = new Float64Array(tc.headDim / 2);
+  const textInv = ropeInvFreq(tc.headDim, tc.ropeTheta);
   const textAxis = new Uint8Array(tc.headDim / 2);
-  for (let f = 0; f < textInv.length; f++) {
-    textInv[f] = 1 / Math.pow(tc.ropeTheta, (2 * f) / tc.headDim);
+  for (let f = 0; f < textAxis.length; f++) {
     const [s0, s1] = tc.mropeSection;
     textAxis[f] = f < s0 ? 0 : f < s0 + s1 ? 1 : 2;
   }
   // Vision 2-D rotary: VisionRotaryEmbedding(dim = head_dim/2, theta 10000); first half row, second half column.
   const quarter = vc.headDim / 4;
-  const visInv = new Float64Array(quarter);
-  for (let i = 0; i < quarter; i++) visInv[i] = 1 / Math.pow(10000, (2 * i) / (vc.headDim / 2));
-
-  const headScales = (spec: InterventionSpec | undefined, tower: 'text' | 'vision', layers: number, heads: number) => {
-    const out = Array.from({ length: layers }, () => new Float64Array(heads).fill(1));
-    for (const e of spec?.headScale ?? []) if (e.tower === tower) out[e.layer][e.head] *= e.scale;
-    return out;
-  };
-  /** mean_ablate / steer per layer and head; steering rows from the prompt length P ('all', 'last' = P-1, 'generated' >= P). */
-  const headVectors = (spec: InterventionSpec | undefined, tower: 'text' | 'vision', layers: number, heads: number, P: number): HeadVectors[] => {
-    const out = Array.from({ length: layers }, () => ({ replace: new Array<Float64Array | null>(heads).fill(null), steer: new Array<HeadVectors['steer'][number]>(heads).fill(null) }));
-    for (const e of spec?.meanAblate ?? []) if (e.tower === tower) out[e.layer].replace[e.head] = Float64Array.from(e.mean);
-    for (const e of spec?.steer ?? []) {
-      if (e.tower !== tower) continue;
-      const row = e.queries === 'all' ? () => true : e.queries === 'last' ? (r: number) => r === P - 1 : (r: number) => r >= P;
-      const st = (out[e.layer].steer[e.head] ??= { add: new Float64Array(e.direction.length), row });
-      for (let d = 0; d < e.direction.length; d++) st.add[d] += e.alpha * e.sigma * e.direction[d];
-    }
-    return out;
-  };
+  const visInv = ropeInvFreq(vc.headDim / 2, 10000);
 
   /** The vision tower over all images (Qwen2VisionTransformerPretrainedModel / Qwen2_5_VisionTransformerPretrainedModel). */
   const vision = (images: QwenImage[], spec: InterventionSpec | undefined): VisionResult => {
@@ -687,10 +458,8 @@ export async function referenceQwen(dir: string): Promise<ReferenceQwen> {
   };
 
   const text = (ids: number[], images: QwenImage[], vis: VisionResult, opts: ReferenceQwenForwardOptions) => {
-    const spec = opts.interventions;
     const L = ids.length;
     const P = opts.promptLength ?? L;
-    const { hidden: D, heads: H, kvHeads: KV, headDim: hd, vocab, eps } = tc;
 
     // get_rope_index over the prompt; generated rows at seqIndex + rope_deltas on all three axes.
     const rope = qwenRopeIndex(ids.slice(0, P), images.map((im) => im.grid), cfg);
@@ -698,66 +467,24 @@ export async function referenceQwen(dir: string): Promise<ReferenceQwen> {
     for (let r = P; r < L; r++) for (const a of positions) a.push(r + rope.ropeDeltas);
 
     // embed_tokens, then masked_scatter of the image features over the image pads of the prompt, in order.
-    const embed = T('embed_tokens.weight');
-    const nFeat = vis.features.length / D;
-    const isImage = new Uint8Array(L);
-    let h: Float64Array = new Float64Array(L * D);
-    let k = 0;
-    for (let r = 0; r < L; r++) {
-      const id = ids[r];
-      if (id === cfg.imageTokenId && r < P) {
-        isImage[r] = 1;
-        if (k >= nFeat) throw new Error('reference: more image tokens than image features');
-        h.set(vis.features.subarray(k * D, (k + 1) * D), r * D);
-        k++;
-      } else {
-        if (!(id >= 0 && id < vocab)) throw new Error(`reference: token id ${id} outside the vocabulary`);
-        h.set(embed.subarray(id * D, (id + 1) * D), r * D);
-      }
-    }
-    if (k !== nFeat) throw new Error(`reference: ${k} image tokens for ${nFeat} image features`);
+    const { h, isImage } = mergeImageFeatures(ids, P, cfg.imageTokenId, T('embed_tokens.weight'), tc.hidden, tc.vocab, vis.features);
 
-    const it = spec?.imageTemperature ?? null;
-    const tr = opts.temperatureRows ?? defaultTemperatureRows(it?.queries ?? null, L);
-    const tempRow = (r: number) => r >= tr[0] && r < tr[1];
-    const scales = headScales(spec, 'text', tc.layers, H);
-    const vectors = headVectors(spec, 'text', tc.layers, H, P);
     const angle = (r: number, f: number) => positions[textAxis[f]][r] * textInv[f];
-    const causal = (i: number): [number, number] => [0, i + 1];
-    const textStates = [h];
-    const patterns = new Map<number, Float64Array>();
-    const zAll = new Float64Array(tc.layers * L * H * hd);
-    for (let l = 0; l < tc.layers; l++) {
-      const p = `layers.${l}.`;
-      const n1 = rmsNorm(h, D, T(p + 'input_layernorm.weight'), eps);
-      const q = linear(n1, L, D, T(p + 'self_attn.q_proj.weight'), H * hd, T(p + 'self_attn.q_proj.bias'));
-      const kk = linear(n1, L, D, T(p + 'self_attn.k_proj.weight'), KV * hd, T(p + 'self_attn.k_proj.bias'));
-      const v = linear(n1, L, D, T(p + 'self_attn.v_proj.weight'), KV * hd, T(p + 'self_attn.v_proj.bias'));
-      rotate(q, L, H, hd, angle);
-      rotate(kk, L, KV, hd, angle);
-      let alphas: Float64Array | null = null;
-      if (it && (!it.layers || it.layers.includes(l))) {
-        alphas = new Float64Array(H).fill(1);
-        for (let hh = 0; hh < H; hh++) if (!it.heads || it.heads.includes(hh)) alphas[hh] = it.alpha;
-      }
-      const pattern = new Float64Array(H * L * L);
-      const z = attention({
-        q, k: kk, v, n: L, heads: H, kvHeads: KV, hd, keys: causal,
-        headScale: scales[l], vectors: vectors[l], headAlpha: alphas, isImageKey: isImage, tempRow, pattern,
-      });
-      patterns.set(l, pattern);
-      zAll.set(z, l * L * H * hd);
-      const h2 = addInPlace(linear(z, L, H * hd, T(p + 'self_attn.o_proj.weight'), D, null), h);
-      const n2 = rmsNorm(h2, D, T(p + 'post_attention_layernorm.weight'), eps);
-      const F = tc.intermediate;
-      const g = linear(n2, L, D, T(p + 'mlp.gate_proj.weight'), F, null);
-      const u = linear(n2, L, D, T(p + 'mlp.up_proj.weight'), F, null);
-      for (let i = 0; i < g.length; i++) g[i] = textAct(g[i]) * u[i];
-      h = addInPlace(linear(g, L, F, T(p + 'mlp.down_proj.weight'), D, null), h2);
-      textStates.push(h);
-    }
-    const logits = linear(rmsNorm(h, D, T('norm.weight'), eps), L, D, lmHead, vocab, null);
-    return { logits, patterns, z: zAll, textStates, positions, ropeDeltas: rope.ropeDeltas };
+    const dec = llamaDecoder({
+      dims: tc,
+      weight: T,
+      // Qwen2: q, k and v carry biases; o_proj and the MLP none.
+      bias: (name) => (/self_attn\.[qkv]_proj\.bias$/.test(name) ? T(name) : null),
+      lmHead,
+      act: textAct,
+      rope: (x, heads) => rotate(x, L, heads, tc.headDim, angle),
+      h,
+      isImage,
+      interventions: opts.interventions,
+      temperatureRows: opts.temperatureRows,
+      promptLength: P,
+    });
+    return { ...dec, positions, ropeDeltas: rope.ropeDeltas };
   };
 
   const forward = (ids: number[], images: QwenImage[], opts: ReferenceQwenForwardOptions = {}): ReferenceQwenOutput => {
@@ -767,42 +494,15 @@ export async function referenceQwen(dir: string): Promise<ReferenceQwen> {
   };
 
   /*
-   * Greedy decoding without a KV cache: every step re-runs the decoder over prompt + generated tokens (the vision
-   * tower once: it sees only pixels). To reproduce what a KV cache holds, each forward scales the rows the engine
-   * scaled when it first computed them: 'all' every row; 'last' row P-1 only (prefill's last row, whose cached K/V
-   * carry it); 'generated' rows >= P. Generated tokens sit at seqIndex + rope_deltas (Qwen2VLModel.forward's
-   * cache_position + rope_deltas) and are plain embeddings.
+   * Greedy decoding without a KV cache (see greedyNoCache): every step re-runs the decoder over prompt + generated
+   * tokens (the vision tower once: it sees only pixels). Generated tokens sit at seqIndex + rope_deltas
+   * (Qwen2VLModel.forward's cache_position + rope_deltas) and are plain embeddings.
    */
   const greedy = (ids: number[], images: QwenImage[], n: number, interventions?: InterventionSpec): ReferenceQwenGreedy => {
-    const P = ids.length;
-    const seq = ids.slice();
-    const tokens: number[] = [];
-    const margins: number[] = [];
-    const scope = interventions?.imageTemperature?.queries ?? null;
     const vis = vision(images, interventions);
-    for (let s = 0; s < n; s++) {
-      const L = seq.length;
-      const rows: [number, number] = scope === 'all' ? [0, L] : scope === 'last' ? [P - 1, P] : scope === 'generated' ? [P, L] : [0, 0];
-      const out = text(seq, images, vis, { interventions, temperatureRows: rows, promptLength: P });
-      const last = out.logits.subarray((L - 1) * tc.vocab, L * tc.vocab);
-      let best = 0;
-      for (let i = 1; i < last.length; i++) if (last[i] > last[best]) best = i;
-      let second = -Infinity;
-      for (let i = 0; i < last.length; i++) if (i !== best && last[i] > second) second = last[i];
-      tokens.push(best);
-      margins.push(last[best] - second);
-      seq.push(best);
-    }
-    return { tokens, margins };
+    return greedyNoCache(ids, n, tc.vocab, interventions, (seq, o) => text(seq, images, vis, o).logits);
   };
 
   const imageTokens = ([t, h, w]: Grid) => (t * h * w) / unit;
   return { cfg, imageTokens, forward, greedy };
-}
-
-/** The rows a prefill over L rows scales under each scope. */
-function defaultTemperatureRows(scope: QueryScope | null, L: number): [number, number] {
-  if (scope === 'all') return [0, L];
-  if (scope === 'last') return [L - 1, L];
-  return [0, 0];
 }
