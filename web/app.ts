@@ -23,7 +23,7 @@ const MEMORY_BUDGET = params.has('memory') ? Number(params.get('memory')) : unde
 const DEFAULT_QUESTION_URL = new URL('../examples/scene-question.txt', location.href).href;
 
 /** The model families' names as people write them (the model-info line). */
-const FAMILY_NAMES: Record<VlmModel['type'], string> = { llava: 'LLaVA', qwen2_vl: 'Qwen2-VL', qwen2_5_vl: 'Qwen2.5-VL' };
+const FAMILY_NAMES: Record<VlmModel['type'], string> = { llava: 'LLaVA', qwen2_vl: 'Qwen2-VL', qwen2_5_vl: 'Qwen2.5-VL', idefics3: 'Idefics3', smolvlm: 'SmolVLM' };
 
 type PageState = 'starting' | 'loading' | 'ready' | 'running' | 'error' | 'lost' | 'no-webgpu';
 

@@ -8,35 +8,38 @@ import type { PatternCapture, Tower, TowerDims } from '../spec/spec.js';
 import type { Captured, PatternCaptured } from './model.js';
 
 /**
- * The pattern capture `p` from a [heads, n, n] tensor. `order` (optional) maps the caller's row/key index i to the
- * tensor's row/key order[i], for encoders that run their sequence in another order than they report it (Qwen2.5-VL
- * runs its windows contiguously but reports patches in the processor's order).
+ * The pattern capture `p` from a [heads, total, keys] tensor: the block of `n` rows starting at `offset` (default
+ * all), with `keys` = total (square captures; key k of row r is at column offset + order[k]) or a per-row relative
+ * layout (`relative`: column order[k], the kernel's patternKeys). `order` (optional) maps the caller's row/key index
+ * i to the tensor's order[i], for encoders that run their sequence in another order than they report it
+ * (Qwen2.5-VL runs its windows contiguously but reports patches in the processor's order).
  */
 export async function readPattern(
   ctx: GpuContext,
   p: PatternCapture,
   t: Tensor,
-  extra: { image?: number; order?: Int32Array; offset?: number; n?: number } = {},
+  extra: { image?: number; tile?: number; order?: Int32Array; offset?: number; n?: number; relative?: boolean } = {},
 ): Promise<PatternCaptured> {
-  const H = t.shape[0];
-  const total = t.shape[1];
+  const [H, total, keys] = t.shape as [number, number, number];
   const n = extra.n ?? total;
   const off = extra.offset ?? 0;
+  const koff = extra.relative ? 0 : off;
   const all = await ctx.readF32(t.buffer, 0, t.numel);
   const heads = p.heads ?? Array.from({ length: H }, (_, h) => h);
   const rowsSel = (p.rows ?? Array.from({ length: n }, (_, r) => r)).map((r) => (r < 0 ? n + r : r));
-  const at = (i: number) => off + (extra.order ? extra.order[i] : i);
+  const at = (i: number) => (extra.order ? extra.order[i] : i);
   const data = new Float32Array(heads.length * rowsSel.length * n);
   heads.forEach((h, hi) =>
     rowsSel.forEach((r, ri) => {
-      const src = (h * total + at(r)) * total; // row start; keys are offset like rows
+      const src = (h * total + off + at(r)) * keys + koff; // the row's first key of the block
       const dst = (hi * rowsSel.length + ri) * n;
-      if (!extra.order) data.set(all.subarray(src + off, src + off + n), dst);
-      else for (let k = 0; k < n; k++) data[dst + k] = all[src + off + extra.order[k]];
+      if (!extra.order) data.set(all.subarray(src, src + n), dst);
+      else for (let k = 0; k < n; k++) data[dst + k] = all[src + extra.order[k]];
     }),
   );
   const out: PatternCaptured = { tower: p.tower, layer: p.layer, heads, rows: rowsSel, shape: [heads.length, rowsSel.length, n], data };
   if (extra.image !== undefined) out.image = extra.image;
+  if (extra.tile !== undefined) out.tile = extra.tile;
   return out;
 }
 

@@ -137,11 +137,28 @@ export class Fields {
   }
 }
 
-/** CLIPVisionConfig; `dflt` carries LlavaConfig's CLIP-L/14-336 defaults used when vision_config is absent. */
+/** Defaults of a ViT vision config class (what an absent key means). */
+export interface VitDefaults {
+  hidden: number;
+  intermediate: number;
+  layers: number;
+  heads: number;
+  imageSize: number;
+  patchSize: number;
+  eps: number;
+  act: string;
+}
+
+/** CLIPVisionConfig; `whole` = vision_config absent: LlavaConfig's CLIP-L/14-336 defaults. */
 function parseClipVision(f: Fields, whole: boolean): VitConfig {
   const d = whole
-    ? { hidden: 1024, intermediate: 4096, layers: 24, heads: 16, imageSize: 336, patchSize: 14 }
-    : { hidden: 768, intermediate: 3072, layers: 12, heads: 12, imageSize: 224, patchSize: 32 };
+    ? { hidden: 1024, intermediate: 4096, layers: 24, heads: 16, imageSize: 336, patchSize: 14, eps: 1e-5, act: 'quick_gelu' }
+    : { hidden: 768, intermediate: 3072, layers: 12, heads: 12, imageSize: 224, patchSize: 32, eps: 1e-5, act: 'quick_gelu' };
+  return parseVitConfig(f, d);
+}
+
+/** A CLIP / SigLIP-style vision_config (hidden_size, num_attention_heads, image_size, patch_size, ...). */
+export function parseVitConfig(f: Fields, d: VitDefaults): VitConfig {
   const hidden = f.int('hidden_size', d.hidden);
   const heads = f.int('num_attention_heads', d.heads);
   if (hidden % heads) f.fail('num_attention_heads', `(${heads}) must divide hidden_size (${hidden})`);
@@ -157,13 +174,13 @@ function parseClipVision(f: Fields, whole: boolean): VitConfig {
     channels: f.int('num_channels', 3),
     imageSize,
     patchSize,
-    eps: f.num('layer_norm_eps', 1e-5),
-    act: f.act('hidden_act', 'quick_gelu'),
+    eps: f.num('layer_norm_eps', d.eps),
+    act: f.act('hidden_act', d.act),
   };
 }
 
 /** LlamaConfig defaults (transformers), which LlavaConfig uses for an absent text_config. */
-function parseLlamaText(f: Fields, top: Fields): DecoderConfig {
+export function parseLlamaText(f: Fields, top: Fields): DecoderConfig {
   const hidden = f.int('hidden_size', 4096);
   const heads = f.int('num_attention_heads', 32);
   const kvHeads = f.int('num_key_value_heads', heads);

@@ -4,7 +4,6 @@
 
 import type { GpuContext, Recorder } from '../gpu/context.js';
 import type { DType, Tensor, Weight } from '../gpu/tensor.js';
-import { fmtBytes } from '../gpu/context.js';
 import { Checkpoint, type FolderSource, nodeFolder } from '../io/checkpoint.js';
 import { type ClipProcessorConfig, clipPreprocess, parseClipProcessorConfig } from '../io/clip-processor.js';
 import type { RgbImage } from '../io/image.js';
@@ -16,12 +15,13 @@ import { ClipVisionTower, type VisionCaptures } from './clip.js';
 import { Decoder } from './decoder.js';
 import { type LlavaConfig, imageTokenCount, parseLlavaConfig } from './config.js';
 import { WeightLoader } from './weights.js';
-import { inverseFrequencies, rotaryTable } from './rotary.js';
+import { RotaryPositions } from './rotary.js';
+import { checkMemory } from './memory.js';
 import { type CaptureSpec, type InterventionSpec, type TowerDims, SpecError, resolvePositions } from '../spec/spec.js';
 import { headParamTable, headVectorTable } from '../spec/head-params.js';
 import { readPattern, readZ } from './capture-read.js';
 import { type ImageInput, type LoadOptions, type MemoryPlan, type PatternCaptured, type ResidualCaptured, isPatchedImage } from './model.js';
-import { type TextPositions, type VisionCaptureReader, type VisionEncoder, type VisionPlan, VlmModel } from './vlm.js';
+import { type VisionCaptureReader, type VisionEncoder, type VisionPlan, VlmModel } from './vlm.js';
 import { LlavaProcessor } from './llava-processor.js';
 
 export type { Captured, PatternCaptured, RunInput, RunResult, MemoryPlan } from './model.js';
@@ -63,7 +63,7 @@ export class LlavaVision implements VisionEncoder {
     const v = this.cfg.vision;
     const size = v.channels * v.imageSize * v.imageSize;
     images.forEach((p, i) => {
-      if (isPatchedImage(p)) throw new Error(`image ${i} is patchified (a Qwen-style input); LLaVA takes pixel values [${v.channels}, ${v.imageSize}, ${v.imageSize}]`);
+      if (!(p instanceof Float32Array)) throw new Error(`image ${i} is ${isPatchedImage(p) ? 'patchified (a Qwen-style input)' : 'tiled (an Idefics3-style input)'}; LLaVA takes pixel values [${v.channels}, ${v.imageSize}, ${v.imageSize}]`);
       if (p.length !== size) throw new Error(`pixel values of image ${i} have ${p.length} values, expected ${v.channels}x${v.imageSize}x${v.imageSize}`);
     });
     const n = imageTokenCount(this.cfg);
@@ -192,21 +192,6 @@ export class LlavaVision implements VisionEncoder {
   }
 }
 
-/** Llama's 1-D rotary: position = sequence index. */
-export class RotaryPositions implements TextPositions {
-  private invFreq: Float64Array;
-  constructor(headDim: number, theta: number) {
-    this.invFreq = inverseFrequencies(headDim, theta);
-  }
-  prompt(ids: readonly number[]) {
-    const positions = Int32Array.from(ids, (_, i) => i);
-    return { axes: 1, positions, ropeDelta: 0, table: rotaryTable(positions, this.invFreq) };
-  }
-  decode(index: number, ropeDelta: number): Float32Array {
-    return rotaryTable([index + ropeDelta], this.invFreq);
-  }
-}
-
 /** A loaded LLaVA model: the family-neutral VlmModel plus LLaVA's config and CLIP processor settings. */
 export class LlavaModel extends VlmModel {
   private constructor(
@@ -315,40 +300,3 @@ export function planMemory(cfg: LlavaConfig, weightBytes: number, context: numbe
   return { weights: weightBytes, kvCache, activations, total: weightBytes + kvCache + activations };
 }
 
-/**
- * Refuse a model whose plan exceeds the memory budget, with the numbers, before anything is allocated. Returns the
- * budget it checked against (runs check their per-image vision scratch against the same figure).
- */
-export async function checkMemory(
-  ctx: GpuContext,
-  plan: MemoryPlan,
-  context: number,
-  opts: LoadOptions,
-  name: string,
-): Promise<{ budget: number | undefined; budgetWhat: string }> {
-  let budget = opts.memoryBudget;
-  let what = 'the given memory budget';
-  // A CPU adapter's "GPU memory" is system RAM: in Node its free memory, in a browser half of what
-  // navigator.deviceMemory reports (a rounded, capped figure). WebGPU does not tell a real GPU's memory.
-  if (budget === undefined && /swiftshader|llvmpipe|lavapipe|cpu/i.test(ctx.gpu.adapterName)) {
-    if (typeof process !== 'undefined' && process.versions?.node) {
-      const os = await import('node:os');
-      budget = os.freemem();
-      what = 'the free memory of this CPU adapter (system RAM)';
-    } else {
-      const ram = typeof navigator !== 'undefined' ? (navigator as Navigator & { deviceMemory?: number }).deviceMemory : undefined;
-      if (ram) {
-        budget = (ram * 2 ** 30) / 2;
-        what = "half the memory the browser reports for this CPU adapter's machine";
-      }
-    }
-  }
-  if (budget !== undefined && plan.total > budget) {
-    throw new Error(
-      `${name} needs ${fmtBytes(plan.total)} of GPU memory (weights ${fmtBytes(plan.weights)} + KV cache ${fmtBytes(plan.kvCache)} ` +
-        `for ${context} tokens + activations ${fmtBytes(plan.activations)}) but ${what} is ${fmtBytes(budget)}; ` +
-        `try --dtype f16 or a shorter context`,
-    );
-  }
-  return { budget, budgetWhat: what };
-}

@@ -9,6 +9,8 @@ import { parseQwenConfig } from './qwen2-vl/config.js';
 import { LlavaModel } from './llava.js';
 import { MODEL_TYPES, type LoadOptions, type ModelType } from './model.js';
 import { loadQwen2VL } from './qwen2-vl/model.js';
+import { loadIdefics3 } from './idefics3/model.js';
+import { parseIdefics3Config } from './idefics3/config.js';
 import type { VlmModel } from './vlm.js';
 
 type FamilyLoader = (ctx: GpuContext, ckpt: Checkpoint, name: string, opts: LoadOptions) => Promise<VlmModel>;
@@ -17,6 +19,8 @@ const FAMILIES: Record<ModelType, FamilyLoader> = {
   llava: (ctx, ckpt, name, opts) => LlavaModel.fromCheckpoint(ctx, ckpt, name, opts),
   qwen2_vl: loadQwen2VL,
   qwen2_5_vl: loadQwen2VL,
+  idefics3: loadIdefics3,
+  smolvlm: loadIdefics3,
 };
 
 /** The family of a parsed config.json (`model_type`), or a one-line error naming it and the supported ones. */
@@ -48,6 +52,6 @@ export async function loadModel(ctx: GpuContext, folder: FolderSource | string, 
 export function modelDimsFromConfig(config: Record<string, unknown>, file = 'config.json'): ModelDims {
   const dims = (c: { layers: number; heads: number; headDim: number }) => ({ layers: c.layers, heads: c.heads, headDim: c.headDim });
   const type = modelTypeOf(config, file);
-  const cfg = type === 'llava' ? parseLlavaConfig(config, file) : parseQwenConfig(config, file);
+  const cfg = type === 'llava' ? parseLlavaConfig(config, file) : type === 'idefics3' || type === 'smolvlm' ? parseIdefics3Config(config, file) : parseQwenConfig(config, file);
   return { text: dims(cfg.text), vision: dims(cfg.vision) };
 }

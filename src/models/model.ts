@@ -10,24 +10,41 @@ import type { DType } from '../gpu/tensor.js';
 import type { LoadProgress } from './weights.js';
 
 /** Families the engine runs, by config.json `model_type`. */
-export const MODEL_TYPES = ['llava', 'qwen2_vl', 'qwen2_5_vl'] as const;
+export const MODEL_TYPES = ['llava', 'qwen2_vl', 'qwen2_5_vl', 'idefics3', 'smolvlm'] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
 
 /**
  * An image after the family's image processor, as `run` takes it:
  * - LLaVA (CLIP): the pixel values [C, H, W] channels first at the tower's fixed size;
  * - Qwen2-VL / 2.5-VL: the flattened patches [patches, C*T*P*P] in the processor's 2x2-block order with their
- *   (t, h, w) patch grid (image_grid_thw), which sets how many image tokens the image makes.
+ *   (t, h, w) patch grid (image_grid_thw), which sets how many image tokens the image makes;
+ * - Idefics3 / SmolVLM: the tiles [tiles, C, H, W] (row-major crops, then the global image) with their rows x cols
+ *   layout (0 x 0: one tile, no split) and, for padded tiles, the pixel attention mask [tiles, H, W].
  */
-export type ImageInput = Float32Array | PatchedImage;
+export type ImageInput = Float32Array | PatchedImage | TiledImage;
 
 export interface PatchedImage {
   pixelValues: Float32Array;
   grid: [number, number, number];
 }
 
+export interface TiledImage {
+  pixelValues: Float32Array;
+  tiles: number;
+  rows: number;
+  cols: number;
+  tileHeight: number;
+  tileWidth: number;
+  /** 1 on real pixels, 0 on padding; absent = every pixel real. */
+  pixelAttentionMask?: Uint8Array;
+}
+
 export function isPatchedImage(x: ImageInput): x is PatchedImage {
-  return !(x instanceof Float32Array);
+  return !(x instanceof Float32Array) && 'grid' in x;
+}
+
+export function isTiledImage(x: ImageInput): x is TiledImage {
+  return !(x instanceof Float32Array) && 'tiles' in x;
 }
 
 /** A captured array: row-major data with its shape. */
@@ -43,6 +60,8 @@ export interface PatternCaptured extends Captured {
   rows: number[];
   /** Vision captures: which image of the prompt the pattern belongs to (text: absent). */
   image?: number;
+  /** Tiled images (Idefics3): which tile of the image (row-major crops, then the global image). */
+  tile?: number;
 }
 
 export interface ResidualCaptured extends Captured {
@@ -50,6 +69,8 @@ export interface ResidualCaptured extends Captured {
   layer: number;
   /** Vision captures: which image of the prompt the rows belong to (text: absent). */
   image?: number;
+  /** Tiled images (Idefics3): which tile of the image the rows belong to. */
+  tile?: number;
 }
 
 export interface RunInput {

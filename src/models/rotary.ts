@@ -1,4 +1,7 @@
-// Rotary position tables on the CPU (float64 angles, stored f32) for kernels/rope.ts.
+// Rotary position tables on the CPU (float64 angles, stored f32) for kernels/rope.ts, and the 1-D position scheme
+// (Llama: position = sequence index) as the model's TextPositions.
+
+import type { TextPositions } from './vlm.js';
 
 /** Hugging Face inverse frequencies 1 / theta^(2i / dim) for i < dim / 2, in float64. */
 export function inverseFrequencies(dim: number, theta: number): Float64Array {
@@ -28,3 +31,19 @@ export function rotaryTable(positions: ArrayLike<number>, invFreq: Float64Array)
   }
   return out;
 }
+
+/** Llama's 1-D rotary: position = sequence index. */
+export class RotaryPositions implements TextPositions {
+  private invFreq: Float64Array;
+  constructor(headDim: number, theta: number) {
+    this.invFreq = inverseFrequencies(headDim, theta);
+  }
+  prompt(ids: readonly number[]) {
+    const positions = Int32Array.from(ids, (_, i) => i);
+    return { axes: 1, positions, ropeDelta: 0, table: rotaryTable(positions, this.invFreq) };
+  }
+  decode(index: number, ropeDelta: number): Float32Array {
+    return rotaryTable([index + ropeDelta], this.invFreq);
+  }
+}
+

@@ -82,6 +82,8 @@ export interface VitPass {
   rotary?: Tensor | null;
   /** Per-layer key ranges (u32 [n, 2] per query row), or null for all keys. */
   keyRanges?: (layer: number) => BufferRef | null;
+  /** With key ranges: capture patterns relative to each row's range, [heads, n, patternKeys] (the kernel's patternKeys). */
+  patternKeys?: number;
   /** States to copy as they pass (hidden-state index -> destination [n, E]). */
   keep?: Map<number, Tensor>;
   captures?: VitCaptures;
@@ -272,6 +274,7 @@ export class VitEncoder {
         causal: false,
         pos0: 0,
         keyRanges: pass.keyRanges?.(l) ?? null,
+        patternKeys: pass.patternKeys,
         headParams: { buffer: this.headParams, offset: l * slot, size: slot },
         headVectors: vectors && { buffer: vectors, offset: l * vslot, size: vslot },
         steerRows: steer,

@@ -5,7 +5,7 @@ import type { GpuContext } from '../../gpu/context.js';
 import type { Checkpoint } from '../../io/checkpoint.js';
 import type { Tokenizer } from '../../io/tokenizer.js';
 import { Decoder } from '../decoder.js';
-import { checkMemory } from '../llava.js';
+import { checkMemory } from '../memory.js';
 import type { ImageInput, LoadOptions, MemoryPlan, PatchedImage } from '../model.js';
 import { VitEncoder } from '../vit.js';
 import { type TextPositions, VlmModel } from '../vlm.js';

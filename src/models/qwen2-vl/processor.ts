@@ -4,7 +4,7 @@
 
 import type { RgbImage } from '../../io/image.js';
 import { type Tokenizer, TokenizerError } from '../../io/tokenizer.js';
-import { type ImageInput, type PatchedImage, type ProcessedPrompt, type VlmProcessor, chatTemplatePrompt } from '../model.js';
+import { type ImageInput, type PatchedImage, type ProcessedPrompt, type VlmProcessor, chatTemplatePrompt, isPatchedImage } from '../model.js';
 import type { QwenConfig } from './config.js';
 import { type QwenImageProcessorConfig, qwenPreprocess } from './image-processor.js';
 
@@ -45,7 +45,7 @@ export class QwenProcessor implements VlmProcessor {
 
   /** Image tokens of one preprocessed image (grid_t * grid_h * grid_w / merge_size^2). */
   imageTokens(image: ImageInput): number {
-    if (image instanceof Float32Array) throw new Error('a Qwen image must be preprocessed into patches with their grid (QwenProcessor.process / model.preprocess)');
+    if (!isPatchedImage(image)) throw new Error('a Qwen image must be preprocessed into patches with their grid (QwenProcessor.process / model.preprocess)');
     const [t, h, w] = image.grid;
     return (t * h * w) / this.config.vision.mergeSize ** 2;
   }

@@ -1,0 +1,136 @@
+// The Idefics3 / SmolVLM family: its weight-name map, loading, and its image inputs. The forward is the shared one
+// (src/models/vlm.ts, vit.ts, decoder.ts); SmolVLM's block-wise feature merge (modular_smolvlm.py inputs_merger)
+// puts the k-th <image> token's feature at block k // image_seq_len, row k % image_seq_len, which is the same
+// sequential fill as Idefics3's, so both model types run the same path.
+
+import type { GpuContext } from '../../gpu/context.js';
+import type { Checkpoint } from '../../io/checkpoint.js';
+import type { RgbImage } from '../../io/image.js';
+import type { Tokenizer } from '../../io/tokenizer.js';
+import { Decoder } from '../decoder.js';
+import { checkMemory } from '../memory.js';
+import type { LoadOptions, MemoryPlan, TiledImage } from '../model.js';
+import { RotaryPositions } from '../rotary.js';
+import { VitEncoder } from '../vit.js';
+import { VlmModel } from '../vlm.js';
+import { WeightLoader } from '../weights.js';
+import { type Idefics3Config, parseIdefics3Config } from './config.js';
+import { type Idefics3ImageProcessorConfig, idefics3Preprocess, parseIdefics3ImageProcessorConfig } from './image-processor.js';
+import { Idefics3Processor } from './processor.js';
+import { Idefics3Vision, type Idefics3VisionWeights } from './vision.js';
+
+// transformers >= 4.46 names (model.vision_model.*, model.connector.*, model.text_model.*) and the bare ones.
+const VISION_PREFIXES = ['model.vision_model.', 'vision_model.'];
+const CONNECTOR_PREFIXES = ['model.connector.', 'connector.'];
+const TEXT_PREFIXES = ['model.text_model.', 'text_model.'];
+const LM_HEAD_NAMES = ['lm_head.weight'];
+
+/** Tiles as the vision tower takes them: padded bottom/right to image_size with their pixel mask when smaller. */
+export function toTiledImage(p: ReturnType<typeof idefics3Preprocess>, size: number): TiledImage {
+  const { tiles, tileHeight: th, tileWidth: tw } = p;
+  if (th === size && tw === size) return { pixelValues: p.pixelValues, tiles, rows: p.rows, cols: p.cols, tileHeight: th, tileWidth: tw };
+  if (th > size || tw > size) throw new Error(`tiles of ${th}x${tw} px are larger than the vision tower's ${size}x${size} (preprocessor_config.json max_image_size vs config.json vision_config image_size)`);
+  const pixelValues = new Float32Array(tiles * 3 * size * size);
+  const mask = new Uint8Array(tiles * size * size);
+  for (let t = 0; t < tiles; t++) {
+    for (let c = 0; c < 3; c++)
+      for (let y = 0; y < th; y++) pixelValues.set(p.pixelValues.subarray(((t * 3 + c) * th + y) * tw, ((t * 3 + c) * th + y + 1) * tw), ((t * 3 + c) * size + y) * size);
+    for (let y = 0; y < th; y++) mask.fill(1, (t * size + y) * size, (t * size + y) * size + tw);
+  }
+  return { pixelValues, tiles, rows: p.rows, cols: p.cols, tileHeight: size, tileWidth: size, pixelAttentionMask: mask };
+}
+
+export function planIdefics3Memory(cfg: Idefics3Config, weightBytes: number, context: number): MemoryPlan {
+  const t = cfg.text;
+  const kvCache = 2 * t.layers * context * t.kvHeads * t.headDim * 4;
+  const activations = context * (3 * t.hidden + 2 * t.heads * t.headDim + 3 * t.intermediate) * 4 + t.vocab * 4 * 2;
+  return { weights: weightBytes, kvCache, activations, total: weightBytes + kvCache + activations };
+}
+
+/** A loaded Idefics3 / SmolVLM model. */
+export class Idefics3Model extends VlmModel {
+  constructor(
+    ctx: GpuContext,
+    readonly cfg: Idefics3Config,
+    readonly imageProcessor: Idefics3ImageProcessorConfig,
+    vision: Idefics3Vision,
+    text: Decoder,
+    source: string,
+    memory: { weights: number; budget: number | undefined; budgetWhat: string },
+  ) {
+    const preprocess = (img: RgbImage) => toTiledImage(idefics3Preprocess(img, imageProcessor), cfg.vision.imageSize);
+    super(ctx, {
+      type: cfg.modelType,
+      source,
+      imageTokenId: cfg.imageTokenId,
+      decoder: text,
+      vision,
+      positions: new RotaryPositions(cfg.text.headDim, cfg.text.ropeTheta),
+      preprocess,
+      imageView: (img) => {
+        const p = idefics3Preprocess(img, imageProcessor);
+        // The heatmap view: the resized image the crops were cut from, one cell per image token of the crops
+        // (rows x cols tiles of side/scale tokens); the global tile is its own view (tileImages[last]).
+        const side = cfg.gridSide / cfg.scaleFactor;
+        return { image: p.stage2, grid: [Math.max(1, p.rows) * side, Math.max(1, p.cols) * side] };
+      },
+      createProcessor: (tokenizer: Tokenizer) => new Idefics3Processor(tokenizer, cfg, preprocess),
+      memory,
+    });
+  }
+}
+
+async function loadWeights(ctx: GpuContext, cfg: Idefics3Config, w: WeightLoader) {
+  const v = cfg.vision;
+  const E = v.hidden;
+  const vname = (s: string) => w.resolve(VISION_PREFIXES.map((p) => p + s));
+  const P = v.patchSize;
+  const weights: Idefics3VisionWeights = {
+    patchWeight: await w.load(vname('embeddings.patch_embedding.weight'), [E, v.channels, P, P], [E, v.channels * P * P]),
+    patchBias: await w.loadTensor(vname('embeddings.patch_embedding.bias'), [E]),
+    positionEmbedding: await w.load(vname('embeddings.position_embedding.weight'), [cfg.gridSide ** 2, E]),
+    postNormW: await w.loadTensor(vname('post_layernorm.weight'), [E]),
+    postNormB: await w.loadTensor(vname('post_layernorm.bias'), [E]),
+    projection: await w.load(w.resolve(CONNECTOR_PREFIXES.map((p) => p + 'modality_projection.proj.weight')), [cfg.text.hidden, E * cfg.scaleFactor ** 2]),
+  };
+  const encoder = await VitEncoder.load(
+    ctx,
+    { hidden: E, heads: v.heads, headDim: v.headDim, intermediate: v.intermediate, eps: v.eps, norm: 'layernorm', mlp: 'fc', act: v.act },
+    v.layers,
+    w,
+    vname,
+    (l) => `encoder.layers.${l}.`,
+    {
+      norm1: 'layer_norm1',
+      norm2: 'layer_norm2',
+      qkv: { q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj' },
+      o: 'self_attn.out_proj',
+      mlp: { fc1: 'mlp.fc1', fc2: 'mlp.fc2' },
+      bias: true,
+    },
+  );
+  const text = await Decoder.load(ctx, cfg.text, w, TEXT_PREFIXES, LM_HEAD_NAMES);
+  return { vision: new Idefics3Vision(ctx, cfg, weights, encoder), text };
+}
+
+/** loadModel's entry for model_type idefics3 and smolvlm (the caller closes the checkpoint). */
+export async function loadIdefics3(ctx: GpuContext, ckpt: Checkpoint, name: string, opts: LoadOptions = {}): Promise<Idefics3Model> {
+  const processorJson = await ckpt.readJson('processor_config.json');
+  const cfg = parseIdefics3Config(ckpt.config, `${name}/config.json`, processorJson, `${name}/processor_config.json`);
+  const pp = await ckpt.readJson('preprocessor_config.json');
+  const imageProcessor = parseIdefics3ImageProcessorConfig(pp ?? {}, `${name}/preprocessor_config.json`);
+  if (imageProcessor.maxImageSize > cfg.vision.imageSize) {
+    throw new Error(
+      `${name}/preprocessor_config.json max_image_size ${imageProcessor.maxImageSize} is larger than the vision tower's tiles (config.json vision_config.image_size ${cfg.vision.imageSize})`,
+    );
+  }
+  const loaderOpts = { dtype: opts.dtype, maxBindingBytes: opts.maxBindingBytes };
+  const check = new WeightLoader(null, ckpt, undefined, 0, loaderOpts);
+  await loadWeights(ctx, cfg, check);
+  check.finishCheck();
+  const context = opts.contextLength ?? Math.min(2048, cfg.text.maxPositions);
+  const budget = await checkMemory(ctx, planIdefics3Memory(cfg, check.bytesNeeded, context), context, opts, name);
+  const loader = new WeightLoader(ctx, ckpt, opts.onProgress, check.sourceBytes, loaderOpts);
+  const parts = await loadWeights(ctx, cfg, loader);
+  return new Idefics3Model(ctx, cfg, imageProcessor, parts.vision, parts.text, name, { weights: check.bytesNeeded, ...budget });
+}
