@@ -17,6 +17,9 @@ import type { VlmModel } from '../src/models/vlm.js';
 import { loadModel } from '../src/models/load.js';
 import { writeRandomLlava } from '../src/models/random-llava.js';
 import { qwenTokenIds, writeRandomQwen, type RandomQwenSpec } from '../src/models/random-qwen.js';
+import { idefics3TokenIds, writeRandomIdefics3, type RandomIdefics3Spec } from '../src/models/random-idefics3.js';
+import { idefics3ImagePromptString } from '../src/models/idefics3/image-processor.js';
+import { isTiledImage } from '../src/models/model.js';
 import { decodeImage, type RgbImage } from '../src/io/image.js';
 import { parseCapture, parseInterventions, type ModelDims } from '../src/spec/spec.js';
 import { encodePng } from '../src/io/image.js';
@@ -191,7 +194,7 @@ function syntheticImage(width: number, height: number): RgbImage {
 
 async function benchForward() {
   // 1. The tiny fixtures, one per family, on their golden prompts and images.
-  for (const name of ['tiny-llava', 'tiny-qwen2vl', 'tiny-qwen25vl']) {
+  for (const name of ['tiny-llava', 'tiny-qwen2vl', 'tiny-qwen25vl', 'tiny-smolvlm']) {
     const dir = fixtureDir(name);
     const golden = JSON.parse(await readFile(join(dir, 'golden.json'), 'utf8'));
     const model = await loadModel(ctx, dir);
@@ -233,6 +236,30 @@ async function benchForward() {
     rows.push(await benchModel(`random ${family} (vision 256x4, text 512x4, 448x448 image)`, ctx, qdir, qids, image));
     await rm(qdir, { recursive: true, force: true });
   }
+
+  // Idefics3 / SmolVLM: 224-px tiles of 14-px patches (256 patches, 64 tokens at scale 2), an image that splits into
+  // 2x2 tiles + the global one (5 tiles, 1280 vision tokens).
+  const idir = await mkdtemp(join(tmpdir(), 'vlmscope-bench-'));
+  const ispec: RandomIdefics3Spec = {
+    seed: 7,
+    vision: { hidden: 256, heads: 4, layers: 4, intermediate: 1024, imageSize: 224, patchSize: 14 },
+    text: { hidden: 512, intermediate: 1376, layers: 4, heads: 8, kvHeads: 2, vocab: 4096 },
+    scaleFactor: 2,
+    longestEdge: 448,
+  };
+  await writeRandomIdefics3(idir, ispec);
+  const smol = await loadModel(ctx, idir);
+  const tiled = smol.preprocess(syntheticImage(448, 448));
+  if (!isTiledImage(tiled)) throw new Error('internal: Idefics3 preprocess gave no tiles');
+  const t = idefics3TokenIds(ispec);
+  // The tile layout's prompt in ids (each special is one token; "\n" as a plain id).
+  const layout = idefics3ImagePromptString(tiled.rows, tiled.cols, 64);
+  const specials: Record<string, number> = { '<fake_token_around_image>': t.fakeTokenAroundImage, '<global-img>': t.globalImg, '<image>': t.image, '\n': 10 };
+  for (let r = 1; r <= 6; r++) for (let c = 1; c <= 6; c++) specials[`<row_${r}_col_${c}>`] = t.rowCol[r - 1]![c - 1]!;
+  const iids = [t.imStart, ...Array.from({ length: 8 }, (_, i) => 20 + i), ...(layout.match(/<[^>]+>|\n/g) ?? []).map((x) => specials[x]!), ...Array.from({ length: 24 }, (_, i) => 40 + i)];
+  smol.destroy();
+  rows.push(await benchModel('random idefics3 (vision 256x4, text 512x4, 2x2 tiles + global of 224 px)', ctx, idir, iids, tiled));
+  await rm(idir, { recursive: true, force: true });
 }
 await mkdir(join(repo, 'bench-results'), { recursive: true });
 const out = { date: new Date().toISOString(), adapter: gpu.adapterName, reps: REPS, new_tokens: NEW_TOKENS, results: rows };
