@@ -4,21 +4,36 @@
 // prompt, and head_scale / image_temperature / mean_ablate / steer interventions. The reference itself is first held to the committed
 // golden of the real tiny-llava fixture, so it is known right before it judges the engine.
 
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LlavaModel, type RunInput, type RunResult } from '../src/models/llava.js';
+import { LlavaModel, type RunResult } from '../src/models/llava.js';
 import { type RandomLlavaSpec, writeRandomLlava } from '../src/models/random-llava.js';
-import { type HeadSteer, type InterventionSpec, EMPTY_INTERVENTIONS, parseCapture, parseInterventions } from '../src/spec/spec.js';
+import { type InterventionSpec, EMPTY_INTERVENTIONS, parseCapture, parseInterventions } from '../src/spec/spec.js';
 import { decodeToF32, encodeFromF32 } from '../src/gpu/half.js';
 import { decodeImage } from '../src/io/image.js';
 import { clipPreprocess, parseClipProcessorConfig } from '../src/io/clip-processor.js';
-import { expectClose, gpuContext, maxAbsDiff, randn, rng } from './helpers/gpu.js';
+import { expectClose, gpuContext, maxAbsDiff, randn } from './helpers/gpu.js';
 import { fixtureDir, golden } from './helpers/fixtures.js';
-import { type ReferenceGreedy, type ReferenceLlava, type ReferenceOutput, referenceLlava } from './helpers/reference-llava.js';
-
-const flat = (a: unknown): number[] => (Array.isArray(a) ? a.flatMap(flat) : [a as number]);
+import { type ReferenceLlava, type ReferenceOutput, referenceLlava } from './helpers/reference-llava.js';
+import {
+  type InterventionCase,
+  NEW_TOKENS,
+  TOL,
+  WRONG_ROWS,
+  WRONG_STEER,
+  closeWithReport,
+  compareTokens,
+  engineRun,
+  flat,
+  interventionTests,
+  lastRowZ,
+  promptIds,
+  stagesRun,
+  tempDirs,
+  textStageLines,
+  vec,
+} from './helpers/compare.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // 1. The reference against the golden of the real fixture (CPU only)
@@ -60,7 +75,7 @@ describe('float64 reference reproduces the tiny-llava golden', () => {
     expectClose(lastState.subarray(0, ref.cfg.vision.hidden), g.vision_hidden_state_last_row0, 1e-6, 0, 'vision last CLS row');
     expectClose(out.imageFeatures, flat(g.image_features), 1e-6, 0, 'image_features');
     expectClose(out.patterns.get(1)!, flat(g.attention_pattern_layer1), 1e-6, 0, 'attention_pattern_layer1');
-    expectClose(lastRowZ(ref, out, g.input_ids.length), flat(g.z_last_position), 1e-6, 0, 'z_last_position');
+    expectClose(lastRowZ(ref.cfg.text, out, g.input_ids.length), flat(g.z_last_position), 1e-6, 0, 'z_last_position');
   });
 
   it('greedy tokens (no KV cache) match', () => {
@@ -80,31 +95,13 @@ describe('float64 reference reproduces the tiny-llava golden', () => {
   }
 });
 
-/** z of the last row as [layers, heads, hd] (the engine's z capture at positions 'last'). */
-function lastRowZ(ref: ReferenceLlava, out: ReferenceOutput, L: number): Float64Array {
-  const W = ref.cfg.text.heads * ref.cfg.text.headDim;
-  const layers = ref.cfg.text.layers;
-  const z = new Float64Array(layers * W);
-  for (let l = 0; l < layers; l++) z.set(out.z.subarray((l * L + L - 1) * W, (l * L + L) * W), l * W);
-  return z;
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // 2. The engine against the reference on random checkpoints
 
-const TOL = { logits: 1e-3, pattern: 1e-4, z: 1e-3, features: 1e-3 };
-/** A greedy step whose reference top-2 gap is below this cannot be compared token for token. */
-const MIN_MARGIN = 1e-3;
-const NEW_TOKENS = 8;
-/** Intervention runs decode further so the decode-step semantics of each temperature scope show in the tokens. */
-const INTERVENTION_TOKENS = 6;
 /** Multiplies the final RMSNorm weight so random logits are O(1..10) (a power of two: exact in f16 / bf16). */
 const LOGIT_GAIN = 8;
 
-const tmpDirs: string[] = [];
-afterAll(async () => {
-  for (const d of tmpDirs) await rm(d, { recursive: true, force: true });
-});
+const tempDir = tempDirs('vlmscope-llava-cfg-');
 
 /** Scale one stored tensor of a single-file safetensors checkpoint in place (same dtype, same size). */
 async function scaleStoredTensor(dir: string, names: string[], factor: number): Promise<void> {
@@ -124,104 +121,22 @@ async function scaleStoredTensor(dir: string, names: string[], factor: number): 
 }
 
 async function makeCheckpoint(spec: RandomLlavaSpec): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'vlmscope-llava-cfg-'));
-  tmpDirs.push(dir);
+  const dir = await tempDir();
   await writeRandomLlava(dir, spec);
   await scaleStoredTensor(dir, ['language_model.model.norm.weight', 'model.language_model.norm.weight'], LOGIT_GAIN);
   return dir;
 }
 
 /** [BOS, text..., <image> x n, text...] per image, with random text ids away from the special ones. */
-function promptIds(vocab: number, imageToken: number, perImage: number, images: number, seed: number): number[] {
-  const r = rng(seed);
-  const text = (k: number) => Array.from({ length: k }, () => 3 + Math.floor(r() * (vocab - 6)));
-  const ids = [1, ...text(3)];
-  for (let i = 0; i < images; i++) ids.push(...new Array(perImage).fill(imageToken), ...text(i === images - 1 ? 4 : 2));
-  return ids;
-}
-
-/** Greedy steps that can be compared token for token: those before the first reference margin below MIN_MARGIN. */
-function comparableSteps(want: ReferenceGreedy): number {
-  const low = want.margins.findIndex((m) => m < MIN_MARGIN);
-  return low >= 0 ? low : want.tokens.length;
-}
-
-/** No-cache greedy with explicit temperature rows per step (prompt length P, sequence length L). */
-function greedyWithRows(
-  ref: ReferenceLlava,
-  ids: number[],
-  px: Float32Array[],
-  n: number,
-  spec: InterventionSpec,
-  rowsOf: (P: number, L: number) => [number, number],
-): number[] {
-  const seq = ids.slice();
-  const V = ref.cfg.text.vocab;
-  const out: number[] = [];
-  for (let t = 0; t < n; t++) {
-    const L = seq.length;
-    const logits = ref.forward(seq, px, { interventions: spec, temperatureRows: rowsOf(ids.length, L), promptLength: ids.length }).logits.subarray((L - 1) * V);
-    let best = 0;
-    for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
-    out.push(best);
-    seq.push(best);
-  }
-  return out;
-}
-
-/** Compare greedy tokens up to the first step whose reference top-2 margin is too small to decide. */
-function compareTokens(got: number[] | undefined, want: ReferenceGreedy, what: string): void {
-  expect(got, `${what}: engine returned no tokens`).toBeDefined();
-  const n = comparableSteps(want);
-  const low = n < want.tokens.length ? n : -1;
-  if (low >= 0) {
-    console.warn(`${what}: reference top-2 margin ${want.margins[low].toExponential(2)} < ${MIN_MARGIN} at step ${low}; comparing only the ${n} tokens before it`);
-  }
-  expect(got!.slice(0, n), `${what}: greedy tokens (reference margins ${want.margins.map((m) => m.toFixed(4)).join(', ')})`).toEqual(want.tokens.slice(0, n));
-}
-
-/**
- * model.run inside a WebGPU validation error scope: a shader that fails to compile or an invalid submit would
- * otherwise read back as zeros and look like a numerical mismatch.
- */
-async function engineRun(model: LlavaModel, input: RunInput): Promise<RunResult> {
-  const device = model.ctx.device;
-  device.pushErrorScope('validation');
-  let result: RunResult | undefined;
-  let thrown: unknown = null;
-  try {
-    result = await model.run(input);
-  } catch (e) {
-    thrown = e;
-  }
-  const err = await device.popErrorScope();
-  if (err) throw new Error(`WebGPU validation error during the engine run: ${err.message}`);
-  if (thrown) throw thrown;
-  return result!;
-}
+const llavaPromptIds = (vocab: number, imageToken: number, perImage: number, images: number, seed: number): number[] =>
+  promptIds(seed, (u) => 3 + Math.floor(u * (vocab - 6)), [1], 3, Array.from({ length: images }, () => new Array<number>(perImage).fill(imageToken)));
 
 /**
  * Where the engine first departs from the reference: every vision hidden state (per image), the image features,
  * and every decoder hidden state, read back from an engine run that captures them all.
  */
 async function divergenceReport(model: LlavaModel, ref: ReferenceOutput, ids: number[], pixelValues: Float32Array[], interventions: InterventionSpec): Promise<string> {
-  const d = model.dims;
-  const r = await engineRun(model, {
-    ids,
-    pixelValues,
-    interventions,
-    capture: parseCapture(
-      {
-        logits: 'all',
-        residual: [
-          ...Array.from({ length: d.vision.layers + 1 }, (_, layer) => ({ tower: 'vision', layer })),
-          ...Array.from({ length: d.text.layers + 1 }, (_, layer) => ({ tower: 'text', layer })),
-        ],
-        image_features: true,
-      },
-      d,
-    ),
-  });
+  const r = await stagesRun(model, { ids, pixelValues, interventions });
   const lines: string[] = [];
   const visionCount = new Map<number, number>();
   for (const res of r.residual) {
@@ -236,14 +151,7 @@ async function divergenceReport(model: LlavaModel, ref: ReferenceOutput, ids: nu
     const m = maxAbsDiff(r.imageFeatures.data, ref.imageFeatures);
     lines.push(`image features: max |diff| ${m.max.toExponential(2)} at ${m.at} (row ${Math.floor(m.at / model.cfg.text.hidden)})`);
   }
-  for (const res of r.residual) {
-    if (res.tower === 'text') {
-      const m = maxAbsDiff(res.data, ref.textStates[res.layer]);
-      lines.push(`text hidden_state ${res.layer}: max |diff| ${m.max.toExponential(2)} at row ${Math.floor(m.at / model.cfg.text.hidden)} col ${m.at % model.cfg.text.hidden}`);
-    }
-  }
-  const m = maxAbsDiff(r.logits!.data, ref.logits);
-  lines.push(`logits: max |diff| ${m.max.toExponential(2)} at row ${Math.floor(m.at / model.cfg.text.vocab)}`);
+  lines.push(...textStageLines(r, ref, model.cfg.text.hidden, model.cfg.text.vocab));
   return lines.join('\n');
 }
 
@@ -255,19 +163,8 @@ interface Case {
    * Intervention specs (JSON contract) to compare besides the plain run; `wrong` names other choices of the
    * temperature's query rows per greedy step (prompt length P, sequence length L) that must give other tokens.
    */
-  interventions?: Record<
-    string,
-    {
-      json: unknown;
-      wrong?: Record<string, (P: number, L: number) => [number, number]>;
-      /** Other readings of each steer entry's query scope (as entries) that must give other greedy tokens. */
-      wrongSteer?: Record<string, (e: HeadSteer) => HeadSteer[]>;
-    }
-  >;
+  interventions?: Record<string, InterventionCase>;
 }
-
-/** A seeded vector as a JSON list (mean_ablate / steer entries). */
-const vec = (n: number, seed: number, scale = 1): number[] => Array.from(randn(n, seed, scale));
 
 const vision = (o: Partial<RandomLlavaSpec['vision']> = {}): RandomLlavaSpec['vision'] => ({
   hidden: 32, intermediate: 64, layers: 2, heads: 2, imageSize: 28, patchSize: 14, ...o,
@@ -308,7 +205,7 @@ const CASES: Case[] = [
       },
       temp_all_10: {
         json: { image_temperature: { alpha: 10, queries: 'all' } },
-        wrong: { 'decode rows unscaled': (P) => [0, P] },
+        wrong: WRONG_ROWS.all,
       },
       temp_all_layers02_heads13: { json: { image_temperature: { alpha: 0.5, queries: 'all', layers: [0, 2], heads: [1, 3] } } },
       temp_last_10: {
@@ -318,7 +215,7 @@ const CASES: Case[] = [
       temp_last_layer1_head2: { json: { image_temperature: { alpha: 0.25, queries: 'last', layers: [1], heads: [2] } } },
       temp_generated_10: {
         json: { image_temperature: { alpha: 10, queries: 'generated' } },
-        wrong: { 'unscaled (scope ignored)': () => [0, 0], 'last prompt row scaled too': (P, L) => [P - 1, L] },
+        wrong: WRONG_ROWS.generated,
       },
       temp_generated_layers12_heads02: { json: { image_temperature: { alpha: 0.2, queries: 'generated', layers: [1, 2], heads: [0, 2] } } },
       head_scale_plus_temp_last: {
@@ -353,11 +250,11 @@ const CASES: Case[] = [
             { tower: 'text', layer: 2, head: 1, alpha: 4, sigma: 1, direction: vec(16, 38), queries: 'last' },
           ],
         },
-        wrongSteer: { 'decode rows steered too': (e) => [e, { ...e, queries: 'generated' }] },
+        wrongSteer: WRONG_STEER.last,
       },
       steer_generated: {
         json: { steer: [{ tower: 'text', layer: 1, head: 3, alpha: 6, sigma: 1, direction: vec(16, 39), queries: 'generated' }] },
-        wrongSteer: { 'unsteered (scope ignored)': () => [], 'last prompt row steered too': (e) => [e, { ...e, queries: 'last' }] },
+        wrongSteer: WRONG_STEER.generated,
       },
       mean_ablate_scale_steer_one_head: {
         json: {
@@ -382,21 +279,8 @@ for (const c of CASES) {
     let px: Float32Array[];
     let run: RunResult;
     let want: ReferenceOutput;
-    let report: string | null = null;
-
     /** Assert closeness; on failure, append where the engine first departs from the reference. */
-    const close = async (got: ArrayLike<number>, exp: ArrayLike<number>, atol: number, what: string, spec: InterventionSpec, refOut: ReferenceOutput) => {
-      try {
-        expectClose(got, exp, atol, 0, what);
-      } catch (e) {
-        if (report === null || spec !== EMPTY_INTERVENTIONS) {
-          const rep = await divergenceReport(model, refOut, ids, px, spec);
-          if (spec === EMPTY_INTERVENTIONS) report = rep;
-          throw new Error(`${(e as Error).message}\nstage by stage:\n${rep}`);
-        }
-        throw new Error(`${(e as Error).message}\nstage by stage:\n${report}`);
-      }
-    };
+    const close = closeWithReport<ReferenceOutput>((spec, refOut) => divergenceReport(model, refOut, ids, px, spec));
 
     beforeAll(async () => {
       const dir = await makeCheckpoint(c.spec);
@@ -406,7 +290,7 @@ for (const c of CASES) {
       expect(model.imageTokens).toBe(ref.imageTokens);
       const S = ref.cfg.vision.imageSize;
       const n = c.images ?? 1;
-      ids = promptIds(ref.cfg.text.vocab, ref.cfg.imageTokenIndex, ref.imageTokens, n, c.spec.seed ?? 1);
+      ids = llavaPromptIds(ref.cfg.text.vocab, ref.cfg.imageTokenIndex, ref.imageTokens, n, c.spec.seed ?? 1);
       px = Array.from({ length: n }, (_, i) => randn(3 * S * S, 1000 + 7 * i + (c.spec.seed ?? 0), 2));
       run = await engineRun(model, {
         ids,
@@ -443,53 +327,17 @@ for (const c of CASES) {
 
     it('z at the last position within 1e-3', async () => {
       expect(run.z!.shape).toEqual([ref.cfg.text.layers, ref.cfg.text.heads, ref.cfg.text.headDim]);
-      await close(run.z!.data, lastRowZ(ref, want, ids.length), TOL.z, 'z at the last position', EMPTY_INTERVENTIONS, want);
+      await close(run.z!.data, lastRowZ(ref.cfg.text, want, ids.length), TOL.z, 'z at the last position', EMPTY_INTERVENTIONS, want);
     });
 
     it(`${NEW_TOKENS} greedy tokens (KV cache) equal the no-cache reference`, () => {
       compareTokens(run.tokens, ref.greedy(ids, px, NEW_TOKENS), 'plain greedy');
     });
 
-    for (const [name, { json, wrong, wrongSteer }] of Object.entries(c.interventions ?? {})) {
-      it(`intervention ${name}: logits, layer-1 pattern, z and ${INTERVENTION_TOKENS} greedy tokens`, async () => {
-        const spec = parseInterventions(json, model.dims, name);
-        const r = await engineRun(model, {
-          ids,
-          pixelValues: px,
-          interventions: spec,
-          capture: parseCapture({ logits: 'all', pattern: [{ tower: 'text', layer: 1 }], z: { positions: 'last' } }, model.dims),
-          maxNewTokens: INTERVENTION_TOKENS,
-        });
-        const o = ref.forward(ids, px, { interventions: spec });
-        const changed = maxAbsDiff(o.logits, want.logits).max;
-        const g = ref.greedy(ids, px, INTERVENTION_TOKENS, spec);
-        // 'generated' leaves the prefill alone: its logits must equal the plain ones, its tokens need not.
-        const prefillUntouched =
-          spec.headScale.length === 0 &&
-          spec.meanAblate.length === 0 &&
-          (spec.imageTemperature?.queries ?? 'generated') === 'generated' &&
-          spec.steer.every((e) => e.queries === 'generated');
-        if (prefillUntouched) expect(changed).toBeLessThan(1e-12);
-        else expect(changed, `${name} does not change the reference logits`).toBeGreaterThan(1e-3);
-        const plain = ref.greedy(ids, px, INTERVENTION_TOKENS);
-        if (plain.tokens.join() === g.tokens.join()) {
-          console.warn(`${c.name} / ${name}: the intervention leaves the reference's greedy tokens unchanged (${g.tokens})`);
-        }
-        // The token comparison has teeth: other row choices for the temperature give other tokens.
-        const n = comparableSteps(g);
-        for (const [what, rowsOf] of Object.entries(wrong ?? {})) {
-          const alt = greedyWithRows(ref, ids, px, INTERVENTION_TOKENS, spec, rowsOf);
-          expect(alt.slice(0, n), `${name}: the '${what}' emulation should give other tokens`).not.toEqual(g.tokens.slice(0, n));
-        }
-        for (const [what, entries] of Object.entries(wrongSteer ?? {})) {
-          const alt = ref.greedy(ids, px, INTERVENTION_TOKENS, { ...spec, steer: spec.steer.flatMap(entries) }).tokens;
-          expect(alt.slice(0, n), `${name}: the '${what}' emulation should give other tokens`).not.toEqual(g.tokens.slice(0, n));
-        }
-        await close(r.logits!.data, o.logits, TOL.logits, `${name}: logits`, spec, o);
-        await close(r.pattern[0].data, o.patterns.get(1)!, TOL.pattern, `${name}: text layer-1 pattern`, spec, o);
-        await close(r.z!.data, lastRowZ(ref, o, ids.length), TOL.z, `${name}: z at the last position (after head_scale)`, spec, o);
-        compareTokens(r.tokens, g, `${name}: greedy`);
-      });
-    }
+    interventionTests(c.interventions, () => ({
+      caseName: c.name, model, ids, pixelValues: px, text: ref.cfg.text, want, close,
+      forward: (seq, opts) => ref.forward(seq, px, opts),
+      greedy: (n, spec) => ref.greedy(ids, px, n, spec),
+    }));
   });
 }

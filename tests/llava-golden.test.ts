@@ -11,10 +11,10 @@ import { clipPreprocess } from '../src/io/clip-processor.js';
 import { parseCapture, parseInterventions } from '../src/spec/spec.js';
 import { expectClose, gpuContext } from './helpers/gpu.js';
 import { fixtureDir, golden } from './helpers/fixtures.js';
+import { checkGoldenIntervention, flat } from './helpers/compare.js';
 
 const dir = fixtureDir('tiny-llava');
 const g = golden('tiny-llava');
-const flat = (a: unknown): number[] => (Array.isArray(a) ? a.flatMap(flat) : [a as number]);
 
 describe('tiny-llava golden', () => {
   let model: LlavaModel;
@@ -79,17 +79,7 @@ describe('tiny-llava golden', () => {
   });
 
   for (const name of Object.keys(g.interventions)) {
-    it(`intervention ${name}: last logits within 1e-3`, async () => {
-      const c = g.interventions[name];
-      const r = await model.run({
-        ids: g.input_ids,
-        pixelValues: [pixels],
-        interventions: parseInterventions(c.spec, model.dims),
-        maxNewTokens: c.greedy_6 ? 6 : 0,
-      });
-      expectClose(r.logits!.data, c.last_logits, 1e-3, 0, name);
-      if (c.greedy_6) expect(r.tokens).toEqual(c.greedy_6);
-    });
+    it(`intervention ${name}: last logits within 1e-3`, () => checkGoldenIntervention(model, { ids: g.input_ids, pixelValues: [pixels] }, g.interventions[name], name));
   }
 
   it('an intervened run differs from the plain one (the spec reaches the kernels)', async () => {

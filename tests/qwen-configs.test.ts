@@ -11,51 +11,50 @@
 // Qwen2.5-VL windows), M-RoPE positions and rope_deltas, greedy tokens (KV cache vs no-cache reference). Last, two
 // runs of one model with different grids (so different rope_deltas) and prompt lengths each equal a fresh model's.
 
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../src/models/load.js';
-import type { PatchedImage, PatternCaptured, RunInput, RunResult } from '../src/models/model.js';
+import type { PatchedImage, PatternCaptured, RunResult } from '../src/models/model.js';
 import type { VlmModel } from '../src/models/vlm.js';
 import { type RandomQwenSpec, type QwenTokenIds, qwenTokenIds, writeRandomQwen } from '../src/models/random-qwen.js';
-import { type HeadSteer, type InterventionSpec, EMPTY_INTERVENTIONS, parseCapture, parseInterventions } from '../src/spec/spec.js';
+import { type InterventionSpec, EMPTY_INTERVENTIONS, parseCapture } from '../src/spec/spec.js';
 import type { RgbImage } from '../src/io/image.js';
-import { expectClose, gpuContext, maxAbsDiff, randn, rng } from './helpers/gpu.js';
+import { expectClose, gpuContext, maxAbsDiff, rng } from './helpers/gpu.js';
+import { type Grid, type ReferenceQwen, type ReferenceQwenOutput, referenceQwen } from './helpers/reference-qwen.js';
 import {
-  type Grid,
-  type QwenImage,
-  type ReferenceQwen,
-  type ReferenceQwenGreedy,
-  type ReferenceQwenOutput,
-  referenceQwen,
-} from './helpers/reference-qwen.js';
+  type InterventionCase,
+  NEW_TOKENS,
+  TOL,
+  WRONG_ROWS,
+  WRONG_STEER,
+  closeWithReport,
+  compareTokens,
+  engineRun,
+  interventionTests,
+  lastRowZ,
+  promptIds,
+  stagesRun,
+  tempDirs,
+  textStageLines,
+  vec,
+} from './helpers/compare.js';
 
-const TOL = { logits: 1e-3, pattern: 1e-4, z: 1e-3, features: 1e-3 };
-/** A greedy step whose reference top-2 gap is below this cannot be compared token for token. */
-const MIN_MARGIN = 1e-3;
-const NEW_TOKENS = 8;
-const INTERVENTION_TOKENS = 6;
 /** smart_resize bounds of the generated preprocessor configs (patch 14, merge 2: factor 28). */
 const MIN_PIXELS = 56 * 56;
 const MAX_PIXELS = 112 * 112;
 
-const tmpDirs: string[] = [];
-afterAll(async () => {
-  for (const d of tmpDirs) await rm(d, { recursive: true, force: true });
-});
+const tempDir = tempDirs('vlmscope-qwen-cfg-');
 
 async function makeCheckpoint(spec: RandomQwenSpec): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'vlmscope-qwen-cfg-'));
-  tmpDirs.push(dir);
+  const dir = await tempDir();
   await writeRandomQwen(dir, { minPixels: MIN_PIXELS, maxPixels: MAX_PIXELS, ...spec });
   return dir;
 }
 
 /** A copy of a checkpoint folder whose config.json is edited by `edit`. */
 async function withConfig(dir: string, edit: (cfg: Record<string, unknown>) => void): Promise<string> {
-  const out = await mkdtemp(join(tmpdir(), 'vlmscope-qwen-cfg-'));
-  tmpDirs.push(out);
+  const out = await tempDir();
   for (const f of ['model.safetensors', 'preprocessor_config.json']) await writeFile(join(out, f), await readFile(join(dir, f)));
   const cfg = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'));
   edit(cfg);
@@ -75,21 +74,8 @@ function randomRgb(height: number, width: number, seed: number): RgbImage {
  * [text x3, <|vision_start|>, <|image_pad|> x n, <|vision_end|>, text x2, ...] per image, four text tokens after
  * the last one; text ids away from the special ones at the top of the vocabulary.
  */
-function promptIds(tok: QwenTokenIds, vocab: number, counts: number[], seed: number, lead = 3): number[] {
-  const r = rng(seed);
-  const text = (k: number) => Array.from({ length: k }, () => Math.floor(r() * (vocab - 14)));
-  const ids = text(lead);
-  counts.forEach((n, i) => ids.push(tok.visionStart, ...new Array<number>(n).fill(tok.image), tok.visionEnd, ...text(i === counts.length - 1 ? 4 : 2)));
-  return ids;
-}
-
-/** z of the last row as [layers, heads, hd] (the engine's z capture at positions 'last'). */
-function lastRowZ(ref: ReferenceQwen, out: ReferenceQwenOutput, L: number): Float64Array {
-  const W = ref.cfg.text.heads * ref.cfg.text.headDim;
-  const z = new Float64Array(ref.cfg.text.layers * W);
-  for (let l = 0; l < ref.cfg.text.layers; l++) z.set(out.z.subarray((l * L + L - 1) * W, (l * L + L) * W), l * W);
-  return z;
-}
+const qwenPromptIds = (tok: QwenTokenIds, vocab: number, counts: number[], seed: number, lead = 3): number[] =>
+  promptIds(seed, (u) => Math.floor(u * (vocab - 14)), [], lead, counts.map((n) => [tok.visionStart, ...new Array<number>(n).fill(tok.image), tok.visionEnd]));
 
 /** One image's [heads, n, n] block of the reference's all-image vision pattern [heads, N, N]. */
 function imageBlock(all: Float64Array, heads: number, N: number, start: number, n: number): Float64Array {
@@ -109,76 +95,13 @@ function patchWindows([t, gh, gw]: Grid, merge: number, vmws: number): number[] 
   return win;
 }
 
-function comparableSteps(want: ReferenceQwenGreedy): number {
-  const low = want.margins.findIndex((m) => m < MIN_MARGIN);
-  return low >= 0 ? low : want.tokens.length;
-}
-
-/** Compare greedy tokens up to the first step whose reference top-2 margin is too small to decide. */
-function compareTokens(got: number[] | undefined, want: ReferenceQwenGreedy, what: string): void {
-  expect(got, `${what}: engine returned no tokens`).toBeDefined();
-  const n = comparableSteps(want);
-  if (n < want.tokens.length) {
-    console.warn(`${what}: reference top-2 margin ${want.margins[n].toExponential(2)} < ${MIN_MARGIN} at step ${n}; comparing only the ${n} tokens before it`);
-  }
-  expect(got!.slice(0, n), `${what}: greedy tokens (reference margins ${want.margins.map((m) => m.toFixed(4)).join(', ')})`).toEqual(want.tokens.slice(0, n));
-}
-
-/** No-cache greedy with explicit temperature rows per step (prompt length P, sequence length L). */
-function greedyWithRows(ref: ReferenceQwen, ids: number[], images: QwenImage[], n: number, spec: InterventionSpec, rowsOf: (P: number, L: number) => [number, number]): number[] {
-  const seq = ids.slice();
-  const V = ref.cfg.text.vocab;
-  const out: number[] = [];
-  for (let t = 0; t < n; t++) {
-    const L = seq.length;
-    const logits = ref.forward(seq, images, { interventions: spec, temperatureRows: rowsOf(ids.length, L), promptLength: ids.length }).logits.subarray((L - 1) * V);
-    let best = 0;
-    for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
-    out.push(best);
-    seq.push(best);
-  }
-  return out;
-}
-
-/** model.run inside a WebGPU validation error scope (a failed shader would otherwise read back as zeros). */
-async function engineRun(model: VlmModel, input: RunInput): Promise<RunResult> {
-  const device = model.ctx.device;
-  device.pushErrorScope('validation');
-  let result: RunResult | undefined;
-  let thrown: unknown = null;
-  try {
-    result = await model.run(input);
-  } catch (e) {
-    thrown = e;
-  }
-  const err = await device.popErrorScope();
-  if (err) throw new Error(`WebGPU validation error during the engine run: ${err.message}`);
-  if (thrown) throw thrown;
-  return result!;
-}
-
 /**
  * Where the engine first departs from the reference: every vision hidden state (all images, patch order), the
  * image features (prompt order), every decoder hidden state and the logits, from an engine run that captures them.
  */
 async function divergenceReport(model: VlmModel, ref: ReferenceQwen, want: ReferenceQwenOutput, ids: number[], images: PatchedImage[], interventions: InterventionSpec): Promise<string> {
   const d = model.dims;
-  const r = await engineRun(model, {
-    ids,
-    pixelValues: images,
-    interventions,
-    capture: parseCapture(
-      {
-        logits: 'all',
-        residual: [
-          ...Array.from({ length: d.vision.layers + 1 }, (_, layer) => ({ tower: 'vision', layer })),
-          ...Array.from({ length: d.text.layers + 1 }, (_, layer) => ({ tower: 'text', layer })),
-        ],
-        image_features: true,
-      },
-      d,
-    ),
-  });
+  const r = await stagesRun(model, { ids, pixelValues: images, interventions });
   const lines: string[] = [];
   const E = ref.cfg.vision.width;
   const D = ref.cfg.text.hidden;
@@ -197,26 +120,12 @@ async function divergenceReport(model: VlmModel, ref: ReferenceQwen, want: Refer
     const m = maxAbsDiff(r.imageFeatures.data, want.imageFeatures);
     lines.push(`image features: max |diff| ${m.max.toExponential(2)} at image token ${Math.floor(m.at / D)} (prompt order)`);
   }
-  for (const res of r.residual) {
-    if (res.tower !== 'text') continue;
-    const m = maxAbsDiff(res.data, want.textStates[res.layer]);
-    lines.push(`text hidden_state ${res.layer}: max |diff| ${m.max.toExponential(2)} at row ${Math.floor(m.at / D)} col ${m.at % D}`);
-  }
-  const m = maxAbsDiff(r.logits!.data, want.logits);
-  lines.push(`logits: max |diff| ${m.max.toExponential(2)} at row ${Math.floor(m.at / ref.cfg.text.vocab)}`);
+  lines.push(...textStageLines(r, want, D, ref.cfg.text.vocab));
   const pos = Array.from(r.positions!.data);
   const refPos = want.positions.flat();
   const bad = pos.findIndex((p, i) => p !== refPos[i]);
   lines.push(bad < 0 ? `positions equal (rope_deltas ${r.positions!.ropeDelta} vs ${want.ropeDeltas})` : `positions differ first at axis ${Math.floor(bad / ids.length)} row ${bad % ids.length}: ${pos[bad]} vs ${refPos[bad]}`);
   return lines.join('\n');
-}
-
-interface InterventionCase {
-  json: unknown;
-  /** Other choices of the temperature's query rows per greedy step that must give other tokens (teeth). */
-  wrong?: Record<string, (P: number, L: number) => [number, number]>;
-  /** Other readings of each steer entry's query scope that must give other greedy tokens. */
-  wrongSteer?: Record<string, (e: HeadSteer) => HeadSteer[]>;
 }
 
 interface Case {
@@ -230,9 +139,6 @@ interface Case {
   ropeDefault?: Record<string, unknown>;
   interventions?: Record<string, InterventionCase>;
 }
-
-/** A seeded vector as a JSON list (mean_ablate / steer entries). */
-const vec = (n: number, seed: number, scale = 1): number[] => Array.from(randn(n, seed, scale));
 
 const v2 = (o: Partial<RandomQwenSpec['vision']> = {}): RandomQwenSpec['vision'] => ({ width: 32, heads: 4, depth: 2, mlpRatio: 2, patchSize: 14, mergeSize: 2, ...o });
 // window_size 56 = 2 merged tokens (56 / 2 / 14): windows of 2x2 merged tokens.
@@ -321,7 +227,7 @@ const INTERVENTION_CASE: Case = {
         ],
       },
     },
-    temp_all_10: { json: { image_temperature: { alpha: 10, queries: 'all' } }, wrong: { 'decode rows unscaled': (P) => [0, P] } },
+    temp_all_10: { json: { image_temperature: { alpha: 10, queries: 'all' } }, wrong: WRONG_ROWS.all },
     temp_all_layers02_heads13: { json: { image_temperature: { alpha: 4, queries: 'all', layers: [0, 2], heads: [1, 3] } } },
     temp_last_10: {
       json: { image_temperature: { alpha: 10, queries: 'last' } },
@@ -330,18 +236,18 @@ const INTERVENTION_CASE: Case = {
     temp_last_layer1_heads12: { json: { image_temperature: { alpha: 12, queries: 'last', layers: [1], heads: [1, 2] } } },
     temp_generated_10: {
       json: { image_temperature: { alpha: 10, queries: 'generated' } },
-      wrong: { 'unscaled (scope ignored)': () => [0, 0], 'last prompt row scaled too': (P, L) => [P - 1, L] },
+      wrong: WRONG_ROWS.generated,
     },
     temp_generated_layers12_heads02: { json: { image_temperature: { alpha: 0.2, queries: 'generated', layers: [1, 2], heads: [0, 2] } } },
     mean_ablate_text_head: { json: { mean_ablate: [{ tower: 'text', layer: 1, head: 2, mean: vec(16, 31, 2) }] } },
     steer_text_head_all: { json: { steer: [{ tower: 'text', layer: 1, head: 0, alpha: 3, sigma: 0.7, direction: vec(16, 32) }] } },
     steer_last: {
       json: { steer: [{ tower: 'text', layer: 1, head: 2, alpha: 4, sigma: 1, direction: vec(16, 33), queries: 'last' }] },
-      wrongSteer: { 'decode rows steered too': (e) => [e, { ...e, queries: 'generated' }] },
+      wrongSteer: WRONG_STEER.last,
     },
     steer_generated: {
       json: { steer: [{ tower: 'text', layer: 1, head: 3, alpha: 6, sigma: 1, direction: vec(16, 34), queries: 'generated' }] },
-      wrongSteer: { 'unsteered (scope ignored)': () => [], 'last prompt row steered too': (e) => [e, { ...e, queries: 'last' }] },
+      wrongSteer: WRONG_STEER.generated,
     },
     mean_ablate_steer_scale_temp: {
       json: {
@@ -364,7 +270,6 @@ for (const c of [...CASES, INTERVENTION_CASE]) {
     let counts: number[];
     let run: RunResult;
     let want: ReferenceQwenOutput;
-    let report: string | null = null;
     const is25 = c.spec.family === 'qwen2_5_vl';
     const tok = qwenTokenIds(c.spec);
     // Qwen2.5-VL: the first windowed block and the first full-attention one; Qwen2-VL: the first and last blocks.
@@ -373,18 +278,7 @@ for (const c of [...CASES, INTERVENTION_CASE]) {
     const visionLayers = is25 ? [[...Array(depth).keys()].find((b) => !fullatt.includes(b))!, fullatt[0]] : [0, depth - 1];
 
     /** Assert closeness; on failure, append where the engine first departs from the reference. */
-    const close = async (got: ArrayLike<number>, exp: ArrayLike<number>, atol: number, what: string, spec: InterventionSpec, refOut: ReferenceQwenOutput) => {
-      try {
-        expectClose(got, exp, atol, 0, what);
-      } catch (e) {
-        if (report === null || spec !== EMPTY_INTERVENTIONS) {
-          const rep = await divergenceReport(model, ref, refOut, ids, images, spec);
-          if (spec === EMPTY_INTERVENTIONS) report = rep;
-          throw new Error(`${(e as Error).message}\nstage by stage:\n${rep}`);
-        }
-        throw new Error(`${(e as Error).message}\nstage by stage:\n${report}`);
-      }
-    };
+    const close = closeWithReport<ReferenceQwenOutput>((spec, refOut) => divergenceReport(model, ref, refOut, ids, images, spec));
 
     beforeAll(async () => {
       dir = await makeCheckpoint(c.spec);
@@ -393,7 +287,7 @@ for (const c of [...CASES, INTERVENTION_CASE]) {
       ref = await referenceQwen(dir);
       images = c.images.map(([h, w], i) => model.preprocess(randomRgb(h, w, 500 + 13 * i + (c.spec.seed ?? 0))) as PatchedImage);
       counts = model.imageTokenCounts(images);
-      ids = promptIds(tok, c.spec.text.vocab, counts, c.spec.seed ?? 1);
+      ids = qwenPromptIds(tok, c.spec.text.vocab, counts, c.spec.seed ?? 1);
       run = await engineRun(model, {
         ids,
         pixelValues: images,
@@ -457,7 +351,7 @@ for (const c of [...CASES, INTERVENTION_CASE]) {
       expect(p.shape).toEqual([ref.cfg.text.heads, ids.length, ids.length]);
       await close(p.data, want.patterns.get(1)!, TOL.pattern, 'text layer-1 pattern', EMPTY_INTERVENTIONS, want);
       expect(run.z!.shape).toEqual([ref.cfg.text.layers, ref.cfg.text.heads, ref.cfg.text.headDim]);
-      await close(run.z!.data, lastRowZ(ref, want, ids.length), TOL.z, 'z at the last position', EMPTY_INTERVENTIONS, want);
+      await close(run.z!.data, lastRowZ(ref.cfg.text, want, ids.length), TOL.z, 'z at the last position', EMPTY_INTERVENTIONS, want);
     });
 
     it(`vision patterns of blocks ${visionLayers.join(', ')} (patch order) within 1e-4, exactly 0 across${is25 ? ' windows in windowed blocks' : ' images'}`, async () => {
@@ -524,47 +418,11 @@ for (const c of [...CASES, INTERVENTION_CASE]) {
       });
     }
 
-    for (const [name, { json, wrong, wrongSteer }] of Object.entries(c.interventions ?? {})) {
-      it(`intervention ${name}: logits, layer-1 pattern, z and ${INTERVENTION_TOKENS} greedy tokens`, async () => {
-        const spec = parseInterventions(json, model.dims, name);
-        const r = await engineRun(model, {
-          ids,
-          pixelValues: images,
-          interventions: spec,
-          capture: parseCapture({ logits: 'all', pattern: [{ tower: 'text', layer: 1 }], z: { positions: 'last' } }, model.dims),
-          maxNewTokens: INTERVENTION_TOKENS,
-        });
-        const o = ref.forward(ids, images, { interventions: spec });
-        const changed = maxAbsDiff(o.logits, want.logits).max;
-        const g = ref.greedy(ids, images, INTERVENTION_TOKENS, spec);
-        // 'generated' leaves the prefill alone: its logits must equal the plain ones, its tokens need not.
-        const prefillUntouched =
-          spec.headScale.length === 0 &&
-          spec.meanAblate.length === 0 &&
-          (spec.imageTemperature?.queries ?? 'generated') === 'generated' &&
-          spec.steer.every((e) => e.queries === 'generated');
-        if (prefillUntouched) expect(changed).toBeLessThan(1e-12);
-        else expect(changed, `${name} does not change the reference logits`).toBeGreaterThan(1e-3);
-        const plain = ref.greedy(ids, images, INTERVENTION_TOKENS);
-        if (plain.tokens.join() === g.tokens.join()) {
-          console.warn(`${c.name} / ${name}: the intervention leaves the reference's greedy tokens unchanged (${g.tokens})`);
-        }
-        // The token comparison has teeth: other row choices give other tokens.
-        const n = comparableSteps(g);
-        for (const [what, rowsOf] of Object.entries(wrong ?? {})) {
-          const alt = greedyWithRows(ref, ids, images, INTERVENTION_TOKENS, spec, rowsOf);
-          expect(alt.slice(0, n), `${name}: the '${what}' emulation should give other tokens`).not.toEqual(g.tokens.slice(0, n));
-        }
-        for (const [what, entries] of Object.entries(wrongSteer ?? {})) {
-          const alt = ref.greedy(ids, images, INTERVENTION_TOKENS, { ...spec, steer: spec.steer.flatMap(entries) }).tokens;
-          expect(alt.slice(0, n), `${name}: the '${what}' emulation should give other tokens`).not.toEqual(g.tokens.slice(0, n));
-        }
-        await close(r.logits!.data, o.logits, TOL.logits, `${name}: logits`, spec, o);
-        await close(r.pattern[0].data, o.patterns.get(1)!, TOL.pattern, `${name}: text layer-1 pattern`, spec, o);
-        await close(r.z!.data, lastRowZ(ref, o, ids.length), TOL.z, `${name}: z at the last position`, spec, o);
-        compareTokens(r.tokens, g, `${name}: greedy`);
-      });
-    }
+    interventionTests(c.interventions, () => ({
+      caseName: c.name, model, ids, pixelValues: images, text: ref.cfg.text, want, close,
+      forward: (seq, opts) => ref.forward(seq, images, opts),
+      greedy: (n, spec) => ref.greedy(ids, images, n, spec),
+    }));
   });
 }
 
@@ -591,7 +449,7 @@ describe('two runs of one Qwen model with different grids and prompt lengths eac
       // with a longer prompt, so every buffer grows. Then run 1 again, shorter than run 2.
       for (const [k, [h, w], lead] of [[0, [56, 112], 2], [1, [140, 84], 9]] as const) {
         const images = [model.preprocess(randomRgb(h, w, 900 + k)) as PatchedImage];
-        inputs.push({ images, ids: promptIds(tok, spec.text.vocab, model.imageTokenCounts(images), 60 + k, lead) });
+        inputs.push({ images, ids: qwenPromptIds(tok, spec.text.vocab, model.imageTokenCounts(images), 60 + k, lead) });
       }
       for (const i of [0, 1, 0]) results.push(await engineRun(model, { ...inputs[i], pixelValues: inputs[i].images, capture: capture(model), maxNewTokens: NEW_TOKENS }));
     } finally {

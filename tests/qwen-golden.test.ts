@@ -11,11 +11,10 @@ import type { PatchedImage, RunResult } from '../src/models/model.js';
 import type { VlmModel } from '../src/models/vlm.js';
 import { QwenModel } from '../src/models/qwen2-vl/model.js';
 import { qwenPreprocess } from '../src/models/qwen2-vl/image-processor.js';
-import { parseCapture, parseInterventions } from '../src/spec/spec.js';
+import { parseCapture } from '../src/spec/spec.js';
 import { expectClose, gpuContext } from './helpers/gpu.js';
 import { fixtureDir, golden } from './helpers/fixtures.js';
-
-const flat = (a: unknown): number[] => (Array.isArray(a) ? a.flatMap(flat) : [a as number]);
+import { checkGoldenIntervention, flat } from './helpers/compare.js';
 
 for (const name of ['tiny-qwen2vl', 'tiny-qwen25vl'] as const) {
   describe(`${name} golden`, () => {
@@ -101,17 +100,8 @@ for (const name of ['tiny-qwen2vl', 'tiny-qwen25vl'] as const) {
     });
 
     for (const c of Object.keys(g.interventions)) {
-      it(`intervention ${c}: last logits within 1e-3${g.interventions[c].greedy_6 ? ', greedy tokens' : ''}`, async () => {
-        const spec = g.interventions[c];
-        const r = await model.run({
-          ids: g.input_ids,
-          pixelValues: [image],
-          interventions: parseInterventions(spec.spec, model.dims),
-          maxNewTokens: spec.greedy_6 ? 6 : 0,
-        });
-        expectClose(r.logits!.data, spec.last_logits, 1e-3, 0, c);
-        if (spec.greedy_6) expect(r.tokens).toEqual(spec.greedy_6);
-      });
+      it(`intervention ${c}: last logits within 1e-3${g.interventions[c].greedy_6 ? ', greedy tokens' : ''}`, () =>
+        checkGoldenIntervention(model, { ids: g.input_ids, pixelValues: [image] }, g.interventions[c], c));
     }
   });
 }
