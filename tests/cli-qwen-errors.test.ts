@@ -3,14 +3,14 @@
 // match the prompt's <|image_pad|> tokens, an image that does not fit the memory budget after resizing (the run-time
 // check, with --memory-budget on trace and generate), and a model that does not fit it at all.
 
-import { spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { encodePng } from '../src/io/image.js';
 import { smartResize } from '../src/models/qwen2-vl/image-processor.js';
-import { REPO_ROOT, fixtureDir, golden } from './helpers/fixtures.js';
+import { fixtureDir, golden } from './helpers/fixtures.js';
+import { jsonWriter, vlmscope } from './helpers/cli.js';
 import { writeTinyQwenFolder } from './helpers/tiny-qwen-folder.js';
 
 const work = mkdtempSync(join(tmpdir(), 'vlmscope-cli-qwen-errors-'));
@@ -18,16 +18,7 @@ const fixture = fixtureDir('tiny-qwen25vl');
 const g = golden('tiny-qwen25vl');
 const IMAGE_PAD = 251;
 
-function vlmscope(args: string[]) {
-  const r = spawnSync(process.execPath, [join(REPO_ROOT, 'bin/vlmscope.js'), ...args], { encoding: 'utf8', timeout: 120_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function writeJson(name: string, v: unknown): string {
-  const p = join(work, name);
-  writeFileSync(p, JSON.stringify(v));
-  return p;
-}
+const writeJson = jsonWriter(work);
 
 /** A copy of the tiny-qwen25vl fixture with config.json / preprocessor_config.json edited. */
 function editedFixture(label: string, edit: { config?: (c: Record<string, unknown>) => void; preprocessor?: (c: Record<string, unknown>) => void }): string {

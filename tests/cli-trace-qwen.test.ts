@@ -3,27 +3,18 @@
 // features, z at the last position, greedy tokens, the M-RoPE positions and rope delta, and every intervention
 // case through --intervene; .safetensors output; LLaVA's output keeps its fields (no "positions").
 
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { expectClose } from './helpers/gpu.js';
-import { REPO_ROOT, fixtureDir, golden } from './helpers/fixtures.js';
+import { fixtureDir, golden } from './helpers/fixtures.js';
+import { jsonWriter, vlmscope } from './helpers/cli.js';
 
 const flat = (a: unknown): number[] => (Array.isArray(a) ? a.flatMap(flat) : [a as number]);
 const work = mkdtempSync(join(tmpdir(), 'vlmscope-cli-qwen-'));
 
-function vlmscope(args: string[]) {
-  const r = spawnSync(process.execPath, [join(REPO_ROOT, 'bin/vlmscope.js'), ...args], { encoding: 'utf8', timeout: 120_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function writeJson(name: string, v: unknown): string {
-  const p = join(work, name);
-  writeFileSync(p, JSON.stringify(v));
-  return p;
-}
+const writeJson = jsonWriter(work);
 
 for (const name of ['tiny-qwen2vl', 'tiny-qwen25vl'] as const) {
   describe(`vlmscope trace on ${name} (process)`, () => {

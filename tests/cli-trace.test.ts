@@ -1,13 +1,13 @@
 // `vlmscope trace` as a process: the golden checks through the CLI, and bad inputs that must fail with one
 // clear line, a non-zero exit code and no output file.
 
-import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { expectClose } from './helpers/gpu.js';
-import { REPO_ROOT, fixtureDir, golden } from './helpers/fixtures.js';
+import { fixtureDir, golden } from './helpers/fixtures.js';
+import { jsonWriter, vlmscope } from './helpers/cli.js';
 
 const dir = fixtureDir('tiny-llava');
 const g = golden('tiny-llava');
@@ -16,16 +16,7 @@ const work = mkdtempSync(join(tmpdir(), 'vlmscope-cli-'));
 const idsFile = join(work, 'ids.json');
 writeFileSync(idsFile, JSON.stringify(g.input_ids));
 
-function vlmscope(args: string[]) {
-  const r = spawnSync(process.execPath, [join(REPO_ROOT, 'bin/vlmscope.js'), ...args], { encoding: 'utf8', timeout: 120_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function writeJson(name: string, v: unknown): string {
-  const p = join(work, name);
-  writeFileSync(p, JSON.stringify(v));
-  return p;
-}
+const writeJson = jsonWriter(work);
 
 function trace(extra: string[], model = dir, out = join(work, `out-${Math.random().toString(36).slice(2)}.json`)) {
   const r = vlmscope(['trace', '--model', model, '--image', join(dir, 'image.png'), '--ids', idsFile, '--out', out, ...extra]);
