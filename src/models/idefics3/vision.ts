@@ -32,17 +32,25 @@ export interface Idefics3VisionWeights {
   projection: Weight;
 }
 
-/** HF Idefics3VisionEmbeddings position ids of one tile with nbH x nbW real patches (bucketize, right=True). */
+/**
+ * HF Idefics3VisionEmbeddings position ids of one tile with nbH x nbW real patches: boundaries = arange(1/side, 1,
+ * 1/side), fractional coords = arange(0, 1 - 1e-6, 1/nb) with 1/nb a float32 tensor, bucketize(right=True) = the
+ * number of boundaries <= x. torch.arange in float32 on the CPU (where HF builds both; its scalar loop) makes
+ * element i as float32(start + step * i) computed in double, its length ceil((end - start) / step); accumulating the
+ * boundaries in float32 instead drifts by an ulp and moves whole buckets (side 26, Idefics3's 364/14: a full tile
+ * would not be the identity).
+ */
 export function navitPositionIds(nbH: number, nbW: number, side: number): Int32Array {
+  const arangeF32 = (start: number, end: number, step: number, n = Math.max(0, Math.ceil((end - start) / step))) =>
+    Array.from({ length: n }, (_, i) => Math.fround(start + step * i));
+  const boundaries = arangeF32(1 / side, 1.0, 1 / side);
   const bucket = (n: number) => {
-    // boundaries = arange(1/side, 1, 1/side); fractional coords arange(0, 1 - 1e-6, 1/n) in float32 like torch.
-    const boundaries: number[] = [];
-    for (let b = Math.fround(1 / side); b < 1; b = Math.fround(b + Math.fround(1 / side))) boundaries.push(b);
+    // n coords (torch's length ceil((1 - 1e-6) / f32(1/n)) is n for every n below 2^19).
+    const frac = arangeF32(0, 1 - 1e-6, Math.fround(1 / n), n);
     const out = new Int32Array(n);
     for (let i = 0; i < n; i++) {
-      const frac = Math.fround(i * Math.fround(1 / n));
       let k = 0;
-      while (k < boundaries.length && boundaries[k] <= frac) k++;
+      while (k < boundaries.length && boundaries[k] <= frac[i]) k++;
       out[i] = k;
     }
     return out;
