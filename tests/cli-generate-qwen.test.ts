@@ -5,7 +5,6 @@
 // lm_head rows), and two generate calls in one process with different images (rope deltas) and prompt lengths equal
 // fresh runs.
 
-import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,7 +24,7 @@ import { readQuestions } from '../src/eval/dataset.js';
 import { evaluate } from '../src/eval/evaluate.js';
 import { collectToStore } from '../src/interp/activation-store.js';
 import { gpuContext } from './helpers/gpu.js';
-import { REPO_ROOT } from './helpers/fixtures.js';
+import { vlmscope as runCli } from './helpers/cli.js';
 import { writeSyntheticSet } from './helpers/synthetic-data.js';
 import { QWEN2_VL_CHAT_TEMPLATE, qwenTokenizerFiles, swapLmHeadRows, writeTinyQwenFolder, type TinyQwenFolder } from './helpers/tiny-qwen-folder.js';
 
@@ -33,10 +32,8 @@ const work = mkdtempSync(join(tmpdir(), 'vlmscope-generate-qwen-'));
 const MAX = 8;
 const PROMPT = 'Where is the red circle in relation to the blue square?';
 
-function vlmscope(args: string[]) {
-  const r = spawnSync(process.execPath, [join(REPO_ROOT, 'bin/vlmscope.js'), ...args], { encoding: 'utf8', timeout: 240_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+/** The CLI with a longer timeout: generate, eval and collect each load the model. */
+const vlmscope = (args: string[]) => runCli(args, 240_000);
 
 /** A deterministic RGB image of w x h as PNG (a colour gradient with a block, so patches differ). */
 function png(name: string, w: number, h: number, seed: number): string {

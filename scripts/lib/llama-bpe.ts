@@ -2,6 +2,8 @@
 // (tokenizer.json with byte fallback, tokenizer_config.json with a LLaVA-1.5 chat template,
 // special_tokens_map.json). Used by the scripts that generate shipped checkpoints.
 
+import { addedToken, addedTokensDecoder, bpeMerges } from './bpe.js';
+
 export const SPACE = '\u2581'; // ▁
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -32,59 +34,24 @@ export interface Bpe {
   merges: [string, string][];
 }
 
+/** Merges until the model vocabulary (<unk> <s> </s>, the byte tokens, the alphabet, the merges) reaches maxModelVocab; pairs seen once are not merged. */
 export function trainBpe(lines: string[], maxModelVocab: number): Bpe {
   const counts = wordCounts(lines);
   const alphabet = [...new Set([...BASE_CHARS, ...[...counts.keys()].flatMap((w) => [...w])])].sort();
-  const words = [...counts.entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)).map(([w, n]) => ({ syms: [...w], n }));
   const vocab = new Set(alphabet);
-  const merges: [string, string][] = [];
   const fixed = 3 + 256; // <unk> <s> </s> and the byte tokens
-  while (fixed + vocab.size < maxModelVocab) {
-    const pairs = new Map<string, number>();
-    for (const { syms, n } of words) {
-      for (let i = 0; i + 1 < syms.length; i++) {
-        const key = syms[i] + '\u0000' + syms[i + 1];
-        pairs.set(key, (pairs.get(key) ?? 0) + n);
-      }
-    }
-    let best: string | null = null;
-    let bestN = 0;
-    for (const [key, n] of pairs) {
-      // Most frequent pair; ties go to the smallest pair in code-unit order, so the result never depends on
-      // Map iteration order.
-      if (n > bestN || (n === bestN && best !== null && key < best)) {
-        best = key;
-        bestN = n;
-      }
-    }
-    if (best === null || bestN < 2) break;
-    const [a, b] = best.split('\u0000') as [string, string];
-    merges.push([a, b]);
-    vocab.add(a + b);
-    for (const w of words) {
-      const out: string[] = [];
-      for (let i = 0; i < w.syms.length; i++) {
-        if (i + 1 < w.syms.length && w.syms[i] === a && w.syms[i + 1] === b) {
-          out.push(a + b);
-          i++;
-        } else {
-          out.push(w.syms[i]!);
-        }
-      }
-      w.syms = out;
-    }
-  }
-  return { alphabet, merges };
+  const more = (merges: readonly [string, string][]) => {
+    const last = merges[merges.length - 1];
+    if (last) vocab.add(last[0] + last[1]);
+    return fixed + vocab.size < maxModelVocab;
+  };
+  return { alphabet, merges: bpeMerges(counts, more, 2) };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Tokenizer files
 
 const byteToken = (b: number) => `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
-
-function addedToken(id: number, content: string) {
-  return { id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true };
-}
 
 export function tokenizerFiles(bpe: Bpe) {
   const vocab: Record<string, number> = {};
@@ -154,15 +121,10 @@ export function tokenizerFiles(bpe: Bpe) {
   };
 
   const special = (content: string) => ({ content, lstrip: false, normalized: false, rstrip: false, single_word: false });
-  const addedDecoder: Record<string, unknown> = {};
-  for (const t of tokenizer.added_tokens) {
-    const { id, ...rest } = t;
-    addedDecoder[String(id)] = rest;
-  }
   const tokenizerConfig = {
     add_bos_token: true,
     add_eos_token: false,
-    added_tokens_decoder: addedDecoder,
+    added_tokens_decoder: addedTokensDecoder(tokenizer.added_tokens),
     bos_token: '<s>',
     chat_template: CHAT_TEMPLATE,
     clean_up_tokenization_spaces: false,

@@ -9,6 +9,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeRandomQwen, type QwenFamily, type RandomQwenSpec } from '../../src/models/random-qwen.js';
+import { addedToken, addedTokensDecoder, bpeMerges } from '../../scripts/lib/bpe.js';
 
 /** Qwen2's pre-tokenizer regex (tokenizer.json of every Qwen2 / Qwen2-VL / Qwen2.5-VL checkpoint). */
 export const QWEN2_SPLIT_REGEX = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
@@ -91,41 +92,7 @@ export function learnMerges(corpus: readonly string[], maxMerges: number): [stri
       counts.set(s, (counts.get(s) ?? 0) + 1);
     }
   }
-  const words = [...counts.entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)).map(([w, n]) => ({ syms: [...w], n }));
-  const merges: [string, string][] = [];
-  while (merges.length < maxMerges) {
-    const pairs = new Map<string, number>();
-    for (const { syms, n } of words) {
-      for (let i = 0; i + 1 < syms.length; i++) {
-        const key = `${syms[i]}\u0000${syms[i + 1]}`;
-        pairs.set(key, (pairs.get(key) ?? 0) + n);
-      }
-    }
-    let best: string | null = null;
-    let bestN = 0;
-    for (const [key, n] of pairs) {
-      if (n > bestN || (n === bestN && best !== null && key < best)) {
-        best = key;
-        bestN = n;
-      }
-    }
-    if (best === null) break;
-    const [a, b] = best.split('\u0000') as [string, string];
-    merges.push([a, b]);
-    for (const w of words) {
-      const out: string[] = [];
-      for (let i = 0; i < w.syms.length; i++) {
-        if (i + 1 < w.syms.length && w.syms[i] === a && w.syms[i + 1] === b) {
-          out.push(a + b);
-          i++;
-        } else {
-          out.push(w.syms[i]);
-        }
-      }
-      w.syms = out;
-    }
-  }
-  return merges;
+  return bpeMerges(counts, (merges) => merges.length < maxMerges);
 }
 
 export interface QwenTokenizerFiles {
@@ -148,7 +115,7 @@ export function qwenTokenizerFiles(merges = 300, opts: { eosToken?: string } = {
   for (const [a, b] of learned) if (!(a + b in vocab)) vocab[a + b] = next++;
   const base = next;
   const special = Object.fromEntries(QWEN_SPECIAL_TOKENS.map((t, k) => [t, base + k])) as QwenTokenizerFiles['special'];
-  const added = QWEN_SPECIAL_TOKENS.map((content, k) => ({ id: base + k, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }));
+  const added = QWEN_SPECIAL_TOKENS.map((content, k) => addedToken(base + k, content));
   const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false };
   const tokenizer = {
     version: '1.0',
@@ -176,11 +143,9 @@ export function qwenTokenizerFiles(merges = 300, opts: { eosToken?: string } = {
       merges: learned.map(([a, b]) => `${a} ${b}`),
     },
   };
-  const addedDecoder: Record<string, unknown> = {};
-  for (const { id, ...rest } of added) addedDecoder[String(id)] = rest;
   const tokenizerConfig = {
     add_prefix_space: false,
-    added_tokens_decoder: addedDecoder,
+    added_tokens_decoder: addedTokensDecoder(added),
     additional_special_tokens: ['<|im_start|>', '<|im_end|>', '<|object_ref_start|>', '<|object_ref_end|>', '<|box_start|>', '<|box_end|>', '<|quad_start|>', '<|quad_end|>', '<|vision_start|>', '<|vision_end|>', '<|vision_pad|>', '<|image_pad|>', '<|video_pad|>'],
     bos_token: null,
     chat_template: QWEN2_VL_CHAT_TEMPLATE,
