@@ -72,15 +72,15 @@ describe('vlmscope trace refuses bad Qwen input with one line', () => {
   };
 
   it('an unsupported model_type names it and the supported ones', () => {
-    const d = editedFixture('idefics3', { config: (c) => (c.model_type = 'idefics3') });
+    const d = editedFixture('mllama', { config: (c) => (c.model_type = 'mllama') });
     const r = trace(d);
-    expectOneLineFailure(r, /idefics3\/config\.json: model_type "idefics3" is not supported \(supported: llava, qwen2_vl, qwen2_5_vl\)/, r.out);
+    expectOneLineFailure(r, /mllama\/config\.json: model_type "mllama" is not supported \(supported: llava, qwen2_vl, qwen2_5_vl, idefics3, smolvlm\)/, r.out);
   });
 
   it('a missing model_type says so', () => {
     const d = editedFixture('no-type', { config: (c) => delete c.model_type });
     const r = trace(d);
-    expectOneLineFailure(r, /config\.json: "model_type" is missing \(supported: llava, qwen2_vl, qwen2_5_vl\)/, r.out);
+    expectOneLineFailure(r, /config\.json: "model_type" is missing \(supported: llava, qwen2_vl, qwen2_5_vl, idefics3, smolvlm\)/, r.out);
   });
 
   it('a Qwen config without num_hidden_layers', () => {

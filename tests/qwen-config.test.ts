@@ -94,10 +94,10 @@ describe('model_type dispatch', () => {
   it('names the supported families when model_type is missing or unknown', () => {
     expect(modelTypeOf(q2)).toBe('qwen2_vl');
     expect(modelTypeOf(q25)).toBe('qwen2_5_vl');
-    expect(() => modelTypeOf({ model_type: 'idefics3' }, 'm/config.json')).toThrow(
-      /^m\/config\.json: model_type "idefics3" is not supported \(supported: llava, qwen2_vl, qwen2_5_vl\)$/,
+    expect(() => modelTypeOf({ model_type: 'mllama' }, 'm/config.json')).toThrow(
+      /^m\/config\.json: model_type "mllama" is not supported \(supported: llava, qwen2_vl, qwen2_5_vl, idefics3, smolvlm\)$/,
     );
-    expect(() => modelTypeOf({}, 'm/config.json')).toThrow(/"model_type" is missing \(supported: llava, qwen2_vl, qwen2_5_vl\)/);
+    expect(() => modelTypeOf({}, 'm/config.json')).toThrow(/"model_type" is missing \(supported: llava, qwen2_vl, qwen2_5_vl, idefics3, smolvlm\)/);
   });
 
   it('gives the towers dims without loading weights', () => {

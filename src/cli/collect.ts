@@ -66,9 +66,10 @@ export function collectCommand(): Command {
       'after',
       `
 Each main question's sub-questions are asked in order, each with the earlier sub-questions and their answers as
-prior turns (the chat template, else LLaVA's "USER: <image>\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT:" or
-Qwen's ChatML), then the main question with all of them. Answers are greedy (until EOS or --max-new-tokens) and
-scored as in eval. z (per-head attention output before o_proj) is pooled per question:
+prior turns (the chat template, else LLaVA's "USER: <image>\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT:",
+Qwen's ChatML or SmolVLM's User: / Assistant: turns), then the main question with all of them. Answers are
+greedy (until EOS or --max-new-tokens) and scored as in eval. z (per-head attention output before o_proj) is
+pooled per question:
   last_prompt      at the last prompt token (captured while answering)
   first_generated  at the first answer token   } from a second prefill over prompt + answer
   answer_mean      mean over the answer tokens } (teacher forcing), EOS excluded

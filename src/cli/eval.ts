@@ -48,12 +48,12 @@ export function evalCommand(): Command {
       'after',
       `
 Each question is asked with its image in the model's prompt format (the folder's chat template, else the
-family's: LLaVA "USER: <image>\\n{question} ASSISTANT:", Qwen ChatML), answered greedily until an end-of-sequence
-token or --max-new-tokens, and scored against the gold answer after normalizing both (lowercase, first word,
-punctuation stripped, digits as words, yes/no for true/false). Accuracy is the fraction of correct answers,
-overall, per question type and per function label. A progress bar (questions, running accuracy, rate, ETA) is
-drawn on stderr when it is a terminal. Exit codes: 0 ok, 1 runtime error,
-2 usage error (bad options, a missing or malformed data file).
+family's: LLaVA "USER: <image>\\n{question} ASSISTANT:", Qwen ChatML, SmolVLM "User:<image>{question}..."),
+answered greedily until an end-of-sequence token or --max-new-tokens, and scored against the gold answer after
+normalizing both (lowercase, first word, punctuation stripped, digits as words, yes/no for true/false). Accuracy
+is the fraction of correct answers, overall, per question type and per function label. A progress bar
+(questions, running accuracy, rate, ETA) is drawn on stderr when it is a terminal. Exit codes: 0 ok, 1 runtime
+error, 2 usage error (bad options, a missing or malformed data file).
 
 Examples:
   vlmscope eval --model weights/tiny-llava --data synthetic/questions.jsonl --limit 200

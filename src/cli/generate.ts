@@ -1,6 +1,6 @@
 // `vlmscope generate`: a text prompt and an image in, the model's answer out (streamed to stdout as it is
-// produced, or one JSON object with --json), the way the family's processor (LlavaProcessor, Qwen2VLProcessor) +
-// generate do it in Hugging Face.
+// produced, or one JSON object with --json), the way the family's processor (LlavaProcessor, Qwen2VLProcessor,
+// Idefics3Processor) + generate do it in Hugging Face.
 
 import { Command, InvalidArgumentError } from 'commander';
 import { intArg } from './args.js';
@@ -56,8 +56,8 @@ export function generateCommand(): Command {
   return new Command('generate')
     .description('answer a text prompt about an image (greedy or sampled), streaming the text as it is produced')
     .addOption(modelOption())
-    .option('--image <file>', 'PNG or JPEG image (repeat for several; each gets one image placeholder in the prompt: <image> for LLaVA, <|vision_start|><|image_pad|><|vision_end|> for Qwen)', collect)
-    .requiredOption('--prompt <text>', 'the question or instruction; wrapped in the folder\'s chat template, else the family\'s format (LLaVA "USER: <image>\\n{prompt} ASSISTANT:", Qwen ChatML)')
+    .option('--image <file>', 'PNG or JPEG image (repeat for several; each gets one image placeholder in the prompt: <image> for LLaVA and Idefics3 / SmolVLM, <|vision_start|><|image_pad|><|vision_end|> for Qwen)', collect)
+    .requiredOption('--prompt <text>', 'the question or instruction; wrapped in the folder\'s chat template, else the family\'s format (LLaVA "USER: <image>\\n{prompt} ASSISTANT:", Qwen ChatML, SmolVLM "<|im_start|>User:<image>{prompt}<end_of_utterance>\\nAssistant:")')
     .option('--max-new-tokens <n>', 'most tokens to generate', intArg(0, 'a non-negative integer'), 64)
     .option('--temperature <t>', 'sampling temperature; 0 = greedy (default greedy)', samplingArg('temperature'))
     .option('--top-k <k>', 'sample from the k most likely tokens (turns sampling on, temperature 1 unless given)', samplingArg('topK', true))
@@ -73,10 +73,10 @@ export function generateCommand(): Command {
     .addHelpText(
       'after',
       `
-Generation stops at an end-of-sequence token (the tokenizer's, generation_config.json's eos_token_id, and Qwen's
-<|im_end|> / <|endoftext|>), at a --stop string, or after --max-new-tokens. Decoding is greedy
-(the argmax, computed on the GPU) unless --temperature > 0, --top-k or --top-p is given; then tokens are sampled
-with Hugging Face's order: repetition penalty, temperature, top-k, top-p. Exit codes: 0 ok, 1 runtime error,
+Generation stops at an end-of-sequence token (the tokenizer's, generation_config.json's eos_token_id, Qwen's
+<|im_end|> / <|endoftext|> and SmolVLM's <end_of_utterance>), at a --stop string, or after --max-new-tokens.
+Decoding is greedy (the argmax, computed on the GPU) unless --temperature > 0, --top-k or --top-p is given; then
+tokens are sampled with Hugging Face's order: repetition penalty, temperature, top-k, top-p. Exit codes: 0 ok, 1 runtime error,
 2 usage error.
 
 Examples:
@@ -86,7 +86,9 @@ Examples:
   vlmscope generate --model ./llava-1.5-7b-hf --image photo.jpg --prompt "Describe the scene." \\
     --temperature 0.7 --top-p 0.9 --seed 42 --stop "." --json
   vlmscope generate --model ./llava-1.5-7b-hf --image photo.jpg --prompt "What color is the car?" \\
-    --intervene ablate.json`,
+    --intervene ablate.json
+  vlmscope generate --model ./SmolVLM-256M-Instruct --image photo.jpg --prompt "Can you describe this image?" \\
+    --memory-budget 4GiB --verbose`,
     )
     .action(async (_opts: GenerateOptions, cmd: Command) => {
       // --verbose may be taken by the top-level command: read it with the globals.

@@ -23,7 +23,7 @@ import { bytesArg } from './args.js';
 export const DEFAULT_MODEL = resolve(dirname(fileURLToPath(import.meta.url)), '../weights/organism');
 
 export function modelOption(): Option {
-  return new Option('--model <dir>', 'Hugging Face model folder: LLaVA, Qwen2-VL or Qwen2.5-VL (config.json, *.safetensors, preprocessor_config.json, tokenizer.json); default: the shipped model organism').default(
+  return new Option('--model <dir>', 'Hugging Face model folder: LLaVA, Qwen2-VL, Qwen2.5-VL or Idefics3 / SmolVLM (config.json, *.safetensors, preprocessor_config.json, tokenizer.json); default: the shipped model organism').default(
     DEFAULT_MODEL,
     'weights/organism',
   );

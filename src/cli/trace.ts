@@ -29,7 +29,7 @@ export function traceCommand(): Command {
   return new Command('trace')
     .description('run one forward pass with interventions and captures, and write the captured tensors')
     .addOption(modelOption())
-    .option('--image <file>', 'PNG or JPEG image for the image tokens (LLaVA <image>, Qwen <|image_pad|>)')
+    .option('--image <file>', 'PNG or JPEG image for the image tokens (LLaVA and Idefics3 / SmolVLM <image>, Qwen <|image_pad|>)')
     .requiredOption('--ids <file>', 'JSON array of token ids, image tokens already expanded (as many as the image makes)')
     .option('--intervene <file>', 'intervention spec (JSON), e.g. {"head_scale": [{"tower": "text", "layer": 0, "head": 1, "scale": 0}]}')
     .option('--capture <file>', 'capture spec (JSON), e.g. {"logits": "all", "pattern": [{"tower": "text", "layer": 1}], "z": {"positions": "last"}}; default {"logits": "last"}')
@@ -43,15 +43,19 @@ export function traceCommand(): Command {
       `
 Output (JSON): one object whose keys are the captured names, each {"shape": [...], "data": [...]} row-major:
   logits    [vocab] ("last") or [tokens, vocab] ("all")
-  pattern   a list of {"tower", "layer", "heads", "rows", "shape": [heads, rows, keys], "data"}
+  pattern   a list of {"tower", "layer", "heads", "rows", "shape": [heads, rows, keys], "data"}; vision patterns
+            also name their "image" and, for tiled images (Idefics3 / SmolVLM), their "tile" (row-major crops,
+            then the global image): one entry per tile, [heads, rows, patches of the tile]
   z         [layers, heads, d_head] per-head attention output before o_proj ("last" or "mean:<a>:<b>"),
             [positions, layers, heads, d_head] for a list of positions
-  residual  a list of {"tower", "layer", "shape": [tokens, hidden], "data"} (layer = Hugging Face hidden_states index)
+  residual  a list of {"tower", "layer", "shape": [tokens, hidden], "data"} (layer = Hugging Face hidden_states index);
+            vision residuals name their "image" (and "tile", one entry per tile, as patterns)
   image_features  [image tokens, hidden] projector output ({"image_features": true})
   tokens    greedy token ids, with --max-new-tokens
   positions Qwen2-VL / Qwen2.5-VL only: {"shape": [3, tokens], "data": [...], "rope_delta": d}, the M-RoPE
             position ids (t, h, w rows) of the prompt; decode step i is fed back at position tokens + i + d
-In .safetensors output the tokens, the pattern heads / rows and the positions are in the header's __metadata__.
+In .safetensors output the tokens, the pattern heads / rows (/ image / tile) and the positions are in the header's
+__metadata__; tiled vision captures are named pattern.vision.<layer>.tile<t> and residual.vision.<layer>.tile<t>.
 Specs follow docs/interventions.md. Nothing is written when the run fails.
 
 Examples:
@@ -92,12 +96,21 @@ async function runTrace(opts: TraceOptions): Promise<void> {
 
 const arr = (c: { shape: number[]; data: Float32Array }) => ({ shape: c.shape, data: Array.from(c.data) });
 
+/** Which image (vision captures) and which tile of it (tiled images: Idefics3 / SmolVLM) a capture belongs to. */
+const where = (c: { image?: number; tile?: number }) => ({
+  ...(c.image !== undefined ? { image: c.image } : {}),
+  ...(c.tile !== undefined ? { tile: c.tile } : {}),
+});
+
+/** Tensor name of a pattern / residual capture in .safetensors: one per tile for tiled images. */
+const captureName = (kind: string, c: { tower: string; layer: number; tile?: number }) => `${kind}.${c.tower}.${c.layer}${c.tile !== undefined ? `.tile${c.tile}` : ''}`;
+
 export function toJson(r: RunResult): string {
   const out: Record<string, unknown> = {};
   if (r.logits) out.logits = arr(r.logits);
-  if (r.pattern.length) out.pattern = r.pattern.map((p) => ({ tower: p.tower, layer: p.layer, heads: p.heads, rows: p.rows, ...arr(p) }));
+  if (r.pattern.length) out.pattern = r.pattern.map((p) => ({ tower: p.tower, layer: p.layer, ...where(p), heads: p.heads, rows: p.rows, ...arr(p) }));
   if (r.z) out.z = arr(r.z);
-  if (r.residual.length) out.residual = r.residual.map((p) => ({ tower: p.tower, layer: p.layer, ...arr(p) }));
+  if (r.residual.length) out.residual = r.residual.map((p) => ({ tower: p.tower, layer: p.layer, ...where(p), ...arr(p) }));
   if (r.imageFeatures) out.image_features = arr(r.imageFeatures);
   if (r.tokens) out.tokens = r.tokens;
   const pos = mropePositions(r);
@@ -118,14 +131,14 @@ function mropePositions(r: RunResult): { shape: number[]; data: number[]; rope_d
 function toSafetensors(r: RunResult): Uint8Array {
   const entries: F32Entry[] = [];
   if (r.logits) entries.push({ name: 'logits', ...r.logits });
-  for (const p of r.pattern) entries.push({ name: `pattern.${p.tower}.${p.layer}`, shape: p.shape, data: p.data });
+  for (const p of r.pattern) entries.push({ name: captureName('pattern', p), shape: p.shape, data: p.data });
   if (r.z) entries.push({ name: 'z', ...r.z });
-  for (const p of r.residual) entries.push({ name: `residual.${p.tower}.${p.layer}`, shape: p.shape, data: p.data });
+  for (const p of r.residual) entries.push({ name: captureName('residual', p), shape: p.shape, data: p.data });
   if (r.imageFeatures) entries.push({ name: 'image_features', ...r.imageFeatures });
   const meta: Record<string, string> = {};
   if (r.tokens) meta.tokens = JSON.stringify(r.tokens);
   const pos = mropePositions(r);
   if (pos) meta.positions = JSON.stringify(pos);
-  for (const p of r.pattern) meta[`pattern.${p.tower}.${p.layer}`] = JSON.stringify({ heads: p.heads, rows: p.rows });
+  for (const p of r.pattern) meta[captureName('pattern', p)] = JSON.stringify({ heads: p.heads, rows: p.rows, ...where(p) });
   return encodeSafetensorsF32(entries, meta);
 }

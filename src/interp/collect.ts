@@ -30,6 +30,7 @@
 import type { VlmModel } from '../models/vlm.js';
 import type { ImageInput, VlmProcessor } from '../models/model.js';
 import { QWEN_DEFAULT_SYSTEM, QwenProcessor } from '../models/qwen2-vl/processor.js';
+import { Idefics3Processor } from '../models/idefics3/processor.js';
 import type { ChatMessage, Tokenizer } from '../io/tokenizer.js';
 import { loadImageFile } from '../io/image.js';
 import { isCorrect, type EvalItem } from '../eval/dataset.js';
@@ -175,8 +176,10 @@ export function planCollection(items: readonly EvalItem[], opts: { chain?: boole
 /**
  * The prompt text for `question` after the chain turns, with one image placeholder in the first user turn:
  * the folder's chat template (user / assistant messages, add_generation_prompt) when it has one, else the
- * family's multi-turn format: LLaVA-1.5's `USER: <image>\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT:`, or Qwen's
- * ChatML as Qwen2-VL-Instruct's template writes it. Without turns it equals `processor.formatPrompt(question, 1)`.
+ * family's multi-turn format: LLaVA-1.5's `USER: <image>\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT:`, Qwen's
+ * ChatML as Qwen2-VL-Instruct's template writes it, or SmolVLM-Instruct's `<|im_start|>User:<image>{q1}<end_of_utterance>
+ * \nAssistant: {a1}<end_of_utterance>\nUser: {q2}<end_of_utterance>\nAssistant:`. Without turns it equals
+ * `processor.formatPrompt(question, 1)`.
  */
 export function chainPrompt(processor: VlmProcessor, turns: readonly ChainTurn[], question: string): string {
   const tok = processor.tokenizer;
@@ -201,6 +204,15 @@ export function chainPrompt(processor: VlmProcessor, turns: readonly ChainTurn[]
       text += `<|im_start|>user\n${i === 0 ? image : ''}${t.question}<|im_end|>\n<|im_start|>assistant\n${t.answer}<|im_end|>\n`;
     });
     return `${text}<|im_start|>user\n${question}<|im_end|>\n<|im_start|>assistant\n`;
+  }
+  if (processor instanceof Idefics3Processor) {
+    // SmolVLM-Instruct's template: "User:" before an image, "User: " / "Assistant: " before text, each turn ending
+    // with <end_of_utterance>\n.
+    let text = '<|im_start|>';
+    turns.forEach((t, i) => {
+      text += `User:${i === 0 ? processor.imageToken : ' '}${t.question}<end_of_utterance>\nAssistant: ${t.answer}<end_of_utterance>\n`;
+    });
+    return `${text}User: ${question}<end_of_utterance>\nAssistant:`;
   }
   const eos = (tok.eosTokenId !== null ? tok.idToToken(tok.eosTokenId) : undefined) ?? '</s>';
   let text = '';

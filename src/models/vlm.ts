@@ -12,7 +12,7 @@ import { rows } from '../../kernels/common.js';
 import { argmax } from '../../kernels/reduce.js';
 import { Decoder, type DecoderCaptures } from './decoder.js';
 import { readPattern, readZ } from './capture-read.js';
-import type { Captured, ImageInput, ImageView, ModelType, PatternCaptured, ResidualCaptured, RunInput, RunResult, VlmProcessor } from './model.js';
+import { type Captured, type ImageInput, type ImageView, type ModelType, type PatternCaptured, type ResidualCaptured, type RunInput, type RunResult, type VlmProcessor, isTiledImage } from './model.js';
 import {
   type CaptureSpec,
   type InterventionSpec,
@@ -188,7 +188,7 @@ export class VlmModel {
     if (imageRows.length !== nFeatures) {
       throw new Error(
         `the prompt has ${imageRows.length} image tokens (id ${this.imageTokenId}) but ${images.length} image(s) give ` +
-          `${nFeatures} features (${plan.features.join(' + ') || 0})`,
+          `${nFeatures} features (${plan.features.join(' + ') || 0})${tileLayouts(images)}`,
       );
     }
     if (cap.z?.tower === 'text' && cap.z.positions.kind !== 'last') resolvePositions(cap.z.positions, L);
@@ -402,15 +402,21 @@ export class VlmModel {
     if (budget !== undefined && weights + kv + bytes > budget) {
       throw new Error(
         `the image(s) make ${tokens} vision tokens whose vision pass needs ${fmt(bytes)} of GPU memory; with weights ${fmt(weights)} and ` +
-          `KV cache ${fmt(kv)} that exceeds ${budgetWhat} (${fmt(budget)}); use a smaller image or lower max_pixels`,
+          `KV cache ${fmt(kv)} that exceeds ${budgetWhat} (${fmt(budget)}); ${this.smallerImageHint()}`,
       );
     }
     if (largest > limit) {
       throw new Error(
         `the image(s) make ${tokens} vision tokens; one vision tensor of ${fmt(largest)} exceeds this adapter's storage binding limit ` +
-          `(${fmt(limit)}); use a smaller image or lower max_pixels`,
+          `(${fmt(limit)}); ${this.smallerImageHint()}`,
       );
     }
+  }
+
+  /** What makes an image smaller for this family's image processor. */
+  private smallerImageHint(): string {
+    if (this.type === 'idefics3' || this.type === 'smolvlm') return 'use a smaller image or a lower size.longest_edge in preprocessor_config.json (fewer tiles)';
+    return 'use a smaller image or lower max_pixels';
   }
 
   private ensureBuffers(idsLen: number, featureRows: number): void {
@@ -437,3 +443,8 @@ export class VlmModel {
   }
 }
 
+/** For a token-count message: the tile layout of each tiled image (Idefics3), which sets its image tokens. */
+function tileLayouts(images: readonly ImageInput[]): string {
+  const parts = images.flatMap((im, i) => (isTiledImage(im) ? [`image ${i}: ${im.rows * im.cols > 0 ? `${im.rows}x${im.cols} crops + the global tile` : 'one tile'} = ${im.tiles} tiles`] : []));
+  return parts.length ? `; ${parts.join(', ')}` : '';
+}

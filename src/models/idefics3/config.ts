@@ -2,7 +2,7 @@
 // SigLIP vision_config, a Llama text_config, the connector's scale_factor and the image token; image_seq_len comes
 // from processor_config.json (or is derived: (image_size / patch_size)^2 / scale_factor^2).
 
-import { type DecoderConfig, Fields, type VitConfig, parseLlamaText, parseVitConfig } from '../config.js';
+import { ConfigError, type DecoderConfig, Fields, type VitConfig, parseLlamaText, parseVitConfig } from '../config.js';
 
 export interface Idefics3Config {
   modelType: 'idefics3' | 'smolvlm';
@@ -30,22 +30,31 @@ export function parseIdefics3Config(json: Record<string, unknown>, file = 'confi
   if (textType !== 'llama') t.fail('model_type', `'${textType}' is not supported as an Idefics3 language model (llama)`);
   // The VLM's own tie_word_embeddings decides (SmolLM2-135M ties, SmolVLM-256M does not).
   const text = { ...parseLlamaText(t, top), ...(top.has('tie_word_embeddings') ? { tieEmbeddings: top.bool('tie_word_embeddings', false) } : {}) };
-  const vision = parseVitConfig(top.sub('vision_config'), SIGLIP_DEFAULTS);
+  const vf = top.sub('vision_config');
+  const pf = processorConfig ? new Fields(processorConfig, processorFile, '') : null;
+  const givenSeqLen = pf?.has('image_seq_len') ? pf.int('image_seq_len') : undefined;
+  if (givenSeqLen === undefined) {
+    // image_seq_len = (image_size / patch_size)^2 / scale_factor^2 needs whole patches; say so before the vision
+    // config's own patch_size check does (that one stands when processor_config.json gives image_seq_len).
+    const imageSize = vf.int('image_size', SIGLIP_DEFAULTS.imageSize);
+    const patchSize = vf.int('patch_size', SIGLIP_DEFAULTS.patchSize);
+    if (imageSize % patchSize) {
+      throw new ConfigError(
+        `${processorFile}: "image_seq_len" ${processorConfig ? 'is missing' : 'is not given'} and cannot be derived: ` +
+          `config.json vision_config image_size ${imageSize} is not a multiple of patch_size ${patchSize}, so a tile has no whole grid of patches (image_seq_len = (image_size / patch_size)^2 / scale_factor^2)`,
+      );
+    }
+  }
+  const vision = parseVitConfig(vf, SIGLIP_DEFAULTS);
   const scaleFactor = top.int('scale_factor', 2);
   const gridSide = vision.imageSize / vision.patchSize;
   if (gridSide % scaleFactor) {
     top.fail('scale_factor', `(${scaleFactor}) must divide the patch grid of a tile (vision_config image_size ${vision.imageSize} / patch_size ${vision.patchSize} = ${gridSide})`);
   }
   const derived = (gridSide / scaleFactor) ** 2;
-  let imageSeqLen = derived;
-  if (processorConfig) {
-    const pf = new Fields(processorConfig, processorFile, '');
-    if (pf.has('image_seq_len')) {
-      imageSeqLen = pf.int('image_seq_len');
-      if (imageSeqLen !== derived) {
-        pf.fail('image_seq_len', `(${imageSeqLen}) disagrees with config.json: a ${vision.imageSize}px tile of ${vision.patchSize}px patches pixel-shuffled by ${scaleFactor} makes ${derived} tokens`);
-      }
-    }
+  const imageSeqLen = givenSeqLen ?? derived;
+  if (pf && givenSeqLen !== undefined && givenSeqLen !== derived) {
+    pf.fail('image_seq_len', `(${givenSeqLen}) disagrees with config.json: a ${vision.imageSize}px tile of ${vision.patchSize}px patches pixel-shuffled by ${scaleFactor} makes ${derived} tokens`);
   }
   const imageTokenId = top.has('image_token_id') ? top.int('image_token_id', undefined, 0) : top.int('image_token_index', 128257, 0);
   if (imageTokenId >= text.vocab) top.fail('image_token_id', `${imageTokenId} is outside the vocabulary of ${text.vocab} tokens`);

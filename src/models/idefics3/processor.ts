@@ -33,7 +33,8 @@ export class Idefics3Processor implements VlmProcessor {
   formatPrompt(prompt: string, imageCount: number): string {
     const templated = chatTemplatePrompt(this.tokenizer, prompt, imageCount);
     if (templated !== null) return templated;
-    return `<|im_start|>User:${this.imageToken.repeat(imageCount)}${prompt}<end_of_utterance>\nAssistant:`;
+    // SmolVLM's template: "User:" when the turn starts with an image, "User: " when it starts with text.
+    return `<|im_start|>User:${imageCount ? this.imageToken.repeat(imageCount) : ' '}${prompt}<end_of_utterance>\nAssistant:`;
   }
 
   encodeText(text: string, images: readonly ImageInput[]): { text: string; ids: number[] } {
