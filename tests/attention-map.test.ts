@@ -2,10 +2,10 @@
 // (web/head-grid.ts), on random captures checked against direct indexing.
 
 import { describe, expect, it } from 'vitest';
-import { gridSide, imageAttention, imageMass, imageSpans, meanOf, overlayHeatmap } from '../src/interp/attention-map.js';
+import { gridSide, imageAttention, imageMass, imageSpans, meanOf, overlayHeatmap, tiledAttention } from '../src/interp/attention-map.js';
 import type { PatternCaptured } from '../src/models/llava.js';
 import { nextScale, parseProbeFile } from '../web/head-grid.js';
-import { sceneSide, viewSize } from '../web/view.js';
+import { sceneSide, spanHeatmaps, tiledHeatmaps, viewSize } from '../web/view.js';
 import type { RgbImage } from '../src/io/image.js';
 import { mulberry32 } from '../src/eval/synthetic.js';
 
@@ -44,6 +44,67 @@ describe('attention maps', () => {
     expect(mass[0]![3]).toBeCloseTo(want, 5);
     expect(() => imageAttention(p, { start: 20, length: 9 })).toThrow(/outside the 23 keys/);
     expect(() => imageAttention(p, span, 2)).toThrow(/not among the 2 captured rows/);
+  });
+
+  it('sums the mass over every run of a tiled image', () => {
+    const keys = 30;
+    const spans = [
+      { start: 2, length: 4 },
+      { start: 8, length: 4 },
+      { start: 20, length: 4 },
+    ];
+    const p = randomPattern(1, 3, [29], keys, 9);
+    const mass = imageMass([p], spans);
+    for (let h = 0; h < 3; h++) {
+      let want = 0;
+      for (const s of spans) for (let i = 0; i < s.length; i++) want += p.data[h * keys + s.start + i]!;
+      expect(mass[0]![h]).toBeCloseTo(want, 5);
+    }
+    // One span alone or as a list of one: the same.
+    expect(imageMass([p], spans[1]!)).toEqual(imageMass([p], [spans[1]!]));
+  });
+
+  it('places each crop\'s tokens where the crop came from and keeps the global tile apart', () => {
+    // 2 rows x 3 cols of crops of 2x2 tokens, then a global tile: token (y, x) of crop k holds 100 k + 10 y + x.
+    const n = 2;
+    const tiles = Array.from({ length: 7 }, (_, k) => Float32Array.from({ length: n * n }, (_, i) => 100 * k + 10 * Math.floor(i / n) + (i % n)));
+    const t = tiledAttention(tiles, { rows: 2, cols: 3, tokenSide: n, global: true });
+    expect(t.grid).toEqual([4, 6]);
+    // Row-major over the 4 x 6 image grid: crop (r, c) = tile r * 3 + c covers rows 2r..2r+1, cols 2c..2c+1.
+    expect([...t.values]).toEqual([
+      [0, 1, 100, 101, 200, 201],
+      [10, 11, 110, 111, 210, 211],
+      [300, 301, 400, 401, 500, 501],
+      [310, 311, 410, 411, 510, 511],
+    ].flat());
+    expect([...t.global!]).toEqual([600, 601, 610, 611]);
+    // A single tile (an image that fits one tile): its run is the whole grid, no global view.
+    const one = tiledAttention([tiles[3]!], { rows: 1, cols: 1, tokenSide: n, global: false });
+    expect(one).toEqual({ grid: [2, 2], values: tiles[3], global: null });
+    // A wide 1 x 2 split: the crops side by side.
+    const wide = tiledAttention([tiles[0]!, tiles[1]!, tiles[2]!], { rows: 1, cols: 2, tokenSide: n, global: true });
+    expect([...wide.values]).toEqual([0, 1, 100, 101, 10, 11, 110, 111]);
+    expect(() => tiledAttention(tiles.slice(0, 6), { rows: 2, cols: 3, tokenSide: n, global: true })).toThrow(/6 runs of image tokens for 2 x 3 tiles and a global tile \(7 runs\)/);
+    expect(() => tiledAttention([tiles[0]!, new Float32Array(5)], { rows: 1, cols: 1, tokenSide: n, global: true })).toThrow(/run 1 has 5 image tokens, not 2 x 2/);
+    expect(() => tiledAttention([], { rows: 0, cols: 0, tokenSide: n, global: false })).toThrow(/invalid tile layout/);
+  });
+
+  it('takes the tiles\' heatmaps from the captured row and draws crops and global tile on one scale', () => {
+    // A prompt with 2 x 2 crops + global of 2x2 tokens each, separated by other tokens.
+    const ids = [1, 5, 9, 9, 9, 9, 5, 9, 9, 9, 9, 7, 5, 9, 9, 9, 9, 5, 9, 9, 9, 9, 7, 7, 6, 9, 9, 9, 9, 5, 2];
+    const spans = imageSpans(ids, 9);
+    expect(spans.map((s) => s.length)).toEqual([4, 4, 4, 4, 4]);
+    const p = randomPattern(0, 3, [ids.length - 1], ids.length, 4);
+    const layout = { rows: 2, cols: 2, tokenSide: 2, global: true };
+    const head1 = spanHeatmaps([p], spans, 0, 1);
+    expect(head1[4]![3]).toBe(p.data[1 * ids.length + spans[4]!.start + 3]);
+    const mean = spanHeatmaps([p], spans, 0, null);
+    const t = tiledHeatmaps([p], spans, layout, 0, null);
+    expect(t).toMatchObject(tiledAttention(mean, layout));
+    expect(t.scale).toBe(Math.max(...mean.flatMap((v) => [...v])));
+    // Crop (1, 0)'s token (0, 1) is the image grid's (2, 1).
+    expect(t.values[2 * 4 + 1]).toBe(mean[2]![1]);
+    expect(() => spanHeatmaps([p], spans, 3, null)).toThrow(/no attention captured for layer 3/);
   });
 
   it('averages heads and checks the grid is square', () => {
@@ -89,6 +150,24 @@ describe('attention maps', () => {
     // A square number of values is not taken for a square grid when the grid says otherwise.
     expect(() => overlayHeatmap(px, w, h, new Float32Array(8), [3, 3])).toThrow(/8 values for a 3x3 grid/);
     expect(() => overlayHeatmap(px, w, h, new Float32Array(9), [2, 4])).toThrow(/9 values for a 2x4 grid/);
+  });
+
+  it('draws on a given scale: a shared maximum colours only the values that reach it fully', () => {
+    const w = 4;
+    const own = new Uint8ClampedArray(w * w * 4).fill(100);
+    overlayHeatmap(own, w, w, [0, 0, 0, 0.5], 2);
+    const shared = new Uint8ClampedArray(w * w * 4).fill(100);
+    overlayHeatmap(shared, w, w, [0, 0, 0, 0.5], 2, 0.8, 1);
+    const br = ((w - 1) * w + (w - 1)) * 4;
+    expect(own[br]).toBeGreaterThan(200); // 0.5 is its own maximum: yellow
+    expect(shared[br]).toBeLessThan(own[br]!); // half the shared scale: a cooler colour at lower opacity
+    // The default scale is the maximum: passing it changes nothing; values above a scale are clamped.
+    const same = new Uint8ClampedArray(w * w * 4).fill(100);
+    overlayHeatmap(same, w, w, [0, 0, 0, 0.5], 2, 0.8, 0.5);
+    expect(same).toEqual(own);
+    const clamped = new Uint8ClampedArray(w * w * 4).fill(100);
+    overlayHeatmap(clamped, w, w, [0, 0, 0, 2], 2, 0.8, 0.5);
+    expect(clamped).toEqual(own);
   });
 
   it('overlays a grid that does not divide the image evenly without leaving pixels out', () => {

@@ -7,7 +7,7 @@
 import { cachedUrlFolder, decodeImage, fileListFolder, fmtBytes, imageMass, NoGpuError, type FolderSource, type RgbImage, type VlmModel } from '../src/index.js';
 import { LabEngine, headKey, type AskResult, type HeadScales } from './engine.js';
 import { nextScale, parseProbeFile, renderGrid, renderLegend, type GridState, type ProbeColouring } from './head-grid.js';
-import { drawImage, heatmapValues, imageFromFile, sceneSide, syntheticScene } from './view.js';
+import { drawImage, GLOBAL_VIEW_BOX, heatmapValues, imageFromFile, sceneSide, syntheticScene, tiledHeatmaps } from './view.js';
 
 const $ = <T extends HTMLElement>(id: string): T => {
   const el = document.getElementById(id);
@@ -38,6 +38,10 @@ const ui = {
   progress: $<HTMLProgressElement>('load-progress'),
   modelInfo: $('model-info'),
   view: $<HTMLCanvasElement>('view'),
+  tileLines: $('tile-lines'),
+  globalBox: $('global-box'),
+  globalView: $<HTMLCanvasElement>('global-view'),
+  globalCaption: $('global-caption'),
   drop: $('drop'),
   imageFile: $<HTMLInputElement>('image-file'),
   randomScene: $<HTMLButtonElement>('random-scene'),
@@ -203,7 +207,9 @@ async function run(): Promise<void> {
     ui.answer.textContent = r.text;
     ui.answer.dataset.tokens = JSON.stringify(r.tokenIds);
     ui.answer.dataset.runs = String(++completedRuns);
-    ui.answerMeta.textContent = `${r.tokenIds.length} token${r.tokenIds.length === 1 ? '' : 's'} in ${r.ms.toFixed(0)} ms; prompt ${r.promptIds.length} tokens (${r.span.length} image tokens)`;
+    const imageTokens = r.spans.reduce((n, sp) => n + sp.length, 0);
+    const tiles = r.tiles ? `${r.spans.length} tile${r.spans.length === 1 ? '' : 's'}${r.tiles.global ? `: ${r.tiles.rows}x${r.tiles.cols} crops + global` : ''}, ` : '';
+    ui.answerMeta.textContent = `${r.tokenIds.length} token${r.tokenIds.length === 1 ? '' : 's'} in ${r.ms.toFixed(0)} ms; prompt ${r.promptIds.length} tokens (${tiles}${imageTokens} image tokens)`;
     ui.spec.textContent = JSON.stringify(r.interventionJson, null, 1);
     setState('ready', 'Ready');
     redraw();
@@ -235,15 +241,44 @@ async function runWhenIdle(): Promise<void> {
 
 function redraw(): void {
   if (!image) return;
+  showTiles(last?.tiles && last.tiles.rows * last.tiles.cols > 1 ? last.tiles : null);
+  ui.globalBox.hidden = !last?.globalImage;
   if (last) {
-    const values = ui.showHeatmap.checked ? heatmapValues(last.patterns, last.span, selected.layer, selected.head) : null;
-    drawImage(ui.view, last.modelInput, values, last.grid);
     const who = selected.head === null ? `mean of layer ${selected.layer}'s heads` : `layer ${selected.layer} head ${selected.head}`;
-    ui.caption.textContent = values ? `Attention of the last prompt position (which predicts the answer) over the image: ${who}.` : '';
+    const what = `Attention of the last prompt position (which predicts the answer) over the image: ${who}.`;
+    if (last.tiles) {
+      // Tiled (Idefics3 / SmolVLM): each crop's tokens where the crop came from, the global tile in its own view,
+      // both on one colour scale.
+      const t = ui.showHeatmap.checked ? tiledHeatmaps(last.patterns, last.spans, last.tiles, selected.layer, selected.head) : null;
+      drawImage(ui.view, last.modelInput, t?.values ?? null, last.grid, { scale: t?.scale });
+      if (last.globalImage) {
+        const side = last.tiles.tokenSide;
+        drawImage(ui.globalView, last.globalImage, t?.global ?? null, [side, side], { box: GLOBAL_VIEW_BOX, scale: t?.scale });
+        ui.globalCaption.textContent =
+          `Global tile: the whole image at ${last.globalImage.width}x${last.globalImage.height} px, its own ${side}x${side} image tokens (the last of ${last.spans.length} runs)` +
+          (t ? '; same colour scale as the crops.' : '.');
+      }
+      ui.caption.textContent = t
+        ? `${what} ${last.tiles.global ? `${last.tiles.rows}x${last.tiles.cols} crops of ${last.tiles.tokenSide}x${last.tiles.tokenSide} tokens, each where it was cut from.` : ''}`.trim()
+        : '';
+    } else {
+      const values = ui.showHeatmap.checked ? heatmapValues(last.patterns, last.span, selected.layer, selected.head) : null;
+      drawImage(ui.view, last.modelInput, values, last.grid);
+      ui.caption.textContent = values ? what : '';
+    }
   } else {
     drawImage(ui.view, image, null);
     ui.caption.textContent = '';
   }
+}
+
+/** Dashed borders of a tiled image's crops over the main view (an overlay: the canvas pixels stay the heatmap's). */
+function showTiles(tiles: { rows: number; cols: number } | null): void {
+  ui.tileLines.hidden = !tiles;
+  if (!tiles) return;
+  ui.tileLines.style.gridTemplateRows = `repeat(${tiles.rows}, 1fr)`;
+  ui.tileLines.style.gridTemplateColumns = `repeat(${tiles.cols}, 1fr)`;
+  ui.tileLines.replaceChildren(...Array.from({ length: tiles.rows * tiles.cols }, () => document.createElement('div')));
 }
 
 function refreshGrid(): void {
@@ -252,7 +287,7 @@ function refreshGrid(): void {
     layers: engine.layers,
     heads: engine.heads,
     scales,
-    mass: last ? imageMass(last.patterns, last.span) : null,
+    mass: last ? imageMass(last.patterns, last.spans) : null,
     mode: ui.gridMode.value === 'probe' ? 'probe' : 'mass',
     probe,
     selected,

@@ -18,6 +18,7 @@ import {
   type ImageSpan,
   type PatternCaptured,
   type RgbImage,
+  type TileLayout,
   type VlmModel,
   type VlmProcessor,
 } from '../src/index.js';
@@ -42,11 +43,18 @@ export interface AskResult {
   promptIds: number[];
   /** One capture per text layer: [heads, 1, keys] at the last prompt row. */
   patterns: PatternCaptured[];
+  /** The image's first run of image tokens (its only one unless the image is tiled). */
   span: ImageSpan;
+  /** Every run of image tokens in prompt order (tiled images: one per tile). */
+  spans: ImageSpan[];
   /** The image the model saw (after resize / crop), for drawing the heatmap over. */
   modelInput: RgbImage;
-  /** Rows x cols of image tokens over modelInput. */
+  /** Rows x cols of image tokens over modelInput (tiled images: the crops' tokens). */
   grid: [number, number];
+  /** Tiled images (Idefics3 / SmolVLM): where each run of `spans` lies (the model's ImageView.tiles). */
+  tiles?: TileLayout;
+  /** The global tile as the model saw it, drawn as its own view. */
+  globalImage?: RgbImage;
   ms: number;
   /** The intervention spec as JSON (what `vlmscope generate --intervene` takes for the same run). */
   interventionJson: Record<string, unknown>;
@@ -118,8 +126,12 @@ export class LabEngine {
     if (question.includes(processor.imageToken)) throw new Error(`leave ${processor.imageToken} out of the question; the image is put in the prompt for you`);
     const prompt = processor.formatPrompt(question, 1);
     const { ids, pixelValues } = processor.process(prompt, [o.image]);
-    const span = imageSpans(ids, model.imageTokenId)[0];
+    const spans = imageSpans(ids, model.imageTokenId);
+    const span = spans[0];
     if (!span) throw new Error('internal: the prompt has no image tokens');
+    const view = model.imageView(o.image);
+    const runs = view.tiles ? view.tiles.rows * view.tiles.cols + (view.tiles.global ? 1 : 0) : 1;
+    if (spans.length !== runs) throw new Error(`internal: the prompt has ${spans.length} runs of image tokens, the image view ${runs}`);
     const last = ids.length - 1;
     const capture = parseCapture({ pattern: Array.from({ length: this.layers }, (_, layer) => ({ tower: 'text', layer, rows: [last] })) }, model.dims);
     const interventionJson: Record<string, unknown> = {};
@@ -149,7 +161,11 @@ export class LabEngine {
       promptIds: ids,
       patterns: r.captured!.pattern,
       span,
-      ...(({ image, grid }) => ({ modelInput: image, grid }))(model.imageView(o.image)),
+      spans,
+      modelInput: view.image,
+      grid: view.grid,
+      ...(view.tiles ? { tiles: view.tiles } : {}),
+      ...(view.globalImage ? { globalImage: view.globalImage } : {}),
       ms: performance.now() - t0,
       interventionJson,
     };

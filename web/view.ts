@@ -9,9 +9,12 @@ import {
   overlayHeatmap,
   renderScene,
   sceneQuestions,
+  tiledAttention,
   type ImageSpan,
   type PatternCaptured,
   type RgbImage,
+  type TiledAttention,
+  type TileLayout,
   type VlmModel,
 } from '../src/index.js';
 
@@ -24,13 +27,23 @@ export function viewSize(width: number, height: number, box = VIEW_BOX): { width
   return { width: Math.max(1, Math.round(width * s)), height: Math.max(1, Math.round(height * s)) };
 }
 
+/** Side of the box the global tile of a tiled image (Idefics3 / SmolVLM) is drawn in, beside the main view. */
+export const GLOBAL_VIEW_BOX = 128;
+
+export interface DrawOptions {
+  /** The box the canvas fits in (default VIEW_BOX). */
+  box?: number;
+  /** The value drawn at full colour (default the maximum of `values`), to share one scale between views. */
+  scale?: number;
+}
+
 /**
  * Draws `img` scaled to the canvas (nearest neighbour; the canvas is resized to the image's aspect within
  * VIEW_BOX, so a Qwen image of 112x56 is not stretched to a square), with the heatmap of `values` (row-major over
  * the image tokens' rows x cols `grid`, e.g. 2x4 for it) over it when given.
  */
-export function drawImage(canvas: HTMLCanvasElement, img: RgbImage, values: Float32Array | null, grid?: readonly [number, number]): void {
-  const size = viewSize(img.width, img.height);
+export function drawImage(canvas: HTMLCanvasElement, img: RgbImage, values: Float32Array | null, grid?: readonly [number, number], opts: DrawOptions = {}): void {
+  const size = viewSize(img.width, img.height, opts.box);
   if (canvas.width !== size.width) canvas.width = size.width;
   if (canvas.height !== size.height) canvas.height = size.height;
   const src = document.createElement('canvas');
@@ -52,17 +65,37 @@ export function drawImage(canvas: HTMLCanvasElement, img: RgbImage, values: Floa
     const px = ctx.getImageData(0, 0, canvas.width, canvas.height);
     // A LLaVA 'full' strategy keeps CLS as the first image token: it has no place on the grid.
     const g = grid ?? [Math.round(Math.sqrt(values.length)), Math.round(Math.sqrt(values.length))];
-    overlayHeatmap(px.data, canvas.width, canvas.height, values.length === g[0] * g[1] + 1 ? values.subarray(1) : values, g);
+    overlayHeatmap(px.data, canvas.width, canvas.height, values.length === g[0] * g[1] + 1 ? values.subarray(1) : values, g, undefined, opts.scale);
     ctx.putImageData(px, 0, 0);
   }
 }
 
 /** The heatmap values of one layer: one head's attention over the image tokens, or the mean over heads. */
 export function heatmapValues(patterns: readonly PatternCaptured[], span: ImageSpan, layer: number, head: number | null): Float32Array {
+  return spanHeatmaps(patterns, [span], layer, head)[0]!;
+}
+
+/** heatmapValues of each run of image tokens (a tiled image's tiles), in the order of `spans`. */
+export function spanHeatmaps(patterns: readonly PatternCaptured[], spans: readonly ImageSpan[], layer: number, head: number | null): Float32Array[] {
   const p = patterns.find((c) => c.layer === layer);
   if (!p) throw new Error(`no attention captured for layer ${layer}`);
-  const perHead = imageAttention(p, span);
-  return head === null ? meanOf(perHead) : perHead[head]!;
+  return spans.map((span) => {
+    const perHead = imageAttention(p, span);
+    return head === null ? meanOf(perHead) : perHead[head]!;
+  });
+}
+
+/**
+ * The heatmaps of a tiled image (Idefics3 / SmolVLM) at one layer / head: the crops' attention placed where each
+ * crop came from (one grid over the image), the global tile's on its own, and the one scale both are drawn at
+ * (the larger maximum, so the colours compare across the two views).
+ */
+export function tiledHeatmaps(patterns: readonly PatternCaptured[], spans: readonly ImageSpan[], layout: TileLayout, layer: number, head: number | null): TiledAttention & { scale: number } {
+  const t = tiledAttention(spanHeatmaps(patterns, spans, layer, head), layout);
+  let scale = 0;
+  for (const v of t.values) scale = Math.max(scale, v);
+  if (t.global) for (const v of t.global) scale = Math.max(scale, v);
+  return { ...t, scale };
 }
 
 /**

@@ -164,7 +164,25 @@ export interface VlmProcessor {
 /** An image as the model sees it after resizing / cropping, and how its image tokens tile it (rows x cols). */
 export interface ImageView {
   image: RgbImage;
+  /** Rows x cols of image tokens over `image` (tiled images: the crops' tokens, rows * tokenSide x cols * tokenSide). */
   grid: [number, number];
+  /** Tiled images (Idefics3 / SmolVLM): the image tokens come as one run per tile; absent = one run over `grid`. */
+  tiles?: TileLayout;
+  /** The global tile as the model saw it (the whole image downscaled to one tile) when `tiles.global`. */
+  globalImage?: RgbImage;
+}
+
+/**
+ * How a tiled image's runs of image tokens (one per tile, in prompt order) lie on the image: `rows` x `cols` crops
+ * of ImageView.image in row-major order, then, when `global`, one run for the whole image downscaled to a tile.
+ * Each run is a `tokenSide` x `tokenSide` square of tokens, row-major. An image that fits one tile has rows = cols
+ * = 1 and no global run (its single run covers the whole image).
+ */
+export interface TileLayout {
+  rows: number;
+  cols: number;
+  tokenSide: number;
+  global: boolean;
 }
 
 /** Where a model's image tokens are in a prompt: [start, end) spans of consecutive image-token positions. */

@@ -1,7 +1,7 @@
 // Shared setup for the attention lab page tests (tests/browser*.test.ts): the page server and headless Chromium
 // on SwiftShader WebGPU, and waiting for a run of the page to finish.
 
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Server } from 'node:http';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -19,11 +19,14 @@ export interface Lab {
   close(): Promise<void>;
 }
 
-/** Starts the page server (web/, weights/, examples/, dist/ only) and Chromium with WebGPU on SwiftShader. */
-export async function startLab(): Promise<Lab> {
+/**
+ * Starts the page server (web/, weights/, examples/, dist/ only) and Chromium with WebGPU on SwiftShader.
+ * `root`: serve another tree than the repository's (e.g. labRoot's, with a model folder built at test time).
+ */
+export async function startLab(opts: { root?: string } = {}): Promise<Lab> {
   if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}: run scripts/setup.sh (apt-get install chromium) or set CHROMIUM_PATH`);
   if (!existsSync(join(REPO_ROOT, 'web/dist/app.js'))) throw new Error('web/dist/app.js is missing: run `npm run build`');
-  const { server, url: base } = (await startServer({ port: 0 })) as { server: Server; url: string };
+  const { server, url: base } = (await startServer({ port: 0, ...(opts.root ? { root: opts.root } : {}) })) as { server: Server; url: string };
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader', '--no-sandbox', '--disable-background-networking', '--disable-dev-shm-usage'],
@@ -37,6 +40,18 @@ export async function startLab(): Promise<Lab> {
       server.close();
     },
   };
+}
+
+/**
+ * A server root at `dir` for startLab: the repository's web/, dist/ and examples/ (linked) and a weights/ holding
+ * only `models` (name -> folder, linked), so a folder built at test time loads by URL (../weights/<name>/) without
+ * writing into the repository.
+ */
+export function labRoot(dir: string, models: Record<string, string>): string {
+  mkdirSync(join(dir, 'weights'), { recursive: true });
+  for (const top of ['web', 'dist', 'examples']) symlinkSync(join(REPO_ROOT, top), join(dir, top), 'dir');
+  for (const [name, folder] of Object.entries(models)) symlinkSync(folder, join(dir, 'weights', name), 'dir');
+  return dir;
 }
 
 /** Completed runs so far (the page counts them on #answer). */
@@ -58,4 +73,24 @@ export async function answerTokens(page: Page, after = 0): Promise<number[]> {
   const state = await page.evaluate(() => document.body.dataset.state);
   if (state !== 'ready') throw new Error(`page is in state ${state}: ${await page.textContent('#alert-text')}`);
   return JSON.parse((await page.getAttribute('#answer', 'data-tokens'))!);
+}
+
+/** The RGBA pixels of a canvas of the page (e.g. '#view'), with its size (read back as base64: fast for large canvases). */
+export async function canvasPixels(page: Page, selector: string): Promise<{ width: number; height: number; data: Uint8ClampedArray }> {
+  const r = await page.$eval(selector, (c) => {
+    const cv = c as HTMLCanvasElement;
+    const px = cv.getContext('2d')!.getImageData(0, 0, cv.width, cv.height).data;
+    let bin = '';
+    for (let i = 0; i < px.length; i += 0x8000) bin += String.fromCharCode(...px.subarray(i, i + 0x8000));
+    return { width: cv.width, height: cv.height, base64: btoa(bin) };
+  });
+  return { width: r.width, height: r.height, data: new Uint8ClampedArray(Buffer.from(r.base64, 'base64')) };
+}
+
+/** Bytes that differ between two pixel arrays of one length (0: the same picture). */
+export function pixelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`pixelDiff: ${a.length} vs ${b.length} bytes`);
+  let n = 0;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) n++;
+  return n;
 }

@@ -69,10 +69,18 @@ export class Idefics3Model extends VlmModel {
       preprocess,
       imageView: (img) => {
         const p = idefics3Preprocess(img, imageProcessor);
-        // The heatmap view: the resized image the crops were cut from, one cell per image token of the crops
-        // (rows x cols tiles of side/scale tokens); the global tile is its own view (tileImages[last]).
+        // The heatmap view: the resized image the crops were cut from (stage 2), each crop's run of image tokens a
+        // side x side square on its own part of it (row-major crops), and the global tile (the whole image at one
+        // tile, its run last) as its own view. An image that fits one tile is that tile: one run over stage 2.
+        // (Tiles smaller than the tower's image_size are padded bottom-right; their tokens then overhang the crop.)
         const side = cfg.gridSide / cfg.scaleFactor;
-        return { image: p.stage2, grid: [Math.max(1, p.rows) * side, Math.max(1, p.cols) * side] };
+        if (p.rows === 0) return { image: p.stage2, grid: [side, side], tiles: { rows: 1, cols: 1, tokenSide: side, global: false } };
+        return {
+          image: p.stage2,
+          grid: [p.rows * side, p.cols * side],
+          tiles: { rows: p.rows, cols: p.cols, tokenSide: side, global: true },
+          globalImage: p.tileImages[p.tileImages.length - 1]!,
+        };
       },
       createProcessor: (tokenizer: Tokenizer) => new Idefics3Processor(tokenizer, cfg, preprocess),
       memory,
