@@ -4,11 +4,9 @@
 // cache on the second visit, device loss and missing WebGPU give messages instead of a frozen page. A screenshot
 // of the heatmap lands in test-artifacts/attention-lab.png.
 
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chromium, type Browser, type Page } from 'playwright-core';
 import { LlavaModel } from '../src/models/llava.js';
 import { LlavaProcessor } from '../src/models/llava-processor.js';
 import { Tokenizer } from '../src/io/tokenizer.js';
@@ -19,39 +17,14 @@ import { generate } from '../src/generate/generate.js';
 import { eosTokenIds } from '../src/generate/eos.js';
 import { gpuContext } from './helpers/gpu.js';
 import { REPO_ROOT } from './helpers/fixtures.js';
-// @ts-expect-error: a plain .mjs script without type declarations
-import { startServer } from '../scripts/serve-web.mjs';
+import { answerTokens, runsDone, startLab, type Lab } from './helpers/lab-page.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const ARTIFACTS = join(REPO_ROOT, 'test-artifacts');
 const ORGANISM = join(REPO_ROOT, 'weights/organism');
 const QUESTION = readFileSync(join(REPO_ROOT, 'examples/scene-question.txt'), 'utf8').trim();
 
-/** Completed runs so far (the page counts them on #answer). */
-async function runsDone(page: Page): Promise<number> {
-  return Number((await page.getAttribute('#answer', 'data-runs')) ?? 0);
-}
-
-/** Waits until the page has finished a run after `after` runs, and returns its answer tokens. */
-async function answerTokens(page: Page, after = 0): Promise<number[]> {
-  await page.waitForFunction(
-    (n) => {
-      const s = document.body.dataset.state;
-      if (s === 'error' || s === 'no-webgpu' || s === 'lost') return true;
-      return s === 'ready' && Number(document.getElementById('answer')!.dataset.runs ?? 0) > n;
-    },
-    after,
-    { timeout: 120_000 },
-  );
-  const state = await page.evaluate(() => document.body.dataset.state);
-  if (state !== 'ready') throw new Error(`page is in state ${state}: ${await page.textContent('#alert-text')}`);
-  return JSON.parse((await page.getAttribute('#answer', 'data-tokens'))!);
-}
-
 describe('attention lab in headless Chromium (WebGPU on SwiftShader)', () => {
-  let server: Server;
-  let base: string;
-  let browser: Browser;
+  let lab: Lab;
   let nodeTokens: number[];
   let ablatedLayer: number;
   let nodeAblatedTokens: number[];
@@ -59,13 +32,7 @@ describe('attention lab in headless Chromium (WebGPU on SwiftShader)', () => {
   let tokenizer: Tokenizer;
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}: run scripts/setup.sh (apt-get install chromium) or set CHROMIUM_PATH`);
-    if (!existsSync(join(REPO_ROOT, 'web/dist/app.js'))) throw new Error('web/dist/app.js is missing: run `npm run build`');
-    ({ server, url: base } = await startServer({ port: 0 }));
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader', '--no-sandbox', '--disable-background-networking', '--disable-dev-shm-usage'],
-    });
+    lab = await startLab();
 
     // The Node engine on the same input: the greedy tokens the page must reproduce, plain and with the first
     // whole-layer ablation (from the last layer down) that changes them.
@@ -91,8 +58,7 @@ describe('attention lab in headless Chromium (WebGPU on SwiftShader)', () => {
   });
 
   afterAll(async () => {
-    await browser?.close();
-    server?.close();
+    await lab?.close();
   });
 
   it('ships a browser bundle of the library without static Node imports', () => {
@@ -104,10 +70,10 @@ describe('attention lab in headless Chromium (WebGPU on SwiftShader)', () => {
   });
 
   it('loads the organism, answers like the Node engine, re-runs an ablation like Node, and draws the heatmap', async () => {
-    const page = await browser.newPage({ viewport: { width: 1200, height: 880 } });
+    const page = await lab.browser.newPage({ viewport: { width: 1200, height: 880 } });
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(`${base}/web/`);
+    await page.goto(`${lab.base}/web/`);
     const tokens = await answerTokens(page);
     expect(tokens).toEqual(nodeTokens);
     expect((await page.textContent('#answer'))!.trim()).toBe(tokenizer.decode(nodeTokens, { skipSpecialTokens: true }).trim());
@@ -162,9 +128,9 @@ describe('attention lab in headless Chromium (WebGPU on SwiftShader)', () => {
   });
 
   it('loads a picked model folder, an uploaded image and a probe file; the temperature slider runs like Node', async () => {
-    const page = await browser.newPage({ viewport: { width: 1200, height: 880 } });
+    const page = await lab.browser.newPage({ viewport: { width: 1200, height: 880 } });
     // No default model: the user picks the folder.
-    await page.goto(`${base}/web/?model=../weights/no-such-model/`);
+    await page.goto(`${lab.base}/web/?model=../weights/no-such-model/`);
     await page.waitForFunction(() => document.body.dataset.state === 'error', null, { timeout: 60_000 });
     await page.setInputFiles('#model-files', ORGANISM);
     expect(await answerTokens(page)).toEqual(nodeTokens);
@@ -204,23 +170,23 @@ describe('attention lab in headless Chromium (WebGPU on SwiftShader)', () => {
   });
 
   it('says clearly when WebGPU is missing or a model cannot be loaded', async () => {
-    const page = await browser.newPage();
+    const page = await lab.browser.newPage();
     await page.addInitScript(() => {
       // A browser without WebGPU.
       delete (Navigator.prototype as unknown as { gpu?: unknown }).gpu;
     });
-    await page.goto(`${base}/web/`);
+    await page.goto(`${lab.base}/web/`);
     await page.waitForFunction(() => document.body.dataset.state === 'no-webgpu', null, { timeout: 30_000 });
     expect(await page.textContent('#alert-text')).toMatch(/no WebGPU/);
     await page.close();
 
-    const page2 = await browser.newPage();
-    await page2.goto(`${base}/web/?model=../weights/no-such-model/`);
+    const page2 = await lab.browser.newPage();
+    await page2.goto(`${lab.base}/web/?model=../weights/no-such-model/`);
     await page2.waitForFunction(() => document.body.dataset.state === 'error', null, { timeout: 60_000 });
     expect(await page2.textContent('#alert-text')).toMatch(/Could not load .*no-such-model.*config\.json/);
 
     // A model that does not fit the memory the page may use is refused before anything is allocated.
-    await page2.goto(`${base}/web/?memory=100000`);
+    await page2.goto(`${lab.base}/web/?memory=100000`);
     await page2.waitForFunction(() => document.body.dataset.state === 'error', null, { timeout: 60_000 });
     expect(await page2.textContent('#alert-text')).toMatch(/Could not load .*organism.*needs .* of GPU memory .* but the given memory budget is 97\.7 KiB/);
     await page2.close();
