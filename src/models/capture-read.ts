@@ -4,8 +4,8 @@
 
 import type { GpuContext } from '../gpu/context.js';
 import type { Tensor } from '../gpu/tensor.js';
-import type { PatternCapture, Tower, TowerDims } from '../spec/spec.js';
-import type { Captured, PatternCaptured } from './model.js';
+import { type CaptureSpec, type PatternCapture, type Tower, type TowerDims, resolvePositions } from '../spec/spec.js';
+import type { Captured, PatternCaptured, ResidualCaptured } from './model.js';
 
 /**
  * The pattern capture `p` from a [heads, total, keys] tensor: the block of `n` rows starting at `offset` (default
@@ -66,3 +66,91 @@ export async function readZ(ctx: GpuContext, t: Tensor, rowCount: number, dims: 
 
 /** Which tower a capture entry names, for messages. */
 export const towerName = (t: Tower) => (t === 'text' ? 'text' : 'vision');
+
+/** One part of a vision sequence as captures report it: an image (Qwen) or a tile of an image (Idefics3). */
+export interface SequencePart {
+  image: number;
+  tile?: number;
+  /** First run row of the part and its length (parts are contiguous in the run order). */
+  start: number;
+  n: number;
+}
+
+/**
+ * The vision captures of an encoder that runs all its parts as one sequence (Qwen2-VL images, Idefics3 tiles):
+ * whole-sequence tensors filled by the ViT blocks, read back per part in the processor's order (`runOf` maps a
+ * reported row, part offset included, to its run row). Patterns are [heads, N, N], or [heads, N, block] relative
+ * to each row's key range when `block` is given (the kernel's patternKeys).
+ */
+export class SequenceCaptures {
+  readonly pattern = new Map<number, Tensor>();
+  readonly residual = new Map<number, Tensor>();
+  /** z rows (run order) copied per layer into dst: what VitEncoder captures. */
+  readonly z?: { rows: number[]; dst: Tensor };
+  private readonly patternOut: { spec: PatternCapture; t: Tensor }[] = [];
+  private readonly residualOut: { layer: number; t: Tensor }[] = [];
+  private readonly zOut?: { t: Tensor; rows: number; mean: boolean };
+
+  constructor(
+    cap: CaptureSpec,
+    private readonly dims: TowerDims,
+    private readonly width: number,
+    N: number,
+    private readonly runOf: Int32Array,
+    /** Tokens of the first image (z positions index them). */
+    firstImageTokens: number,
+    alloc: (shape: number[], label: string) => Tensor,
+    private readonly block?: number,
+  ) {
+    for (const p of cap.pattern) {
+      if (p.tower !== 'vision') continue;
+      const t = this.pattern.get(p.layer) ?? alloc([dims.heads, N, block ?? N], `capture.vision.${p.layer}.pattern`);
+      this.pattern.set(p.layer, t);
+      this.patternOut.push({ spec: p, t });
+    }
+    for (const r of cap.residual) {
+      if (r.tower !== 'vision') continue;
+      const t = this.residual.get(r.layer) ?? alloc([N, width], `capture.vision.residual.${r.layer}`);
+      this.residual.set(r.layer, t);
+      this.residualOut.push({ layer: r.layer, t });
+    }
+    if (cap.z?.tower === 'vision') {
+      const zRows = resolvePositions(cap.z.positions, firstImageTokens);
+      const t = alloc([dims.layers, zRows.length, dims.heads * dims.headDim], 'capture.vision.z');
+      this.z = { rows: zRows.map((p) => runOf[p]), dst: t };
+      this.zOut = { t, rows: zRows.length, mean: cap.z.positions.kind === 'mean' };
+    }
+  }
+
+  /** Read everything back per part; `reordered` = some part runs in another order than it reports. */
+  reader(ctx: GpuContext, parts: readonly SequencePart[], reordered: boolean): () => Promise<{ pattern: PatternCaptured[][]; residual: ResidualCaptured[][]; z?: Captured }> {
+    const E = this.width;
+    const orderOf = (p: SequencePart) => (reordered ? Int32Array.from({ length: p.n }, (_, k) => this.runOf[p.start + k] - p.start) : undefined);
+    return async () => {
+      const pattern: PatternCaptured[][] = [];
+      for (const o of this.patternOut) {
+        const list: PatternCaptured[] = [];
+        for (const p of parts) list.push(await readPattern(ctx, o.spec, o.t, { image: p.image, ...(p.tile !== undefined ? { tile: p.tile } : {}), offset: p.start, n: p.n, order: orderOf(p), relative: this.block !== undefined }));
+        pattern.push(list);
+      }
+      const residual: ResidualCaptured[][] = [];
+      for (const r of this.residualOut) {
+        const data = await ctx.readF32(r.t.buffer, 0, r.t.numel);
+        residual.push(
+          parts.map((p) => {
+            const out = new Float32Array(p.n * E);
+            for (let k = 0; k < p.n; k++) {
+              const run = this.runOf[p.start + k];
+              out.set(data.subarray(run * E, (run + 1) * E), k * E);
+            }
+            const c: ResidualCaptured = { tower: 'vision', layer: r.layer, image: p.image, shape: [p.n, E], data: out };
+            if (p.tile !== undefined) c.tile = p.tile;
+            return c;
+          }),
+        );
+      }
+      const z = this.zOut ? await readZ(ctx, this.zOut.t, this.zOut.rows, this.dims, this.zOut.mean) : undefined;
+      return { pattern, residual, z };
+    };
+  }
+}

@@ -17,8 +17,8 @@ import { embed } from '../../../kernels/embed.js';
 import { im2col } from '../../../kernels/patch.js';
 import { type CaptureSpec, type InterventionSpec, type TowerDims, SpecError, resolvePositions } from '../../spec/spec.js';
 import { headParamTable, headVectorTable } from '../../spec/head-params.js';
-import { readPattern, readZ } from '../capture-read.js';
-import { type ImageInput, type PatternCaptured, type ResidualCaptured, type TiledImage, isTiledImage } from '../model.js';
+import { SequenceCaptures } from '../capture-read.js';
+import { type ImageInput, type TiledImage, isTiledImage } from '../model.js';
 import type { VisionCaptureReader, VisionEncoder, VisionPlan } from '../vlm.js';
 import type { VitEncoder } from '../vit.js';
 import type { Idefics3Config } from './config.js';
@@ -273,30 +273,8 @@ export class Idefics3Vision implements VisionEncoder {
     matmul(ctx, rec, { x: rows(patches), w: w.patchWeight, b: w.patchBias, residual: rows(posRaster), out: rows(raster) });
     if (lay.gather) embed(ctx, rec, { ids: u32(lay.gather, 'vision.real_first').buffer, rows: N, table: raster, out: rows(h) });
 
-    // Captures: residuals [N, E] whole, patterns [heads, N, T] relative to each tile.
-    const patternOut: { spec: CaptureSpec['pattern'][number]; t: Tensor }[] = [];
-    const patternMap = new Map<number, Tensor>();
-    for (const p of cap.pattern) {
-      if (p.tower !== 'vision') continue;
-      const t = patternMap.get(p.layer) ?? alloc([v.heads, N, T], `capture.vision.${p.layer}.pattern`);
-      patternMap.set(p.layer, t);
-      patternOut.push({ spec: p, t });
-    }
-    const residualOut: { layer: number; t: Tensor }[] = [];
-    const residualMap = new Map<number, Tensor>();
-    for (const r of cap.residual) {
-      if (r.tower !== 'vision') continue;
-      const t = residualMap.get(r.layer) ?? alloc([N, E], `capture.vision.residual.${r.layer}`);
-      residualMap.set(r.layer, t);
-      residualOut.push({ layer: r.layer, t });
-    }
-    let zOut: { t: Tensor; rows: number; mean: boolean } | null = null;
-    let zRuns: number[] = [];
-    if (cap.z?.tower === 'vision') {
-      const zRows = resolvePositions(cap.z.positions, n0);
-      zRuns = zRows.map((p) => lay.runOf[p]);
-      zOut = { t: alloc([v.layers, zRows.length, v.heads * v.headDim], 'capture.vision.z'), rows: zRows.length, mean: cap.z.positions.kind === 'mean' };
-    }
+    // Captures: residuals [N, E] whole, patterns [heads, N, T] relative to each tile; read back per tile.
+    const caps = new SequenceCaptures(cap, this.dims, E, N, lay.runOf, n0, alloc, T);
     const keyRanges = u32(lay.ranges, 'vision.tile_key_ranges').buffer;
     this.encoder.record(rec, {
       h,
@@ -304,7 +282,7 @@ export class Idefics3Vision implements VisionEncoder {
       upTo: v.layers,
       keyRanges: () => keyRanges,
       patternKeys: T,
-      captures: { pattern: patternMap, residual: residualMap, z: zOut ? { rows: zRuns, dst: zOut.t } : undefined },
+      captures: caps,
     });
 
     // post_layernorm, pixel shuffle (a row gather in raster order), projection.
@@ -319,32 +297,6 @@ export class Idefics3Vision implements VisionEncoder {
     const grouped: RowView = { tensor: shuffled, rows: U, cols: s * s * E, offset: 0, stride: s * s * E };
     matmul(ctx, rec, { x: grouped, w: w.projection, out: rows(features, 0, U) });
 
-    return async () => {
-      const pattern: PatternCaptured[][] = [];
-      for (const p of patternOut) {
-        const list: PatternCaptured[] = [];
-        for (const tl of lay.tiles) {
-          const order = Int32Array.from({ length: T }, (_, k) => lay.runOf[tl.start + k] - tl.start);
-          list.push(await readPattern(ctx, p.spec, p.t, { image: tl.image, tile: tl.tile, offset: tl.start, n: T, order, relative: true }));
-        }
-        pattern.push(list);
-      }
-      const residual: ResidualCaptured[][] = [];
-      for (const r of residualOut) {
-        const data = await ctx.readF32(r.t.buffer, 0, r.t.numel);
-        residual.push(
-          lay.tiles.map((tl) => {
-            const outRows = new Float32Array(T * E);
-            for (let k = 0; k < T; k++) {
-              const run = lay.runOf[tl.start + k];
-              outRows.set(data.subarray(run * E, (run + 1) * E), k * E);
-            }
-            return { tower: 'vision' as const, layer: r.layer, image: tl.image, tile: tl.tile, shape: [T, E], data: outRows };
-          }),
-        );
-      }
-      const z = zOut ? await readZ(ctx, zOut.t, zOut.rows, this.dims, zOut.mean) : undefined;
-      return { pattern, residual, z };
-    };
+    return caps.reader(ctx, lay.tiles.map((tl) => ({ image: tl.image, tile: tl.tile, start: tl.start, n: T })), lay.gather !== null);
   }
 }

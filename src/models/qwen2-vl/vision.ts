@@ -17,8 +17,8 @@ import { matmul } from '../../../kernels/matmul.js';
 import { layerNorm, rmsNorm } from '../../../kernels/norm.js';
 import { type CaptureSpec, type InterventionSpec, type TowerDims, SpecError, resolvePositions } from '../../spec/spec.js';
 import { headParamTable, headVectorTable } from '../../spec/head-params.js';
-import { readPattern, readZ } from '../capture-read.js';
-import { type ImageInput, type PatchedImage, type PatternCaptured, type ResidualCaptured, isPatchedImage } from '../model.js';
+import { SequenceCaptures } from '../capture-read.js';
+import { type ImageInput, type PatchedImage, isPatchedImage } from '../model.js';
 import type { VisionCaptureReader, VisionEncoder, VisionPlan } from '../vlm.js';
 import type { VitEncoder } from '../vit.js';
 import type { QwenConfig } from './config.js';
@@ -228,30 +228,7 @@ export class QwenVision implements VisionEncoder {
     const keyRanges = (l: number) => (windowRanges && !full.has(l) ? windowRanges : imageRanges);
 
     // Captures: whole-sequence tensors, split per image (and un-permuted) on readback.
-    const patternOut: { spec: CaptureSpec['pattern'][number]; t: Tensor }[] = [];
-    const patternMap = new Map<number, Tensor>();
-    for (const p of cap.pattern) {
-      if (p.tower !== 'vision') continue;
-      const t = patternMap.get(p.layer) ?? alloc([v.heads, N, N], `capture.vision.${p.layer}.pattern`);
-      patternMap.set(p.layer, t);
-      patternOut.push({ spec: p, t });
-    }
-    const residualOut: { layer: number; t: Tensor }[] = [];
-    const residualMap = new Map<number, Tensor>();
-    for (const r of cap.residual) {
-      if (r.tower !== 'vision') continue;
-      const t = residualMap.get(r.layer) ?? alloc([N, E], `capture.vision.residual.${r.layer}`);
-      residualMap.set(r.layer, t);
-      residualOut.push({ layer: r.layer, t });
-    }
-    let zOut: { t: Tensor; rows: number; mean: boolean } | null = null;
-    let zRuns: number[] = [];
-    if (cap.z?.tower === 'vision') {
-      const zRows = resolvePositions(cap.z.positions, n0);
-      zRuns = zRows.map((p) => lay.runOf[p]);
-      const t = alloc([v.layers, zRows.length, v.heads * v.headDim], 'capture.vision.z');
-      zOut = { t, rows: zRows.length, mean: cap.z.positions.kind === 'mean' };
-    }
+    const caps = new SequenceCaptures(cap, this.dims, E, N, lay.runOf, n0, alloc);
 
     const h = alloc([N, E], 'vision.h');
     matmul(ctx, rec, { x: rows(patches), w: this.patchWeight, out: rows(h) });
@@ -261,7 +238,7 @@ export class QwenVision implements VisionEncoder {
       upTo: v.layers,
       rotary,
       keyRanges,
-      captures: { pattern: patternMap, residual: residualMap, z: zOut ? { rows: zRuns, dst: zOut.t } : undefined },
+      captures: caps,
     });
 
     // PatchMerger: ln_q, then m*m consecutive rows seen as one row of m*m*E.
@@ -276,38 +253,7 @@ export class QwenVision implements VisionEncoder {
     matmul(ctx, rec, { x: grouped, w: m.fc1, b: m.fc1b, out: rows(mid), act: 'gelu' });
     matmul(ctx, rec, { x: rows(mid), w: m.fc2, b: m.fc2b, out: rows(features, 0, U) });
 
-    return async () => {
-      const pattern: PatternCaptured[][] = [];
-      for (const p of patternOut) {
-        pattern.push(
-          await Promise.all(
-            lay.grids.map((_, i) => {
-              const start = lay.starts[i];
-              const n = plan.tokens[i];
-              // Only windowed encoders run in another order than they report.
-              const order = lay.windowRanges ? Int32Array.from({ length: n }, (_, k) => lay.runOf[start + k] - start) : undefined;
-              return readPattern(ctx, p.spec, p.t, { image: i, offset: start, n, order });
-            }),
-          ),
-        );
-      }
-      const residual: ResidualCaptured[][] = [];
-      for (const r of residualOut) {
-        const data = await ctx.readF32(r.t.buffer, 0, r.t.numel);
-        residual.push(
-          lay.grids.map((_, i) => {
-            const n = plan.tokens[i];
-            const out = new Float32Array(n * E);
-            for (let k = 0; k < n; k++) {
-              const run = lay.runOf[lay.starts[i] + k];
-              out.set(data.subarray(run * E, (run + 1) * E), k * E);
-            }
-            return { tower: 'vision' as const, layer: r.layer, image: i, shape: [n, E], data: out };
-          }),
-        );
-      }
-      const z = zOut ? await readZ(ctx, zOut.t, zOut.rows, this.dims, zOut.mean) : undefined;
-      return { pattern, residual, z };
-    };
+    // Only windowed encoders run in another order than they report.
+    return caps.reader(ctx, lay.grids.map((_, i) => ({ image: i, start: lay.starts[i], n: plan.tokens[i] })), lay.windowRanges !== null);
   }
 }
