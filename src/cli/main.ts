@@ -6,6 +6,7 @@ import { evalCommand } from './eval.js';
 import { collectCommand } from './collect.js';
 import { probeCommand } from './probe.js';
 import { ablateCommand } from './ablate.js';
+import { attentionMapCommand } from './attention-map.js';
 import { reportAndExit } from './errors.js';
 
 /** Commander's own errors (bad or missing options) as one `vlmscope:` line pointing at the command's help. */
@@ -27,6 +28,7 @@ Examples:
   vlmscope generate --model ./llava-1.5-7b-hf --image photo.jpg --prompt "Where is the dog?" --temperature 0.7 --seed 1 --json
   vlmscope trace --model ./llava-1.5-7b-hf --image photo.jpg --ids ids.json --capture capture.json --out trace.json
   vlmscope eval --model weights/tiny-llava --data synthetic/questions.jsonl --limit 200 --out results.jsonl
+  vlmscope attention-map --image examples/scene.png --prompt "Where is the green circle?" --layer 3 --out map.png
 
 Run \`vlmscope <command> --help\` for a command's options. Exit codes: 0 ok, 1 runtime error, 2 usage error.`,
     ),
@@ -37,7 +39,8 @@ Run \`vlmscope <command> --help\` for a command's options. Exit codes: 0 ok, 1 r
   .addCommand(oneLineErrors(evalCommand(), 'vlmscope eval'))
   .addCommand(oneLineErrors(collectCommand(), 'vlmscope collect'))
   .addCommand(oneLineErrors(probeCommand(), 'vlmscope probe'))
-  .addCommand(oneLineErrors(ablateCommand(), 'vlmscope ablate'));
+  .addCommand(oneLineErrors(ablateCommand(), 'vlmscope ablate'))
+  .addCommand(oneLineErrors(attentionMapCommand(), 'vlmscope attention-map'));
 
 const verbose = process.argv.includes('--verbose');
 try {
