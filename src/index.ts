@@ -1,4 +1,7 @@
-// vlmscope library entry point.
+// vlmscope library entry point (package.json "exports": `vlmscope` in Node, `vlmscope/browser` and bundlers'
+// `browser` condition for pages). Its declarations (dist/types) use WebGPU's types (GPUBuffer, ...): the reference
+// below makes consumers' TypeScript load @webgpu/types, a dependency of the package.
+/// <reference types="@webgpu/types" preserve="true" />
 export { acquireGpu, NoGpuError, type Gpu, type GpuLimits } from './gpu/device.js';
 export { GpuContext, Recorder, fmtBytes } from './gpu/context.js';
 export { Tensor, type DType } from './gpu/tensor.js';
@@ -31,9 +34,11 @@ export * from './interp/collect.js';
 export * from './interp/activation-store.js';
 export * from './interp/probes.js';
 export * from './interp/probe-cpu.js';
-export { fitLogisticGpu, fitProbeBatchGpu, recordProbeBatch, probeWorkgroupSize, type ProbeBatchArgs, type ProbeGpuOptions, type ProbeWorkgroupSize } from '../kernels/probe.js';
 export * from './interp/ablation.js';
 export * from './interp/attention-map.js';
 export * from './io/cached-folder.js';
 export { eosTokenIds } from './generate/eos.js';
+// Datasets: question files (vlmscope JSONL, VSR, What'sUp), scoring, evaluation and synthetic scenes.
+export * from './eval/dataset.js';
+export * from './eval/evaluate.js';
 export * from './eval/synthetic.js';
