@@ -1,4 +1,4 @@
-// Head interventions as experiments (CogVision / CogVSR, ../shared/docs/methods.md §2): for each target function f,
+// Head interventions as experiments (CogVision, arXiv 2512.10300; CogVSR, arXiv 2603.20662): for each target function f,
 // the top-k functional heads of f (from `vlmscope probe`'s ranking) are
 //   - masked:        z_h *= epsilon            (mode "scale"; epsilon 0 ablates, 0.001 is CogVision's masking),
 //   - mean-ablated:  z_h  = mean_h             (mode "mean_ablate"; the head's mean z over the activation store),

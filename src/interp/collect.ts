@@ -1,4 +1,4 @@
-// Activation collection for functional-head probing (CogVision / CogVSR, ../shared/docs/methods.md §2): every
+// Activation collection for functional-head probing (CogVision, arXiv 2512.10300; CogVSR, arXiv 2603.20662): every
 // question is answered greedily with its image, scored, and the per-head attention outputs z (before o_proj) of
 // every layer and head are pooled over a chosen token set into one row per question.
 //

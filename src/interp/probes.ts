@@ -1,4 +1,4 @@
-// Functional-head probing (CogVision, ../shared/docs/methods.md §2.1): for each function and each (layer, head), a
+// Functional-head probing (CogVision, Jiang et al., arXiv 2512.10300): for each function and each (layer, head), a
 // logistic probe on the head's pooled activation predicts "this sub-question is of function f". Positives are the
 // correctly answered examples of f; negatives a balanced, seeded random sample of correctly answered examples of the
 // other functions. Train and held-out rows are split by main question (sub-questions of one main question never

@@ -3,7 +3,7 @@
 //   filter) -> center_crop -> rescale -> normalize -> channels-first float32.
 // References: transformers image_processing_clip.py `preprocess`, image_transforms.py (`resize`,
 // `center_crop`, `rescale`, `normalize`, `get_resize_output_image_size`), llava image_processing_llava.py
-// `pad_to_square`; see ../shared/docs/model-specs.md §1.7 and §2.2.
+// `pad_to_square`, and docs/source/en/model_doc/llava.md (do_pad: the original LLaVA pads to square first).
 
 import { assertRgbImage, type RgbImage } from './image.js';
 import { pillowFilterFromCode, resizePillow } from './resize.js';

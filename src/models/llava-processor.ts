@@ -1,7 +1,9 @@
 // Hugging Face LlavaProcessor: the prompt (chat template or the LLaVA-1.5 format), each <image> placeholder
 // expanded to as many image tokens as the config gives image features, BEFORE tokenizing (processing_llava.py),
 // the tokenizer's BOS rule, and CLIP preprocessing of the images (with LLaVA's optional pad-to-square, do_pad).
-// See ../shared/docs/model-specs.md §2.2-2.3.
+// References (transformers): llava/processing_llava.py `__call__` (num_image_tokens, the expansion),
+// clip/image_processing_clip.py `preprocess`, docs/source/en/model_doc/llava.md (the "USER: <image>\n<prompt>
+// ASSISTANT:" prompt format).
 
 import { clipPreprocess, type ClipProcessorConfig } from '../io/clip-processor.js';
 import type { RgbImage } from '../io/image.js';
