@@ -1,6 +1,6 @@
 // Image decoding, Pillow-exact resizing and CLIPImageProcessor preprocessing.
 // Exactness references (no Python/Pillow on these machines):
-// - ../shared/fixtures/tiny-llava/golden.json `image` / `pixel_values`: Pillow + HF's slow CLIP processor.
+// - tests/fixtures/tiny-llava/golden.json `image` / `pixel_values`: Pillow + HF's slow CLIP processor.
 // - Expected pixel values from Pillow's own test suite (Tests/test_image_resample.py,
 //   TestImagingCoreResampleAccuracy and friends), re-expressed here as data.
 

@@ -1,4 +1,4 @@
-// The LLaVA forward pass against the float64 reference of ../shared/fixtures/tiny-llava (see its README):
+// The LLaVA forward pass against the float64 reference of tests/fixtures/tiny-llava (see its README):
 // preprocessing, vision states, image features, all logits, a text attention pattern, per-head z, greedy
 // tokens, and the six intervention cases.
 

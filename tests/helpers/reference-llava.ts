@@ -1,10 +1,10 @@
 // An independent float64 CPU reference of the Hugging Face LLaVA-1.5 forward (LlavaForConditionalGeneration
-// with a CLIP vision tower and a Llama decoder), written straight from ../../../shared/docs/model-specs.md §1-§2
-// and the intervention contract in ../../../shared/docs/interventions.md. It shares only the file readers with
-// the engine (checkpoint, config.json parser, f16/bf16 decoding), and its float64 math (norms, attention with the
-// interventions, the Llama decoder, no-cache greedy) with the Qwen reference (reference-math.ts); every number is
-// computed in float64 from the weights as stored, with no KV cache, so it can judge the GPU engine (and its cache)
-// across configs.
+// with a CLIP vision tower and a Llama decoder), written straight from transformers' llava/modeling_llava.py,
+// clip/modeling_clip.py and llama/modeling_llama.py and the intervention contract in docs/interventions.md. It
+// shares only the file readers with the engine (checkpoint, config.json parser, f16/bf16 decoding), and its float64
+// math (norms, attention with the interventions, the Llama decoder, no-cache greedy) with the Qwen reference
+// (reference-math.ts); every number is computed in float64 from the weights as stored, with no KV cache, so it can
+// judge the GPU engine (and its cache) across configs.
 
 import { type LlavaConfig, parseLlavaConfig } from '../../src/models/config.js';
 import type { InterventionSpec } from '../../src/spec/spec.js';
