@@ -178,9 +178,10 @@ try {
   gpu.destroy();
 }
 
-/** The fixture folder: ../shared/fixtures beside the checkout when present, else the committed copy. */
+/** The fixture folder: under $VLMSCOPE_FIXTURES when set (as in tests/helpers/fixtures.ts), else the committed copy. */
 function fixtureDir(name: string): string {
-  return [resolve(repo, '../shared/fixtures', name), resolve(repo, 'tests/fixtures', name)].find((d) => existsSync(join(d, 'golden.json')))!;
+  const dirs = [process.env.VLMSCOPE_FIXTURES ? resolve(process.env.VLMSCOPE_FIXTURES, name) : '', resolve(repo, 'tests/fixtures', name)];
+  return dirs.find((d) => d && existsSync(join(d, 'golden.json')))!;
 }
 
 /** A smooth synthetic photo-like image (no decoder involved). */
