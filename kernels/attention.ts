@@ -51,6 +51,11 @@ export interface AttentionArgs {
   keyRanges?: BufferRef | null;
   /** Index of the key-range pair for query row 0 (default 0), so one buffer serves slices of rows. */
   keyRangeRow?: number;
+  /**
+   * Attention knockout: a bitset u32 [rows, words] for this call's query rows (bit k of row i set = the edge i -> key
+   * k is blocked, like the causal mask) applied to heads whose params set bit 1 of `replace`. Absent: nothing bound.
+   */
+  knockout?: { bits: BufferRef; words: number } | null;
   causal: boolean;
   /** Absolute position of query row 0 (a causal query at position p sees keys 0..p). */
   pos0: number;
@@ -148,15 +153,21 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
   if (ranges && ranges.size < (keyRangeRow + a.rows) * 8) {
     throw new Error(`${label}: key ranges of ${ranges.size} bytes do not hold pairs ${keyRangeRow}..${keyRangeRow + a.rows} (u32 [.., 2])`);
   }
+  const ko = a.knockout ?? null;
+  if (ko) {
+    if (!Number.isInteger(ko.words) || ko.words < Math.ceil(a.nKeys / 32)) throw new Error(`${label}: knockout rows of ${ko.words} words do not cover ${a.nKeys} keys`);
+    const size = 'size' in ko.bits ? ko.bits.size : (ko.bits as GPUBuffer).size;
+    if (size < a.rows * ko.words * 4) throw new Error(`${label}: knockout bitset of ${size} bytes is smaller than [${a.rows}, ${ko.words}] u32`);
+  }
   const steerRows = a.steerRows ?? [];
   if (steerRows.length > 3) throw new Error(`${label}: ${steerRows.length} steering row ranges, the kernel has 3 scopes`);
   const sr = (j: number, e: 0 | 1) => Math.max(0, steerRows[j]?.[e] ?? 0);
   const kernel = ctx.kernel({
     name: 'attention',
     source,
-    defines: { CAPTURE: capture, HEAD_VECTORS: !!vectors, KEY_RANGES: !!ranges },
+    defines: { CAPTURE: capture, HEAD_VECTORS: !!vectors, KEY_RANGES: !!ranges, KNOCKOUT: !!ko },
     constants: { WG: attentionWorkgroup(a.headDim) },
-    bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', 'write', capture ? 'write' : null, vectors ? 'read' : null, ranges ? 'read' : null],
+    bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', 'write', capture ? 'write' : null, vectors ? 'read' : null, ranges ? 'read' : null, ko ? 'read' : null],
   });
   const [tb, te] = a.tempRows ?? [0, 0];
   const u = new Uniforms()
@@ -185,11 +196,12 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
     .u32(vOffset)
     .u32(keyRangeRow)
     .u32(a.patternKeys !== undefined ? 1 : 0)
+    .u32(ko?.words ?? 0)
     .done();
   rec.dispatch(
     kernel,
     u,
-    [null, a.q.buffer, a.k.buffer, a.v.buffer, a.headParams, a.keyIsImage, a.z.buffer, a.pattern?.buffer ?? null, vectors, ranges],
+    [null, a.q.buffer, a.k.buffer, a.v.buffer, a.headParams, a.keyIsImage, a.z.buffer, a.pattern?.buffer ?? null, vectors, ranges, ko?.bits ?? null],
     fold(a.rows * a.heads, ctx.limits.maxComputeWorkgroupsPerDimension),
     label,
   );

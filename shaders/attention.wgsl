@@ -40,12 +40,14 @@ struct Params {
   v_off: u32,      // element offset of value row 0 (fused qkv: 2E)
   kr_row: u32,     // KEY_RANGES: index of the pair for query row 0
   pat_rel: u32,    // 1: pattern entry j of row i holds key begin_i + j (a block-diagonal sequence captured compactly)
+  ko_words: u32,   // KNOCKOUT: u32 words per query row of the knocked-out-edge bitset
 }
 
 struct HeadParams {
   scale: f32,      // multiplies z_h: 0 ablates, 1 is a plain run, g > 1 is gain
   alpha: f32,      // image-key temperature of this head in this layer (1 = off)
-  replace: u32,    // 1: z_h is replaced by the head's mean vector (mean_ablate); read only with HEAD_VECTORS
+  replace: u32,    // bit 0: z_h is replaced by the head's mean vector (mean_ablate; read only with HEAD_VECTORS);
+                   // bit 1: the head loses the knocked-out edges (attention knockout; read only with KNOCKOUT)
   steer: u32,      // 0: not steered, else the scope (1..3) whose rows get the head's add vector
 }
 
@@ -64,6 +66,13 @@ struct HeadParams {
 #endif
 #if KEY_RANGES
 @group(0) @binding(9) var<storage, read> key_ranges: array<u32>;     // [kr_row + q_rows, 2]: begin, end
+#endif
+#if KNOCKOUT
+@group(0) @binding(10) var<storage, read> knockout: array<u32>;      // [q_rows, ko_words]: bit k = edge to key k blocked
+
+fn knocked(i: u32, key: u32) -> bool {
+  return ((knockout[i * p.ko_words + key / 32u] >> (key % 32u)) & 1u) != 0u;
+}
 #endif
 
 override WG: u32 = 64u;
@@ -131,6 +140,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   kend = min(kend, key_ranges[kr + 1u]);
 #endif
 
+#if KNOCKOUT
+  let knock_head = (hp.replace & 2u) != 0u;
+#endif
   var m = NEG_BIG;
   var l = 0.0;
   var acc: array<f32, MAX_DIMS_PER_THREAD>;
@@ -139,6 +151,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var s = NEG_BIG;
     if (key < kend) {
       s = score(i, key, kv_base, alpha);
+#if KNOCKOUT
+      if (knock_head && knocked(i, key)) {
+        s = NEG_BIG; // masked like a key past the causal limit
+      }
+#endif
     }
     scores[t] = s;
     workgroupBarrier();
@@ -157,6 +174,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     // exp dominated the kernel), then all read the probabilities.
     workgroupBarrier();
     scores[t] = exp(s - m_new);
+#if KNOCKOUT
+    // A blocked key weighs 0 even while every key so far is blocked (m_new still NEG_BIG).
+    if (s <= NEG_BIG) {
+      scores[t] = 0.0;
+    }
+#endif
     workgroupBarrier();
     for (var j = 0u; j < n_here; j++) {
       let pj = scores[j];
@@ -179,7 +202,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 #if HEAD_VECTORS
   // Uniform per workgroup: heads without mean_ablate / steer read no vector.
   let vec_base = h * 2u * p.head_dim;
-  let replaced = hp.replace != 0u;
+  let replaced = (hp.replace & 1u) != 0u;
   let steered = in_steer_rows(hp.steer, i);
 #endif
   for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
@@ -209,7 +232,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   for (var j = t; j < p.pat_keys; j += WG) {
     let key = j + pat_off;
     var prob = 0.0;
-    if (key >= kbegin && key < kend) {
+    var live = key >= kbegin && key < kend;
+#if KNOCKOUT
+    live = live && !(knock_head && knocked(i, key));
+#endif
+    if (live && l > 0.0) {
       prob = exp(score(i, key, kv_base, alpha) - m) / l;
     }
     pattern[pat_base + j] = prob;

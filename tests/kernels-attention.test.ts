@@ -19,6 +19,18 @@ interface Case {
   /** Key range [begin, end) per query row (bound as keyRanges after `keyRangeRow` poison pairs). */
   ranges?: [number, number][];
   keyRangeRow?: number;
+  /** Attention knockout: random blocked edges (seed), some rows fully blocked; heads with h % 3 != 0 take them. */
+  knock?: number;
+}
+
+/** The blocked edges of a knockout case: bit k of row i (u32 words per row). */
+function knockBits(c: Case): { bits: Uint32Array; words: number } {
+  const words = Math.ceil(c.nKeys / 32) + 1; // one spare word: rows need not be tightly packed
+  const bits = new Uint32Array(c.rows * words);
+  const r = rng(c.knock ?? 0);
+  for (let i = 0; i < c.rows; i++)
+    for (let j = 0; j < c.nKeys; j++) if (i % 7 === 3 || r() < 0.4) bits[i * words + (j >>> 5)] |= 1 << (j & 31);
+  return { bits, words };
 }
 
 /** HeadParams per head: {scale: f32, alpha: f32, replace: u32, steer: u32}. */
@@ -32,6 +44,8 @@ const HP = 4;
  */
 function reference(c: Case, q: Float32Array, k: Float32Array, v: Float32Array, hs: Float32Array, img: Uint32Array, vec: Float32Array | null) {
   const hu = new Uint32Array(hs.buffer, hs.byteOffset, hs.length);
+  const ko = c.knock !== undefined ? knockBits(c) : null;
+  const blocked = (h: number, i: number, j: number) => !!ko && (hu[HP * h + 2] & 2) !== 0 && ((ko.bits[i * ko.words + (j >>> 5)] >>> (j & 31)) & 1) === 1;
   const { rows, heads, kvHeads, headDim: D, nKeys } = c;
   const z = new Float64Array(rows * heads * D);
   const pat = new Float64Array(heads * rows * nKeys);
@@ -45,6 +59,7 @@ function reference(c: Case, q: Float32Array, k: Float32Array, v: Float32Array, h
       const s = new Float64Array(nk);
       let m = -Infinity;
       for (let j = b; j < nk; j++) {
+        if (blocked(h, i, j)) continue;
         let dot = 0;
         for (let d = 0; d < D; d++) dot += q[(i * heads + h) * D + d] * k[(j * kvHeads + kvh) * D + d];
         dot /= Math.sqrt(D);
@@ -53,8 +68,9 @@ function reference(c: Case, q: Float32Array, k: Float32Array, v: Float32Array, h
         m = Math.max(m, dot);
       }
       let sum = 0;
-      for (let j = b; j < nk; j++) sum += Math.exp(s[j] - m);
+      for (let j = b; j < nk; j++) if (!blocked(h, i, j)) sum += Math.exp(s[j] - m);
       for (let j = b; j < nk; j++) {
+        if (blocked(h, i, j)) continue;
         const p = Math.exp(s[j] - m) / sum;
         pat[(h * rows + i) * nKeys + j] = p;
         for (let d = 0; d < D; d++) z[(i * heads + h) * D + d] += hs[HP * h] * p * v[(j * kvHeads + kvh) * D + d];
@@ -65,7 +81,7 @@ function reference(c: Case, q: Float32Array, k: Float32Array, v: Float32Array, h
       const steered = range !== undefined && i >= range[0] && i < range[1];
       for (let d = 0; d < D; d++) {
         const o = (i * heads + h) * D + d;
-        if (hu[HP * h + 2]) z[o] = hs[HP * h] * vec[(2 * h) * D + d];
+        if (hu[HP * h + 2] & 1) z[o] = hs[HP * h] * vec[(2 * h) * D + d];
         if (steered) z[o] += vec[(2 * h + 1) * D + d];
       }
     }
@@ -103,9 +119,10 @@ async function runCase(c: Case) {
     const [scale, replace, steer] = MIX[h % MIX.length];
     hs[HP * h] = scale;
     hs[HP * h + 1] = [0.5, 1, 2, 1.5][(h + 1) % 4];
-    hu[HP * h + 2] = replace;
+    hu[HP * h + 2] = replace | (c.knock !== undefined && h % 3 !== 0 ? 2 : 0);
     hu[HP * h + 3] = steer;
   }
+  const ko = c.knock !== undefined ? knockBits(c) : null;
   const vec = c.vectors ? randn(c.heads * 2 * c.headDim, 5, 1.5) : null;
   const img = new Uint32Array(c.nKeys);
   for (let j = 0; j < c.nKeys; j++) img[j] = r() < 0.5 ? 1 : 0;
@@ -132,6 +149,7 @@ async function runCase(c: Case) {
     causal: c.causal, pos0: c.pos0, headParams: hp.buffer, keyIsImage: ki.buffer, tempRows: c.temp, z, pattern,
     headVectors, steerRows: c.steer, keyRanges: c.ranges ? rangeBuffer(ctx, c.ranges, c.keyRangeRow ?? 0) : null,
     keyRangeRow: c.keyRangeRow,
+    knockout: ko ? { bits: ctx.uploadTensor(new Uint8Array(ko.bits.buffer), [ko.bits.length], 'f32', 'knockout').buffer, words: ko.words } : null,
   });
   rec.submit();
   const want = reference(c, qs, ks, vs, hs, img, vec);
@@ -166,6 +184,22 @@ describe('attention kernel vs float64 reference', () => {
       const { got, want } = await runCase(c);
       expectClose(got.z, want.z, 2e-5, 1e-4, 'z');
       expectClose(got.pattern, want.pat, 2e-6, 1e-4, 'pattern');
+    });
+  }
+
+  // Attention knockout: blocked edges masked like the causal mask on flagged heads; fully blocked rows give z 0.
+  const knockCases: Case[] = [
+    { rows: 29, heads: 6, kvHeads: 2, headDim: 16, nKeys: 29, causal: true, pos0: 0, temp: [28, 29], knock: 7 },
+    { rows: 1, heads: 4, kvHeads: 2, headDim: 64, nKeys: 70, causal: true, pos0: 69, knock: 8 }, // decode step, 3 words
+    { rows: 37, heads: 10, kvHeads: 5, headDim: 80, nKeys: 37, causal: false, pos0: 0, vectors: true, steer: [[0, 37]], ranges: segments([0, 20, 37]), knock: 9 },
+    { rows: 9, heads: 4, kvHeads: 4, headDim: 130, nKeys: 75, causal: true, pos0: 66, temp: [0, 9], vectors: 'slot', steer: [[0, 9], [8, 9], [2, 4]], knock: 10 },
+  ];
+  for (const c of knockCases) {
+    it(`knockout ${JSON.stringify(c)}`, async () => {
+      const { got, want } = await runCase(c);
+      expectClose(got.z, want.z, 2e-5, 1e-4, 'z');
+      expectClose(got.pattern, want.pat, 2e-6, 1e-4, 'pattern');
+      expect(got.z.every(Number.isFinite)).toBe(true);
     });
   }
 

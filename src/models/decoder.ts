@@ -58,6 +58,8 @@ export interface DecoderStep {
   tempRows: [number, number];
   /** Query rows [begin, end) of this step in each steering scope (head-params.ts steerRows). */
   steerRows: [number, number][];
+  /** Attention knockout of this step: a bitset buffer with one 256-byte-aligned slot per layer; only `layers` bind it. */
+  knockout?: { buffer: GPUBuffer; slotBytes: number; words: number; layers: Set<number> } | null;
   captures?: DecoderCaptures;
 }
 
@@ -235,6 +237,10 @@ export class Decoder {
         keyIsImage: this.keyIsImage,
         tempRows: step.tempRows,
         steerRows: step.steerRows,
+        knockout:
+          step.knockout && step.knockout.layers.has(l)
+            ? { bits: { buffer: step.knockout.buffer, offset: l * step.knockout.slotBytes, size: step.knockout.slotBytes }, words: step.knockout.words }
+            : null,
         z,
         pattern: step.captures?.pattern?.get(l) ?? null,
         label: `text.${l}.attention`,

@@ -22,7 +22,8 @@ import {
   SpecError,
   resolvePositions,
 } from '../spec/spec.js';
-import { headParamTable, headVectorTable, steerRows, temperatureRows } from '../spec/head-params.js';
+import { headParamTable, headVectorTable, knockoutBits, steerRows, temperatureRows } from '../spec/head-params.js';
+import { matmul } from '../../kernels/matmul.js';
 
 /** What a vision encoder makes of a run's images, decided before anything is recorded. */
 export interface VisionPlan {
@@ -248,13 +249,17 @@ export class VlmModel {
       }
 
       const readVision = images.length || cap.z?.tower === 'vision' ? this.recordVision(rec, images, plan, cap, alloc) : null;
+      // Dual Mechanisms vision-token enhancement: the embeddings entering layer 0 at image tokens, prefill only.
+      const embedded = spec.visionTokenAdd && images.length ? this.recordVisionTokenAdd(rec, spec.visionTokenAdd, nFeatures, alloc) : this.features!;
+      const knockout = this.knockoutStep(spec, 'prefill', 0, L, imageRows, alloc);
 
       const hidden = this.decoder.record(rec, {
         rows: L,
         pos0: 0,
         ids: this.idsBuf!,
         idsOffset: 0,
-        features: images.length ? { map: this.featureMap!, data: this.features! } : null,
+        features: images.length ? { map: this.featureMap!, data: embedded } : null,
+        knockout,
         rotary: this.rotaryBuf!,
         tempRows: temperatureRows(spec.imageTemperature?.queries ?? null, 'prefill', L),
         steerRows: steerRows('prefill', L),
@@ -303,7 +308,7 @@ export class VlmModel {
           ? this.choose(input, await ctx.readF32(logits.buffer, (allLogits ? L - 1 : 0) * tcfg.vocab * 4, tcfg.vocab), [], L)
           : (await ctx.readU32(this.idsBuf!, L * 4, 1))[0];
         result.timings.prefillMs = performance.now() - t0;
-        result.tokens = await this.decode(firstTok, L, maxNew, spec, input, result, pos.ropeDelta);
+        result.tokens = await this.decode(firstTok, L, maxNew, spec, input, result, pos.ropeDelta, imageRows);
       } else {
         await ctx.sync();
         result.timings.prefillMs = performance.now() - t0;
@@ -329,7 +334,16 @@ export class VlmModel {
   }
 
   /** Decode: one forward and one small readback per token; the greedy token id never leaves the GPU otherwise. */
-  private async decode(firstTok: number, L: number, maxNew: number, spec: InterventionSpec, input: RunInput, result: RunResult, ropeDelta: number): Promise<number[]> {
+  private async decode(
+    firstTok: number,
+    L: number,
+    maxNew: number,
+    spec: InterventionSpec,
+    input: RunInput,
+    result: RunResult,
+    ropeDelta: number,
+    imageRows: readonly number[],
+  ): Promise<number[]> {
     const { ctx } = this;
     const vocab = this.decoder.cfg.vocab;
     const stops = new Set(input.stopTokens ?? []);
@@ -346,12 +360,19 @@ export class VlmModel {
         const pos = L + t;
         ctx.write(this.rotaryBuf!.buffer, 0, this.positions.decode(pos, ropeDelta));
         const rec = ctx.recorder('decode');
+        const stepOwned: Tensor[] = [];
+        const knockout = this.knockoutStep(spec, 'decode', pos, 1, imageRows, (shape, label) => {
+          const t = ctx.activation(shape, label);
+          stepOwned.push(t);
+          return t;
+        });
         const hidden = this.decoder.record(rec, {
           rows: 1,
           pos0: pos,
           ids: this.idsBuf!,
           idsOffset: pos,
           rotary: this.rotaryBuf!,
+          knockout,
           tempRows: temperatureRows(spec.imageTemperature?.queries ?? null, 'decode', 1),
           steerRows: steerRows('decode', 1),
         });
@@ -364,6 +385,7 @@ export class VlmModel {
           rec.submit();
           tok = (await ctx.readU32(this.idsBuf!, (pos + 1) * 4, 1))[0];
         }
+        for (const t of stepOwned) ctx.destroyBuffer(t.buffer);
         result.timings.decodeSteps++;
       }
     } finally {
@@ -379,6 +401,66 @@ export class VlmModel {
     if (!Number.isInteger(tok) || tok < 0 || tok >= this.decoder.cfg.vocab) throw new Error(`chooseToken returned ${tok}, not a token id`);
     this.ctx.write(this.idsBuf!, at * 4, new Uint32Array([tok]));
     return tok;
+  }
+
+  /**
+   * h + alpha * sum_k (h . w_k) / (|w_k|^2 + 1e-8) * w_k over the image features, as two thin matmuls: t = h W
+   * ([n, k]), then t W'^T + h with W' = W diag(alpha / (|w_k|^2 + 1e-8)).
+   */
+  private recordVisionTokenAdd(
+    rec: ReturnType<GpuContext['recorder']>,
+    add: NonNullable<InterventionSpec['visionTokenAdd']>,
+    n: number,
+    alloc: (shape: number[], label: string) => Tensor,
+  ): Tensor {
+    const D = this.decoder.cfg.hidden;
+    const k = add.directions.length;
+    add.directions.forEach((d, i) => {
+      if (d.length !== D) throw new SpecError(`vision_token_add.directions[${i}] has ${d.length} values, but the text hidden size is ${D}`);
+    });
+    const w = new Float32Array(k * D);
+    const wScaled = new Float32Array(D * k);
+    add.directions.forEach((d, j) => {
+      let norm2 = 0;
+      for (let i = 0; i < D; i++) norm2 += d[i] * d[i];
+      const c = add.alpha / (norm2 + 1e-8);
+      w.set(d, j * D);
+      for (let i = 0; i < D; i++) wScaled[i * k + j] = d[i] * c;
+    });
+    const upload = (data: Float32Array, shape: number[], label: string) => {
+      const t = alloc(shape, label);
+      this.ctx.write(t.buffer, 0, data);
+      return t;
+    };
+    const W = upload(w, [k, D], 'vision_token_add.directions');
+    const Ws = upload(wScaled, [D, k], 'vision_token_add.scaled');
+    const proj = alloc([n, k], 'vision_token_add.projections');
+    const out = alloc([n, D], 'vision_token_add.features');
+    matmul(this.ctx, rec, { x: rows(this.features!, 0, n), w: W, out: rows(proj) });
+    matmul(this.ctx, rec, { x: rows(proj), w: Ws, residual: rows(this.features!, 0, n), out: rows(out) });
+    return out;
+  }
+
+  /** The knockout bitsets of one forward call, uploaded (null when the spec has none). */
+  private knockoutStep(
+    spec: InterventionSpec,
+    phase: 'prefill' | 'decode',
+    pos0: number,
+    n: number,
+    imageRows: readonly number[],
+    alloc: (shape: number[], label: string) => Tensor,
+  ): { buffer: GPUBuffer; slotBytes: number; words: number; layers: Set<number> } | null {
+    const layers = this.decoder.cfg.layers;
+    const words = Math.ceil(this.decoder.maxLen / 32);
+    const ko = knockoutBits(spec, { layers, phase, pos0, rows: n, words, nKeys: pos0 + n, imageKeys: imageRows });
+    if (!ko) return null;
+    // Storage bindings start at 256-byte offsets: one aligned slot per layer.
+    const slot = Math.ceil((n * words * 4) / 256) * 64;
+    const data = new Uint32Array(layers * slot);
+    for (let l = 0; l < layers; l++) data.set(ko.bits.subarray(l * n * words, (l + 1) * n * words), l * slot);
+    const t = alloc([layers * slot], `text.knockout.${phase}`);
+    this.ctx.write(t.buffer, 0, data);
+    return { buffer: t.buffer, slotBytes: slot * 4, words, layers: ko.layers };
   }
 
   private writeHeadParams(spec: InterventionSpec): void {

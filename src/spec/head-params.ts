@@ -1,6 +1,8 @@
 // Per-layer attention parameter blocks built from an intervention spec, read by the attention kernel:
 //  - head params, per head {scale: f32, alpha: f32, replace: u32, steer: u32} (16 bytes): head_scale, the
-//    image-key temperature, mean_ablate on/off, and the steering scope code (0 = off, else STEER_SCOPES index + 1);
+//    image-key temperature, `replace` bits (1: mean_ablate, 2: the layer's knocked-out edges apply to the head), and
+//    the steering scope code (0 = off, else STEER_SCOPES index + 1);
+//  - knockout bitsets, per layer and query row of one forward call, u32 words over the keys (knockoutBits);
 //  - head vectors, per head [2, head_dim] f32: the mean_ablate replacement m_h, then the steering vector
 //    alpha * sigma * direction (summed over the head's steer entries). Only a spec with mean_ablate / steer
 //    entries for a tower builds (and binds) them.
@@ -53,7 +55,16 @@ export function headParamTable(spec: InterventionSpec, tower: Tower, dims: Tower
       }
     }
   }
-  for (const e of spec.meanAblate) if (e.tower === tower) u32[at(e.layer, e.head) + 2] = 1;
+  for (const e of spec.meanAblate) if (e.tower === tower) u32[at(e.layer, e.head) + 2] |= 1;
+  // Knockout acts on the text tower's heads: bit 1 of `replace` lets the layer's blocked edges apply to the head.
+  if (tower === 'text') {
+    for (const k of spec.knockout) {
+      for (let l = 0; l < dims.layers; l++) {
+        if (k.layers && !k.layers.includes(l)) continue;
+        for (let h = 0; h < dims.heads; h++) if (!k.heads || k.heads.includes(h)) u32[at(l, h) + 2] |= 2;
+      }
+    }
+  }
   for (const e of spec.steer) if (e.tower === tower) u32[at(e.layer, e.head) + 3] = STEER_SCOPES.indexOf(e.queries) + 1;
   return table;
 }
@@ -112,4 +123,52 @@ export function temperatureRows(scope: QueryScope | null, phase: 'prefill' | 'de
 /** The query rows of one forward call in each steering scope, in STEER_SCOPES order (same meaning as temperatureRows). */
 export function steerRows(phase: 'prefill' | 'decode', rows: number): [number, number][] {
   return STEER_SCOPES.map((s) => temperatureRows(s, phase, rows));
+}
+
+/** Knocked-out edges of one forward call: per layer with entries, a bitset [rows, words] (bit k = key k blocked). */
+export interface KnockoutCall {
+  words: number;
+  /** [layers] x [rows, words] u32, layers without entries left zero. */
+  bits: Uint32Array;
+  /** Layers that have entries (only they bind the bitset). */
+  layers: Set<number>;
+}
+
+/**
+ * The edges `spec.knockout` blocks in one forward call of `rows` query rows at positions pos0.. (phase as in
+ * temperatureRows: 'last' is the last prompt row of the prefill, 'generated' every decode row, positions absolute).
+ * Keys: the image-token positions, a range, or positions, below `nKeys`. Null when the spec has no knockout.
+ */
+export function knockoutBits(
+  spec: InterventionSpec,
+  o: { layers: number; phase: 'prefill' | 'decode'; pos0: number; rows: number; words: number; nKeys: number; imageKeys: readonly number[] },
+): KnockoutCall | null {
+  if (spec.knockout.length === 0) return null;
+  const { rows, words } = o;
+  const bits = new Uint32Array(o.layers * rows * words);
+  const layers = new Set<number>();
+  for (const k of spec.knockout) {
+    let qrows: number[];
+    if (typeof k.queries !== 'string') {
+      qrows = (k.queries as { positions: number[] }).positions.map((p) => p - o.pos0).filter((r) => r >= 0 && r < rows);
+    } else {
+      const [b, e] = temperatureRows(k.queries as QueryScope, o.phase, rows);
+      qrows = Array.from({ length: Math.max(0, e - b) }, (_, j) => b + j);
+    }
+    const keys =
+      k.keys.kind === 'image'
+        ? [...o.imageKeys]
+        : k.keys.kind === 'range'
+          ? Array.from({ length: k.keys.end - k.keys.start }, (_, j) => (k.keys as { start: number }).start + j)
+          : k.keys.positions;
+    for (let l = 0; l < o.layers; l++) {
+      if (k.layers && !k.layers.includes(l)) continue;
+      layers.add(l);
+      for (const r of qrows) {
+        const base = (l * rows + r) * words;
+        for (const key of keys) if (key < o.nKeys) bits[base + (key >>> 5)] |= 1 << (key & 31);
+      }
+    }
+  }
+  return { words, bits, layers };
 }

@@ -43,11 +43,38 @@ export interface HeadSteer {
   queries: QueryScope;
 }
 
+/**
+ * Attention knockout (information-flow experiments): in the chosen text layers and heads, the chosen query rows
+ * cannot attend to the chosen keys (their scores are masked like the causal mask's).
+ */
+export interface AttentionKnockout {
+  /** Absent = every text layer. */
+  layers: number[] | null;
+  /** Absent = every head. */
+  heads: number[] | null;
+  /** Which query rows lose the edges: a scope, or absolute positions (prompt rows or decode steps). */
+  queries: QueryScope | { positions: number[] };
+  /** Which keys they lose: the image-token positions, a range [start, end), or absolute positions. */
+  keys: { kind: 'image' } | { kind: 'range'; start: number; end: number } | { kind: 'positions'; positions: number[] };
+}
+
+/**
+ * Vision-token enhancement (Dual Mechanisms): every image-token embedding entering text layer 0, in the prefill,
+ * becomes h + alpha * sum_k (h . w_k) / (|w_k|^2 + 1e-8) * w_k for the directions w_k (the columns of W).
+ */
+export interface VisionTokenAdd {
+  alpha: number;
+  /** [k] directions of the text hidden size. */
+  directions: Float32Array[];
+}
+
 export interface InterventionSpec {
   headScale: HeadScale[];
   imageTemperature: ImageTemperature | null;
   meanAblate: MeanAblate[];
   steer: HeadSteer[];
+  knockout: AttentionKnockout[];
+  visionTokenAdd: VisionTokenAdd | null;
 }
 
 export type ZPositions = { kind: 'last' } | { kind: 'list'; positions: number[] } | { kind: 'mean'; start: number; end: number };
@@ -74,6 +101,8 @@ export interface TowerDims {
   heads: number;
   /** Dims of one head's output z_h (the length of mean_ablate / steer vectors). */
   headDim: number;
+  /** Width of the tower's residual stream (text: the length of vision_token_add directions), when known. */
+  hidden?: number;
 }
 
 export type ModelDims = Record<Tower, TowerDims>;
@@ -82,7 +111,7 @@ export class SpecError extends Error {
   override name = 'SpecError';
 }
 
-export const EMPTY_INTERVENTIONS: InterventionSpec = { headScale: [], imageTemperature: null, meanAblate: [], steer: [] };
+export const EMPTY_INTERVENTIONS: InterventionSpec = { headScale: [], imageTemperature: null, meanAblate: [], steer: [], knockout: [], visionTokenAdd: null };
 
 type Json = Record<string, unknown>;
 
@@ -165,7 +194,7 @@ function intList(v: unknown, where: string, check: (x: unknown, w: string) => nu
 
 export function parseInterventions(json: unknown, dims: ModelDims, source = 'intervention spec'): InterventionSpec {
   const o = obj(json, source);
-  onlyKeys(o, ['head_scale', 'image_temperature', 'mean_ablate', 'steer'], source);
+  onlyKeys(o, ['head_scale', 'image_temperature', 'mean_ablate', 'steer', 'attention_knockout', 'vision_token_add'], source);
   const headScale: HeadScale[] = [];
   if (o.head_scale !== undefined) {
     if (!Array.isArray(o.head_scale)) throw new SpecError(`${source}: "head_scale" must be a list`);
@@ -243,7 +272,65 @@ export function parseInterventions(json: unknown, dims: ModelDims, source = 'int
     if (!prev) steered.set(headKey(e), { i, queries: e.queries });
     steer.push(e);
   }
-  return { headScale, imageTemperature, meanAblate, steer };
+  const knockout: AttentionKnockout[] = [];
+  for (const [, eo, w] of entries(o, 'attention_knockout', source)) {
+    onlyKeys(eo, ['layers', 'heads', 'queries', 'keys'], w);
+    const layers = eo.layers === undefined || eo.layers === null ? null : intList(eo.layers, `${w}.layers`, (x, ww) => layerIn(x, 'text', dims, ww));
+    const heads = eo.heads === undefined || eo.heads === null ? null : intList(eo.heads, `${w}.heads`, (x, ww) => headIn(x, 'text', dims, ww));
+    const position = (x: unknown, ww: string) => {
+      const p = int(x, ww);
+      if (p < 0) throw new SpecError(`${ww} must be a position >= 0, got ${p}`);
+      return p;
+    };
+    let queries: AttentionKnockout['queries'];
+    if (Array.isArray(eo.queries)) queries = { positions: eo.queries.map((x, i) => position(x, `${w}.queries[${i}]`)) };
+    else queries = scope(eo.queries, `${w}.queries`);
+    let keys: AttentionKnockout['keys'];
+    const k = eo.keys ?? 'image';
+    if (k === 'image') keys = { kind: 'image' };
+    else if (Array.isArray(k)) keys = { kind: 'positions', positions: k.map((x, i) => position(x, `${w}.keys[${i}]`)) };
+    else if (typeof k === 'object' && k !== null) {
+      const ko = obj(k, `${w}.keys`);
+      onlyKeys(ko, ['start', 'end'], `${w}.keys`);
+      const start = position(ko.start, `${w}.keys.start`);
+      const end = position(ko.end, `${w}.keys.end`);
+      if (end <= start) throw new SpecError(`${w}.keys: end ${end} must be greater than start ${start}`);
+      keys = { kind: 'range', start, end };
+    } else {
+      throw new SpecError(`${w}.keys must be "image", {"start", "end"} or a list of positions, got ${JSON.stringify(k)}`);
+    }
+    // One head flag per (layer, head) gates the layer's edges: entries sharing a layer must name the same heads.
+    for (const [j, prev] of knockout.entries()) {
+      const shared = (layers ?? [...Array(dims.text.layers).keys()]).some((l) => prev.layers === null || prev.layers.includes(l));
+      if (shared && JSON.stringify(prev.heads) !== JSON.stringify(heads)) {
+        throw new SpecError(`${w}.heads differ from attention_knockout[${j}].heads in a layer both name; give one entry per set of heads and layers`);
+      }
+    }
+    knockout.push({ layers, heads, queries, keys });
+  }
+  let visionTokenAdd: VisionTokenAdd | null = null;
+  if (o.vision_token_add !== undefined && o.vision_token_add !== null) {
+    const w = `${source}: vision_token_add`;
+    const vo = obj(o.vision_token_add, w);
+    onlyKeys(vo, ['alpha', 'directions'], w);
+    if (!Array.isArray(vo.directions) || vo.directions.length === 0) throw new SpecError(`${w}.directions must be a non-empty list of vectors`);
+    const hidden = dims.text.hidden;
+    const directions = vo.directions.map((d, i) => {
+      const ww = `${w}.directions[${i}]`;
+      const arr = d instanceof Float32Array ? d : Array.isArray(d) ? Float32Array.from(d.map((x, j) => num(x, `${ww}[${j}]`))) : null;
+      if (!arr) throw new SpecError(`${ww} must be a list of numbers`);
+      if (hidden !== undefined && arr.length !== hidden) throw new SpecError(`${ww} has ${arr.length} values, but the text hidden size is ${hidden}`);
+      if (i > 0 && arr.length !== directionLength(vo.directions as unknown[])) throw new SpecError(`${ww} has ${arr.length} values, unlike directions[0]`);
+      return arr;
+    });
+    visionTokenAdd = { alpha: num(vo.alpha, `${w}.alpha`), directions };
+  }
+  return { headScale, imageTemperature, meanAblate, steer, knockout, visionTokenAdd };
+}
+
+function directionLength(ds: unknown[]): number {
+  const d = ds[0];
+  return d instanceof Float32Array || Array.isArray(d) ? d.length : -1;
 }
 
 /** The entries of list field `key` of `o` as [index, object, where] (none when the field is absent). */

@@ -224,6 +224,8 @@ export interface AttentionArgs {
   tempRow: ((r: number) => boolean) | null;
   /** Filled with the softmax probabilities [heads, n, n] when given. */
   pattern: Float64Array | null;
+  /** Attention knockout: edges (head, query row, key) removed like masked keys (probability 0; all removed: z 0). */
+  blocked?: ((h: number, i: number, j: number) => boolean) | null;
 }
 
 /** Causal keys: row i sees keys 0..i. */
@@ -246,7 +248,12 @@ export function attention(a: AttentionArgs): Float64Array {
       const qo = (i * H + h) * hd;
       const temp = alpha !== 1 && a.tempRow !== null && a.tempRow(i);
       let max = -Infinity;
+      const cut = a.blocked ?? null;
       for (let j = lo; j < hi; j++) {
+        if (cut && cut(h, i, j)) {
+          p[j] = -Infinity;
+          continue;
+        }
         const ko = (j * KV + kvh) * hd;
         let s = 0;
         for (let d = 0; d < hd; d++) s += q[qo + d] * k[ko + d];
@@ -256,10 +263,10 @@ export function attention(a: AttentionArgs): Float64Array {
         if (s > max) max = s;
       }
       let sum = 0;
-      for (let j = lo; j < hi; j++) sum += p[j] = Math.exp(p[j] - max);
+      for (let j = lo; j < hi; j++) sum += p[j] = p[j] === -Infinity ? 0 : Math.exp(p[j] - max);
       const zo = (i * H + h) * hd;
       for (let j = lo; j < hi; j++) {
-        const pj = p[j] / sum;
+        const pj = sum > 0 ? p[j] / sum : 0;
         if (a.pattern) a.pattern[(h * n + i) * n + j] = pj;
         const vo = (j * KV + kvh) * hd;
         for (let d = 0; d < hd; d++) z[zo + d] += pj * v[vo + d];
@@ -382,6 +389,40 @@ export function llamaDecoder(a: DecoderArgs): DecoderOutput {
   const scales = headScales(spec, 'text', a.dims.layers, H);
   const vectors = headVectors(spec, 'text', a.dims.layers, H, a.promptLength ?? L);
   let h = a.h;
+  const P = a.promptLength ?? L;
+  const add = spec?.visionTokenAdd ?? null;
+  if (add) {
+    // Dual Mechanisms: h + alpha * sum_k (h . w_k) / (|w_k|^2 + 1e-8) w_k on the image-token embeddings.
+    h = Float64Array.from(h);
+    for (let r = 0; r < L; r++) {
+      if (!a.isImage[r]) continue;
+      const row = h.subarray(r * D, (r + 1) * D);
+      const delta = new Float64Array(D);
+      for (const w of add.directions) {
+        let dot = 0;
+        let n2 = 0;
+        for (let d = 0; d < D; d++) ((dot += row[d] * w[d]), (n2 += w[d] * w[d]));
+        const c = (add.alpha * dot) / (n2 + 1e-8);
+        for (let d = 0; d < D; d++) delta[d] += c * w[d];
+      }
+      for (let d = 0; d < D; d++) row[d] += delta[d];
+    }
+  }
+  const knock = spec?.knockout ?? [];
+  const blockedFor = (l: number) => {
+    const entries = knock.filter((k) => !k.layers || k.layers.includes(l));
+    if (!entries.length) return null;
+    return (hh: number, i: number, j: number) =>
+      entries.some((k) => {
+        if (k.heads && !k.heads.includes(hh)) return false;
+        const q = k.queries;
+        const row =
+          typeof q === 'string' ? (q === 'all' ? true : q === 'last' ? i === P - 1 : i >= P) : q.positions.includes(i);
+        if (!row) return false;
+        const kk = k.keys;
+        return kk.kind === 'image' ? a.isImage[j] === 1 && j < P : kk.kind === 'range' ? j >= kk.start && j < kk.end : kk.positions.includes(j);
+      });
+  };
   const textStates = [h];
   const patterns = new Map<number, Float64Array>();
   const zAll = new Float64Array(a.dims.layers * L * H * hd);
@@ -397,6 +438,7 @@ export function llamaDecoder(a: DecoderArgs): DecoderOutput {
     const z = attention({
       q, k, v, n: L, heads: H, kvHeads: KV, hd, keys: causalKeys,
       headScale: scales[l], vectors: vectors[l], headAlpha: temperatureAlphas(it, l, H), isImageKey: a.isImage, tempRow, pattern,
+      blocked: blockedFor(l),
     });
     patterns.set(l, pattern);
     zAll.set(z, l * L * H * hd);
