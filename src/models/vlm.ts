@@ -197,6 +197,9 @@ export class VlmModel {
       if (p.tower !== 'text') continue;
       for (const r of p.rows ?? []) if (r < -L || r >= L) throw new SpecError(`capture pattern rows: row ${r} is outside the text sequence of ${L} tokens`);
     }
+    spec.visionTokenAdd?.directions.forEach((d, i) => {
+      if (d.length !== tcfg.hidden) throw new SpecError(`vision_token_add.directions[${i}] has ${d.length} values, but the text hidden size is ${tcfg.hidden}`);
+    });
     this.checkRunMemory(plan, cap, L + maxNew);
     // Positions first: a prompt whose image tokens do not match its images fails here, before any GPU work.
     const pos = this.positions.prompt(ids, images);
