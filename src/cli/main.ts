@@ -7,6 +7,7 @@ import { collectCommand } from './collect.js';
 import { probeCommand } from './probe.js';
 import { ablateCommand } from './ablate.js';
 import { attentionMapCommand } from './attention-map.js';
+import { sweepCommand } from './sweep.js';
 import { reportAndExit } from './errors.js';
 
 /** Commander's own errors (bad or missing options) as one `vlmscope:` line pointing at the command's help. */
@@ -40,7 +41,8 @@ Run \`vlmscope <command> --help\` for a command's options. Exit codes: 0 ok, 1 r
   .addCommand(oneLineErrors(collectCommand(), 'vlmscope collect'))
   .addCommand(oneLineErrors(probeCommand(), 'vlmscope probe'))
   .addCommand(oneLineErrors(ablateCommand(), 'vlmscope ablate'))
-  .addCommand(oneLineErrors(attentionMapCommand(), 'vlmscope attention-map'));
+  .addCommand(oneLineErrors(attentionMapCommand(), 'vlmscope attention-map'))
+  .addCommand(oneLineErrors(sweepCommand(), 'vlmscope sweep'));
 
 const verbose = process.argv.includes('--verbose');
 try {
