@@ -10,7 +10,17 @@ import { layerNorm } from '../../kernels/norm.js';
 import { im2col, positionEmbed } from '../../kernels/patch.js';
 import type { VitConfig } from './config.js';
 import type { WeightLoader } from './weights.js';
-import { VitEncoder, type VitCaptures } from './vit.js';
+import { VitEncoder, type VitBlockNames, type VitCaptures } from './vit.js';
+
+/** CLIP's encoder-layer tensor names (SigLIP, Idefics3's vision tower, uses the same). */
+export const CLIP_BLOCK_NAMES: VitBlockNames = {
+  norm1: 'layer_norm1',
+  norm2: 'layer_norm2',
+  qkv: { q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj' },
+  o: 'self_attn.out_proj',
+  mlp: { fc1: 'mlp.fc1', fc2: 'mlp.fc2' },
+  bias: true,
+};
 
 export type VisionCaptures = VitCaptures;
 
@@ -50,14 +60,7 @@ export class ClipVisionTower {
       w,
       name,
       (l) => `encoder.layers.${l}.`,
-      {
-        norm1: 'layer_norm1',
-        norm2: 'layer_norm2',
-        qkv: { q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj' },
-        o: 'self_attn.out_proj',
-        mlp: { fc1: 'mlp.fc1', fc2: 'mlp.fc2' },
-        bias: true,
-      },
+      CLIP_BLOCK_NAMES,
     );
     return t;
   }

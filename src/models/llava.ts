@@ -14,11 +14,10 @@ import { copyRows } from '../../kernels/elementwise.js';
 import { ClipVisionTower, type VisionCaptures } from './clip.js';
 import { Decoder } from './decoder.js';
 import { type LlavaConfig, imageTokenCount, parseLlavaConfig } from './config.js';
-import { WeightLoader } from './weights.js';
+import type { WeightLoader } from './weights.js';
 import { RotaryPositions } from './rotary.js';
-import { checkMemory } from './memory.js';
+import { loadChecked, planTextMemory } from './memory.js';
 import { type CaptureSpec, type InterventionSpec, type TowerDims, SpecError, resolvePositions } from '../spec/spec.js';
-import { headParamTable, headVectorTable } from '../spec/head-params.js';
 import { readPattern, readZ } from './capture-read.js';
 import { type ImageInput, type LoadOptions, type MemoryPlan, type PatternCaptured, type ResidualCaptured, isPatchedImage } from './model.js';
 import { type VisionCaptureReader, type VisionEncoder, type VisionPlan, VlmModel } from './vlm.js';
@@ -81,8 +80,7 @@ export class LlavaVision implements VisionEncoder {
   }
 
   writeHeadParams(spec: InterventionSpec): void {
-    this.ctx.write(this.tower.headParams, 0, headParamTable(spec, 'vision', this.dims));
-    this.tower.writeHeadVectors(headVectorTable(spec, 'vision', this.dims));
+    this.tower.encoder.writeSpec(spec, this.dims);
   }
 
   prepare(): void {
@@ -258,16 +256,8 @@ export class LlavaModel extends VlmModel {
         `${name}/preprocessor_config.json crops to ${crop.height}x${crop.width} but config.json vision_config.image_size is ${cfg.vision.imageSize}`,
       );
     }
-    // Pass 1 checks every tensor name and shape without touching the GPU; pass 2 uploads.
-    const loaderOpts = { dtype: opts.dtype, maxBindingBytes: opts.maxBindingBytes };
-    const check = new WeightLoader(null, ckpt, undefined, 0, loaderOpts);
-    await LlavaModel.loadWeights(ctx, cfg, check);
-    check.finishCheck();
-    const context = opts.contextLength ?? Math.min(2048, cfg.text.maxPositions);
-    const budget = await checkMemory(ctx, planMemory(cfg, check.bytesNeeded, context), context, opts, name);
-    const loader = new WeightLoader(ctx, ckpt, opts.onProgress, check.sourceBytes, loaderOpts);
-    const parts = await LlavaModel.loadWeights(ctx, cfg, loader);
-    return new LlavaModel(ctx, cfg, processor, parts.vision, parts.text, parts.projector, name, { weights: check.bytesNeeded, ...budget });
+    const { parts, memory } = await loadChecked(ctx, ckpt, name, opts, cfg.text, (bytes, context) => planMemory(cfg, bytes, context), (w) => LlavaModel.loadWeights(ctx, cfg, w));
+    return new LlavaModel(ctx, cfg, processor, parts.vision, parts.text, parts.projector, name, memory);
   }
 
   private static async loadWeights(ctx: GpuContext, cfg: LlavaConfig, w: WeightLoader) {
@@ -288,15 +278,8 @@ export class LlavaModel extends VlmModel {
 
 /** Bytes the model needs on the GPU: weights as stored, the KV cache for `context` tokens, and activations. */
 export function planMemory(cfg: LlavaConfig, weightBytes: number, context: number): MemoryPlan {
-  const t = cfg.text;
   const v = cfg.vision;
-  const kvCache = 2 * t.layers * context * t.kvHeads * t.headDim * 4;
   const visionTokens = (v.imageSize / v.patchSize) ** 2 + 1;
-  // Per-row scratch of the decoder (h, h2, normed, q, z, gate, up, act) over a prefill of `context` rows, the
-  // vision scratch, and the logits of one row.
-  const textScratch = context * (3 * t.hidden + 2 * t.heads * t.headDim + 3 * t.intermediate) * 4;
-  const visionScratch = visionTokens * (8 * v.hidden + v.intermediate + v.channels * v.patchSize ** 2) * 4;
-  const activations = textScratch + visionScratch + t.vocab * 4 * 2;
-  return { weights: weightBytes, kvCache, activations, total: weightBytes + kvCache + activations };
+  return planTextMemory(cfg.text, weightBytes, context, visionTokens * (8 * v.hidden + v.intermediate + v.channels * v.patchSize ** 2) * 4);
 }
 

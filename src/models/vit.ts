@@ -17,7 +17,8 @@ import { attention } from '../../kernels/attention.js';
 import { gatedAct } from '../../kernels/elementwise.js';
 import { rope } from '../../kernels/rope.js';
 import type { WeightLoader } from './weights.js';
-import { headParamSlotBytes, headVectorSlotBytes } from '../spec/head-params.js';
+import { headParamSlotBytes, headParamTable, headVectorSlotBytes, headVectorTable } from '../spec/head-params.js';
+import type { InterventionSpec, TowerDims } from '../spec/spec.js';
 
 export interface VitBlockConfig {
   hidden: number;
@@ -178,6 +179,12 @@ export class VitEncoder {
       GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
       'vision.head_params',
     );
+  }
+
+  /** This run's vision-tower head parameters and vectors from the intervention spec. */
+  writeSpec(spec: InterventionSpec, dims: TowerDims): void {
+    this.ctx.write(this.headParams, 0, headParamTable(spec, 'vision', dims));
+    this.writeHeadVectors(headVectorTable(spec, 'vision', dims));
   }
 
   /** This run's head vectors (head-params.ts headVectorTable); null: attention neither binds nor reads any. */

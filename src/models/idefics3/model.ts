@@ -8,12 +8,13 @@ import type { Checkpoint } from '../../io/checkpoint.js';
 import type { RgbImage } from '../../io/image.js';
 import type { Tokenizer } from '../../io/tokenizer.js';
 import { Decoder } from '../decoder.js';
-import { checkMemory } from '../memory.js';
-import type { LoadOptions, MemoryPlan, TiledImage } from '../model.js';
+import { loadChecked, planTextMemory } from '../memory.js';
+import type { LoadOptions, TiledImage } from '../model.js';
 import { RotaryPositions } from '../rotary.js';
 import { VitEncoder } from '../vit.js';
+import { CLIP_BLOCK_NAMES } from '../clip.js';
 import { VlmModel } from '../vlm.js';
-import { WeightLoader } from '../weights.js';
+import type { WeightLoader } from '../weights.js';
 import { type Idefics3Config, parseIdefics3Config } from './config.js';
 import { type Idefics3ImageProcessorConfig, idefics3Preprocess, parseIdefics3ImageProcessorConfig } from './image-processor.js';
 import { Idefics3Processor } from './processor.js';
@@ -38,13 +39,6 @@ export function toTiledImage(p: ReturnType<typeof idefics3Preprocess>, size: num
     for (let y = 0; y < th; y++) mask.fill(1, (t * size + y) * size, (t * size + y) * size + tw);
   }
   return { pixelValues, tiles, rows: p.rows, cols: p.cols, tileHeight: size, tileWidth: size, pixelAttentionMask: mask };
-}
-
-export function planIdefics3Memory(cfg: Idefics3Config, weightBytes: number, context: number): MemoryPlan {
-  const t = cfg.text;
-  const kvCache = 2 * t.layers * context * t.kvHeads * t.headDim * 4;
-  const activations = context * (3 * t.hidden + 2 * t.heads * t.headDim + 3 * t.intermediate) * 4 + t.vocab * 4 * 2;
-  return { weights: weightBytes, kvCache, activations, total: weightBytes + kvCache + activations };
 }
 
 /** A loaded Idefics3 / SmolVLM model. */
@@ -108,14 +102,7 @@ async function loadWeights(ctx: GpuContext, cfg: Idefics3Config, w: WeightLoader
     w,
     vname,
     (l) => `encoder.layers.${l}.`,
-    {
-      norm1: 'layer_norm1',
-      norm2: 'layer_norm2',
-      qkv: { q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj' },
-      o: 'self_attn.out_proj',
-      mlp: { fc1: 'mlp.fc1', fc2: 'mlp.fc2' },
-      bias: true,
-    },
+    CLIP_BLOCK_NAMES,
   );
   const text = await Decoder.load(ctx, cfg.text, w, TEXT_PREFIXES, LM_HEAD_NAMES);
   return { vision: new Idefics3Vision(ctx, cfg, weights, encoder), text };
@@ -132,13 +119,7 @@ export async function loadIdefics3(ctx: GpuContext, ckpt: Checkpoint, name: stri
       `${name}/preprocessor_config.json max_image_size ${imageProcessor.maxImageSize} is larger than the vision tower's tiles (config.json vision_config.image_size ${cfg.vision.imageSize})`,
     );
   }
-  const loaderOpts = { dtype: opts.dtype, maxBindingBytes: opts.maxBindingBytes };
-  const check = new WeightLoader(null, ckpt, undefined, 0, loaderOpts);
-  await loadWeights(ctx, cfg, check);
-  check.finishCheck();
-  const context = opts.contextLength ?? Math.min(2048, cfg.text.maxPositions);
-  const budget = await checkMemory(ctx, planIdefics3Memory(cfg, check.bytesNeeded, context), context, opts, name);
-  const loader = new WeightLoader(ctx, ckpt, opts.onProgress, check.sourceBytes, loaderOpts);
-  const parts = await loadWeights(ctx, cfg, loader);
-  return new Idefics3Model(ctx, cfg, imageProcessor, parts.vision, parts.text, name, { weights: check.bytesNeeded, ...budget });
+  // The vision pass depends on the image's tiles and is checked per run (VlmModel.run) once they are known.
+  const { parts, memory } = await loadChecked(ctx, ckpt, name, opts, cfg.text, (bytes, context) => planTextMemory(cfg.text, bytes, context), (w) => loadWeights(ctx, cfg, w));
+  return new Idefics3Model(ctx, cfg, imageProcessor, parts.vision, parts.text, name, memory);
 }

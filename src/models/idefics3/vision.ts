@@ -16,7 +16,6 @@ import { layerNorm } from '../../../kernels/norm.js';
 import { embed } from '../../../kernels/embed.js';
 import { im2col } from '../../../kernels/patch.js';
 import { type CaptureSpec, type InterventionSpec, type TowerDims, SpecError, resolvePositions } from '../../spec/spec.js';
-import { headParamTable, headVectorTable } from '../../spec/head-params.js';
 import { SequenceCaptures } from '../capture-read.js';
 import { type ImageInput, type TiledImage, isTiledImage } from '../model.js';
 import type { VisionCaptureReader, VisionEncoder, VisionPlan } from '../vlm.js';
@@ -205,8 +204,7 @@ export class Idefics3Vision implements VisionEncoder {
   }
 
   writeHeadParams(spec: InterventionSpec): void {
-    this.ctx.write(this.encoder.headParams, 0, headParamTable(spec, 'vision', this.dims));
-    this.encoder.writeHeadVectors(headVectorTable(spec, 'vision', this.dims));
+    this.encoder.writeSpec(spec, this.dims);
   }
 
   prepare(): void {

@@ -5,11 +5,11 @@ import type { GpuContext } from '../../gpu/context.js';
 import type { Checkpoint } from '../../io/checkpoint.js';
 import type { Tokenizer } from '../../io/tokenizer.js';
 import { Decoder } from '../decoder.js';
-import { checkMemory } from '../memory.js';
-import type { ImageInput, LoadOptions, MemoryPlan, PatchedImage } from '../model.js';
+import { loadChecked, planTextMemory } from '../memory.js';
+import type { ImageInput, LoadOptions, PatchedImage } from '../model.js';
 import { VitEncoder } from '../vit.js';
 import { type TextPositions, VlmModel } from '../vlm.js';
-import { WeightLoader } from '../weights.js';
+import type { WeightLoader } from '../weights.js';
 import { type QwenConfig, parseQwenConfig } from './config.js';
 import { type QwenImageProcessorConfig, parseQwenImageProcessorConfig, qwenPreprocess } from './image-processor.js';
 import { mropeTable, ropeIndex } from './positions.js';
@@ -43,15 +43,6 @@ export class MropePositions implements TextPositions {
     const p = [index + ropeDelta];
     return mropeTable([p, p, p], this.cfg.text.headDim, this.cfg.text.ropeTheta, this.cfg.mropeSection);
   }
-}
-
-export function planQwenMemory(cfg: QwenConfig, weightBytes: number, context: number): MemoryPlan {
-  const t = cfg.text;
-  const kvCache = 2 * t.layers * context * t.kvHeads * t.headDim * 4;
-  // The text scratch over a prefill of `context` rows and one row of logits; the vision pass depends on the image
-  // and is checked per run (VlmModel.run) once its size is known.
-  const activations = context * (3 * t.hidden + 2 * t.heads * t.headDim + 3 * t.intermediate) * 4 + t.vocab * 4 * 2;
-  return { weights: weightBytes, kvCache, activations, total: weightBytes + kvCache + activations };
 }
 
 /** A loaded Qwen2-VL / Qwen2.5-VL model. */
@@ -134,13 +125,7 @@ export async function loadQwen2VL(ctx: GpuContext, ckpt: Checkpoint, name: strin
         `disagree with config.json vision_config (${cfg.vision.patchSize} / ${cfg.vision.mergeSize} / ${cfg.vision.temporalPatchSize})`,
     );
   }
-  const loaderOpts = { dtype: opts.dtype, maxBindingBytes: opts.maxBindingBytes };
-  const check = new WeightLoader(null, ckpt, undefined, 0, loaderOpts);
-  await loadWeights(ctx, cfg, check);
-  check.finishCheck();
-  const context = opts.contextLength ?? Math.min(2048, cfg.text.maxPositions);
-  const budget = await checkMemory(ctx, planQwenMemory(cfg, check.bytesNeeded, context), context, opts, name);
-  const loader = new WeightLoader(ctx, ckpt, opts.onProgress, check.sourceBytes, loaderOpts);
-  const parts = await loadWeights(ctx, cfg, loader);
-  return new QwenModel(ctx, cfg, imageProcessor, parts.vision, parts.text, name, { weights: check.bytesNeeded, ...budget });
+  // The vision pass depends on the image and is checked per run (VlmModel.run) once its size is known.
+  const { parts, memory } = await loadChecked(ctx, ckpt, name, opts, cfg.text, (bytes, context) => planTextMemory(cfg.text, bytes, context), (w) => loadWeights(ctx, cfg, w));
+  return new QwenModel(ctx, cfg, imageProcessor, parts.vision, parts.text, name, memory);
 }

@@ -16,7 +16,6 @@ import { rows, type RowView } from '../../../kernels/common.js';
 import { matmul } from '../../../kernels/matmul.js';
 import { layerNorm, rmsNorm } from '../../../kernels/norm.js';
 import { type CaptureSpec, type InterventionSpec, type TowerDims, SpecError, resolvePositions } from '../../spec/spec.js';
-import { headParamTable, headVectorTable } from '../../spec/head-params.js';
 import { SequenceCaptures } from '../capture-read.js';
 import { type ImageInput, type PatchedImage, isPatchedImage } from '../model.js';
 import type { VisionCaptureReader, VisionEncoder, VisionPlan } from '../vlm.js';
@@ -159,8 +158,7 @@ export class QwenVision implements VisionEncoder {
   }
 
   writeHeadParams(spec: InterventionSpec): void {
-    this.ctx.write(this.encoder.headParams, 0, headParamTable(spec, 'vision', this.dims));
-    this.encoder.writeHeadVectors(headVectorTable(spec, 'vision', this.dims));
+    this.encoder.writeSpec(spec, this.dims);
   }
 
   prepare(): void {
