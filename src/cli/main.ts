@@ -7,6 +7,7 @@ import { collectCommand } from './collect.js';
 import { probeCommand } from './probe.js';
 import { ablateCommand } from './ablate.js';
 import { attentionMapCommand } from './attention-map.js';
+import { axisProbeCommand } from './axis-probe.js';
 import { sweepCommand } from './sweep.js';
 import { reportAndExit } from './errors.js';
 
@@ -42,6 +43,7 @@ Run \`vlmscope <command> --help\` for a command's options. Exit codes: 0 ok, 1 r
   .addCommand(oneLineErrors(probeCommand(), 'vlmscope probe'))
   .addCommand(oneLineErrors(ablateCommand(), 'vlmscope ablate'))
   .addCommand(oneLineErrors(attentionMapCommand(), 'vlmscope attention-map'))
+  .addCommand(oneLineErrors(axisProbeCommand(), 'vlmscope axis-probe'))
   .addCommand(oneLineErrors(sweepCommand(), 'vlmscope sweep'));
 
 const verbose = process.argv.includes('--verbose');
