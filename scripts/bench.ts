@@ -3,7 +3,9 @@
 // run measured in the same process; the interpretability workflow's costs: activation collection per example on
 // the shipped organism (against plain answering of the same questions), and fitting every probe of a 32-layer x
 // 32-head model shape on synthetic features with the batched GPU kernel (against the CPU fit of the same
-// problem). Results go to bench-results/bench.json (and are printed).
+// problem); AdaptVis per example on the organism (plain pass to the first token + the answer reusing its prefix,
+// without the reuse, and their code's two full generations) as ratios to one plain generation.
+// Results go to bench-results/bench.json (and are printed).
 
 import { mkdtemp, mkdir, readFile, writeFile, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
@@ -22,17 +24,19 @@ import { idefics3ImagePromptString } from '../src/models/idefics3/image-processo
 import { isTiledImage } from '../src/models/model.js';
 import { decodeImage, type RgbImage } from '../src/io/image.js';
 import { parseCapture, parseInterventions, type ModelDims } from '../src/spec/spec.js';
-import { encodePng } from '../src/io/image.js';
+import { encodePng, loadImageFile } from '../src/io/image.js';
 import { nodeFolder } from '../src/io/checkpoint.js';
 import { Tokenizer } from '../src/io/tokenizer.js';
 import { iterateDataset, mulberry32, renderScene, sceneImagePath } from '../src/eval/synthetic.js';
 import { readQuestions } from '../src/eval/dataset.js';
 import { evaluate } from '../src/eval/evaluate.js';
+import { generate } from '../src/generate/generate.js';
+import { adaptVis } from '../src/generate/adaptvis.js';
 import { collectActivations } from '../src/interp/collect.js';
 import { fitProbes, type ProbeExample } from '../src/interp/probes.js';
 
 const REPS = Number(process.env.BENCH_REPS ?? 3);
-/** BENCH_ONLY=forward or BENCH_ONLY=interp runs one part. */
+/** BENCH_ONLY=forward, BENCH_ONLY=interp or BENCH_ONLY=adaptvis runs one part. */
 const ONLY = process.env.BENCH_ONLY ?? '';
 const NEW_TOKENS = Number(process.env.BENCH_TOKENS ?? 16);
 
@@ -132,6 +136,71 @@ async function benchCollect(ctx: GpuContext, organism: string) {
   return row;
 }
 
+/**
+ * AdaptVis per question on the organism against one plain generation of the same question (greedy, the eval
+ * setting: at most 4 tokens): with the prefix reuse (pass 1 to the first token, pass 2 prefills the last prompt
+ * row only), without it (pass 2 from scratch, vision tower included), and as their code runs it (two full
+ * generations). Interleaved per question so drift hits all alike.
+ */
+async function benchAdaptVis(ctx: GpuContext, organism: string) {
+  const dir = await mkdtemp(join(tmpdir(), 'vlmscope-bench-adaptvis-'));
+  await mkdir(join(dir, 'images'));
+  const lines: string[] = [];
+  for (const s of iterateDataset({ seed: 4343, scenes: Number(process.env.BENCH_ADAPTVIS_SCENES ?? 2), size: 64 })) {
+    await writeFile(join(dir, sceneImagePath(s.id)), encodePng(renderScene(s.scene)));
+    lines.push(...s.items.map((i) => JSON.stringify(i)));
+  }
+  await writeFile(join(dir, 'questions.jsonl'), lines.join('\n') + '\n');
+  const items = (await readQuestions(join(dir, 'questions.jsonl'))).slice(0, Number(process.env.BENCH_ADAPTVIS_ITEMS ?? 3));
+  const model = await LlavaModel.load(ctx, organism);
+  const tokenizer = await Tokenizer.fromFolder(nodeFolder(organism));
+  const processor = model.createProcessor(tokenizer);
+  const gate = { threshold: 0.5, alphaLow: 0.5, alphaHigh: 1.5 };
+  const variants = {
+    plain: (a: Parameters<typeof generate>[1]) => generate(model, a),
+    reuse: (a: Parameters<typeof generate>[1]) => adaptVis(model, { ...a, ...gate }),
+    no_reuse: (a: Parameters<typeof generate>[1]) => adaptVis(model, { ...a, ...gate, reusePrefix: false }),
+    authors: (a: Parameters<typeof generate>[1]) => adaptVis(model, { ...a, ...gate, reusePrefix: false, plainAnswer: true }),
+  };
+  const ms: Record<keyof typeof variants, number> = { plain: 0, reuse: 0, no_reuse: 0, authors: 0 };
+  let rows = { recomputed: 0, prompt: 0 };
+  // rep -1 warms up (pipelines compiled, buffers sized) on the first question only.
+  for (let rep = -1; rep < REPS; rep++) {
+    for (const item of rep < 0 ? items.slice(0, 1) : items) {
+      const args = {
+        ...processor.process(processor.formatPrompt(item.question, 1), [await loadImageFile(item.imagePath)]),
+        maxNewTokens: 4,
+        tokenizer,
+        eosTokenIds: [...(tokenizer.eosTokenId != null ? [tokenizer.eosTokenId] : []), ...processor.stopTokenIds],
+      };
+      for (const [name, run] of Object.entries(variants) as [keyof typeof variants, (typeof variants)['plain']][]) {
+        const t0 = performance.now();
+        const r = await run(args);
+        if (rep >= 0) ms[name] += performance.now() - t0;
+        if (rep === 0 && name === 'reuse' && 'adaptvis' in r) {
+          const info = (r as Awaited<ReturnType<typeof adaptVis>>).adaptvis.pass2.reuse!;
+          rows = { recomputed: rows.recomputed + info.rows, prompt: rows.prompt + info.promptRows };
+        }
+      }
+    }
+  }
+  model.destroy();
+  await rm(dir, { recursive: true, force: true });
+  const n = items.length * REPS;
+  const row = {
+    task: 'AdaptVis per question (organism, greedy, <= 4 tokens, queries last): cost as a ratio to one plain generation',
+    examples: items.length,
+    plain_ms_per_example: +(ms.plain / n).toFixed(1),
+    adaptvis_reuse_ms_per_example: +(ms.reuse / n).toFixed(1),
+    adaptvis_reuse_ratio: +(ms.reuse / ms.plain).toFixed(3),
+    adaptvis_no_reuse_ratio: +(ms.no_reuse / ms.plain).toFixed(3),
+    adaptvis_two_full_generations_ratio: +(ms.authors / ms.plain).toFixed(3),
+    pass2_prompt_rows_recomputed: `${rows.recomputed} of ${rows.prompt}`,
+  };
+  console.log(JSON.stringify(row));
+  return row;
+}
+
 /** Every probe of a 32 x 32-head model shape (synthetic features), batched on the GPU, against the CPU fit. */
 async function benchProbes(ctx: GpuContext) {
   const layers = 32;
@@ -168,11 +237,12 @@ const gpu = await acquireGpu();
 const ctx = new GpuContext(gpu);
 const rows: Record<string, unknown>[] = [];
 try {
-  if (ONLY !== 'interp') await benchForward();
+  if (ONLY !== 'interp' && ONLY !== 'adaptvis') await benchForward();
   // 3. The interpretability workflow.
   if (ONLY !== 'forward') {
-    rows.push(await benchCollect(ctx, join(repo, 'weights/organism')));
-    rows.push(await benchProbes(ctx));
+    if (ONLY !== 'adaptvis') rows.push(await benchCollect(ctx, join(repo, 'weights/organism')));
+    rows.push(await benchAdaptVis(ctx, join(repo, 'weights/organism')));
+    if (ONLY !== 'adaptvis') rows.push(await benchProbes(ctx));
   }
 } finally {
   gpu.destroy();

@@ -17,6 +17,8 @@ import { dtypeOption, loadModel, modelOption, checkFolder, eosIds } from './load
 import { UsageError } from './errors.js';
 import { checkImages, readData } from './data.js';
 import { progressLine } from './progress.js';
+import { adaptVisArg } from './generate.js';
+import type { AdaptVisOptions } from '../generate/adaptvis.js';
 
 interface EvalCliOptions {
   model: string;
@@ -24,6 +26,7 @@ interface EvalCliOptions {
   limit?: number;
   maxNewTokens: number;
   intervene?: string;
+  adaptvis?: AdaptVisOptions;
   out?: string;
   json?: boolean;
   subQuestions?: boolean;
@@ -40,8 +43,13 @@ export function evalCommand(): Command {
     .option('--max-new-tokens <n>', 'most tokens generated per answer', intArg(1, 'a positive integer'), DEFAULT_EVAL_MAX_NEW_TOKENS)
     .option('--no-sub-questions', 'leave out the sub-questions of decomposed (CogVSR-style) questions (by default each is scored as type "subquestion" with its own function)')
     .option('--intervene <file>', 'intervention spec (JSON), as for trace, applied to every question')
-    .option('--out <file>', 'write one JSON line per example: {id, type, function, question, answer, prediction, correct}')
-    .option('--json', 'print the summary as one JSON object {total, correct, accuracy, by_type, by_function} instead of a table')
+    .option(
+      '--adaptvis <t,low,high>',
+      'answer with AdaptVis: image temperature alpha_low when the plain first token\'s top-1 probability (rounded to 2 decimals) is below t, else alpha_high (last prompt row, all layers and heads; e.g. 0.4,0.5,1.5)',
+      adaptVisArg,
+    )
+    .option('--out <file>', 'write one JSON line per example: {id, type, function, question, answer, prediction, correct[, confidence, alpha]}')
+    .option('--json', 'print the summary as one JSON object {total, correct, accuracy, by_type, by_function[, adaptvis]} instead of a table')
     .addOption(dtypeOption())
     .option('--verbose', 'print timings to stderr, and stack traces with errors')
     .addHelpText(
@@ -58,7 +66,8 @@ error, 2 usage error (bad options, a missing or malformed data file).
 Examples:
   vlmscope eval --model weights/tiny-llava --data synthetic/questions.jsonl --limit 200
   vlmscope eval --model ./llava-1.5-7b-hf --data whatsup.jsonl --out results.jsonl --json
-  vlmscope eval --model ./llava-1.5-7b-hf --data whatsup.jsonl --intervene temperature.json --out tempered.jsonl`,
+  vlmscope eval --model ./llava-1.5-7b-hf --data whatsup.jsonl --intervene temperature.json --out tempered.jsonl
+  vlmscope eval --model ./llava-1.5-7b-hf --data whatsup.jsonl --adaptvis 0.4,0.5,1.5 --out adaptvis.jsonl`,
     )
     .action(async (_opts: EvalCliOptions, cmd: Command) => {
       // --verbose may be taken by the top-level command: read it with the globals.
@@ -85,10 +94,13 @@ async function runEval(opts: EvalCliOptions): Promise<void> {
     const ctx = new GpuContext(gpu);
     const model = await loadModel(ctx, folder, opts);
     const interventions = interventionJson ? parseInterventions(interventionJson, model.dims, opts.intervene) : undefined;
+    if (opts.adaptvis && interventions?.imageTemperature) {
+      throw new UsageError(`--intervene ${opts.intervene} sets image_temperature, which --adaptvis sets itself: leave one out`);
+    }
     const bar = evalProgressBar(process.stderr);
     const t1 = performance.now();
     try {
-      report = await evaluate(model, tokenizer, items, { maxNewTokens: opts.maxNewTokens, interventions, eosTokenIds, onProgress: bar.update });
+      report = await evaluate(model, tokenizer, items, { maxNewTokens: opts.maxNewTokens, interventions, eosTokenIds, onProgress: bar.update, adaptVis: opts.adaptvis });
     } finally {
       bar.done();
     }
@@ -123,14 +135,31 @@ async function checkOutputDir(out: string): Promise<void> {
 export function examplesJsonl(report: EvalReport): string {
   return report.examples
     .map((e) =>
-      JSON.stringify({ id: e.id, type: e.type, function: e.function, question: e.question, answer: e.answer, prediction: e.prediction, correct: e.correct }),
+      JSON.stringify({
+        id: e.id,
+        type: e.type,
+        function: e.function,
+        question: e.question,
+        answer: e.answer,
+        prediction: e.prediction,
+        correct: e.correct,
+        ...(e.adaptvis ? { confidence: e.adaptvis.confidence, alpha: e.adaptvis.alpha } : {}),
+      }),
     )
     .map((l) => `${l}\n`)
     .join('');
 }
 
 export function summaryJson(r: EvalReport) {
-  return { total: r.total, correct: r.correct, accuracy: r.accuracy, by_type: r.byType, by_function: r.byFunction };
+  const a = r.adaptvis;
+  return {
+    total: r.total,
+    correct: r.correct,
+    accuracy: r.accuracy,
+    by_type: r.byType,
+    by_function: r.byFunction,
+    ...(a ? { adaptvis: { threshold: a.threshold, alpha_low: a.alphaLow, alpha_high: a.alphaHigh, low: a.low, high: a.high, cost_ratio: a.costRatio } } : {}),
+  };
 }
 
 const pct = (a: Accuracy) => `${(a.accuracy * 100).toFixed(1)}%`;
@@ -150,6 +179,12 @@ export function formatReport(r: EvalReport): string {
   for (const [heading, groups] of sections) {
     out += `${heading}\n`;
     for (const [k, a] of Object.entries(groups)) out += row(`  ${k}`, a);
+  }
+  const a = r.adaptvis;
+  if (a) {
+    out +=
+      `adaptvis: threshold ${a.threshold}: alpha_low ${a.alphaLow} on ${a.low}, alpha_high ${a.alphaHigh} on ${a.high} of ${a.low + a.high} answers; ` +
+      `cost ${a.costRatio.toFixed(2)}x a plain generation (estimated per answer)\n`;
   }
   return out;
 }

@@ -11,6 +11,7 @@ import { nodeFolder } from '../io/checkpoint.js';
 import { Tokenizer } from '../io/tokenizer.js';
 import { parseInterventions } from '../spec/spec.js';
 import { generate, type GenerateResult } from '../generate/generate.js';
+import { adaptVis, parseAdaptVisTriple, type AdaptVisInfo, type AdaptVisOptions, type AdaptVisResult } from '../generate/adaptvis.js';
 import { SamplingError, validateSampling, type SamplingOptions } from '../generate/sampling.js';
 import { readJsonFile } from './files.js';
 import { dtypeOption, loadModel, memoryBudgetOption, modelOption, checkFolder, eosIds } from './load.js';
@@ -28,6 +29,7 @@ interface GenerateOptions {
   seed?: number;
   stop?: string[];
   intervene?: string;
+  adaptvis?: AdaptVisOptions;
   json?: boolean;
   verbose?: boolean;
   dtype?: string;
@@ -52,6 +54,15 @@ function samplingArg(key: keyof SamplingOptions, integer = false) {
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
+/** A commander parser for --adaptvis threshold,alpha_low,alpha_high (a bad value is a one-line usage error). */
+export function adaptVisArg(v: string): AdaptVisOptions {
+  try {
+    return parseAdaptVisTriple(v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+
 export function generateCommand(): Command {
   return new Command('generate')
     .description('answer a text prompt about an image (greedy or sampled), streaming the text as it is produced')
@@ -66,7 +77,12 @@ export function generateCommand(): Command {
     .option('--seed <s>', 'seed for sampling: the same seed gives the same text', intArg(0, 'a non-negative integer'))
     .option('--stop <string>', 'stop when the text contains this string, which is left out (repeat for several)', collect)
     .option('--intervene <file>', 'intervention spec (JSON), as for trace, applied to every step')
-    .option('--json', 'print one JSON object {text, token_ids, prompt_tokens, stopped_by, timings} instead of streaming')
+    .option(
+      '--adaptvis <t,low,high>',
+      'AdaptVis: a plain pass to the first token, then the answer with image temperature alpha_low if its top-1 probability (rounded to 2 decimals) is below the threshold t, else alpha_high (last prompt row, all layers and heads; e.g. 0.4,0.5,1.5)',
+      adaptVisArg,
+    )
+    .option('--json', 'print one JSON object {text, token_ids, prompt_tokens, stopped_by, timings[, adaptvis]} instead of streaming')
     .addOption(dtypeOption())
     .addOption(memoryBudgetOption())
     .option('--verbose', 'print timings to stderr, and stack traces with errors')
@@ -87,6 +103,8 @@ Examples:
     --temperature 0.7 --top-p 0.9 --seed 42 --stop "." --json
   vlmscope generate --model ./llava-1.5-7b-hf --image photo.jpg --prompt "What color is the car?" \\
     --intervene ablate.json
+  vlmscope generate --model ./llava-1.5-7b-hf --image photo.jpg \\
+    --prompt "Where is the mug in relation to the plate? Answer with left, right, on or under." --adaptvis 0.4,0.5,1.5 --verbose
   vlmscope generate --model ./SmolVLM-256M-Instruct --image photo.jpg --prompt "Can you describe this image?" \\
     --memory-budget 4GiB --verbose`,
     )
@@ -113,6 +131,9 @@ async function runGenerate(opts: GenerateOptions): Promise<void> {
     const ctx = new GpuContext(gpu);
     const model = await loadModel(ctx, folder, opts);
     const interventions = interventionJson ? parseInterventions(interventionJson, model.dims, opts.intervene) : undefined;
+    if (opts.adaptvis && interventions?.imageTemperature) {
+      throw new UsageError(`--intervene ${opts.intervene} sets image_temperature, which --adaptvis sets itself: leave one out`);
+    }
     const processor = model.createProcessor(tokenizer);
     if (opts.prompt.includes(processor.imageToken)) {
       throw new UsageError(`--prompt contains ${processor.imageToken}: leave it out, one is put in the prompt for each --image`);
@@ -125,7 +146,7 @@ async function runGenerate(opts: GenerateOptions): Promise<void> {
     process.stdout.on('error', (e: NodeJS.ErrnoException) => {
       if (e.code === 'EPIPE') process.exit(0);
     });
-    const r = await generate(model, {
+    const args = {
       ids,
       pixelValues,
       maxNewTokens: opts.maxNewTokens,
@@ -134,10 +155,13 @@ async function runGenerate(opts: GenerateOptions): Promise<void> {
       stopStrings,
       tokenizer,
       interventions,
-      onText: opts.json ? undefined : (chunk) => process.stdout.write(chunk),
-    });
-    if (opts.json) process.stdout.write(`${JSON.stringify(toJson(r, ids.length))}\n`);
+      onText: opts.json ? undefined : (chunk: string) => process.stdout.write(chunk),
+    };
+    const r: GenerateResult | AdaptVisResult = opts.adaptvis ? await adaptVis(model, { ...args, ...opts.adaptvis }) : await generate(model, args);
+    const gate = opts.adaptvis ? (r as AdaptVisResult).adaptvis : null;
+    if (opts.json) process.stdout.write(`${JSON.stringify({ ...toJson(r, ids.length), ...(gate ? { adaptvis: adaptVisJson(gate) } : {}) })}\n`);
     else process.stdout.write('\n');
+    if (opts.verbose && gate) process.stderr.write(`${adaptVisLine(gate)}\n`);
     if (opts.verbose) {
       const t = r.timings;
       process.stderr.write(
@@ -165,6 +189,40 @@ function samplingOptions(o: GenerateOptions): SamplingOptions {
   } catch (e) {
     throw e instanceof SamplingError ? new UsageError(e.message) : e;
   }
+}
+
+/** The gate's numbers as --json prints them. */
+export function adaptVisJson(a: AdaptVisInfo) {
+  const reuse = a.pass2.reuse;
+  return {
+    confidence: a.confidence,
+    raw_confidence: a.rawConfidence,
+    threshold: a.threshold,
+    alpha_low: a.alphaLow,
+    alpha_high: a.alphaHigh,
+    branch: a.branch,
+    alpha: a.alpha,
+    first_token: a.pass1.firstToken,
+    first_token_text: a.pass1.firstTokenText,
+    reuse: reuse && { reused: reuse.reused, from_row: reuse.fromRow, rows: reuse.rows, prompt_rows: reuse.promptRows, vision: reuse.vision, ...(reuse.reason ? { reason: reuse.reason } : {}) },
+    pass1_ms: a.pass1.prefillMs + a.pass1.decodeMs,
+    pass2_ms: a.pass2.prefillMs + a.pass2.decodeMs,
+    cost_ratio: a.costRatio,
+  };
+}
+
+/** One line on the gate and what pass 2 recomputed (--verbose). */
+export function adaptVisLine(a: AdaptVisInfo): string {
+  const r = a.pass2.reuse;
+  const work = r
+    ? r.reused
+      ? `pass 2 recomputed ${r.rows} of ${r.promptRows} prompt rows (KV cache of rows 0..${r.fromRow - 1} and the image features kept)`
+      : `pass 2 recomputed everything (${r.reason})`
+    : 'pass 2 recomputed everything (reuse off)';
+  return (
+    `adaptvis: confidence ${a.confidence} ${a.branch === 'low' ? '<' : '>='} threshold ${a.threshold} -> alpha ${a.alpha} (${a.branch}); ${work}; ` +
+    `${(a.pass1.prefillMs + a.pass1.decodeMs).toFixed(1)} + ${(a.pass2.prefillMs + a.pass2.decodeMs).toFixed(1)} ms, about ${a.costRatio.toFixed(2)}x a plain generation`
+  );
 }
 
 export function toJson(r: GenerateResult, promptTokens: number) {

@@ -12,6 +12,7 @@ import type { Tokenizer } from '../io/tokenizer.js';
 import { loadImageFile } from '../io/image.js';
 import type { InterventionSpec } from '../spec/spec.js';
 import { generate } from '../generate/generate.js';
+import { adaptVis, checkAdaptVisOptions, type AdaptVisOptions } from '../generate/adaptvis.js';
 import { isCorrect, type EvalItem } from './dataset.js';
 
 export interface EvalOptions {
@@ -27,6 +28,11 @@ export interface EvalOptions {
   eosTokenIds?: number[];
   /** Bytes of preprocessed images kept in memory (default 256 MiB; at least one image is always kept). */
   imageCacheBytes?: number;
+  /**
+   * Answer every question with AdaptVis (src/generate/adaptvis.ts): the plain first token's confidence picks the
+   * image temperature of the answer. `interventions` then must not set image_temperature.
+   */
+  adaptVis?: AdaptVisOptions;
 }
 
 export interface Accuracy {
@@ -45,6 +51,8 @@ export interface EvalExample {
   /** The generated text, special tokens skipped. */
   prediction: string;
   correct: boolean;
+  /** With `adaptVis`: the gate's confidence (rounded), the alpha it chose and the estimated cost ratio. */
+  adaptvis?: { confidence: number; alpha: number; branch: 'low' | 'high'; costRatio: number };
 }
 
 export interface EvalReport extends Accuracy {
@@ -52,6 +60,27 @@ export interface EvalReport extends Accuracy {
   byFunction: Record<string, Accuracy>;
   /** One per evaluated item, in input order. */
   examples: EvalExample[];
+  /** With `adaptVis`: the gate's settings, how many answers took each alpha, and the mean estimated cost ratio. */
+  adaptvis?: AdaptVisSummary;
+}
+
+export interface AdaptVisSummary {
+  threshold: number;
+  alphaLow: number;
+  alphaHigh: number;
+  /** Answers generated with alphaLow / alphaHigh. */
+  low: number;
+  high: number;
+  /** Mean over the answers of AdaptVis's cost as a ratio to one plain generation (estimated per answer). */
+  costRatio: number;
+}
+
+/** The AdaptVis summary of examples answered with `o` (their `adaptvis` fields). */
+export function adaptVisSummary(examples: EvalExample[], o: AdaptVisOptions): AdaptVisSummary {
+  const gated = examples.flatMap((e) => (e.adaptvis ? [e.adaptvis] : []));
+  const low = gated.filter((g) => g.branch === 'low').length;
+  const cost = gated.reduce((a, g) => a + g.costRatio, 0);
+  return { threshold: o.threshold, alphaLow: o.alphaLow, alphaHigh: o.alphaHigh, low, high: gated.length - low, costRatio: gated.length ? cost / gated.length : 0 };
 }
 
 export const DEFAULT_EVAL_MAX_NEW_TOKENS = 4;
@@ -147,6 +176,10 @@ export async function evaluate(model: VlmModel, tokenizer: Tokenizer, items: Eva
   if (opts.limit !== undefined && (!Number.isInteger(opts.limit) || opts.limit < 0)) {
     throw new Error(`limit must be a non-negative integer, got ${opts.limit}`);
   }
+  if (opts.adaptVis) {
+    checkAdaptVisOptions(opts.adaptVis);
+    if (opts.interventions?.imageTemperature) throw new Error('adaptVis: the interventions already set image_temperature; AdaptVis sets it (alpha_low / alpha_high)');
+  }
   const todo = opts.limit !== undefined ? items.slice(0, opts.limit) : items;
   const processor = model.createProcessor(tokenizer);
   const images = new PixelCache(model, opts.imageCacheBytes ?? 256 * 2 ** 20);
@@ -162,14 +195,16 @@ export async function evaluate(model: VlmModel, tokenizer: Tokenizer, items: Eva
     } catch (e) {
       throw new Error(`question ${item.id}: ${(e as Error).message}`);
     }
-    const r = await generate(model, {
+    const args = {
       ids: promptIds(processor, item.question, pixelValues),
       pixelValues: [pixelValues],
       maxNewTokens,
       eosTokenIds: [...(opts.eosTokenIds ?? (tokenizer.eosTokenId != null ? [tokenizer.eosTokenId] : [])), ...processor.stopTokenIds],
       tokenizer,
       interventions: opts.interventions,
-    });
+    };
+    const gated = opts.adaptVis ? await adaptVis(model, { ...args, ...opts.adaptVis }) : null;
+    const r = gated ?? (await generate(model, args));
     const ok = isCorrect(r.text, item);
     if (ok) correct++;
     examples.push({
@@ -180,8 +215,11 @@ export async function evaluate(model: VlmModel, tokenizer: Tokenizer, items: Eva
       answer: item.answer,
       prediction: r.text,
       correct: ok,
+      ...(gated ? { adaptvis: { confidence: gated.adaptvis.confidence, alpha: gated.adaptvis.alpha, branch: gated.adaptvis.branch, costRatio: gated.adaptvis.costRatio } } : {}),
     });
     opts.onProgress?.(examples.length, todo.length, correct);
   }
-  return summarize(examples);
+  const report = summarize(examples);
+  if (opts.adaptVis) report.adaptvis = adaptVisSummary(examples, opts.adaptVis);
+  return report;
 }

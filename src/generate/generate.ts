@@ -7,7 +7,7 @@
 // Streamed text never shows the stop string: the tail that could start one is held back until it cannot.
 
 import type { ImageInput, RunResult } from '../models/model.js';
-import type { VlmModel } from '../models/vlm.js';
+import type { PrefixHandle, ReuseInfo, VlmModel } from '../models/vlm.js';
 import type { CaptureSpec, InterventionSpec } from '../spec/spec.js';
 import { TextStreamer, type Tokenizer } from '../io/tokenizer.js';
 import { createSampler, validateSampling, type SamplingOptions } from './sampling.js';
@@ -31,6 +31,10 @@ export interface GenerateArgs {
   interventions?: InterventionSpec;
   /** Record these tensors of the prompt's forward (prefill), e.g. attention patterns at the last prompt row. */
   capture?: CaptureSpec;
+  /** Reuse the prefix of an earlier run of the same prompt (VlmModel.run's `reuse`; AdaptVis's second pass). */
+  reuse?: PrefixHandle;
+  /** KV cache room for this many generated tokens at least (VlmModel.run's `reserveNewTokens`). */
+  reserveNewTokens?: number;
 }
 
 export type StopReason = 'eos' | 'stop_string' | 'max_tokens';
@@ -44,6 +48,10 @@ export interface GenerateResult {
   timings: { prefillMs: number; decodeMs: number; decodeSteps: number; tokensPerSecond: number };
   /** What `capture` asked for, from the prefill (absent without `capture`). */
   captured?: Pick<RunResult, 'logits' | 'pattern' | 'z' | 'residual' | 'imageFeatures'>;
+  /** This run's prefix, for a later run's `reuse`. */
+  prefix?: PrefixHandle;
+  /** What was reused of `reuse` (absent without it). */
+  reuse?: ReuseInfo;
 }
 
 export async function generate(model: VlmModel, args: GenerateArgs): Promise<GenerateResult> {
@@ -98,6 +106,8 @@ export async function generate(model: VlmModel, args: GenerateArgs): Promise<Gen
     pixelValues: args.pixelValues,
     interventions: args.interventions,
     capture: args.capture,
+    reuse: args.reuse,
+    reserveNewTokens: args.reserveNewTokens,
     maxNewTokens,
     stopTokens: eos,
     onToken,
@@ -131,6 +141,8 @@ export async function generate(model: VlmModel, args: GenerateArgs): Promise<Gen
     stoppedBy,
     timings: { prefillMs, decodeMs, decodeSteps, tokensPerSecond: decodeSteps > 0 && decodeMs > 0 ? (decodeSteps * 1000) / decodeMs : 0 },
     ...(args.capture ? { captured: { logits: r.logits, pattern: r.pattern, z: r.z, residual: r.residual, imageFeatures: r.imageFeatures } } : {}),
+    prefix: r.prefix,
+    ...(r.reuse ? { reuse: r.reuse } : {}),
   };
 }
 

@@ -2,7 +2,9 @@
 // writes one feature row per image token), the shared decoder, and a rotary position scheme (1-D or M-RoPE).
 // `run` is written once here: features scattered over the image-token rows (Hugging Face masked_scatter), prefill
 // with interventions and captures in one command encoder, then greedy or sampled decoding with one small readback
-// per token. No state of one run survives into the next except buffers (positions and rope deltas are per run).
+// per token. No state of one run survives into the next except buffers (positions and rope deltas are per run),
+// and, for prefix reuse (`reuse`, AdaptVis's second pass), the identity of the last run whose KV cache and image
+// features are still in those buffers.
 
 import { type GpuContext, fmtBytes as fmt } from '../gpu/context.js';
 import type { Tensor } from '../gpu/tensor.js';
@@ -15,6 +17,7 @@ import { readPattern, readZ } from './capture-read.js';
 import { type Captured, type ImageInput, type ImageView, type ModelType, type PatternCaptured, type ResidualCaptured, type RunInput, type RunResult, type VlmProcessor, isTiledImage } from './model.js';
 import {
   type CaptureSpec,
+  type ImageTemperature,
   type InterventionSpec,
   type ModelDims,
   type TowerDims,
@@ -82,6 +85,59 @@ export interface TextPositions {
   decode(index: number, ropeDelta: number): Float32Array;
 }
 
+/** A run's prefix that a later run may reuse (KV cache rows and image features); `run` returns one. */
+export interface PrefixHandle {
+  readonly id: number;
+}
+
+/** RunInput plus prefix reuse. */
+export interface PrefixRunInput extends RunInput {
+  /**
+   * Reuse what the run that returned this handle left in the model's buffers: the image features (no vision pass)
+   * and the KV cache of every prompt row before the first row whose computation this run changes. Only the
+   * image temperature may differ between the two runs (same ids, same images, every other intervention the same,
+   * no captures but logits 'last'), and no other run may have happened in between; otherwise the run is a full
+   * one and `reuse.reason` says why. See `firstChangedRow` for which rows are recomputed.
+   */
+  reuse?: PrefixHandle;
+  /**
+   * Generated tokens to make room for in the KV cache beyond this run's own: a later reuse run that generates
+   * more tokens than this one would otherwise grow (reallocate) the cache and lose the prefix.
+   */
+  reserveNewTokens?: number;
+}
+
+/** What a run reused of an earlier run's prefix. */
+export interface ReuseInfo {
+  /** Whether the earlier run's KV cache and image features were reused. */
+  reused: boolean;
+  /** The first prompt row recomputed (0 for a full run). */
+  fromRow: number;
+  /** Prompt rows recomputed (of `promptRows`). */
+  rows: number;
+  promptRows: number;
+  /** Whether the vision tower ran. */
+  vision: boolean;
+  /** Why a requested reuse fell back to a full run. */
+  reason?: string;
+}
+
+export interface PrefixRunResult extends RunResult {
+  /** This run's prefix, for a later run's `reuse`. */
+  prefix: PrefixHandle;
+  /** Present when the run was asked to reuse a prefix. */
+  reuse?: ReuseInfo;
+}
+
+/** What the model keeps of its last run to check a later `reuse` against. */
+interface PrefixState {
+  id: number;
+  ids: number[];
+  images: ImageInput[];
+  spec: InterventionSpec;
+  cacheLen: number;
+}
+
 export interface ModelParts {
   type: ModelType;
   source: string;
@@ -111,6 +167,11 @@ export class VlmModel {
   private featureMap: GPUBuffer | null = null;
   private rotaryBuf: Tensor | null = null;
   private features: Tensor | null = null;
+  /** The last completed run whose KV cache and image features are in the buffers (prefix reuse). */
+  private prefixState: PrefixState | null = null;
+  private prefixCount = 0;
+  /** Work counters (tests and benchmarks): vision passes recorded and text prompt rows prefilled, since load. */
+  readonly counters = { visionPasses: 0, prefillRows: 0 };
 
   constructor(
     readonly ctx: GpuContext,
@@ -167,9 +228,15 @@ export class VlmModel {
     return ids.flatMap((id, i) => (id === this.imageTokenId ? [i] : []));
   }
 
-  /** Prefill (and optionally decoding) with the given interventions and captures. */
-  async run(input: RunInput): Promise<RunResult> {
+  /**
+   * Prefill (and optionally decoding) with the given interventions and captures; with `reuse`, only the prompt rows
+   * the changed image temperature reaches are prefilled again (PrefixRunInput).
+   */
+  async run(input: PrefixRunInput): Promise<PrefixRunResult> {
     const { ctx } = this;
+    // Whatever happens below overwrites the cache: the previous prefix is gone unless this run reuses it.
+    const previous = this.prefixState;
+    this.prefixState = null;
     const tcfg = this.decoder.cfg;
     const ids = input.ids;
     const L = ids.length;
@@ -200,24 +267,35 @@ export class VlmModel {
     spec.visionTokenAdd?.directions.forEach((d, i) => {
       if (d.length !== tcfg.hidden) throw new SpecError(`vision_token_add.directions[${i}] has ${d.length} values, but the text hidden size is ${tcfg.hidden}`);
     });
-    this.checkRunMemory(plan, cap, L + maxNew);
+    const reserve = input.reserveNewTokens ?? 0;
+    if (!Number.isInteger(reserve) || reserve < 0) throw new Error(`reserveNewTokens must be a non-negative integer, got ${reserve}`);
+    this.checkRunMemory(plan, cap, L + Math.max(maxNew, reserve));
     // Positions first: a prompt whose image tokens do not match its images fails here, before any GPU work.
     const pos = this.positions.prompt(ids, images);
 
-    const maxLen = L + maxNew;
-    this.decoder.allocateCache(maxLen);
-    this.ensureBuffers(maxLen + 1, Math.max(1, nFeatures));
+    // Prefix reuse: rows [0, r0) of the KV cache and the image features stay from `previous`.
+    let reuse: ReuseInfo | undefined;
+    if (input.reuse) {
+      const why = reuseRefusal(input, previous, ids, images, spec, cap, L + Math.max(maxNew, reserve));
+      const r0 = why === null ? firstChangedRow(previous!.spec.imageTemperature, spec.imageTemperature, L, imageRows[0] ?? -1, this.dims.text) : 0;
+      reuse = { reused: why === null, fromRow: r0, rows: L - r0, promptRows: L, vision: why !== null && images.length > 0, ...(why === null ? {} : { reason: why }) };
+    }
+    const r0 = reuse?.reused ? reuse.fromRow : 0;
+    const n = L - r0;
+    this.decoder.allocateCache(L + Math.max(maxNew, reserve));
+    this.ensureBuffers(L + Math.max(maxNew, reserve) + 1, Math.max(1, nFeatures));
     this.writeHeadParams(spec);
 
     ctx.write(this.idsBuf!, 0, new Uint32Array(ids));
+    // The feature map and the rotary table are read relative to this prefill's first row.
     const fmap = new Int32Array(L).fill(-1);
     const rowOf = plan.featureRowOf ?? null;
     imageRows.forEach((r, k) => (fmap[r] = rowOf ? rowOf[k] : k));
-    ctx.write(this.featureMap!, 0, fmap);
+    ctx.write(this.featureMap!, 0, fmap.subarray(r0));
     const flags = new Uint32Array(this.decoder.maxLen);
     for (const r of imageRows) flags[r] = 1;
     this.decoder.writeImageKeys(0, flags);
-    ctx.write(this.rotaryBuf!.buffer, 0, pos.table);
+    ctx.write(this.rotaryBuf!.buffer, 0, pos.table.subarray((r0 * pos.table.length) / L));
 
     const t0 = performance.now();
     const rec = ctx.recorder('prefill');
@@ -251,30 +329,34 @@ export class VlmModel {
         zOut = { t, rows: zRows.length, mean: cap.z.positions.kind === 'mean' };
       }
 
-      const readVision = images.length || cap.z?.tower === 'vision' ? this.recordVision(rec, images, plan, cap, alloc) : null;
+      // A reuse run keeps the image features of the run it reuses: no vision pass.
+      const readVision = !reuse?.reused && (images.length || cap.z?.tower === 'vision') ? this.recordVision(rec, images, plan, cap, alloc) : null;
       // Dual Mechanisms vision-token enhancement: the embeddings entering layer 0 at image tokens, prefill only.
       const embedded = spec.visionTokenAdd && images.length ? this.recordVisionTokenAdd(rec, spec.visionTokenAdd, nFeatures, alloc) : this.features!;
-      const knockout = this.knockoutStep(spec, 'prefill', 0, L, imageRows, alloc);
+      const knockout = this.knockoutStep(spec, 'prefill', r0, n, imageRows, alloc);
 
+      // Rows [r0, L) at positions r0..; scopes ('last', 'all') are relative to the call, so row n-1 is L-1.
       const hidden = this.decoder.record(rec, {
-        rows: L,
-        pos0: 0,
+        rows: n,
+        pos0: r0,
         ids: this.idsBuf!,
-        idsOffset: 0,
+        idsOffset: r0,
         features: images.length ? { map: this.featureMap!, data: embedded } : null,
         knockout,
         rotary: this.rotaryBuf!,
-        tempRows: temperatureRows(spec.imageTemperature?.queries ?? null, 'prefill', L),
-        steerRows: steerRows('prefill', L),
+        tempRows: temperatureRows(spec.imageTemperature?.queries ?? null, 'prefill', n),
+        steerRows: steerRows('prefill', n),
         captures: textCaps,
       });
+      this.counters.prefillRows += n;
       const allLogits = cap.logits === 'all';
       const logits = alloc([allLogits ? L : 1, tcfg.vocab], 'logits');
-      this.decoder.recordLogits(rec, hidden, allLogits ? 0 : L - 1, allLogits ? L : 1, logits);
+      this.decoder.recordLogits(rec, hidden, allLogits ? 0 : n - 1, allLogits ? L : 1, logits);
       if (maxNew > 0 && !input.chooseToken) argmax(ctx, rec, { x: rows(logits, allLogits ? L - 1 : 0, 1), out: this.idsBuf!, outIndex: L });
       rec.submit();
 
-      const result: RunResult = { pattern: [], residual: [], timings: { prefillMs: 0, decodeMs: 0, decodeSteps: 0 } };
+      const result: PrefixRunResult = { pattern: [], residual: [], timings: { prefillMs: 0, decodeMs: 0, decodeSteps: 0 }, prefix: { id: 0 } };
+      if (reuse) result.reuse = reuse;
       result.positions = { shape: [pos.axes, L], data: pos.positions, ropeDelta: pos.ropeDelta };
       if (cap.logits) {
         const data = await ctx.readF32(logits.buffer, 0, logits.numel);
@@ -316,6 +398,10 @@ export class VlmModel {
         await ctx.sync();
         result.timings.prefillMs = performance.now() - t0;
       }
+      // Decoding wrote only rows >= L: the prompt's KV rows and the image features are this run's prefix.
+      const id = ++this.prefixCount;
+      this.prefixState = { id, ids: ids.slice(), images: images.slice(), spec: structuredClone(spec), cacheLen: this.decoder.maxLen };
+      result.prefix = { id };
       return result;
     } finally {
       for (const t of owned) ctx.destroyBuffer(t.buffer);
@@ -333,6 +419,7 @@ export class VlmModel {
       if (cap.z?.tower === 'vision') throw new SpecError('capture z of the vision tower needs an image');
       return async () => ({ pattern: [], residual: [] });
     }
+    this.counters.visionPasses++;
     return this.visionEncoder.record(rec, images, plan, this.features!, cap, alloc);
   }
 
@@ -526,6 +613,78 @@ export class VlmModel {
     this.decoder.destroy();
     this.visionEncoder.destroy();
   }
+}
+
+/**
+ * Why `input` cannot reuse the prefix `prev` (null: it can). The reused rows must be exactly what this run would
+ * compute: same ids and images, every intervention but the image temperature the same (they act on every row, or
+ * on the vision tower, or on the embeddings), no capture that needs the rows or the vision pass, and a KV cache
+ * that is still the one `prev` wrote (no run since, no reallocation to come).
+ */
+function reuseRefusal(
+  input: PrefixRunInput,
+  prev: PrefixState | null,
+  ids: readonly number[],
+  images: readonly ImageInput[],
+  spec: InterventionSpec,
+  cap: CaptureSpec,
+  cacheLen: number,
+): string | null {
+  if (!prev || input.reuse!.id !== prev.id) return 'the handle is not the last run of this model (another run has overwritten its KV cache)';
+  if (ids.length !== prev.ids.length || ids.some((id, i) => id !== prev.ids[i])) return 'the prompt ids differ from the reused run';
+  if (images.length !== prev.images.length || images.some((im, i) => !sameValue(im, prev.images[i]))) return 'the images differ from the reused run';
+  const { imageTemperature: _a, ...rest } = spec;
+  const { imageTemperature: _b, ...prevRest } = prev.spec;
+  if (!sameValue(rest, prevRest)) return 'interventions other than image_temperature differ from the reused run';
+  if (cap.logits === 'all' || cap.pattern.length || cap.z || cap.residual.length || cap.imageFeatures) {
+    return 'captures other than logits "last" need every prompt row (or the vision pass)';
+  }
+  if (cacheLen > prev.cacheLen) return `the KV cache (${prev.cacheLen} positions) must grow to ${cacheLen} (reserve them in the first run: reserveNewTokens)`;
+  return null;
+}
+
+/** Deep equality of plain data: numbers, strings, arrays, typed arrays and plain objects. */
+function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (ArrayBuffer.isView(a) || ArrayBuffer.isView(b)) {
+    if (!ArrayBuffer.isView(a) || !ArrayBuffer.isView(b) || a.constructor !== b.constructor) return false;
+    const [x, y] = [a as unknown as ArrayLike<number>, b as unknown as ArrayLike<number>];
+    if (x.length !== y.length) return false;
+    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+    return true;
+  }
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const ka = Object.keys(a);
+  const kb = Object.keys(b);
+  if (ka.length !== kb.length) return false;
+  return ka.every((k) => Object.prototype.hasOwnProperty.call(b, k) && sameValue((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+}
+
+/**
+ * The first prompt row whose computation differs between two image temperatures (the rest of the specs equal),
+ * capped at L - 1 so that the last row's logits (the first generated token) are computed. The temperature
+ * multiplies the scores of image-token keys on the query rows of its scope (AdaptVis model_zoo/llama/
+ * modeling_llama_add_attn.py l.269-287): a row before the first image token sees no image key, so no alpha
+ * reaches it; 'all' reaches every row from the first image token on (it sees itself), 'last' only row L - 1 in
+ * the prefill, 'generated' no prompt row. Rows before the returned one have the same hidden states, hence the
+ * same K/V in every layer, under both; every row from it on may differ (through its own scores, or through the
+ * K/V of earlier changed rows in the next layers), so all of them are recomputed.
+ */
+export function firstChangedRow(a: ImageTemperature | null, b: ImageTemperature | null, L: number, firstImageRow: number, text: { layers: number; heads: number }): number {
+  if (firstImageRow < 0) return L - 1;
+  /** Per (layer, head) the alpha a row of the class gets: 'inner' rows firstImageRow..L-2, or the 'last' row. */
+  const alphas = (t: ImageTemperature | null, row: 'inner' | 'last'): Float64Array => {
+    const out = new Float64Array(text.layers * text.heads).fill(1);
+    if (!t || !(t.queries === 'all' || (t.queries === 'last' && row === 'last'))) return out;
+    for (let l = 0; l < text.layers; l++) {
+      if (t.layers && !t.layers.includes(l)) continue;
+      for (let h = 0; h < text.heads; h++) if (!t.heads || t.heads.includes(h)) out[l * text.heads + h] = t.alpha;
+    }
+    return out;
+  };
+  if (firstImageRow < L - 1 && !sameValue(alphas(a, 'inner'), alphas(b, 'inner'))) return firstImageRow;
+  return L - 1;
 }
 
 /** For a token-count message: the tile layout of each tiled image (Idefics3), which sets its image tokens. */
