@@ -86,6 +86,12 @@ async function benchModel(label: string, ctx: GpuContext, dir: string, ids: numb
   const plain = await timeRuns(model, base);
   const intervened = await timeRuns(model, { ...base, interventions: allInterventions(model.dims) });
   const full = await timeRuns(model, { ...base, interventions: allInterventions(model.dims), capture: allCaptures(model.dims) });
+  // Issue 13's interventions: the last token -> image edges knocked out in every layer (a bitset per layer and
+  // forward), and vision_token_add along two random directions (two thin matmuls over the image features).
+  const knocked = await timeRuns(model, { ...base, interventions: parseInterventions({ attention_knockout: [{ queries: 'all', keys: 'image' }] }, model.dims) });
+  const D = model.hiddenSize;
+  const directions = [0, 1].map((k) => Array.from({ length: D }, (_, i) => Math.sin(i * 0.37 + k)));
+  const added = await timeRuns(model, { ...base, interventions: parseInterventions({ vision_token_add: { alpha: 4, directions } }, model.dims) });
   model.destroy();
   const row = {
     model: label,
@@ -98,6 +104,9 @@ async function benchModel(label: string, ctx: GpuContext, dir: string, ids: numb
     interventions_decode_ratio: +(intervened.decodeMsPerToken / plain.decodeMsPerToken).toFixed(3),
     interventions_and_captures_prefill_ratio: +(full.prefillMs / plain.prefillMs).toFixed(3),
     interventions_and_captures_decode_ratio: +(full.decodeMsPerToken / plain.decodeMsPerToken).toFixed(3),
+    knockout_prefill_ratio: +(knocked.prefillMs / plain.prefillMs).toFixed(3),
+    knockout_decode_ratio: +(knocked.decodeMsPerToken / plain.decodeMsPerToken).toFixed(3),
+    vision_token_add_prefill_ratio: +(added.prefillMs / plain.prefillMs).toFixed(3),
   };
   console.log(JSON.stringify(row));
   return row;
