@@ -1,9 +1,14 @@
 // `npx tsx scripts/make-synthetic.ts --out DIR --seed S --scenes N [--size 64] [--questions-per-scene K]
-//  [--types spatial,vsr,...]`: writes a synthetic spatial-scene dataset (src/eval/synthetic.ts):
+//  [--types spatial,vsr,...] [--variant ood] [--object-scale X] [--background plain|novel|gradient|checker]
+//  [--objects MIN-MAX]`: writes a synthetic spatial-scene dataset (src/eval/synthetic.ts):
 //   DIR/images/s000000.png ...   one PNG per scene (8-bit RGB)
 //   DIR/questions.jsonl          the question index (schema: docs/datasets.md, src/eval/dataset.ts)
 //   DIR/scenes.jsonl             scene metadata: {"id", "seed", "size", "background", "objects": [{colour, shape,
-//                                x, y, d, cx, cy}]} (for probes and debugging; not needed to train or evaluate)
+//                                x, y, d, cx, cy}]} (for probes and debugging; not needed to train or evaluate);
+//                                variant scenes add "variant": {"object_scale", "background"} (the kind)
+// --variant ood draws per scene an object scale (0.4, 0.6, 1.5 or 2: smaller or larger objects than the 12-18 px of
+// training) and an unseen background (new plain colours, two-colour gradients, checkerboards); --object-scale and
+// --background fix either instead. Without them the set is drawn like the organism's training data.
 // and prints counts per question type and answer. Same arguments, same bytes.
 
 import { mkdir, open, writeFile } from 'node:fs/promises';
@@ -11,10 +16,13 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { encodePng } from '../src/io/image.js';
 import { SYNTHETIC_QUESTION_TYPES, type SyntheticQuestionType } from '../src/eval/dataset.js';
-import { iterateDataset, itemToJsonl, renderScene, sceneImagePath } from '../src/eval/synthetic.js';
+import { BACKGROUND_KINDS, SCENE_VARIANTS, iterateDataset, itemToJsonl, renderScene, sceneImagePath, type BackgroundKind, type SceneVariant } from '../src/eval/synthetic.js';
 
 function usage(msg: string): never {
-  process.stderr.write(`make-synthetic: ${msg}\nusage: npx tsx scripts/make-synthetic.ts --out DIR --seed S --scenes N [--size 64] [--questions-per-scene K] [--types spatial,vsr,color,shape,count,exists]\n`);
+  process.stderr.write(
+    `make-synthetic: ${msg}\nusage: npx tsx scripts/make-synthetic.ts --out DIR --seed S --scenes N [--size 64] [--questions-per-scene K] [--types spatial,vsr,color,shape,count,exists] ` +
+      `[--variant ${SCENE_VARIANTS.join('|')}] [--object-scale X] [--background ${BACKGROUND_KINDS.join('|')}] [--objects MIN-MAX]\n`,
+  );
   process.exit(2);
 }
 
@@ -38,6 +46,10 @@ async function main(): Promise<void> {
         size: { type: 'string' },
         'questions-per-scene': { type: 'string' },
         types: { type: 'string' },
+        variant: { type: 'string' },
+        'object-scale': { type: 'string' },
+        background: { type: 'string' },
+        objects: { type: 'string' },
       },
       strict: true,
     }) as { values: Record<string, string | undefined> });
@@ -56,6 +68,24 @@ async function main(): Promise<void> {
     if (bad.length > 0) usage(`unknown type(s) ${bad.join(', ')}; expected ${SYNTHETIC_QUESTION_TYPES.join(', ')}`);
   }
 
+  const variant = values.variant as SceneVariant | undefined;
+  if (variant !== undefined && !(SCENE_VARIANTS as readonly string[]).includes(variant)) usage(`--variant must be one of ${SCENE_VARIANTS.join(', ')}, got "${variant}"`);
+  let objectScale: number | undefined;
+  if (values['object-scale'] !== undefined) {
+    objectScale = Number(values['object-scale']);
+    if (values['object-scale'].trim() === '' || !(objectScale >= 0.25 && objectScale <= 2)) usage(`--object-scale must be a number in [0.25, 2], got "${values['object-scale']}"`);
+  }
+  const background = values.background as BackgroundKind | undefined;
+  if (background !== undefined && !(BACKGROUND_KINDS as readonly string[]).includes(background)) usage(`--background must be one of ${BACKGROUND_KINDS.join(', ')}, got "${background}"`);
+  let minObjects: number | undefined;
+  let maxObjects: number | undefined;
+  if (values.objects !== undefined) {
+    const m = /^([2-4])(?:-([2-4]))?$/.exec(values.objects);
+    if (!m || Number(m[2] ?? m[1]) < Number(m[1])) usage(`--objects must be N or MIN-MAX with 2 <= MIN <= MAX <= 4, got "${values.objects}"`);
+    minObjects = Number(m[1]);
+    maxObjects = Number(m[2] ?? m[1]);
+  }
+
   await mkdir(join(out, 'images'), { recursive: true });
   const questions = await open(join(out, 'questions.jsonl'), 'w');
   const sceneIndex = await open(join(out, 'scenes.jsonl'), 'w');
@@ -68,7 +98,7 @@ async function main(): Promise<void> {
   let items = 0;
   let subs = 0;
   try {
-    for (const s of iterateDataset({ seed, scenes, size, questionsPerScene: qps, types })) {
+    for (const s of iterateDataset({ seed, scenes, size, questionsPerScene: qps, types, variant, objectScale, background, minObjects, maxObjects })) {
       await writeFile(join(out, sceneImagePath(s.id)), encodePng(renderScene(s.scene)));
       const { objects, background } = s.scene;
       const meta = {
@@ -77,6 +107,7 @@ async function main(): Promise<void> {
         size: s.scene.size,
         background: background.name,
         objects: objects.map(({ colour, shape, x, y, d, cx, cy }) => ({ colour, shape, x, y, d, cx, cy })),
+        ...(s.scene.variant ? { variant: { object_scale: s.scene.variant.objectScale, background: s.scene.variant.background } } : {}),
       };
       await sceneIndex.write(`${JSON.stringify(meta)}\n`);
       let lines = '';
@@ -96,7 +127,9 @@ async function main(): Promise<void> {
     await sceneIndex.close();
   }
 
-  process.stdout.write(`wrote ${scenes} scenes (${size}x${size}), ${items} questions and ${subs} sub-questions to ${out}\n`);
+  const drawn = variant !== undefined || objectScale !== undefined || background !== undefined;
+  const setting = drawn ? `, variant ${[variant, objectScale !== undefined ? `object scale ${objectScale}` : '', background !== undefined ? `${background} background` : ''].filter(Boolean).join(', ')}` : '';
+  process.stdout.write(`wrote ${scenes} scenes (${size}x${size}${setting}), ${items} questions and ${subs} sub-questions to ${out}\n`);
   for (const [key, m] of [...counts].sort(([a], [b]) => a.localeCompare(b))) {
     const total = [...m.values()].reduce((a, b) => a + b, 0);
     const parts = [...m].sort(([a], [b]) => a.localeCompare(b)).map(([ans, n]) => `${ans} ${n} (${((100 * n) / total).toFixed(1)}%)`);

@@ -9,6 +9,7 @@ import { ablateCommand } from './ablate.js';
 import { attentionMapCommand } from './attention-map.js';
 import { axisProbeCommand } from './axis-probe.js';
 import { sweepCommand } from './sweep.js';
+import { knockoutCommand } from './knockout.js';
 import { reportAndExit } from './errors.js';
 
 /** Commander's own errors (bad or missing options) as one `vlmscope:` line pointing at the command's help. */
@@ -44,7 +45,8 @@ Run \`vlmscope <command> --help\` for a command's options. Exit codes: 0 ok, 1 r
   .addCommand(oneLineErrors(ablateCommand(), 'vlmscope ablate'))
   .addCommand(oneLineErrors(attentionMapCommand(), 'vlmscope attention-map'))
   .addCommand(oneLineErrors(axisProbeCommand(), 'vlmscope axis-probe'))
-  .addCommand(oneLineErrors(sweepCommand(), 'vlmscope sweep'));
+  .addCommand(oneLineErrors(sweepCommand(), 'vlmscope sweep'))
+  .addCommand(oneLineErrors(knockoutCommand(), 'vlmscope knockout'));
 
 const verbose = process.argv.includes('--verbose');
 try {

@@ -12,6 +12,13 @@
 // Centres are bounding-box centres (x + d/2, y + d/2), also for triangles. Image y grows downward, so
 // "A above B" means A's centre y is smaller.
 //
+// Variants (What'sUp-style out-of-distribution sets, never seen in training): `objectScale` multiplies the object
+// size range (12-18 px at 64), `background` swaps the plain training palette for unseen plain colours ('novel'),
+// a two-colour linear gradient ('gradient') or a two-colour checkerboard ('checker'), both of one lightness class;
+// `variant: 'ood'` draws both per scene (scale from OOD_OBJECT_SCALES, background from OOD_BACKGROUNDS) from a
+// stream of its own. Object colours contrast with every background colour of the scene. Without these options a
+// scene is byte-identical to the training generator's (the options consume no random numbers when absent).
+//
 // Determinism: everything comes from mulberry32 streams seeded from the scene seed (scene layout, noise,
 // questions) and, in a dataset, from balancing counters that depend only on the previous scenes. The same
 // seed gives the same scenes, bytes and questions on every platform (integer arithmetic and Math.imul only;
@@ -67,6 +74,7 @@ class Rng {
 const STREAM_LAYOUT = 1;
 const STREAM_NOISE = 2;
 const STREAM_QUESTIONS = 3;
+const STREAM_VARIANT = 4;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Vocabulary and palette
@@ -99,6 +107,31 @@ export const BACKGROUNDS: readonly { name: string; rgb: Rgb }[] = [
   { name: 'brown', rgb: [75, 55, 40] },
   { name: 'dark green', rgb: [30, 60, 45] },
 ];
+
+/** Plain background colours the organism never saw (variants only): four light, four dark. */
+export const NOVEL_BACKGROUNDS: readonly { name: string; rgb: Rgb }[] = [
+  { name: 'mint', rgb: [195, 230, 205] },
+  { name: 'lavender', rgb: [215, 200, 235] },
+  { name: 'peach', rgb: [245, 215, 180] },
+  { name: 'pale yellow', rgb: [240, 235, 175] },
+  { name: 'teal', rgb: [25, 80, 85] },
+  { name: 'maroon', rgb: [80, 25, 35] },
+  { name: 'olive', rgb: [70, 70, 30] },
+  { name: 'slate', rgb: [45, 55, 75] },
+];
+
+/** Background kinds: the training palette ('plain'), or the unseen ones of the variants. */
+export const BACKGROUND_KINDS = ['plain', 'novel', 'gradient', 'checker'] as const;
+export type BackgroundKind = (typeof BACKGROUND_KINDS)[number];
+
+/** What `variant: 'ood'` draws from, uniformly per scene. */
+export const OOD_OBJECT_SCALES: readonly number[] = [0.4, 0.6, 1.5, 2];
+export const OOD_BACKGROUNDS: readonly BackgroundKind[] = ['novel', 'gradient', 'checker'];
+export const SCENE_VARIANTS = ['ood'] as const;
+export type SceneVariant = (typeof SCENE_VARIANTS)[number];
+
+/** Checkerboard cell side at size 64 (scaled with the image size). */
+const CHECKER_CELL = 4;
 
 /** Background noise amplitude: each channel of each background pixel gets a uniform integer in [-8, 8]. */
 export const NOISE_LEVELS = 8;
@@ -136,13 +169,22 @@ export interface SceneObject {
   cy: number;
 }
 
+/**
+ * A non-plain background: a linear gradient from `rgb` to `to` along x ('horizontal') or y ('vertical'), or a
+ * checkerboard of `rgb` and `to` with square cells of `cell` px (the top-left cell is `rgb`).
+ */
+export type BackgroundPattern = { kind: 'gradient'; to: Rgb; axis: 'horizontal' | 'vertical' } | { kind: 'checker'; to: Rgb; cell: number };
+
 export interface Scene {
   seed: number;
   size: number;
-  background: { name: string; rgb: Rgb };
+  /** Plain: `rgb` everywhere. With `pattern`: its first colour is `rgb`. */
+  background: { name: string; rgb: Rgb; pattern?: BackgroundPattern };
   /** Seed of the background noise stream. */
   noiseSeed: number;
   objects: SceneObject[];
+  /** Set only for variant scenes: the object-size factor and the background kind they were drawn with. */
+  variant?: { objectScale: number; background: BackgroundKind };
 }
 
 export interface SceneOptions {
@@ -151,6 +193,12 @@ export interface SceneOptions {
   /** Number of objects: uniform in [minObjects, maxObjects] (defaults 2 and 4; at most 4). */
   minObjects?: number;
   maxObjects?: number;
+  /** 'ood': object scale and background kind drawn per scene (OOD_OBJECT_SCALES, OOD_BACKGROUNDS). */
+  variant?: SceneVariant;
+  /** Multiplies the object size range (default 1: 12-18 px at 64); in [0.25, 2]. Overrides the variant's draw. */
+  objectScale?: number;
+  /** Background kind (default 'plain', the training palette). Overrides the variant's draw. */
+  background?: BackgroundKind;
 }
 
 export type Relation = 'left' | 'right' | 'above' | 'below';
@@ -219,6 +267,48 @@ function makeObject(colour: Colour, shape: Shape, x: number, y: number, d: numbe
   return { colour, shape, name: `${colour} ${shape}`, x, y, d, cx: x + d / 2, cy: y + d / 2 };
 }
 
+/** The variant settings of a scene (null: the training distribution). Throws on invalid options. */
+function sceneVariantOf(seed: number, opts: SceneOptions): NonNullable<Scene['variant']> | null {
+  const { variant, objectScale, background } = opts;
+  if (variant !== undefined && !(SCENE_VARIANTS as readonly string[]).includes(variant)) {
+    throw new Error(`generateScene: variant must be one of ${SCENE_VARIANTS.join(', ')}, got ${JSON.stringify(variant)}`);
+  }
+  if (objectScale !== undefined && !(Number.isFinite(objectScale) && objectScale >= 0.25 && objectScale <= 2)) {
+    throw new Error(`generateScene: objectScale must be a number in [0.25, 2], got ${objectScale}`);
+  }
+  if (background !== undefined && !(BACKGROUND_KINDS as readonly string[]).includes(background)) {
+    throw new Error(`generateScene: background must be one of ${BACKGROUND_KINDS.join(', ')}, got ${JSON.stringify(background)}`);
+  }
+  if (variant === undefined && (objectScale === undefined || objectScale === 1) && (background === undefined || background === 'plain')) return null;
+  const rng = new Rng(mixSeed(seed >>> 0, STREAM_VARIANT));
+  const drawnScale = variant === 'ood' ? rng.pick(OOD_OBJECT_SCALES) : 1;
+  const drawnBackground = variant === 'ood' ? rng.pick(OOD_BACKGROUNDS) : 'plain';
+  return { objectScale: objectScale ?? drawnScale, background: background ?? drawnBackground };
+}
+
+const isLight = (c: Rgb): boolean => luma(c) > 128;
+
+/**
+ * A non-training background of `kind` and the object colours that contrast with every colour in it. Gradients and
+ * checkerboards pair two colours of one lightness class (both light or both dark), from both palettes.
+ */
+function variantBackground(kind: Exclude<BackgroundKind, 'plain'>, rng: Rng, size: number): { background: Scene['background']; palette: Colour[] } {
+  if (kind === 'novel') {
+    const b = rng.pick(NOVEL_BACKGROUNDS);
+    return { background: { name: b.name, rgb: b.rgb }, palette: contrastingColours(b.rgb) };
+  }
+  const all = [...BACKGROUNDS, ...NOVEL_BACKGROUNDS];
+  const first = rng.pick(all);
+  const second = rng.pick(all.filter((b) => b !== first && isLight(b.rgb) === isLight(first.rgb)));
+  const other = new Set(contrastingColours(second.rgb));
+  const palette = contrastingColours(first.rgb).filter((c) => other.has(c));
+  const pattern: BackgroundPattern =
+    kind === 'gradient'
+      ? { kind, to: second.rgb, axis: rng.next() < 0.5 ? 'horizontal' : 'vertical' }
+      : { kind, to: second.rgb, cell: Math.max(1, Math.round(scaled(CHECKER_CELL, size))) };
+  return { background: { name: `${first.name} / ${second.name} ${kind}`, rgb: first.rgb, pattern }, palette };
+}
+
 /**
  * Generates the scene of `seed`. Objects never overlap (>= 3 px between bounding boxes at 64), lie fully inside
  * the image, and at least one pair of them has an unambiguous spatial relation (layouts without one are redrawn).
@@ -231,13 +321,23 @@ export function generateScene(seed: number, opts: SceneOptions = {}): Scene {
   if (!Number.isInteger(minObjects) || !Number.isInteger(maxObjects) || minObjects < 2 || maxObjects > 4 || minObjects > maxObjects) {
     throw new Error(`generateScene: need 2 <= minObjects <= maxObjects <= 4, got ${minObjects}..${maxObjects}`);
   }
+  const variant = sceneVariantOf(seed, opts);
+  const objectScale = variant?.objectScale ?? 1;
   const rng = new Rng(mixSeed(seed >>> 0, STREAM_LAYOUT));
-  const background = rng.pick(BACKGROUNDS);
+  let background: Scene['background'];
+  let palette: Colour[];
+  if (variant === null || variant.background === 'plain') {
+    const b = rng.pick(BACKGROUNDS);
+    background = { name: b.name, rgb: b.rgb };
+    palette = contrastingColours(b.rgb);
+  } else {
+    ({ background, palette } = variantBackground(variant.background, rng, size));
+  }
   const count = rng.int(minObjects, maxObjects);
-  const colours = rng.shuffle(contrastingColours(background.rgb)).slice(0, count);
+  const colours = rng.shuffle(palette).slice(0, count);
   const shapes = colours.map(() => rng.pick(SHAPES));
-  const dMin = Math.round(scaled(GEOMETRY.minObjectSize, size));
-  const dMax = Math.round(scaled(GEOMETRY.maxObjectSize, size));
+  const dMin = Math.max(2, Math.round(scaled(GEOMETRY.minObjectSize * objectScale, size)));
+  const dMax = Math.max(dMin, Math.round(scaled(GEOMETRY.maxObjectSize * objectScale, size)));
   const gap = Math.round(scaled(GEOMETRY.minGap, size));
 
   for (let layout = 0; layout < 10_000; layout++) {
@@ -260,7 +360,8 @@ export function generateScene(seed: number, opts: SceneOptions = {}): Scene {
       }
     }
     if (failed) continue;
-    const scene: Scene = { seed: seed >>> 0, size, background: { name: background.name, rgb: background.rgb }, noiseSeed: mixSeed(seed >>> 0, STREAM_NOISE), objects };
+    const scene: Scene = { seed: seed >>> 0, size, background, noiseSeed: mixSeed(seed >>> 0, STREAM_NOISE), objects };
+    if (variant !== null) scene.variant = variant;
     if (relationPairs(scene).length > 0) return scene;
   }
   throw new Error(`generateScene: no valid layout found for seed ${seed}`);
@@ -284,15 +385,33 @@ export function objectCovers(o: SceneObject, px: number, py: number): boolean {
   }
 }
 
+/** The background colour (before noise) at pixel (px, py): integer RGB. */
+export function backgroundAt(scene: Scene): (px: number, py: number) => Rgb {
+  const { rgb, pattern } = scene.background;
+  if (pattern === undefined) return () => rgb;
+  const n = scene.size;
+  if (pattern.kind === 'checker') {
+    const cell = pattern.cell;
+    return (px, py) => ((Math.floor(px / cell) + Math.floor(py / cell)) % 2 === 0 ? rgb : pattern.to);
+  }
+  const to = pattern.to;
+  const horizontal = pattern.axis === 'horizontal';
+  // Integer weights k / (n - 1): exact in every IEEE double implementation.
+  const mix = (a: number, b: number, k: number): number => Math.round((a * (n - 1 - k) + b * k) / (n - 1));
+  const rows = Array.from({ length: n }, (_, k): Rgb => [mix(rgb[0], to[0], k), mix(rgb[1], to[1], k), mix(rgb[2], to[2], k)]);
+  return (px, py) => rows[horizontal ? px : py]!;
+}
+
 /** Renders a scene: noisy plain background, then the objects in flat colours. Same scene, same bytes. */
 export function renderScene(scene: Scene): RgbImage {
   const { size } = scene;
   const data = new Uint8Array(size * size * 3);
   const noise = mulberry32(scene.noiseSeed);
-  const [br, bg, bb] = scene.background.rgb;
   const span = 2 * NOISE_LEVELS + 1;
   const clamp = (v: number): number => (v < 0 ? 0 : v > 255 ? 255 : v);
+  const base = backgroundAt(scene);
   for (let i = 0; i < size * size; i++) {
+    const [br, bg, bb] = base(i % size, Math.floor(i / size));
     data[i * 3] = clamp(br + Math.floor(noise() * span) - NOISE_LEVELS);
     data[i * 3 + 1] = clamp(bg + Math.floor(noise() * span) - NOISE_LEVELS);
     data[i * 3 + 2] = clamp(bb + Math.floor(noise() * span) - NOISE_LEVELS);
@@ -521,6 +640,13 @@ export interface DatasetOptions {
   questionsPerScene?: number;
   /** Question types to generate (default all). */
   types?: readonly SyntheticQuestionType[];
+  /** Scene variant and overrides (SceneOptions); absent: the training distribution. */
+  variant?: SceneVariant;
+  objectScale?: number;
+  background?: BackgroundKind;
+  /** Objects per scene: uniform in [minObjects, maxObjects] (defaults 2 and 4). */
+  minObjects?: number;
+  maxObjects?: number;
 }
 
 export interface DatasetScene {
@@ -528,6 +654,17 @@ export interface DatasetScene {
   seed: number;
   scene: Scene;
   items: SyntheticItem[];
+}
+
+/** The SceneOptions of a dataset's options (only the fields given, so defaults stay the generator's). */
+function sceneOptionsOf(opts: DatasetOptions): SceneOptions {
+  const out: SceneOptions = { size: opts.size };
+  if (opts.variant !== undefined) out.variant = opts.variant;
+  if (opts.objectScale !== undefined) out.objectScale = opts.objectScale;
+  if (opts.background !== undefined) out.background = opts.background;
+  if (opts.minObjects !== undefined) out.minObjects = opts.minObjects;
+  if (opts.maxObjects !== undefined) out.maxObjects = opts.maxObjects;
+  return out;
 }
 
 /**
@@ -541,7 +678,7 @@ export function* iterateDataset(opts: DatasetOptions): Generator<DatasetScene> {
   for (let i = 0; i < opts.scenes; i++) {
     const id = sceneIdOf(i);
     const seed = sceneSeed(opts.seed, i);
-    const scene = generateScene(seed, { size: opts.size });
+    const scene = generateScene(seed, sceneOptionsOf(opts));
     const items = sceneQuestions(scene, { sceneId: id, questionsPerScene: opts.questionsPerScene, types: opts.types, balancer });
     yield { id, seed, scene, items };
   }
