@@ -34,6 +34,7 @@ export * from './generate/adaptvis.js';
 export * from './eval/sweep.js';
 export { sweepSvg } from './eval/sweep-plot.js';
 export * from './interp/attention-png.js';
+export * from './interp/knockout.js';
 export * from './interp/collect.js';
 export * from './interp/activation-store.js';
 export * from './interp/probes.js';
