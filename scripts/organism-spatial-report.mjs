@@ -341,7 +341,7 @@ unit-norm Gaussian random directions over ${a['random-seeds']} seeds. Strict sco
 |---|---:|---:|
 ${axisRows.join('\n')}
 
-${Array.isArray(sw.summary) ? `| | strict accuracy | fixed failures | alpha |\n|---|---:|---:|---:|\n${sw.summary.map((s) => `| ${s.name} | ${pct(s.accuracy)} | ${s.fixed ?? ''}${s.fix_rate !== undefined && s.fix_rate !== null ? ` (${pct(s.fix_rate)})` : ''} | ${s.alpha ?? ''} |`).join('\n')}\n` : ''}
+${Array.isArray(sw.summary) ? `| | strict accuracy | fixed failures | alpha |\n|---|---:|---:|---:|\n${sw.summary.map((s) => `| ${s.name} | ${pct(s.accuracy)} | ${typeof s.fixed === 'number' ? +s.fixed.toFixed(2) : s.fixed ?? ''}${s.fix_rate !== undefined && s.fix_rate !== null ? ` (${pct(s.fix_rate)})` : ''} | ${s.alpha ?? ''} |`).join('\n')}\n` : ''}
 The sweep as the command printed it:
 
 \`\`\`
