@@ -9,7 +9,8 @@
 // `normalize`).
 
 import { assertRgbImage, type RgbImage } from '../../io/image.js';
-import { type PillowFilter, pillowFilterFromCode, resizePillow } from '../../io/resize.js';
+import { type PillowFilter, resizePillow } from '../../io/resize.js';
+import { PreprocessorFields } from '../../io/preprocessor-fields.js';
 
 /** image_processing_idefics3.py MAX_IMAGE_SIZE: upper bound on the stage-1 size ("4k resolution"). */
 export const IDEFICS3_MAX_IMAGE_SIZE = 4096;
@@ -57,56 +58,18 @@ export function defaultIdefics3ImageProcessorConfig(): Idefics3ImageProcessorCon
  * key. Unknown keys (image_processor_type, processor_class, ...) are ignored.
  */
 export function parseIdefics3ImageProcessorConfig(json: Record<string, unknown>, file: string): Idefics3ImageProcessorConfig {
-  if (json === null || typeof json !== 'object' || Array.isArray(json)) {
-    throw new Error(`${file}: preprocessor config must be a JSON object`);
-  }
-  const cfg = defaultIdefics3ImageProcessorConfig();
-  const show = (v: unknown): string => JSON.stringify(v) ?? String(v);
-  const bad = (key: string, want: string, v: unknown = json[key]): never => {
-    throw new Error(`${file}: "${key}" must be ${want}, got ${show(v)}`);
-  };
-  const has = (key: string): boolean => json[key] !== undefined && json[key] !== null;
+  const f = new PreprocessorFields(json, file);
+  const cfg = f.common(defaultIdefics3ImageProcessorConfig());
+  const bad = f.bad.bind(f);
+  const has = f.has.bind(f);
   const isPosInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v > 0;
-  const bool = (key: string, def: boolean): boolean => {
-    if (!has(key)) return def;
-    const v = json[key];
-    return typeof v === 'boolean' ? v : bad(key, 'a boolean');
-  };
-  const triple = (key: string, def: [number, number, number]): [number, number, number] => {
-    if (!has(key)) return def;
-    const v = json[key];
-    if (typeof v === 'number' && Number.isFinite(v)) return [v, v, v];
-    if (Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'number' && Number.isFinite(x))) {
-      return [v[0] as number, v[1] as number, v[2] as number];
-    }
-    return bad(key, 'a number or a list of 3 numbers');
-  };
   const dict = (key: string): Record<string, unknown> => {
     const v = json[key];
     if (typeof v !== 'object' || v === null || Array.isArray(v)) return bad(key, 'an object {"longest_edge": n}');
     return v as Record<string, unknown>;
   };
-
-  cfg.doResize = bool('do_resize', cfg.doResize);
-  cfg.doImageSplitting = bool('do_image_splitting', cfg.doImageSplitting);
-  cfg.doRescale = bool('do_rescale', cfg.doRescale);
-  cfg.doNormalize = bool('do_normalize', cfg.doNormalize);
-  cfg.doPad = bool('do_pad', cfg.doPad);
-  cfg.doConvertRgb = bool('do_convert_rgb', cfg.doConvertRgb);
-  if (has('rescale_factor')) {
-    const v = json.rescale_factor;
-    cfg.rescaleFactor = typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : bad('rescale_factor', 'a finite number > 0');
-  }
-  cfg.imageMean = triple('image_mean', cfg.imageMean);
-  cfg.imageStd = triple('image_std', cfg.imageStd);
-  if (cfg.imageStd.some((s) => s === 0)) bad('image_std', 'non-zero');
-  if (has('resample')) {
-    const r = json.resample;
-    if (typeof r !== 'number' || !Number.isInteger(r) || r < 0 || r > 5) {
-      bad('resample', 'a PIL resample code 0..5 (0 nearest, 1 lanczos, 2 bilinear, 3 bicubic, 4 box, 5 hamming)');
-    }
-    cfg.resample = pillowFilterFromCode(r as number);
-  }
+  cfg.doImageSplitting = f.bool('do_image_splitting', cfg.doImageSplitting);
+  cfg.doPad = f.bool('do_pad', cfg.doPad);
   // size: {"longest_edge": n} (what Idefics3/SmolVLM files use) or {"height": h, "width": w} (resize's other form).
   if (has('size')) {
     const s = dict('size');

@@ -6,7 +6,8 @@
 
 import { OPENAI_CLIP_MEAN, OPENAI_CLIP_STD } from '../../io/clip-processor.js';
 import { assertRgbImage, type RgbImage } from '../../io/image.js';
-import { type PillowFilter, pillowFilterFromCode, resizePillow } from '../../io/resize.js';
+import { type PillowFilter, resizePillow } from '../../io/resize.js';
+import { PreprocessorFields } from '../../io/preprocessor-fields.js';
 
 export interface QwenImageProcessorConfig {
   /** smart_resize bounds on height*width (`min_pixels` / `max_pixels`, or `size.shortest_edge` / `size.longest_edge`). */
@@ -51,55 +52,19 @@ export function defaultQwenImageProcessorConfig(): QwenImageProcessorConfig {
  * class defaults. Errors name the file and the key. Unknown keys are ignored.
  */
 export function parseQwenImageProcessorConfig(json: Record<string, unknown>, file: string): QwenImageProcessorConfig {
-  if (json === null || typeof json !== 'object' || Array.isArray(json)) {
-    throw new Error(`${file}: preprocessor config must be a JSON object`);
-  }
-  const cfg = defaultQwenImageProcessorConfig();
-  const show = (v: unknown): string => JSON.stringify(v) ?? String(v);
-  const bad = (key: string, want: string, v: unknown = json[key]): never => {
-    throw new Error(`${file}: "${key}" must be ${want}, got ${show(v)}`);
-  };
-  const has = (key: string): boolean => json[key] !== undefined && json[key] !== null;
-  const bool = (key: string, def: boolean): boolean => {
-    if (!has(key)) return def;
-    const v = json[key];
-    return typeof v === 'boolean' ? v : bad(key, 'a boolean');
-  };
+  const f = new PreprocessorFields(json, file);
+  const cfg = f.common(defaultQwenImageProcessorConfig());
+  const bad = f.bad.bind(f);
+  const has = f.has.bind(f);
   const posInt = (key: string, def: number): number => {
     if (!has(key)) return def;
     const v = json[key];
     return typeof v === 'number' && Number.isInteger(v) && v > 0 ? v : bad(key, 'a positive integer');
   };
-  const posNum = (key: string, v: unknown): number =>
-    typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : bad(key, 'a finite number > 0', v);
-  const triple = (key: string, def: [number, number, number]): [number, number, number] => {
-    if (!has(key)) return def;
-    const v = json[key];
-    if (typeof v === 'number' && Number.isFinite(v)) return [v, v, v];
-    if (Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'number' && Number.isFinite(x))) {
-      return [v[0] as number, v[1] as number, v[2] as number];
-    }
-    return bad(key, 'a number or a list of 3 numbers');
-  };
-
-  cfg.doResize = bool('do_resize', cfg.doResize);
-  cfg.doRescale = bool('do_rescale', cfg.doRescale);
-  cfg.doNormalize = bool('do_normalize', cfg.doNormalize);
-  cfg.doConvertRgb = bool('do_convert_rgb', cfg.doConvertRgb);
+  const posNum = f.posNum.bind(f);
   cfg.patchSize = posInt('patch_size', cfg.patchSize);
   cfg.temporalPatchSize = posInt('temporal_patch_size', cfg.temporalPatchSize);
   cfg.mergeSize = posInt('merge_size', cfg.mergeSize);
-  if (has('rescale_factor')) cfg.rescaleFactor = posNum('rescale_factor', json.rescale_factor);
-  cfg.imageMean = triple('image_mean', cfg.imageMean);
-  cfg.imageStd = triple('image_std', cfg.imageStd);
-  if (cfg.imageStd.some((s) => s === 0)) bad('image_std', 'non-zero');
-  if (has('resample')) {
-    const r = json.resample;
-    if (typeof r !== 'number' || !Number.isInteger(r) || r < 0 || r > 5) {
-      bad('resample', 'a PIL resample code 0..5 (0 nearest, 1 lanczos, 2 bilinear, 3 bicubic, 4 box, 5 hamming)');
-    }
-    cfg.resample = pillowFilterFromCode(r as number);
-  }
 
   // Newer transformers write the pixel bounds as size {shortest_edge, longest_edge}; min_pixels/max_pixels override.
   if (has('size')) {
