@@ -11,7 +11,8 @@ import { nodeFolder } from '../io/checkpoint.js';
 import { Tokenizer } from '../io/tokenizer.js';
 import { parseInterventions } from '../spec/spec.js';
 import type { EvalItem } from '../eval/dataset.js';
-import { DEFAULT_EVAL_MAX_NEW_TOKENS, evaluate, type Accuracy, type EvalReport } from '../eval/evaluate.js';
+import { DEFAULT_EVAL_MAX_NEW_TOKENS, evaluate, type Accuracy, type EvalReport, type Scoring } from '../eval/evaluate.js';
+import { checkCandidates, scoringOption } from './scoring.js';
 import { readJsonFile, writeAtomic } from './files.js';
 import { dtypeOption, loadModel, modelOption, checkFolder, eosIds } from './load.js';
 import { UsageError } from './errors.js';
@@ -27,6 +28,7 @@ interface EvalCliOptions {
   maxNewTokens: number;
   intervene?: string;
   adaptvis?: AdaptVisOptions;
+  scoring: Scoring;
   out?: string;
   json?: boolean;
   subQuestions?: boolean;
@@ -48,7 +50,8 @@ export function evalCommand(): Command {
       'answer with AdaptVis: image temperature alpha_low when the plain first token\'s top-1 probability (rounded to 2 decimals) is below t, else alpha_high (last prompt row, all layers and heads; e.g. 0.4,0.5,1.5)',
       adaptVisArg,
     )
-    .option('--out <file>', 'write one JSON line per example: {id, type, function, question, answer, prediction, correct[, confidence, alpha]}')
+    .addOption(scoringOption())
+    .option('--out <file>', 'write one JSON line per example: {id, type, function, question, answer, prediction, correct[, confidence, alpha][, candidates, log_likelihoods]}')
     .option('--json', 'print the summary as one JSON object {total, correct, accuracy, by_type, by_function[, adaptvis]} instead of a table')
     .addOption(dtypeOption())
     .option('--verbose', 'print timings to stderr, and stack traces with errors')
@@ -81,6 +84,7 @@ async function runEval(opts: EvalCliOptions): Promise<void> {
   if (opts.out) await checkOutputDir(opts.out);
   const all = await readData(opts.data, opts.subQuestions !== false);
   const items = opts.limit !== undefined ? all.slice(0, opts.limit) : all;
+  if (opts.scoring === 'likelihood') checkCandidates(items);
   await checkImages(items, 'eval');
   await checkFolder(opts.model);
   const folder = nodeFolder(opts.model);
@@ -100,7 +104,7 @@ async function runEval(opts: EvalCliOptions): Promise<void> {
     const bar = evalProgressBar(process.stderr);
     const t1 = performance.now();
     try {
-      report = await evaluate(model, tokenizer, items, { maxNewTokens: opts.maxNewTokens, interventions, eosTokenIds, onProgress: bar.update, adaptVis: opts.adaptvis });
+      report = await evaluate(model, tokenizer, items, { maxNewTokens: opts.maxNewTokens, interventions, eosTokenIds, onProgress: bar.update, adaptVis: opts.adaptvis, scoring: opts.scoring });
     } finally {
       bar.done();
     }
@@ -144,6 +148,7 @@ export function examplesJsonl(report: EvalReport): string {
         prediction: e.prediction,
         correct: e.correct,
         ...(e.adaptvis ? { confidence: e.adaptvis.confidence, alpha: e.adaptvis.alpha } : {}),
+        ...(e.candidates ? { candidates: e.candidates, log_likelihoods: e.logLikelihoods } : {}),
       }),
     )
     .map((l) => `${l}\n`)

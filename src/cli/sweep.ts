@@ -23,6 +23,8 @@ import { configDims, dtypeOption, loadModel, modelOption, checkFolder, eosIds } 
 import { UsageError } from './errors.js';
 import { checkImages, readData } from './data.js';
 import { progressLine } from './progress.js';
+import { checkCandidates, scoringOption } from './scoring.js';
+import type { Scoring } from '../eval/evaluate.js';
 
 interface SweepCliOptions {
   model: string;
@@ -35,6 +37,7 @@ interface SweepCliOptions {
   heads?: number[];
   queries: QueryScope;
   split: 'all' | 'tune' | 'test';
+  scoring: Scoring;
   splitSeed: number;
   limit?: number;
   maxNewTokens?: number;
@@ -78,6 +81,7 @@ export function sweepCommand(): Command {
     .addOption(new Option('--queries <rows>', 'query rows scaled: last = the last prompt row in the prefill (the authors\' code), all = every row of every forward, generated = the decode steps').choices(['last', 'all', 'generated']).default('last'))
     .addOption(new Option('--split <part>', 'the authors\' split (random.seed + random.sample): tune = the 20% alpha is chosen on, test = the other 80%').choices(['all', 'tune', 'test']).default('all'))
     .option('--split-seed <n>', 'seed of --split (the authors\': 1)', intArg(0, 'a non-negative integer'), 1)
+    .addOption(scoringOption())
     .option('--limit <n>', 'sweep only the first n questions (after --split)', intArg(1, 'a positive integer'))
     .option('--max-new-tokens <n>', `most tokens generated per answer (default ${DEFAULT_EVAL_MAX_NEW_TOKENS}; 100 with --format adaptvis, as the authors)`, intArg(1, 'a positive integer'))
     .option('--no-sub-questions', 'leave out the sub-questions of decomposed (CogVSR-style) questions')
@@ -174,6 +178,7 @@ async function runSweep(opts: SweepCliOptions): Promise<void> {
   const split = opts.split === 'all' ? all : splitItems(all, { seed: opts.splitSeed })[opts.split];
   if (split.length === 0) throw new UsageError(`--split ${opts.split} of ${opts.data} holds no questions (${all.length} in all)`);
   const items = opts.limit !== undefined ? split.slice(0, opts.limit) : split;
+  if (opts.scoring === 'likelihood') checkCandidates(items);
   await checkImages(items, 'sweep');
   await checkFolder(opts.model);
   checkIndices(opts, await configDims(opts.model));
@@ -199,6 +204,7 @@ async function runSweep(opts: SweepCliOptions): Promise<void> {
         maxNewTokens,
         eosTokenIds,
         score: adaptvis ? (prediction, item) => isCorrectAdaptVis(prediction, item as AdaptVisItem) : undefined,
+        scoring: opts.scoring,
         onProgress: bar.update,
       });
     } finally {
@@ -213,7 +219,8 @@ async function runSweep(opts: SweepCliOptions): Promise<void> {
     model: opts.model,
     data: opts.data,
     format: opts.format,
-    ...(adaptvis ? { subset: opts.subset, scoring: 'adaptvis substring rule' } : {}),
+    ...(adaptvis ? { subset: opts.subset } : {}),
+    scoring: opts.scoring === 'likelihood' ? 'option likelihood' : adaptvis ? 'generate + adaptvis substring rule' : 'generate + answer match',
     split: opts.split === 'all' ? null : { part: opts.split, seed: opts.splitSeed, fraction: 0.2 },
     limit: opts.limit ?? null,
     max_new_tokens: maxNewTokens,

@@ -13,7 +13,10 @@ import { loadImageFile } from '../io/image.js';
 import type { InterventionSpec } from '../spec/spec.js';
 import { generate } from '../generate/generate.js';
 import { adaptVis, checkAdaptVisOptions, type AdaptVisOptions } from '../generate/adaptvis.js';
-import { isCorrect, type EvalItem } from './dataset.js';
+import { roundConfidence, topProbability } from '../generate/adaptvis.js';
+import { isCorrect, normalizeAnswer, type EvalItem } from './dataset.js';
+import { adaptVisScoreOptions, continuationIds, scoreOptions } from './likelihood.js';
+import { pickOption } from './adaptvis-data.js';
 
 export interface EvalOptions {
   /** Most tokens generated per answer (default 4: answers are a word or two). */
@@ -33,7 +36,20 @@ export interface EvalOptions {
    * image temperature of the answer. `interventions` then must not set image_temperature.
    */
   adaptVis?: AdaptVisOptions;
+  /**
+   * 'generate' (default): answer greedily and match words (the dataset's rule, or `score`). 'likelihood': score
+   * each candidate answer by its summed token log-probability after the prompt and take the most likely
+   * (src/eval/likelihood.ts); items need candidates (`options`, or an AdaptVis item's `candidates`).
+   */
+  scoring?: Scoring;
+  /** Generation mode: scores a prediction instead of the dataset's rule (e.g. isCorrectAdaptVis). */
+  score?: (prediction: string, item: EvalItem) => boolean;
+  /** Generation mode: record the plain first token's top-1 probability per example (`confidence`), as AdaptVis's gate reads it. */
+  recordConfidence?: boolean;
 }
+
+export type Scoring = 'generate' | 'likelihood';
+export const SCORINGS: readonly Scoring[] = ['generate', 'likelihood'];
 
 export interface Accuracy {
   total: number;
@@ -53,6 +69,11 @@ export interface EvalExample {
   correct: boolean;
   /** With `adaptVis`: the gate's confidence (rounded), the alpha it chose and the estimated cost ratio. */
   adaptvis?: { confidence: number; alpha: number; branch: 'low' | 'high'; costRatio: number };
+  /** Likelihood scoring: the candidates (the prediction is one of them) and their summed log-probabilities. */
+  candidates?: string[];
+  logLikelihoods?: number[];
+  /** With `recordConfidence` (or likelihood scoring): the first answer token's top-1 probability, rounded as AdaptVis. */
+  confidence?: number;
 }
 
 export interface EvalReport extends Accuracy {
@@ -161,9 +182,26 @@ class PixelCache {
   }
 }
 
-/** Prompt token ids for one question with its image (the image itself is preprocessed once per path). */
-function promptIds(processor: VlmProcessor, question: string, image: ImageInput): number[] {
-  return processor.encodeText(processor.formatPrompt(question, 1), [image]).ids;
+/** Prompt text and token ids for one question with its image (the image itself is preprocessed once per path). */
+function promptOf(processor: VlmProcessor, question: string, image: ImageInput): { text: string; ids: number[] } {
+  const text = processor.formatPrompt(question, 1);
+  return { text, ids: processor.encodeText(text, [image]).ids };
+}
+
+/**
+ * The candidate answers of an item for likelihood scoring, as the model would write them, and the gold one's
+ * position: an AdaptVis item's `candidates` / `goldIndex`, else `options` with the answer found by normalizeAnswer.
+ */
+export function itemCandidates(item: EvalItem): { candidates: string[]; goldIndex: number } {
+  const av = item as EvalItem & { candidates?: string[]; goldIndex?: number };
+  if (Array.isArray(av.candidates) && typeof av.goldIndex === 'number') return { candidates: av.candidates, goldIndex: av.goldIndex };
+  if (!item.options || item.options.length === 0) {
+    throw new Error(`question ${item.id} has no options: likelihood scoring needs the candidate answers (an "options" list with the answer in it)`);
+  }
+  const gold = normalizeAnswer(item.answer);
+  const goldIndex = item.options.findIndex((o) => normalizeAnswer(o) === gold);
+  if (goldIndex < 0) throw new Error(`question ${item.id}: answer ${JSON.stringify(item.answer)} is not one of its options ${JSON.stringify(item.options)}`);
+  return { candidates: item.options, goldIndex };
 }
 
 /**
@@ -180,7 +218,10 @@ export async function evaluate(model: VlmModel, tokenizer: Tokenizer, items: Eva
     checkAdaptVisOptions(opts.adaptVis);
     if (opts.interventions?.imageTemperature) throw new Error('adaptVis: the interventions already set image_temperature; AdaptVis sets it (alpha_low / alpha_high)');
   }
+  const scoring = opts.scoring ?? 'generate';
+  if (!SCORINGS.includes(scoring)) throw new Error(`scoring must be one of ${SCORINGS.join(', ')}, got ${JSON.stringify(scoring)}`);
   const todo = opts.limit !== undefined ? items.slice(0, opts.limit) : items;
+  if (scoring === 'likelihood') for (const item of todo) itemCandidates(item); // every item has candidates before any work
   const processor = model.createProcessor(tokenizer);
   const images = new PixelCache(model, opts.imageCacheBytes ?? 256 * 2 ** 20);
   const examples: EvalExample[] = [];
@@ -195,28 +236,48 @@ export async function evaluate(model: VlmModel, tokenizer: Tokenizer, items: Eva
     } catch (e) {
       throw new Error(`question ${item.id}: ${(e as Error).message}`);
     }
-    const args = {
-      ids: promptIds(processor, item.question, pixelValues),
-      pixelValues: [pixelValues],
-      maxNewTokens,
-      eosTokenIds: [...(opts.eosTokenIds ?? (tokenizer.eosTokenId != null ? [tokenizer.eosTokenId] : [])), ...processor.stopTokenIds],
-      tokenizer,
-      interventions: opts.interventions,
-    };
-    const gated = opts.adaptVis ? await adaptVis(model, { ...args, ...opts.adaptVis }) : null;
-    const r = gated ?? (await generate(model, args));
-    const ok = isCorrect(r.text, item);
-    if (ok) correct++;
-    examples.push({
-      id: item.id,
-      type: item.type,
-      function: item.function,
-      question: item.question,
-      answer: item.answer,
-      prediction: r.text,
-      correct: ok,
-      ...(gated ? { adaptvis: { confidence: gated.adaptvis.confidence, alpha: gated.adaptvis.alpha, branch: gated.adaptvis.branch, costRatio: gated.adaptvis.costRatio } } : {}),
-    });
+    const prompt = promptOf(processor, item.question, pixelValues);
+    const base = { id: item.id, type: item.type, function: item.function, question: item.question, answer: item.answer };
+    let example: EvalExample;
+    if (scoring === 'likelihood') {
+      const { candidates, goldIndex } = itemCandidates(item);
+      const continuations = candidates.map((c) => continuationIds(processor, prompt.text, [pixelValues], prompt.ids, c));
+      const args = { ids: prompt.ids, pixelValues: [pixelValues], continuations, interventions: opts.interventions };
+      const gated = opts.adaptVis ? await adaptVisScoreOptions(model, { ...args, ...opts.adaptVis }) : null;
+      const r = gated ?? (await scoreOptions(model, args));
+      const choice = pickOption(r.logLikelihoods);
+      example = {
+        ...base,
+        prediction: candidates[choice]!,
+        correct: choice === goldIndex,
+        candidates,
+        logLikelihoods: r.logLikelihoods,
+        confidence: gated ? gated.confidence : roundConfidence(topProbability(r.firstLogits).probability),
+        ...(gated ? { adaptvis: { confidence: gated.confidence, alpha: gated.alpha, branch: gated.branch, costRatio: gated.costRatio } } : {}),
+      };
+    } else {
+      const args = {
+        ids: prompt.ids,
+        pixelValues: [pixelValues],
+        maxNewTokens,
+        eosTokenIds: [...(opts.eosTokenIds ?? (tokenizer.eosTokenId != null ? [tokenizer.eosTokenId] : [])), ...processor.stopTokenIds],
+        tokenizer,
+        interventions: opts.interventions,
+        ...(opts.recordConfidence ? { capture: { logits: 'last' as const, pattern: [], z: null, residual: [], imageFeatures: false } } : {}),
+      };
+      const gated = opts.adaptVis ? await adaptVis(model, { ...args, ...opts.adaptVis }) : null;
+      const r = gated ?? (await generate(model, args));
+      const firstLogits = r.captured?.logits?.data;
+      example = {
+        ...base,
+        prediction: r.text,
+        correct: opts.score ? opts.score(r.text, item) : isCorrect(r.text, item),
+        ...(gated ? { adaptvis: { confidence: gated.adaptvis.confidence, alpha: gated.adaptvis.alpha, branch: gated.adaptvis.branch, costRatio: gated.adaptvis.costRatio } } : {}),
+        ...(gated ? { confidence: gated.adaptvis.confidence } : firstLogits ? { confidence: roundConfidence(topProbability(firstLogits).probability) } : {}),
+      };
+    }
+    if (example.correct) correct++;
+    examples.push(example);
     opts.onProgress?.(examples.length, todo.length, correct);
   }
   const report = summarize(examples);

@@ -13,7 +13,7 @@ import type { VlmModel } from '../models/vlm.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import { parseInterventions, type InterventionSpec, type QueryScope } from '../spec/spec.js';
 import type { EvalItem } from './dataset.js';
-import { evaluate, summarize, type Accuracy, type EvalReport } from './evaluate.js';
+import { evaluate, type Accuracy, type EvalReport, type Scoring } from './evaluate.js';
 
 /** The ScalingVis grid of the authors' README (their "0, 5" read as 0.5); alpha 1 is added as the baseline. */
 export const DEFAULT_SWEEP_ALPHAS: readonly number[] = [0.5, 0.8, 1.2, 1.5, 2.0];
@@ -50,6 +50,8 @@ export interface SweepOptions {
    * `item` is the swept item itself, so subtypes of EvalItem pass through.
    */
   score?: (prediction: string, item: EvalItem) => boolean;
+  /** 'generate' (default) or 'likelihood': option-likelihood scoring at every alpha (evaluate's `scoring`). */
+  scoring?: Scoring;
   onProgress?: (p: SweepProgress) => void;
 }
 
@@ -114,17 +116,15 @@ export async function sweepImageTemperature(model: VlmModel, tokenizer: Tokenize
   const reports: EvalReport[] = new Array(alphas.length);
   for (const [k, i] of order.entries()) {
     const alpha = alphas[i];
-    let report = await evaluate(model, tokenizer, todo, {
+    const report = await evaluate(model, tokenizer, todo, {
       maxNewTokens: opts.maxNewTokens,
+      scoring: opts.scoring,
+      score: opts.score,
       interventions: specs[i] ?? undefined,
       eosTokenIds: opts.eosTokenIds,
       imageCacheBytes: opts.imageCacheBytes,
       onProgress: opts.onProgress && ((done, total, correct) => opts.onProgress!({ run: k + 1, runs: alphas.length, alpha, done, total, correct })),
     });
-    if (opts.score) {
-      const score = opts.score;
-      report = summarize(report.examples.map((e, j) => ({ ...e, correct: score(e.prediction, todo[j]) })));
-    }
     reports[i] = report;
   }
   return {
