@@ -1,6 +1,6 @@
 // `npx tsx scripts/make-synthetic.ts --out DIR --seed S --scenes N [--size 64] [--questions-per-scene K]
 //  [--types spatial,vsr,...] [--variant ood] [--object-scale X] [--background plain|novel|gradient|checker]
-//  [--objects MIN-MAX]`: writes a synthetic spatial-scene dataset (src/eval/synthetic.ts):
+//  [--objects MIN-MAX] [--wordings fixed|train|heldout|all]`: writes a synthetic spatial-scene dataset (src/eval/synthetic.ts):
 //   DIR/images/s000000.png ...   one PNG per scene (8-bit RGB)
 //   DIR/questions.jsonl          the question index (schema: docs/datasets.md, src/eval/dataset.ts)
 //   DIR/scenes.jsonl             scene metadata: {"id", "seed", "size", "background", "objects": [{colour, shape,
@@ -9,6 +9,11 @@
 // --variant ood draws per scene an object scale (0.4, 0.6, 1.5 or 2: smaller or larger objects than the 12-18 px of
 // training) and an unseen background (new plain colours, two-colour gradients, checkerboards); --object-scale and
 // --background fix either instead. Without them the set is drawn like the organism's training data.
+// --wordings picks the question wordings (src/eval/paraphrases.ts): fixed (the default) writes the original
+// templates and no "wording" field, byte-identical to the sets made before paraphrases (the organism's training data);
+// train draws each question's wording among the wordings that are not held out, heldout among the held-out ones only,
+// all among every wording; those records carry "wording" (e.g. "spatial.w2") and "wording_heldout". The wording is
+// drawn from a stream of its own: questions, answers and options are the same in every setting.
 // and prints counts per question type and answer. Same arguments, same bytes.
 
 import { mkdir, open, writeFile } from 'node:fs/promises';
@@ -16,12 +21,13 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { encodePng } from '../src/io/image.js';
 import { SYNTHETIC_QUESTION_TYPES, type SyntheticQuestionType } from '../src/eval/dataset.js';
+import { WORDING_SETS, type WordingSet } from '../src/eval/paraphrases.js';
 import { BACKGROUND_KINDS, SCENE_VARIANTS, iterateDataset, itemToJsonl, renderScene, sceneImagePath, type BackgroundKind, type SceneVariant } from '../src/eval/synthetic.js';
 
 function usage(msg: string): never {
   process.stderr.write(
     `make-synthetic: ${msg}\nusage: npx tsx scripts/make-synthetic.ts --out DIR --seed S --scenes N [--size 64] [--questions-per-scene K] [--types spatial,vsr,color,shape,count,exists] ` +
-      `[--variant ${SCENE_VARIANTS.join('|')}] [--object-scale X] [--background ${BACKGROUND_KINDS.join('|')}] [--objects MIN-MAX]\n`,
+      `[--variant ${SCENE_VARIANTS.join('|')}] [--object-scale X] [--background ${BACKGROUND_KINDS.join('|')}] [--objects MIN-MAX] [--wordings ${WORDING_SETS.join('|')}]\n`,
   );
   process.exit(2);
 }
@@ -50,6 +56,7 @@ async function main(): Promise<void> {
         'object-scale': { type: 'string' },
         background: { type: 'string' },
         objects: { type: 'string' },
+        wordings: { type: 'string' },
       },
       strict: true,
     }) as { values: Record<string, string | undefined> });
@@ -86,6 +93,9 @@ async function main(): Promise<void> {
     maxObjects = Number(m[2] ?? m[1]);
   }
 
+  const wordings = (values.wordings ?? 'fixed') as WordingSet;
+  if (!(WORDING_SETS as readonly string[]).includes(wordings)) usage(`--wordings must be one of ${WORDING_SETS.join(', ')}, got "${wordings}"`);
+
   await mkdir(join(out, 'images'), { recursive: true });
   const questions = await open(join(out, 'questions.jsonl'), 'w');
   const sceneIndex = await open(join(out, 'scenes.jsonl'), 'w');
@@ -95,10 +105,14 @@ async function main(): Promise<void> {
     m.set(answer, (m.get(answer) ?? 0) + 1);
     counts.set(key, m);
   };
+  const wordingCounts = new Map<string, number>();
+  const countWording = (id: string | undefined): void => {
+    if (id !== undefined) wordingCounts.set(id, (wordingCounts.get(id) ?? 0) + 1);
+  };
   let items = 0;
   let subs = 0;
   try {
-    for (const s of iterateDataset({ seed, scenes, size, questionsPerScene: qps, types, variant, objectScale, background, minObjects, maxObjects })) {
+    for (const s of iterateDataset({ seed, scenes, size, questionsPerScene: qps, types, variant, objectScale, background, minObjects, maxObjects, wordings })) {
       await writeFile(join(out, sceneImagePath(s.id)), encodePng(renderScene(s.scene)));
       const { objects, background } = s.scene;
       const meta = {
@@ -115,8 +129,10 @@ async function main(): Promise<void> {
         lines += `${itemToJsonl(item)}\n`;
         items++;
         bump(item.type, item.answer);
+        countWording(item.wording);
         for (const sub of item.sub_questions ?? []) {
           subs++;
+          countWording(sub.wording);
           bump(`${item.type} sub (${sub.function})`, sub.answer);
         }
       }
@@ -129,11 +145,21 @@ async function main(): Promise<void> {
 
   const drawn = variant !== undefined || objectScale !== undefined || background !== undefined;
   const setting = drawn ? `, variant ${[variant, objectScale !== undefined ? `object scale ${objectScale}` : '', background !== undefined ? `${background} background` : ''].filter(Boolean).join(', ')}` : '';
-  process.stdout.write(`wrote ${scenes} scenes (${size}x${size}${setting}), ${items} questions and ${subs} sub-questions to ${out}\n`);
+  const worded = wordings === 'fixed' ? '' : `, ${wordings} wordings`;
+  process.stdout.write(`wrote ${scenes} scenes (${size}x${size}${setting}${worded}), ${items} questions and ${subs} sub-questions to ${out}\n`);
   for (const [key, m] of [...counts].sort(([a], [b]) => a.localeCompare(b))) {
     const total = [...m.values()].reduce((a, b) => a + b, 0);
     const parts = [...m].sort(([a], [b]) => a.localeCompare(b)).map(([ans, n]) => `${ans} ${n} (${((100 * n) / total).toFixed(1)}%)`);
     process.stdout.write(`  ${key.padEnd(40)} ${String(total).padStart(7)}: ${parts.join(', ')}\n`);
+  }
+  if (wordingCounts.size > 0) {
+    // Per table (main question type or sub-question function): how often each wording was drawn.
+    const tables = new Map<string, string[]>();
+    for (const [id, n] of [...wordingCounts].sort(([a], [b]) => a.localeCompare(b, 'en', { numeric: true }))) {
+      const table = id.slice(0, id.lastIndexOf('.'));
+      tables.set(table, [...(tables.get(table) ?? []), `${id.slice(table.length + 1)} ${n}`]);
+    }
+    for (const [table, parts] of tables) process.stdout.write(`  wordings ${table.padEnd(31)}: ${parts.join(', ')}\n`);
   }
 }
 

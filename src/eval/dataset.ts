@@ -12,9 +12,11 @@
 //    "type": "spatial",                     spatial | vsr | color | shape | count | exists | whatsup
 //    "function": "decision",                one of FUNCTIONS (CogVSR labels, snake_case)
 //    "options": ["left", "right", "above", "below"],          optional: the allowed answers (answer is one)
+//    "wording": "spatial.w2", "wording_heldout": false,       optional: the paraphrase used (src/eval/paraphrases.ts)
+//                                                              and whether it is held out for evaluation only
 //    "sub_questions": [                                        optional: CogVSR-style decomposition, in order
 //      {"id": "s000123-spatial-sub0", "question": "Is there a red circle?", "answer": "yes",
-//       "function": "low_level_perception", "options": ["yes", "no"]},   options optional here too
+//       "function": "low_level_perception", "options": ["yes", "no"]},   options, wording, wording_heldout optional
 //      ...]}
 // Sub-questions become their own items (type "subquestion", `mainId` and `subIndex` set), right after their
 // main question, unless `includeSubQuestions: false`.
@@ -67,6 +69,10 @@ export interface SubQuestionRecord {
   answer: string;
   function: QuestionFunction;
   options?: string[];
+  /** The paraphrase the question is written in ("low_level_perception.w3"; src/eval/paraphrases.ts). */
+  wording?: string;
+  /** The wording is held out: it appears only in evaluation sets. */
+  wording_heldout?: boolean;
 }
 
 /** One line of a vlmscope JSONL file. */
@@ -78,6 +84,10 @@ export interface QuestionRecord {
   type: QuestionType;
   function: QuestionFunction;
   options?: string[];
+  /** The paraphrase the question is written in ("spatial.w2"; src/eval/paraphrases.ts). */
+  wording?: string;
+  /** The wording is held out: it appears only in evaluation sets. */
+  wording_heldout?: boolean;
   sub_questions?: SubQuestionRecord[];
 }
 
@@ -93,6 +103,9 @@ export interface EvalItem {
   /** For sub-questions: the id of the main question and the position among its sub-questions (0-based). */
   mainId?: string;
   subIndex?: number;
+  /** The record's `wording` id and `wording_heldout` flag, when the file gives them. */
+  wording?: string;
+  wordingHeldout?: boolean;
 }
 
 export type DatasetFormat = 'vlmscope' | 'vsr' | 'whatsup';
@@ -198,6 +211,21 @@ function optionalOptions(o: Record<string, unknown>, answer: string, what = ''):
   return opts.slice();
 }
 
+/** The optional `wording` id and `wording_heldout` flag of a record (the flag needs the id). */
+function optionalWording(o: Record<string, unknown>, what = ''): { wording?: string; wordingHeldout?: boolean } {
+  const out: { wording?: string; wordingHeldout?: boolean } = {};
+  if (o.wording !== undefined) {
+    if (typeof o.wording !== 'string' || o.wording.trim() === '') throw new LineError(`${what}field "wording" must be a non-empty string, got ${describe(o.wording)}`);
+    out.wording = o.wording;
+  }
+  if (o.wording_heldout !== undefined) {
+    if (typeof o.wording_heldout !== 'boolean') throw new LineError(`${what}field "wording_heldout" must be true or false, got ${describe(o.wording_heldout)}`);
+    if (out.wording === undefined) throw new LineError(`${what}field "wording_heldout" is given without a "wording" id`);
+    out.wordingHeldout = o.wording_heldout;
+  }
+  return out;
+}
+
 function asObject(v: unknown, what: string): Record<string, unknown> {
   if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new LineError(`${what} must be a JSON object, got ${describe(v)}`);
   return v as Record<string, unknown>;
@@ -235,10 +263,12 @@ function parseVlmscope(text: string, resolve: (image: string) => string, include
       const type = requireOneOf(o, 'type', QUESTION_TYPES);
       const fn = requireOneOf(o, 'function', FUNCTIONS);
       const options = optionalOptions(o, answer);
+      const wording = optionalWording(o);
       claim(id, line);
       const imagePath = resolve(image);
       const main: EvalItem = { id, imagePath, question, answer, type, function: fn };
       if (options !== undefined) main.options = options;
+      Object.assign(main, wording);
       items.push(main);
       const subs = o.sub_questions;
       if (subs === undefined) continue;
@@ -251,10 +281,12 @@ function parseVlmscope(text: string, resolve: (image: string) => string, include
         const subAnswer = requireString(so, 'answer', what);
         const subFn = requireOneOf(so, 'function', FUNCTIONS, what);
         const subOptions = optionalOptions(so, subAnswer, what);
+        const subWording = optionalWording(so, what);
         claim(subId, line);
         if (!includeSubs) return;
         const item: EvalItem = { id: subId, imagePath, question: subQuestion, answer: subAnswer, type: 'subquestion', function: subFn, mainId: id, subIndex: k };
         if (subOptions !== undefined) item.options = subOptions;
+        Object.assign(item, subWording);
         items.push(item);
       });
     } catch (e) {

@@ -27,6 +27,7 @@
 import type { RgbImage } from '../io/image.js';
 import { mulberry32 } from '../models/random-checkpoint.js';
 import type { QuestionFunction, QuestionRecord, SubQuestionRecord, SyntheticQuestionType } from './dataset.js';
+import { type Phrasing, type WordingSet, RELATION_PHRASE, WORDINGS, WORDING_SETS, phrasing, wordingIndices } from './paraphrases.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Random numbers
@@ -75,6 +76,7 @@ const STREAM_LAYOUT = 1;
 const STREAM_NOISE = 2;
 const STREAM_QUESTIONS = 3;
 const STREAM_VARIANT = 4;
+const STREAM_WORDING = 5;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Vocabulary and palette
@@ -204,13 +206,8 @@ export interface SceneOptions {
 export type Relation = 'left' | 'right' | 'above' | 'below';
 export const RELATIONS: readonly Relation[] = ['left', 'right', 'above', 'below'];
 export const OPPOSITE: Readonly<Record<Relation, Relation>> = { left: 'right', right: 'left', above: 'below', below: 'above' };
-/** The phrase used in statements: "The A is {left of} the B." */
-export const RELATION_PHRASE: Readonly<Record<Relation, string>> = {
-  left: 'left of',
-  right: 'right of',
-  above: 'above',
-  below: 'below',
-};
+/** The phrase used in statements: "The A is {left of} the B." (defined with the other wordings). */
+export { RELATION_PHRASE };
 
 /** Geometry rules, in pixels at size 64 (scaled linearly with the image size). */
 export const GEOMETRY = {
@@ -463,11 +460,9 @@ const STANDALONE_FUNCTION: Readonly<Record<SyntheticQuestionType, QuestionFuncti
   exists: 'low_level_perception',
 };
 
-const article = (word: string): string => (/^[aeiou]/.test(word) ? 'an' : 'a');
-
-/** "Is there a red circle?" / "Is there an orange square?" */
+/** "Is there a red circle?" / "Is there an orange square?" (wording 0 of the exists questions). */
 export function existsQuestion(colour: Colour, shape: Shape): string {
-  return `Is there ${article(colour)} ${colour} ${shape}?`;
+  return WORDINGS.exists[0]!.render({ colour, shape });
 }
 
 /**
@@ -496,6 +491,12 @@ export interface SceneQuestionOptions {
   types?: readonly SyntheticQuestionType[];
   /** Shared balancing state; pass the same one for all scenes of a dataset. */
   balancer?: AnswerBalancer;
+  /**
+   * Question wordings (src/eval/paraphrases.ts): 'fixed' (default) writes the original templates and no `wording`
+   * field; 'train', 'heldout' and 'all' draw each question's wording from that set and record it. The questions'
+   * content, answers and options are the same in every set.
+   */
+  wordings?: WordingSet;
 }
 
 /** Image path of a scene, relative to the JSONL file's folder. */
@@ -503,15 +504,33 @@ export const sceneImagePath = (sceneId: string): string => `images/${sceneId}.pn
 /** Scene id of scene `index`: "s000123". */
 export const sceneIdOf = (index: number): string => `s${String(index).padStart(6, '0')}`;
 
-interface Draft {
-  question: string;
+/** A question's content before its wording is chosen; its text in wording 0 identifies it (repeats are skipped). */
+interface DraftSub {
+  phrasing: Phrasing;
   answer: string;
-  subQuestions?: Omit<SubQuestionRecord, 'id'>[];
+  function: QuestionFunction;
+  options: string[];
+}
+interface Draft {
+  phrasing: Phrasing;
+  answer: string;
+  subQuestions?: DraftSub[];
 }
 
 /** Questions about one scene. Deterministic given the scene, the options and the balancer's state. */
 export function sceneQuestions(scene: Scene, opts: SceneQuestionOptions): SyntheticItem[] {
+  const wordings = opts.wordings ?? 'fixed';
+  if (!(WORDING_SETS as readonly string[]).includes(wordings)) throw new Error(`wordings must be one of ${WORDING_SETS.join(', ')}, got ${JSON.stringify(wordings)}`);
   const rng = new Rng(mixSeed(scene.seed, STREAM_QUESTIONS));
+  // Wordings come from a stream of their own, drawn only for accepted questions, so that the content stream (and
+  // with it every answer) is the same whatever the wording set; 'fixed' draws nothing.
+  const wordingRng = wordings === 'fixed' ? null : new Rng(mixSeed(scene.seed, STREAM_WORDING));
+  const worded = (p: Phrasing): { question: string; wording?: string; wording_heldout?: boolean } => {
+    if (wordingRng === null) return { question: p.render(0) };
+    const index = wordingRng.pick(wordingIndices(p.key, wordings));
+    const w = WORDINGS[p.key][index]!;
+    return { question: p.render(index), wording: w.id, wording_heldout: w.heldout };
+  };
   const balancer = opts.balancer ?? new AnswerBalancer();
   const types = opts.types ?? SYNTHETIC_TYPES;
   const pairs = relationPairs(scene);
@@ -534,63 +553,60 @@ export function sceneQuestions(scene: Scene, opts: SceneQuestionOptions): Synthe
       case 'spatial': {
         const relation = balancer.choose('spatial', available, rng.next);
         const { a, b } = pairWith(relation);
-        const subs: Omit<SubQuestionRecord, 'id'>[] = [
-          { question: existsQuestion(a.colour, a.shape), answer: 'yes', function: 'low_level_perception', options: ['yes', 'no'] },
-          { question: existsQuestion(b.colour, b.shape), answer: 'yes', function: 'low_level_perception', options: ['yes', 'no'] },
+        const subs: DraftSub[] = [
+          { phrasing: phrasing('low_level_perception', { colour: a.colour, shape: a.shape }), answer: 'yes', function: 'low_level_perception', options: ['yes', 'no'] },
+          { phrasing: phrasing('low_level_perception', { colour: b.colour, shape: b.shape }), answer: 'yes', function: 'low_level_perception', options: ['yes', 'no'] },
         ];
         const horizontal = relation === 'left' || relation === 'right';
         const half = [a, b].find((o) => Math.abs((horizontal ? o.cx : o.cy) - midline) >= minMid);
         if (half !== undefined) {
           const centre = horizontal ? half.cx : half.cy;
+          const where = phrasing('spatial_perception', { name: half.name, axis: horizontal ? 'horizontal' : 'vertical' });
           subs.push(
             horizontal
-              ? { question: `Is the ${half.name} in the left half or the right half of the image?`, answer: centre < midline ? 'left' : 'right', function: 'spatial_perception', options: ['left', 'right'] }
-              : { question: `Is the ${half.name} in the top half or the bottom half of the image?`, answer: centre < midline ? 'top' : 'bottom', function: 'spatial_perception', options: ['top', 'bottom'] },
+              ? { phrasing: where, answer: centre < midline ? 'left' : 'right', function: 'spatial_perception', options: ['left', 'right'] }
+              : { phrasing: where, answer: centre < midline ? 'top' : 'bottom', function: 'spatial_perception', options: ['top', 'bottom'] },
           );
         }
         const truth = balancer.choose('spatial-sub-relation', ['yes', 'no'] as const, rng.next);
         const asked = truth === 'yes' ? relation : OPPOSITE[relation];
-        subs.push({ question: `Is the ${a.name} ${RELATION_PHRASE[asked]} the ${b.name}?`, answer: truth, function: 'relational_reasoning', options: ['yes', 'no'] });
-        return {
-          question: `Where is the ${a.name} in relation to the ${b.name}? Answer with left, right, above or below.`,
-          answer: relation,
-          subQuestions: subs,
-        };
+        subs.push({ phrasing: phrasing('relational_reasoning', { a: a.name, relation: asked, b: b.name }), answer: truth, function: 'relational_reasoning', options: ['yes', 'no'] });
+        return { phrasing: phrasing('spatial', { a: a.name, b: b.name }), answer: relation, subQuestions: subs };
       }
       case 'vsr': {
         const truth = balancer.choose('vsr', ['true', 'false'] as const, rng.next);
         // Available relations are closed under OPPOSITE (both orderings of a pair are listed).
         const stated = balancer.choose('vsr-relation', available, rng.next);
         const { a, b } = pairWith(truth === 'true' ? stated : OPPOSITE[stated]);
-        return { question: `The ${a.name} is ${RELATION_PHRASE[stated]} the ${b.name}. True or false?`, answer: truth };
+        return { phrasing: phrasing('vsr', { a: a.name, relation: stated, b: b.name }), answer: truth };
       }
       case 'color': {
         const shape = rng.pick(uniqueShapes);
         const obj = scene.objects.find((o) => o.shape === shape)!;
-        return { question: `What color is the ${shape}?`, answer: obj.colour };
+        return { phrasing: phrasing('color', { shape }), answer: obj.colour };
       }
       case 'shape': {
         const obj = rng.pick(scene.objects);
-        return { question: `What shape is the ${obj.colour} object?`, answer: obj.shape };
+        return { phrasing: phrasing('shape', { colour: obj.colour }), answer: obj.shape };
       }
       case 'count': {
         const kind = balancer.choose('count-kind', ['objects', 'shape'] as const, rng.next);
-        if (kind === 'objects') return { question: 'How many objects are there?', answer: NUMBER_WORDS[scene.objects.length]! };
+        if (kind === 'objects') return { phrasing: phrasing('count', { shape: null }), answer: NUMBER_WORDS[scene.objects.length]! };
         const shape = rng.pick(SHAPES);
-        return { question: `How many ${shape}s are there?`, answer: NUMBER_WORDS[shapeCounts.get(shape)!]! };
+        return { phrasing: phrasing('count', { shape }), answer: NUMBER_WORDS[shapeCounts.get(shape)!]! };
       }
       case 'exists': {
         const answer = balancer.choose('exists', ['yes', 'no'] as const, rng.next);
         if (answer === 'yes') {
           const obj = rng.pick(scene.objects);
-          return { question: existsQuestion(obj.colour, obj.shape), answer };
+          return { phrasing: phrasing('exists', { colour: obj.colour, shape: obj.shape }), answer };
         }
         const present = new Set(scene.objects.map((o) => o.name));
         const absent = COLOURS.flatMap((c) => SHAPES.map((s) => [c, s] as const)).filter(([c, s]) => !present.has(`${c} ${s}`));
         // Half the negatives are hard: a colour that is in the scene, on another shape.
         const hard = absent.filter(([c]) => scene.objects.some((o) => o.colour === c));
         const [colour, shape] = rng.next() < 0.5 && hard.length > 0 ? rng.pick(hard) : rng.pick(absent);
-        return { question: existsQuestion(colour, shape), answer };
+        return { phrasing: phrasing('exists', { colour, shape }), answer };
       }
     }
   };
@@ -606,23 +622,31 @@ export function sceneQuestions(scene: Scene, opts: SceneQuestionOptions): Synthe
     let d: Draft | undefined;
     for (let attempt = 0; attempt < 8 && d === undefined; attempt++) {
       const candidate = draft(type);
-      if (!seen.has(candidate.question)) d = candidate;
+      if (!seen.has(candidate.phrasing.render(0))) d = candidate;
     }
     if (d === undefined) continue;
-    seen.add(d.question);
+    seen.add(d.phrasing.render(0));
     const n = (perType.get(type) ?? 0) + 1;
     perType.set(type, n);
     const id = `${opts.sceneId}-${type}${n > 1 ? `-${n}` : ''}`;
+    // Key order as docs/datasets.md lists the fields; the wording fields only outside the 'fixed' set.
+    const { question, ...wording } = worded(d.phrasing);
     const item: SyntheticItem = {
       id,
       image: sceneImagePath(opts.sceneId),
-      question: d.question,
+      question,
       answer: d.answer,
       type,
       function: STANDALONE_FUNCTION[type],
       options: [...ANSWER_OPTIONS[type]],
+      ...wording,
     };
-    if (d.subQuestions !== undefined) item.sub_questions = d.subQuestions.map((s, i) => ({ id: `${id}-sub${i}`, ...s }));
+    if (d.subQuestions !== undefined) {
+      item.sub_questions = d.subQuestions.map((s, i): SubQuestionRecord => {
+        const { question: subQuestion, ...subWording } = worded(s.phrasing);
+        return { id: `${id}-sub${i}`, question: subQuestion, answer: s.answer, function: s.function, options: s.options, ...subWording };
+      });
+    }
     items.push(item);
   }
   return items;
@@ -647,6 +671,8 @@ export interface DatasetOptions {
   /** Objects per scene: uniform in [minObjects, maxObjects] (defaults 2 and 4). */
   minObjects?: number;
   maxObjects?: number;
+  /** Question wordings (SceneQuestionOptions.wordings); default 'fixed', the original templates. */
+  wordings?: WordingSet;
 }
 
 export interface DatasetScene {
@@ -679,7 +705,7 @@ export function* iterateDataset(opts: DatasetOptions): Generator<DatasetScene> {
     const id = sceneIdOf(i);
     const seed = sceneSeed(opts.seed, i);
     const scene = generateScene(seed, sceneOptionsOf(opts));
-    const items = sceneQuestions(scene, { sceneId: id, questionsPerScene: opts.questionsPerScene, types: opts.types, balancer });
+    const items = sceneQuestions(scene, { sceneId: id, questionsPerScene: opts.questionsPerScene, types: opts.types, balancer, wordings: opts.wordings });
     yield { id, seed, scene, items };
   }
 }
