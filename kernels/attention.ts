@@ -69,6 +69,12 @@ export interface AttentionArgs {
    * params set replace / steer. Absent: those fields are ignored and nothing more is bound or read.
    */
   headVectors?: BufferRef | null;
+  /**
+   * Activation patching (needs headVectors, whose bound range then also holds them): element offsets in that range
+   * of the row map [rows, heads] (f32; 0 = not patched, k + 1 = vector k) and of the vectors [.., headDim]. A patched
+   * (row, head) takes its vector in place of softmax · V (and of the mean), before head_scale and steer. Absent: none.
+   */
+  patch?: { map: number; vectors: number } | null;
   /** Query rows [begin, end) of this call in each steering scope (head param steer = index + 1). Default: none. */
   steerRows?: [number, number][];
   /** u32 per key position, 1 for image-token keys. At least `nKeys` entries. */
@@ -149,6 +155,15 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
   if (vectors && vectors.size < a.heads * 2 * a.headDim * 4) {
     throw new Error(`${label}: head vectors of ${vectors.size} bytes are smaller than [${a.heads}, 2, ${a.headDim}] f32`);
   }
+  const patch = a.patch ?? null;
+  if (patch) {
+    if (!vectors) throw new Error(`${label}: patch needs head vectors (the map and vectors are read through that binding)`);
+    count('patch.map', patch.map);
+    count('patch.vectors', patch.vectors);
+    if ((patch.map + a.rows * a.heads) * 4 > vectors.size || patch.vectors * 4 > vectors.size) {
+      throw new Error(`${label}: patch map at ${patch.map} ([${a.rows}, ${a.heads}]) or vectors at ${patch.vectors} lie outside the ${vectors.size}-byte head vectors`);
+    }
+  }
   const ranges = a.keyRanges ?? null;
   if (ranges && ranges.size < (keyRangeRow + a.rows) * 8) {
     throw new Error(`${label}: key ranges of ${ranges.size} bytes do not hold pairs ${keyRangeRow}..${keyRangeRow + a.rows} (u32 [.., 2])`);
@@ -165,7 +180,7 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
   const kernel = ctx.kernel({
     name: 'attention',
     source,
-    defines: { CAPTURE: capture, HEAD_VECTORS: !!vectors, KEY_RANGES: !!ranges, KNOCKOUT: !!ko },
+    defines: { CAPTURE: capture, HEAD_VECTORS: !!vectors, PATCH: !!patch, KEY_RANGES: !!ranges, KNOCKOUT: !!ko },
     constants: { WG: attentionWorkgroup(a.headDim) },
     bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', 'write', capture ? 'write' : null, vectors ? 'read' : null, ranges ? 'read' : null, ko ? 'read' : null],
   });
@@ -197,6 +212,8 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
     .u32(keyRangeRow)
     .u32(a.patternKeys !== undefined ? 1 : 0)
     .u32(ko?.words ?? 0)
+    .u32(patch?.map ?? 0)
+    .u32(patch?.vectors ?? 0)
     .done();
   rec.dispatch(
     kernel,

@@ -5,6 +5,9 @@
 // With HEAD_VECTORS (a spec with mean_ablate / steer entries for this tower) each head also has two vectors:
 //   z[i, h] = head_scale[h] * (replace[h] ? mean[h] : softmax · V) + (row i in steer scope of h ? add[h] : 0)
 //   (mean ablation, then gain, then the ITI steering vector alpha * sigma * direction).
+// With PATCH (activation patching; only with HEAD_VECTORS, read through the same binding) the bound range also holds
+// a row map [q_rows, heads] (f32: 0 = not patched, k + 1 = vector k) at patch_map and vectors [.., head_dim] at
+// patch_vecs: a patched (row, head) takes its vector in place of softmax · V (and of the mean), before gain and steer.
 // One workgroup per (query row, head); keys stream through in chunks of WG with an online softmax, so the
 // sequence length is unbounded by workgroup memory. An un-intervened run reads head_scale = 1 and
 // alpha = 1: the same work as a plain kernel. With CAPTURE the normalised probabilities are written too.
@@ -41,6 +44,8 @@ struct Params {
   kr_row: u32,     // KEY_RANGES: index of the pair for query row 0
   pat_rel: u32,    // 1: pattern entry j of row i holds key begin_i + j (a block-diagonal sequence captured compactly)
   ko_words: u32,   // KNOCKOUT: u32 words per query row of the knocked-out-edge bitset
+  patch_map: u32,  // PATCH: element offset of the row map [q_rows, heads] in head_vectors
+  patch_vecs: u32, // PATCH: element offset of the patch vectors [.., head_dim] in head_vectors
 }
 
 struct HeadParams {
@@ -62,7 +67,7 @@ struct HeadParams {
 @group(0) @binding(7) var<storage, read_write> pattern: array<f32>;  // [heads, q_rows, pat_keys]
 #endif
 #if HEAD_VECTORS
-@group(0) @binding(8) var<storage, read> head_vectors: array<f32>;   // [heads, 2, head_dim]: mean, add
+@group(0) @binding(8) var<storage, read> head_vectors: array<f32>;   // [heads, 2, head_dim]: mean, add (PATCH: + map, vectors)
 #endif
 #if KEY_RANGES
 @group(0) @binding(9) var<storage, read> key_ranges: array<u32>;     // [kr_row + q_rows, 2]: begin, end
@@ -204,13 +209,26 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let vec_base = h * 2u * p.head_dim;
   let replaced = (hp.replace & 1u) != 0u;
   let steered = in_steer_rows(hp.steer, i);
+  var patch_base = 0u;
+#if PATCH
+  // Uniform per workgroup: one (row, head) reads one map entry.
+  let patch_k = u32(head_vectors[p.patch_map + i * p.heads + h]);
+  let patched = patch_k != 0u;
+  if (patched) {
+    patch_base = p.patch_vecs + (patch_k - 1u) * p.head_dim;
+  }
+#else
+  let patched = false;
+#endif
 #endif
   for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
     let d = t + c * WG;
     if (d < p.head_dim) {
       var zv = acc[c] * out_scale;
 #if HEAD_VECTORS
-      if (replaced) {
+      if (patched) {
+        zv = hp.scale * head_vectors[patch_base + d];
+      } else if (replaced) {
         zv = hp.scale * head_vectors[vec_base + d];
       }
       if (steered) {

@@ -37,7 +37,7 @@ describe('mean_ablate / steer spec', () => {
     ['a missing sigma', { steer: [{ layer: 0, head: 0, alpha: 1, direction: v(16) }] }, /steer\[0\]\.sigma must be a finite number, got undefined/],
     ['alpha * sigma * direction beyond float32', { steer: [{ layer: 0, head: 0, alpha: 1e30, sigma: 1e30, direction: v(16) }] }, /steer\[0\]: alpha \* sigma \* direction\[0\] = .* is outside the float32 range/],
     ['an unknown field of an entry', { steer: [{ layer: 0, head: 0, alpha: 1, sigma: 1, dir: v(16) }] }, 'intervention spec: steer[0]: unknown field "dir" (expected one of: tower, layer, head, alpha, sigma, direction, queries)'],
-    ['an unknown top-level field', { means_file: 'means.safetensors' }, /intervention spec: unknown field "means_file" \(expected one of: head_scale, image_temperature, mean_ablate, steer, attention_knockout, vision_token_add\)/],
+    ['an unknown top-level field', { means_file: 'means.safetensors' }, /intervention spec: unknown field "means_file" \(expected one of: head_scale, image_temperature, mean_ablate, steer, attention_knockout, vision_token_add, patch_z\)/],
     ['an unknown scope', { steer: [{ layer: 0, head: 0, alpha: 1, sigma: 1, direction: v(16), queries: 'first' }] }, 'intervention spec: steer[0].queries must be "all", "last" or "generated", got "first"'],
     ['a scope other than "all" on the vision tower', { steer: [{ tower: 'vision', layer: 0, head: 0, alpha: 1, sigma: 1, direction: v(8), queries: 'last' }] }, /steer\[0\]\.queries: the vision tower runs once over all its tokens, so only "all" applies there/],
     ['a list that is not a list', { mean_ablate: { layer: 0, head: 0, mean: v(16) } }, 'intervention spec: "mean_ablate" must be a list'],

@@ -60,6 +60,12 @@ export interface DecoderStep {
   steerRows: [number, number][];
   /** Attention knockout of this step: a bitset buffer with one 256-byte-aligned slot per layer; only `layers` bind it. */
   knockout?: { buffer: GPUBuffer; slotBytes: number; words: number; layers: Set<number> } | null;
+  /**
+   * patch_z of this step (head-params.ts patchCall, uploaded): patched layers bind their slot of `buffer` as head
+   * vectors (the run's vectors, then the row map and the patch vectors at the given element offsets); the other
+   * layers bind the run's head vectors as usual.
+   */
+  patch?: { buffer: GPUBuffer; slotBytes: number; slots: Map<number, number>; mapOffset: number; vectorOffset: number } | null;
   captures?: DecoderCaptures;
 }
 
@@ -221,6 +227,7 @@ export class Decoder {
       matmul(ctx, rec, { x: rows(normed, 0, n), w: L.v, b: L.vBias, out: { tensor: vc, ...cacheRows } });
       rope(ctx, rec, { x: q, rows: n, heads: H, headDim: hd, table: step.rotary });
       rope(ctx, rec, { x: kc, rowOffset: step.pos0, rows: n, heads: KV, headDim: hd, table: step.rotary });
+      const patchSlot = step.patch?.slots.get(l);
       attention(ctx, rec, {
         q,
         rows: n,
@@ -233,7 +240,8 @@ export class Decoder {
         causal: true,
         pos0: step.pos0,
         headParams: { buffer: this.headParams, offset: l * slot, size: slot },
-        headVectors: vectors && { buffer: vectors, offset: l * vslot, size: vslot },
+        headVectors: patchSlot !== undefined ? { buffer: step.patch!.buffer, offset: patchSlot * step.patch!.slotBytes, size: step.patch!.slotBytes } : vectors && { buffer: vectors, offset: l * vslot, size: vslot },
+        patch: patchSlot !== undefined ? { map: step.patch!.mapOffset, vectors: step.patch!.vectorOffset } : null,
         keyIsImage: this.keyIsImage,
         tempRows: step.tempRows,
         steerRows: step.steerRows,

@@ -19,13 +19,15 @@ import {
   type CaptureSpec,
   type ImageTemperature,
   type InterventionSpec,
+  type PatchZ,
   type ModelDims,
   type TowerDims,
   EMPTY_INTERVENTIONS,
   SpecError,
+  resolvePatchRows,
   resolvePositions,
 } from '../spec/spec.js';
-import { headParamTable, headVectorTable, knockoutBits, steerRows, temperatureRows } from '../spec/head-params.js';
+import { headParamTable, headVectorTable, knockoutBits, patchCall, steerRows, temperatureRows } from '../spec/head-params.js';
 import { matmul } from '../../kernels/matmul.js';
 
 /** What a vision encoder makes of a run's images, decided before anything is recorded. */
@@ -95,9 +97,9 @@ export interface PrefixRunInput extends RunInput {
   /**
    * Reuse what the run that returned this handle left in the model's buffers: the image features (no vision pass)
    * and the KV cache of every prompt row before the first row whose computation this run changes. Only the
-   * image temperature may differ between the two runs (same ids, same images, every other intervention the same,
-   * no captures but logits 'last'), and no other run may have happened in between; otherwise the run is a full
-   * one and `reuse.reason` says why. See `firstChangedRow` for which rows are recomputed.
+   * image temperature and patch_z may differ between the two runs (same ids, same images, every other intervention
+   * the same, no captures but logits 'last'), and no other run may have happened in between; otherwise the run is a
+   * full one and `reuse.reason` says why. See `firstChangedRow` and `firstPatchChange` for which rows are recomputed.
    */
   reuse?: PrefixHandle;
   /**
@@ -267,6 +269,7 @@ export class VlmModel {
     spec.visionTokenAdd?.directions.forEach((d, i) => {
       if (d.length !== tcfg.hidden) throw new SpecError(`vision_token_add.directions[${i}] has ${d.length} values, but the text hidden size is ${tcfg.hidden}`);
     });
+    spec.patchZ.forEach((e, i) => resolvePatchRows(e, L, tcfg.headDim, `patch_z[${i}]`));
     const reserve = input.reserveNewTokens ?? 0;
     if (!Number.isInteger(reserve) || reserve < 0) throw new Error(`reserveNewTokens must be a non-negative integer, got ${reserve}`);
     this.checkRunMemory(plan, cap, L + Math.max(maxNew, reserve));
@@ -277,7 +280,13 @@ export class VlmModel {
     let reuse: ReuseInfo | undefined;
     if (input.reuse) {
       const why = reuseRefusal(input, previous, ids, images, spec, cap, L + Math.max(maxNew, reserve));
-      const r0 = why === null ? firstChangedRow(previous!.spec.imageTemperature, spec.imageTemperature, L, imageRows[0] ?? -1, this.dims.text) : 0;
+      const r0 =
+        why === null
+          ? Math.min(
+              firstChangedRow(previous!.spec.imageTemperature, spec.imageTemperature, L, imageRows[0] ?? -1, this.dims.text),
+              firstPatchChange(previous!.spec.patchZ, spec.patchZ, L),
+            )
+          : 0;
       reuse = { reused: why === null, fromRow: r0, rows: L - r0, promptRows: L, vision: why !== null && images.length > 0, ...(why === null ? {} : { reason: why }) };
     }
     const r0 = reuse?.reused ? reuse.fromRow : 0;
@@ -334,6 +343,7 @@ export class VlmModel {
       // Dual Mechanisms vision-token enhancement: the embeddings entering layer 0 at image tokens, prefill only.
       const embedded = spec.visionTokenAdd && images.length ? this.recordVisionTokenAdd(rec, spec.visionTokenAdd, nFeatures, alloc) : this.features!;
       const knockout = this.knockoutStep(spec, 'prefill', r0, n, imageRows, alloc);
+      const patch = this.patchStep(spec, r0, n, L, alloc);
 
       // Rows [r0, L) at positions r0..; scopes ('last', 'all') are relative to the call, so row n-1 is L-1.
       const hidden = this.decoder.record(rec, {
@@ -343,6 +353,7 @@ export class VlmModel {
         idsOffset: r0,
         features: images.length ? { map: this.featureMap!, data: embedded } : null,
         knockout,
+        patch,
         rotary: this.rotaryBuf!,
         tempRows: temperatureRows(spec.imageTemperature?.queries ?? null, 'prefill', n),
         steerRows: steerRows('prefill', n),
@@ -553,6 +564,23 @@ export class VlmModel {
     return { buffer: t.buffer, slotBytes: slot * 4, words, layers: ko.layers };
   }
 
+  /** The patch_z data of the prefill over rows [pos0, pos0 + n) of a prompt of L tokens, uploaded (null: none). */
+  private patchStep(
+    spec: InterventionSpec,
+    pos0: number,
+    n: number,
+    L: number,
+    alloc: (shape: number[], label: string) => Tensor,
+  ): { buffer: GPUBuffer; slotBytes: number; slots: Map<number, number>; mapOffset: number; vectorOffset: number } | null {
+    if (spec.patchZ.length === 0) return null;
+    const d = this.dims.text;
+    const call = patchCall(spec, d, { pos0, rows: n, promptLength: L, vectors: headVectorTable(spec, 'text', d) });
+    if (!call) return null;
+    const t = alloc([call.data.length], 'text.patch_z');
+    this.ctx.write(t.buffer, 0, call.data);
+    return { buffer: t.buffer, slotBytes: call.slotBytes, slots: call.slots, mapOffset: call.mapOffset, vectorOffset: call.vectorOffset };
+  }
+
   private writeHeadParams(spec: InterventionSpec): void {
     const d = this.dims;
     this.ctx.write(this.decoder.headParams, 0, headParamTable(spec, 'text', d.text));
@@ -617,9 +645,10 @@ export class VlmModel {
 
 /**
  * Why `input` cannot reuse the prefix `prev` (null: it can). The reused rows must be exactly what this run would
- * compute: same ids and images, every intervention but the image temperature the same (they act on every row, or
- * on the vision tower, or on the embeddings), no capture that needs the rows or the vision pass, and a KV cache
- * that is still the one `prev` wrote (no run since, no reallocation to come).
+ * compute: same ids and images, every intervention but the image temperature and patch_z the same (they act on
+ * every row, or on the vision tower, or on the embeddings; those two act on given rows, see firstChangedRow and
+ * firstPatchChange), no capture that needs the rows or the vision pass, and a KV cache that is still the one `prev`
+ * wrote (no run since, no reallocation to come).
  */
 function reuseRefusal(
   input: PrefixRunInput,
@@ -633,9 +662,9 @@ function reuseRefusal(
   if (!prev || input.reuse!.id !== prev.id) return 'the handle is not the last run of this model (another run has overwritten its KV cache)';
   if (ids.length !== prev.ids.length || ids.some((id, i) => id !== prev.ids[i])) return 'the prompt ids differ from the reused run';
   if (images.length !== prev.images.length || images.some((im, i) => !sameValue(im, prev.images[i]))) return 'the images differ from the reused run';
-  const { imageTemperature: _a, ...rest } = spec;
-  const { imageTemperature: _b, ...prevRest } = prev.spec;
-  if (!sameValue(rest, prevRest)) return 'interventions other than image_temperature differ from the reused run';
+  const { imageTemperature: _a, patchZ: _c, ...rest } = spec;
+  const { imageTemperature: _b, patchZ: _d, ...prevRest } = prev.spec;
+  if (!sameValue(rest, prevRest)) return 'interventions other than image_temperature and patch_z differ from the reused run';
   if (cap.logits === 'all' || cap.pattern.length || cap.z || cap.residual.length || cap.imageFeatures) {
     return 'captures other than logits "last" need every prompt row (or the vision pass)';
   }
@@ -685,6 +714,23 @@ export function firstChangedRow(a: ImageTemperature | null, b: ImageTemperature 
   };
   if (firstImageRow < L - 1 && !sameValue(alphas(a, 'inner'), alphas(b, 'inner'))) return firstImageRow;
   return L - 1;
+}
+
+/**
+ * The first prompt row whose computation differs between two patch_z lists (the rest of the specs equal), L when
+ * none does. A patch replaces z_h on its rows only, so a row before the first row of an entry that differs (added,
+ * removed, or with other rows or values) computes the same hidden states, hence the same K/V in every layer, under
+ * both; rows from it on may differ (through the patched z, or through the K/V of a patched row in later layers).
+ */
+export function firstPatchChange(a: readonly PatchZ[], b: readonly PatchZ[], L: number): number {
+  const key = (e: PatchZ) => `${e.tower}:${e.layer}:${e.head}`;
+  const firstRow = (e: PatchZ) => (e.rows === 'last' ? L - 1 : e.rows === 'all' ? 0 : Math.min(...e.rows));
+  const inB = new Map(b.map((e) => [key(e), e]));
+  const inA = new Map(a.map((e) => [key(e), e]));
+  let first = L;
+  for (const e of a) if (!sameValue(e, inB.get(key(e)))) first = Math.min(first, firstRow(e));
+  for (const e of b) if (!sameValue(e, inA.get(key(e)))) first = Math.min(first, firstRow(e));
+  return first;
 }
 
 /** For a token-count message: the tile layout of each tiled image (Idefics3), which sets its image tokens. */

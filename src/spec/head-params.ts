@@ -6,10 +6,13 @@
 //  - head vectors, per head [2, head_dim] f32: the mean_ablate replacement m_h, then the steering vector
 //    alpha * sigma * direction (summed over the head's steer entries). Only a spec with mean_ablate / steer
 //    entries for a tower builds (and binds) them.
+//  - patch_z, per prefill call and patched layer: the layer's head vectors followed by a row map [rows, heads] (0: the
+//    head is not patched on the row, k + 1: it takes vector k) and the vectors [count, head_dim] (patchCall). The
+//    kernel reads them through the head-vector binding (no extra binding), only in layers that have patches.
 // A plain run is scale 1, alpha 1, no replace, no steer everywhere, so an intervened run does exactly the work
 // of a plain one; per head the kernel computes z' = scale * (replace ? m : z) + (steered row ? add : 0).
 
-import { type InterventionSpec, type QueryScope, type Tower, type TowerDims, SpecError } from './spec.js';
+import { type InterventionSpec, type QueryScope, type Tower, type TowerDims, SpecError, resolvePatchRows } from './spec.js';
 
 /** Bytes of one head's HeadParams. */
 export const HEAD_PARAM_BYTES = 16;
@@ -171,4 +174,65 @@ export function knockoutBits(
     }
   }
   return { words, bits, layers };
+}
+
+/**
+ * patch_z of one prefill call over prompt rows [pos0, pos0 + rows) of a prompt of `promptLength` tokens: one slot per
+ * patched text layer holding the layer's head vectors (`vectors`, headVectorTable's, or zeros), then the row map
+ * [rows, heads] as f32 (0 = not patched, k + 1 = vector k; exact integers), then the vectors [count, headDim].
+ */
+export interface PatchCall {
+  /** [slots] x slotBytes / 4 f32. */
+  data: Float32Array;
+  /** Bytes per slot (256-byte aligned, so every slot can be bound at its offset). */
+  slotBytes: number;
+  /** Slot of each patched layer (other layers bind the run's head vectors, if any, as usual). */
+  slots: Map<number, number>;
+  /** Element offsets inside a slot of the row map and of the first vector. */
+  mapOffset: number;
+  vectorOffset: number;
+}
+
+/** The patch_z data of one prefill call (null when no patched row falls in it; decode steps are never patched). */
+export function patchCall(
+  spec: InterventionSpec,
+  dims: TowerDims,
+  o: { pos0: number; rows: number; promptLength: number; vectors: Float32Array | null },
+): PatchCall | null {
+  const { heads, headDim: hd } = dims;
+  // Per layer: (call row, head, source vector) of every patched row inside this call.
+  const perLayer = new Map<number, { row: number; head: number; src: Float32Array }[]>();
+  spec.patchZ.forEach((e, i) => {
+    if (e.tower !== 'text') return;
+    if (e.layer >= dims.layers || e.head >= heads || e.values.length % hd !== 0) {
+      throw new SpecError(`patch_z[${i}] (text layer ${e.layer} head ${e.head}, ${e.values.length} values) does not fit this model (${dims.layers} layers, ${heads} heads of ${hd} dims)`);
+    }
+    resolvePatchRows(e, o.promptLength, hd, `patch_z[${i}]`).forEach((p, j) => {
+      const row = p - o.pos0;
+      if (row < 0 || row >= o.rows) return;
+      const list = perLayer.get(e.layer) ?? [];
+      list.push({ row, head: e.head, src: e.values.subarray(j * hd, (j + 1) * hd) });
+      perLayer.set(e.layer, list);
+    });
+  });
+  if (perLayer.size === 0) return null;
+  const vecFloats = heads * 2 * hd;
+  const mapOffset = vecFloats;
+  const vectorOffset = mapOffset + o.rows * heads;
+  const most = Math.max(...[...perLayer.values()].map((l) => l.length));
+  const slotBytes = align256((vectorOffset + most * hd) * 4);
+  const slotFloats = slotBytes / 4;
+  const data = new Float32Array(perLayer.size * slotFloats);
+  const slots = new Map<number, number>();
+  const vslot = headVectorSlotBytes(heads, hd) / 4;
+  [...perLayer.keys()].sort((a, b) => a - b).forEach((layer, s) => {
+    slots.set(layer, s);
+    const base = s * slotFloats;
+    if (o.vectors) data.set(o.vectors.subarray(layer * vslot, layer * vslot + vecFloats), base);
+    perLayer.get(layer)!.forEach((x, k) => {
+      data[base + mapOffset + x.row * heads + x.head] = k + 1;
+      data.set(x.src, base + vectorOffset + k * hd);
+    });
+  });
+  return { data, slotBytes, slots, mapOffset, vectorOffset };
 }

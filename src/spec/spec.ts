@@ -68,6 +68,28 @@ export interface VisionTokenAdd {
   directions: Float32Array[];
 }
 
+/**
+ * Which prompt rows an activation patch replaces: the last prompt row, every prompt row, or absolute prompt
+ * positions. Decode steps are never patched (patching compares prompt forwards).
+ */
+export type PatchRows = 'last' | 'all' | number[];
+
+/**
+ * Activation patching: the head's output z_h at the chosen prompt rows is replaced by given vectors (typically the
+ * same head's z at the same rows in a counterfactual run), in place of what the head computed there.
+ */
+export interface PatchZ {
+  tower: Tower;
+  layer: number;
+  head: number;
+  rows: PatchRows;
+  /**
+   * [rows, head_dim] row-major: one vector per patched row, in the order of `rows` ("last": one; "all": one per
+   * prompt position, which the run checks against the prompt's length).
+   */
+  values: Float32Array;
+}
+
 export interface InterventionSpec {
   headScale: HeadScale[];
   imageTemperature: ImageTemperature | null;
@@ -75,6 +97,7 @@ export interface InterventionSpec {
   steer: HeadSteer[];
   knockout: AttentionKnockout[];
   visionTokenAdd: VisionTokenAdd | null;
+  patchZ: PatchZ[];
 }
 
 export type ZPositions = { kind: 'last' } | { kind: 'list'; positions: number[] } | { kind: 'mean'; start: number; end: number };
@@ -111,7 +134,7 @@ export class SpecError extends Error {
   override name = 'SpecError';
 }
 
-export const EMPTY_INTERVENTIONS: InterventionSpec = { headScale: [], imageTemperature: null, meanAblate: [], steer: [], knockout: [], visionTokenAdd: null };
+export const EMPTY_INTERVENTIONS: InterventionSpec = { headScale: [], imageTemperature: null, meanAblate: [], steer: [], knockout: [], visionTokenAdd: null, patchZ: [] };
 
 type Json = Record<string, unknown>;
 
@@ -194,7 +217,7 @@ function intList(v: unknown, where: string, check: (x: unknown, w: string) => nu
 
 export function parseInterventions(json: unknown, dims: ModelDims, source = 'intervention spec'): InterventionSpec {
   const o = obj(json, source);
-  onlyKeys(o, ['head_scale', 'image_temperature', 'mean_ablate', 'steer', 'attention_knockout', 'vision_token_add'], source);
+  onlyKeys(o, ['head_scale', 'image_temperature', 'mean_ablate', 'steer', 'attention_knockout', 'vision_token_add', 'patch_z'], source);
   const headScale: HeadScale[] = [];
   if (o.head_scale !== undefined) {
     if (!Array.isArray(o.head_scale)) throw new SpecError(`${source}: "head_scale" must be a list`);
@@ -325,7 +348,79 @@ export function parseInterventions(json: unknown, dims: ModelDims, source = 'int
     });
     visionTokenAdd = { alpha: num(vo.alpha, `${w}.alpha`), directions };
   }
-  return { headScale, imageTemperature, meanAblate, steer, knockout, visionTokenAdd };
+  const patchZ: PatchZ[] = [];
+  const patched = new Map<string, number>();
+  for (const [i, eo, w] of entries(o, 'patch_z', source)) {
+    onlyKeys(eo, ['tower', 'layer', 'head', 'rows', 'values'], w);
+    const t = tower(eo.tower ?? 'text', `${w}.tower`);
+    // The vision tower runs once over its tokens with per-layer vectors only; per-row replacement is a text feature.
+    if (t !== 'text') throw new SpecError(`${w}.tower: only text heads can be patched, got ${JSON.stringify(t)}`);
+    const layer = layerIn(eo.layer, t, dims, `${w}.layer`);
+    const head = headIn(eo.head, t, dims, `${w}.head`);
+    const rows = patchRows(eo.rows, `${w}.rows`);
+    const values = rowVectors(eo.values, t, dims, `${w}.values`);
+    const n = values.length / dims[t].headDim;
+    if (rows === 'last' && n !== 1) throw new SpecError(`${w}.values has ${n} rows, but rows "last" patches one row`);
+    if (Array.isArray(rows) && n !== rows.length) throw new SpecError(`${w}.values has ${n} rows, but rows lists ${rows.length} positions`);
+    const e: PatchZ = { tower: t, layer, head, rows, values };
+    const prev = patched.get(headKey(e));
+    if (prev !== undefined) throw new SpecError(`${w} patches ${headKey(e)} again (patch_z[${prev}] already does; give all its rows in one entry)`);
+    patched.set(headKey(e), i);
+    patchZ.push(e);
+  }
+  return { headScale, imageTemperature, meanAblate, steer, knockout, visionTokenAdd, patchZ };
+}
+
+/** patch_z rows: "last", "all", or a non-empty list of distinct prompt positions >= 0. */
+function patchRows(v: unknown, where: string): PatchRows {
+  if (v === 'last' || v === 'all') return v;
+  if (!Array.isArray(v)) throw new SpecError(`${where} must be "last", "all" or a list of prompt positions, got ${show(v)}`);
+  if (v.length === 0) throw new SpecError(`${where} lists no positions`);
+  const seen = new Set<number>();
+  return v.map((x, i) => {
+    const p = int(x, `${where}[${i}]`);
+    if (p < 0) throw new SpecError(`${where}[${i}] must be a prompt position >= 0, got ${p}`);
+    if (seen.has(p)) throw new SpecError(`${where}[${i}]: row ${p} is listed twice`);
+    seen.add(p);
+    return p;
+  });
+}
+
+/**
+ * Vectors of [head_dim] values, one per row: a JSON list of such lists (from the library also a list of typed
+ * arrays, or one flat typed array of rows * head_dim values), as [rows, head_dim] float32.
+ */
+function rowVectors(v: unknown, t: Tower, dims: ModelDims, where: string): Float32Array {
+  const hd = dims[t].headDim;
+  if (ArrayBuffer.isView(v) && !(v instanceof DataView)) {
+    const a = v as unknown as ArrayLike<unknown>;
+    if (a.length === 0 || a.length % hd !== 0) throw new SpecError(`${where} has ${a.length} values, not a whole number of rows of ${hd} (the ${t} head dim)`);
+    const out = new Float32Array(a.length);
+    for (let r = 0; r < a.length / hd; r++) out.set(headVector(Array.prototype.slice.call(a, r * hd, (r + 1) * hd), t, dims, `${where}[${r}]`), r * hd);
+    return out;
+  }
+  if (!Array.isArray(v) || v.length === 0) throw new SpecError(`${where} must be a non-empty list of vectors of ${hd} numbers (the ${t} head dim), got ${show(v)}`);
+  const out = new Float32Array(v.length * hd);
+  v.forEach((row, r) => out.set(headVector(row, t, dims, `${where}[${r}]`), r * hd));
+  return out;
+}
+
+/**
+ * The prompt positions a patch_z entry replaces, in the order of its value rows, against a prompt of `L` tokens;
+ * `where` names the entry (e.g. "patch_z[0]"). Rows beyond the prompt and a value count that does not match are
+ * errors naming the entry and the row.
+ */
+export function resolvePatchRows(e: PatchZ, L: number, headDim: number, where: string): number[] {
+  const n = e.values.length / headDim;
+  if (e.rows === 'last') return [L - 1];
+  if (e.rows === 'all') {
+    if (n !== L) throw new SpecError(`${where}.values has ${n} rows, but rows "all" patches every row of the prompt of ${L} tokens`);
+    return Array.from({ length: L }, (_, r) => r);
+  }
+  e.rows.forEach((p, i) => {
+    if (p >= L) throw new SpecError(`${where}.rows[${i}]: row ${p} does not exist in the prompt of ${L} tokens (rows 0..${L - 1})`);
+  });
+  return e.rows;
 }
 
 function directionLength(ds: unknown[]): number {

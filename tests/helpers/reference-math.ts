@@ -153,6 +153,8 @@ export interface HeadVectors {
   replace: (Float64Array | null)[];
   /** steer: the summed alpha * sigma * direction added after head_scale, and the query rows that get it (null = none). */
   steer: ({ add: Float64Array; row: (r: number) => boolean } | null)[];
+  /** patch_z: per head, the vector replacing z_h (before head_scale, in place of the mean) on each patched row. */
+  patch?: (Map<number, Float64Array> | null)[];
 }
 
 /** head_scale of one tower: [layers][heads] multipliers (1 = untouched; entries for one head multiply). */
@@ -171,6 +173,15 @@ export function headScales(spec: InterventionSpec | undefined, tower: 'text' | '
 export function headVectors(spec: InterventionSpec | undefined, tower: 'text' | 'vision', layers: number, heads: number, P: number): HeadVectors[] {
   const out = Array.from({ length: layers }, (): HeadVectors => ({ replace: new Array(heads).fill(null), steer: new Array(heads).fill(null) }));
   for (const e of spec?.meanAblate ?? []) if (e.tower === tower) out[e.layer].replace[e.head] = Float64Array.from(e.mean);
+  // patch_z rows are prompt rows: "last" is row P-1, "all" rows 0..P-1, a list its positions (value row j for rows[j]).
+  for (const e of spec?.patchZ ?? []) {
+    if (e.tower !== tower) continue;
+    const hd = e.values.length / (e.rows === 'last' ? 1 : e.rows === 'all' ? P : e.rows.length);
+    const rows = e.rows === 'last' ? [P - 1] : e.rows === 'all' ? Array.from({ length: P }, (_, r) => r) : e.rows;
+    const patch = (out[e.layer].patch ??= new Array(heads).fill(null));
+    const m = (patch[e.head] ??= new Map());
+    rows.forEach((r, j) => m.set(r, Float64Array.from(e.values.subarray(j * hd, (j + 1) * hd))));
+  }
   for (const e of spec?.steer ?? []) {
     if (e.tower !== tower) continue;
     const row = e.queries === 'all' ? () => true : e.queries === 'last' ? (r: number) => r === P - 1 : (r: number) => r >= P;
@@ -271,9 +282,11 @@ export function attention(a: AttentionArgs): Float64Array {
         const vo = (j * KV + kvh) * hd;
         for (let d = 0; d < hd; d++) z[zo + d] += pj * v[vo + d];
       }
-      // The contract's order: z' = scale * (ablated ? m : z) + alpha * sigma * direction.
+      // The contract's order: z' = scale * (patched row ? value : ablated ? m : z) + alpha * sigma * direction.
       const m = a.vectors.replace[h];
-      if (m) z.set(m, zo);
+      const pv = a.vectors.patch?.[h]?.get(i);
+      if (pv) z.set(pv, zo);
+      else if (m) z.set(m, zo);
       const sc = a.headScale[h];
       if (sc !== 1) for (let d = 0; d < hd; d++) z[zo + d] *= sc;
       const st = a.vectors.steer[h];
