@@ -4,7 +4,8 @@
 // model.run at the right positions, the layer-mean concatenation, predicted-answer contexts, the vision tower, the
 // store format, resumption giving byte-identical files, and refusal of other arguments.
 
-import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -28,7 +29,9 @@ import {
   planCollection,
   poolName,
 } from '../src/interp/collect.js';
-import { StoreMismatchError, collectToStore, readActivationStore } from '../src/interp/activation-store.js';
+import { StoreMismatchError, collectToStore, readActivationStore, storeArgs } from '../src/interp/activation-store.js';
+import { encodePng } from '../src/io/image.js';
+import { iterateDataset, itemToJsonl, renderScene, sceneImagePath } from '../src/eval/synthetic.js';
 import { expectClose, gpuContext } from './helpers/gpu.js';
 import { REPO_ROOT } from './helpers/fixtures.js';
 import { writeSyntheticSet } from './helpers/synthetic-data.js';
@@ -348,6 +351,42 @@ describe('collectActivations and the activation store on weights/tiny-llava', ()
       await expect(collectToStore(model, tokenizer, items.slice(1), dir, { ...opts, chain: false })).rejects.toThrow(/chain true \(now false\)/);
       await expect(collectToStore(model, tokenizer, items, dir, { ...opts, maxNewTokens: 2 })).rejects.toThrow(/max_new_tokens 4 \(now 2\)/);
       expect(readdirSync(join(dir, 'parts')).sort()).toEqual(['args.json', 'part-00000.json', 'part-00000.safetensors']);
+    });
+
+    it('keeps each question\'s wording id and held-out flag; stores of files without wordings keep their arguments hash', async () => {
+      // The same scenes and questions as `items`, in paraphrases drawn from every wording (make-synthetic --wordings all).
+      const dataDir = join(work, 'worded-data');
+      mkdirSync(join(dataDir, 'images'), { recursive: true });
+      let lines = '';
+      for (const sc of iterateDataset({ seed: 5, scenes: 2, types: ['spatial', 'exists'], wordings: 'all' })) {
+        writeFileSync(join(dataDir, sceneImagePath(sc.id)), encodePng(renderScene(sc.scene)));
+        for (const item of sc.items) lines += `${itemToJsonl(item)}\n`;
+      }
+      writeFileSync(join(dataDir, 'questions.jsonl'), lines);
+      const worded = await readQuestions(join(dataDir, 'questions.jsonl'));
+      expect(worded.map((i) => [i.id, i.answer, i.options])).toEqual(items.map((i) => [i.id, i.answer, i.options]));
+      expect(new Set(worded.map((i) => i.wordingHeldout))).toEqual(new Set([true, false]));
+
+      const dir = join(work, 'worded');
+      const r = await collectToStore(model, tokenizer, worded, dir, opts);
+      expect(r.complete).toBe(true);
+      const index = JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8'));
+      const back = await readActivationStore(dir);
+      for (const [n, e] of (index.examples as Record<string, unknown>[]).entries()) {
+        const item = worded.find((i) => i.id === e.id)!;
+        expect(Object.keys(e)).toEqual(['id', 'main_id', 'function', 'question', 'answer', 'prediction', 'correct', 'wording', 'wording_heldout', 'row']);
+        expect([e.question, e.wording, e.wording_heldout]).toEqual([item.question, item.wording, item.wordingHeldout]);
+        expect(back.examples[n]).toEqual(e);
+      }
+      // The hash of a file without wordings is the one stores had before wordings existed.
+      const plan = planCollection(items);
+      const before = createHash('sha256')
+        .update(JSON.stringify(plan.map((st) => [st.item.id, st.mainId, st.item.imagePath, st.item.question, st.item.answer, st.item.function, st.context.map((c) => c.id)])))
+        .digest('hex');
+      expect((await storeArgs(model, tokenizer, items, opts)).examples_sha256).toBe(before);
+      // With wordings, a changed held-out flag is another collection.
+      const flipped = worded.map((i, k) => (k === 0 ? { ...i, wordingHeldout: !i.wordingHeldout } : i));
+      await expect(collectToStore(model, tokenizer, flipped, dir, opts)).rejects.toThrow(/examples_sha256 other questions \(now these\)/);
     });
   });
 });

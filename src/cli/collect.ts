@@ -76,7 +76,8 @@ pooled per question:
   indices:0,2      mean over these answer tokens
 Output: DIR/index.json {"model", "tower", "layers", "heads", "dim", "pool", "concat_layer_mean", "chain", "context",
 "max_new_tokens", "args", "examples": [{"id", "main_id", "function", "question", "answer", "prediction", "correct",
-"row"}]} and DIR/activations.safetensors (F32 "z" [rows, layers, heads, dim]). An interrupted run keeps its parts;
+"row"}]} (plus "wording" and "wording_heldout" before "row" for questions with a paraphrase id, as make-synthetic
+--wordings writes them) and DIR/activations.safetensors (F32 "z" [rows, layers, heads, dim]). An interrupted run keeps its parts;
 rerunning the same command resumes, and gives the same files as an uninterrupted run. A progress bar is drawn on
 stderr when it is a terminal. Exit codes: 0 ok, 1 runtime error, 2 usage error (bad options, a missing or
 malformed data file, an output folder holding a collection with other arguments).

@@ -3,7 +3,8 @@
 //
 //   DIR/index.json                {"model", "tower", "layers", "heads", "dim", "pool", "concat_layer_mean", "chain",
 //                                  "context", "max_new_tokens", "args": {...}, "examples": [{"id", "main_id",
-//                                  "function", "question", "answer", "prediction", "correct", "row"}, ...]}
+//                                  "function", "question", "answer", "prediction", "correct", "row"}, ...]}; examples
+//                                  of questions with a paraphrase id add "wording" and "wording_heldout" before "row"
 //   DIR/activations.safetensors   one F32 tensor "z" of shape [rows, layers, heads, dim]; row i = examples[i]
 //
 // While a run is in progress the rows go to DIR/parts/: args.json (the run's arguments), then part-00000.safetensors
@@ -41,6 +42,10 @@ export interface StoreExample {
   answer: string;
   prediction: string;
   correct: boolean;
+  /** The question's wording id ("spatial.w2", src/eval/paraphrases.ts), when its question file gives one. */
+  wording?: string;
+  /** The wording is held out (only in evaluation sets): `probe --split-by wording` tests on these. */
+  wording_heldout?: boolean;
   /** Row of the "z" tensor. */
   row: number;
 }
@@ -190,7 +195,8 @@ async function readJson(fs: Fs, file: string): Promise<unknown | undefined> {
 
 /**
  * The arguments that identify a collection run (checked on resume): the model, every collection option and a
- * SHA-256 of the planned questions (id, image, question, answer, function, chain context). Only the model's dims
+ * SHA-256 of the planned questions (id, image, question, answer, function, chain context, and the wording when any
+ * question has one: stores of files without wordings keep the hash they had before wordings). Only the model's dims
  * and folder name are read, so a loaded model or `{dims: modelDimsFromConfig(...), source}` will do.
  */
 export async function storeArgs(
@@ -201,7 +207,14 @@ export async function storeArgs(
 ): Promise<StoreArgs> {
   const tower = opts.tower ?? 'text';
   const plan = planCollection(items, { chain: opts.chain }).slice(0, opts.limit ?? Infinity);
-  const planText = JSON.stringify(plan.map((s) => [s.item.id, s.mainId, s.item.imagePath, s.item.question, s.item.answer, s.item.function, s.context.map((c) => c.id)]));
+  const worded = plan.some((s) => s.item.wording !== undefined || s.item.wordingHeldout !== undefined);
+  const planText = JSON.stringify(
+    plan.map((s) => {
+      const key: unknown[] = [s.item.id, s.mainId, s.item.imagePath, s.item.question, s.item.answer, s.item.function, s.context.map((c) => c.id)];
+      if (worded) key.push(s.item.wording ?? null, s.item.wordingHeldout ?? null);
+      return key;
+    }),
+  );
   const dims = collectDims(model, { tower, concatLayerMean: opts.concatLayerMean });
   const eos = opts.eosTokenIds ?? (tokenizer.eosTokenId != null ? [tokenizer.eosTokenId] : []);
   return {
@@ -392,7 +405,10 @@ async function mergeParts(dir: string, args: StoreArgs, parts: Part[]): Promise<
 }
 
 function toExample(r: CollectRow, row: number): StoreExample {
-  return { id: r.id, main_id: r.mainId, function: r.function, question: r.question, answer: r.answer, prediction: r.prediction, correct: r.correct, row };
+  // The wording fields only for worded questions (other stores keep their bytes), before "row" as documented.
+  const wording = r.wording !== undefined ? { wording: r.wording } : {};
+  const heldout = r.wordingHeldout !== undefined ? { wording_heldout: r.wordingHeldout } : {};
+  return { id: r.id, main_id: r.mainId, function: r.function, question: r.question, answer: r.answer, prediction: r.prediction, correct: r.correct, ...wording, ...heldout, row };
 }
 
 /**
@@ -545,6 +561,8 @@ export async function readActivationStore(dir: string): Promise<ActivationStore>
     if (typeof o.function !== 'string' || o.function === '') fail(`${at}: "function" is ${JSON.stringify(o.function)}, expected a function label`);
     if (typeof o.correct !== 'boolean') fail(`${at}: "correct" is ${JSON.stringify(o.correct)}, expected true or false`);
     if (typeof o.row !== 'number' || !Number.isInteger(o.row) || o.row < 0) fail(`${at}: "row" is ${JSON.stringify(o.row)}, expected a row index`);
+    if (o.wording !== undefined && (typeof o.wording !== 'string' || o.wording === '')) fail(`${at}: "wording" is ${JSON.stringify(o.wording)}, expected a wording id such as "spatial.w2"`);
+    if (o.wording_heldout !== undefined && typeof o.wording_heldout !== 'boolean') fail(`${at}: "wording_heldout" is ${JSON.stringify(o.wording_heldout)}, expected true or false`);
     return o as unknown as StoreExample;
   });
   const ids = new Set<string>();

@@ -84,6 +84,9 @@ export interface CollectRow {
   correct: boolean;
   /** Pooled z, [layers, heads, F] row-major (F = d_head, or 2 d_head with concatLayerMean). */
   z: Float32Array;
+  /** The question's wording id and held-out flag (EvalItem.wording / wordingHeldout), when its file gives them. */
+  wording?: string;
+  wordingHeldout?: boolean;
 }
 
 /** One question of the plan with the earlier questions of its chain (empty without chain). */
@@ -391,6 +394,8 @@ export async function* iterateActivations(
       correct: isCorrect(prediction, item),
       z,
     };
+    if (item.wording !== undefined) row.wording = item.wording;
+    if (item.wordingHeldout !== undefined) row.wordingHeldout = item.wordingHeldout;
     opts.onExample?.(row, k + 1, plan.length);
     yield row;
   }
