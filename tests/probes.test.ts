@@ -2,7 +2,7 @@
 // heatmaps.
 
 import { describe, expect, it } from 'vitest';
-import { type ProbeExample, type ProbeResult, fitProbes, headsHeatmapPng, probeSplit, rankHeads, viridis } from '../src/interp/probes.js';
+import { type ProbeExample, type ProbeResult, type SplitIndices, fitProbes, headsHeatmapPng, probeSplit, rankHeads, viridis } from '../src/interp/probes.js';
 import { decodeImage } from '../src/io/image.js';
 import { gpuContext, rng } from './helpers/gpu.js';
 
@@ -241,5 +241,90 @@ describe('headsHeatmapPng', () => {
     expect(px(1 + 2 * 13, 1 + 13)).toEqual([230, 20, 20]); // frame corner of the highlighted cell
     expect(px(0, 0)).toEqual([32, 32, 32]); // grid line
     expect(() => headsHeatmapPng(acc, { cell: 8 })).toThrow(/at least|>= 12/);
+  });
+});
+
+describe('the split by wording', () => {
+  // 120 main questions with one sub-question of each of A, B, C; each example worded in one of 5 wordings of its
+  // function, wording 4 held out (as make-synthetic --wordings all). Head (0, 0) reads only the template: a one-hot
+  // of (function, wording) in features 0..14. Head (0, 1) reads the content: feature 0 is +1.5 for A examples and
+  // -1.5 otherwise, plus noise, whatever the wording. Head (0, 2) is noise.
+  const [WL, WH, WF] = [1, 3, 16];
+  const FNS = ['A', 'B', 'C'];
+  const r = rng(21);
+  const examples: ProbeExample[] = [];
+  for (let m = 0; m < 120; m++)
+    for (const fn of FNS) {
+      const w = Math.floor(r() * 5);
+      examples.push({ id: `m${m}-${fn}`, mainId: `m${m}`, function: fn, correct: r() > 0.05, wording: `${fn}.w${w}`, wordingHeldout: w === 4, row: examples.length });
+    }
+  const features = new Float32Array(examples.length * WL * WH * WF);
+  examples.forEach((e, n) => {
+    const template = FNS.indexOf(e.function) * 5 + Number(e.wording!.slice(-1));
+    features[(n * WH + 0) * WF + template] = 1;
+    for (let f = 0; f < WF; f++) features[(n * WH + 1) * WF + f] = r() * 2 - 1;
+    features[(n * WH + 1) * WF] += e.function === 'A' ? 1.5 : -1.5;
+    for (let f = 0; f < WF; f++) features[(n * WH + 2) * WF + f] = r() * 2 - 1;
+  });
+  const base = { features, layers: WL, heads: WH, dim: WF, examples, iterations: 150, seeds: [0, 1] };
+
+  it('puts held-out wordings only in test and the other wordings only in training, balanced, deterministic per seed', () => {
+    for (const fn of FNS)
+      for (const seed of [0, 1, 2]) {
+        const s = probeSplit(examples, fn, seed, 0.2, 'wording');
+        if ('reason' in s) throw new Error(s.reason);
+        for (const i of s.test) expect(examples[i].wordingHeldout).toBe(true);
+        for (const i of s.train) expect(examples[i].wordingHeldout).toBe(false);
+        for (const i of [...s.train, ...s.test]) expect(examples[i].correct).toBe(true);
+        const positives = (idx: number[]) => idx.filter((i) => s.positive.has(i)).length;
+        // every correct positive is used, and each side has as many negatives as positives
+        expect(positives(s.train) + positives(s.test)).toBe(examples.filter((e) => e.correct && e.function === fn).length);
+        expect(s.train.length).toBe(2 * positives(s.train));
+        expect(s.test.length).toBe(2 * positives(s.test));
+        expect(probeSplit(examples, fn, seed, 0.2, 'wording')).toEqual(s);
+      }
+    // The membership is fixed by the wordings; seeds change only which negatives are drawn.
+    const [a, b] = [0, 1].map((seed) => probeSplit(examples, 'A', seed, 0.2, 'wording') as SplitIndices);
+    expect(a.test.filter((i) => a.positive.has(i))).toEqual(b.test.filter((i) => b.positive.has(i)));
+    expect(a.test).not.toEqual(b.test);
+    // testFraction does not matter to it; the default split is still by main question.
+    expect(probeSplit(examples, 'A', 0, 0.5, 'wording')).toEqual(a);
+    expect(probeSplit(examples, 'A', 0)).toEqual(probeSplit(examples, 'A', 0, 0.2, 'question'));
+  });
+
+  it('tells a head that reads the template from one that reads the content', async () => {
+    const byQuestion = await fitProbes(null, base);
+    const byWording = await fitProbes(null, { ...base, splitBy: 'wording' });
+    expect([byQuestion.splitBy, byWording.splitBy]).toEqual(['question', 'wording']);
+    const mean = (res: ProbeResult, fn: string, h: number) => res.functions.find((f) => f.function === fn)!.mean[0][h];
+    for (const fn of FNS) {
+      // Split by main question, the template head looks as good as a content head: the test wordings were trained on.
+      expect(mean(byQuestion, fn, 0)).toBeGreaterThan(0.95);
+      // Split by wording, it has never seen the test templates: every test example gets one logit, exactly chance.
+      for (const acc of byWording.functions.find((f) => f.function === fn)!.accuracy) expect(acc[0][0]).toBe(0.5);
+    }
+    // The content head survives the held-out wordings.
+    expect(mean(byQuestion, 'A', 1)).toBeGreaterThan(0.9);
+    expect(mean(byWording, 'A', 1)).toBeGreaterThan(0.9);
+    expect(rankHeads(byWording, { topK: 1 }).functions.find((f) => f.function === 'A')!.top[0]).toMatchObject({ layer: 0, head: 1 });
+    // fitProbes reports the split it made: test ids are all in held-out wordings.
+    const heldout = new Set(examples.filter((e) => e.wordingHeldout).map((e) => e.id));
+    for (const fp of byWording.functions)
+      for (const sp of fp.splits) {
+        expect(sp.test.every((id) => heldout.has(id))).toBe(true);
+        expect(sp.train.some((id) => heldout.has(id))).toBe(false);
+      }
+  });
+
+  it('skips a function with no held-out (or no training) wording, and needs every example\'s flag', async () => {
+    const noHeldoutA = examples.map((e) => (e.function === 'A' ? { ...e, wordingHeldout: false } : e));
+    expect(probeSplit(noHeldoutA, 'A', 0, 0.2, 'wording')).toEqual({ reason: expect.stringMatching(/no correct example in a held-out wording/) });
+    const allHeldoutB = examples.map((e) => (e.function === 'B' ? { ...e, wordingHeldout: true } : e));
+    expect(probeSplit(allHeldoutB, 'B', 0, 0.2, 'wording')).toEqual({ reason: expect.stringMatching(/no correct example in a training wording/) });
+    const res = await fitProbes(null, { ...base, examples: noHeldoutA, iterations: 5, seeds: [0], splitBy: 'wording' });
+    expect(res.skipped).toEqual([{ function: 'A', reason: expect.stringMatching(/held-out wording/) }]);
+    const unflagged = examples.map((e, i) => (i === 7 ? { ...e, wordingHeldout: undefined } : e));
+    expect(() => probeSplit(unflagged, 'A', 0, 0.2, 'wording')).toThrow(/example "m2-B" has none/);
+    expect(() => probeSplit(examples, 'A', 0, 0.2, 'template' as 'wording')).toThrow(/splitBy must be one of question, wording/);
   });
 });

@@ -15,6 +15,12 @@
 //   3. on each side, negatives are drawn at random among that side's candidates, as many as that side's positives
 //      (all of them when there are fewer).
 // Both sides are thus class-balanced (chance accuracy 0.5) and no main question is on both.
+//
+// Split by wording (splitBy 'wording', issue 14), for data written in paraphrases (make-synthetic --wordings all):
+// the held-out side is every example whose wording is held out (wordingHeldout true), the training side every other
+// one; testFraction is not used, and step 3 balances each side as above. A probe that is accurate there reads more
+// than the question template it was trained on. Main questions may straddle the split (a main question's
+// sub-questions are worded independently); every example needs its wordingHeldout flag.
 
 import type { GpuContext } from '../gpu/context.js';
 import { encodePng } from '../io/image.js';
@@ -29,7 +35,14 @@ export interface ProbeExample {
   correct: boolean;
   /** Row of `features` holding this example (default: its index in `examples`). */
   row?: number;
+  /** The question's wording id ("spatial.w2") and whether it is held out (src/eval/paraphrases.ts). */
+  wording?: string;
+  wordingHeldout?: boolean;
 }
+
+/** How train and held-out examples are separated: by main question (CogVision) or by held-out wording. */
+export const SPLIT_BY = ['question', 'wording'] as const;
+export type SplitBy = (typeof SPLIT_BY)[number];
 
 export interface FitProbesOptions extends ProbeOptimizerOptions {
   /** [rows, layers, heads, dim] row-major pooled activations. */
@@ -43,8 +56,10 @@ export interface FitProbesOptions extends ProbeOptimizerOptions {
   functions?: readonly string[];
   /** One split and fit per seed (default [0, 1, 2]). */
   seeds?: readonly number[];
-  /** Share of each function's positives (and of the negative candidates) held out (default 0.2). */
+  /** Share of each function's positives (and of the negative candidates) held out (default 0.2; not used by the wording split). */
   testFraction?: number;
+  /** Split by main question (default) or by held-out wording (see the file comment). */
+  splitBy?: SplitBy;
   /** Fits done of all (function, seed) fits: after each on the CPU, once at the end of the GPU batch. */
   onProgress?: (p: { done: number; total: number; seconds: number }) => void;
 }
@@ -82,6 +97,7 @@ export interface ProbeResult {
   dim: number;
   seeds: number[];
   testFraction: number;
+  splitBy: SplitBy;
   optimizer: ResolvedOptimizer;
   backend: 'gpu' | 'cpu';
   functions: FunctionProbes[];
@@ -123,8 +139,10 @@ export function probeSplit(
   fn: string,
   seed: number,
   testFraction = DEFAULT_TEST_FRACTION,
+  splitBy: SplitBy = 'question',
 ): SplitIndices | { reason: string } {
   if (!(testFraction > 0 && testFraction < 1)) throw new Error(`testFraction must be in (0, 1), got ${testFraction}`);
+  if (!(SPLIT_BY as readonly string[]).includes(splitBy)) throw new Error(`splitBy must be one of ${SPLIT_BY.join(', ')}, got ${JSON.stringify(splitBy)}`);
   const rand = mulberry32(mixSeed(seed >>> 0, hashString(fn)));
   const main = (i: number) => String(examples[i].mainId);
   const pos: number[] = [];
@@ -133,6 +151,28 @@ export function probeSplit(
     if (!e.correct) return;
     (e.function === fn ? pos : neg).push(i);
   });
+  // Balanced negatives on each side: that side's positives and as many of its negative candidates, drawn at random.
+  const side = (isTest: (i: number) => boolean, test: boolean) => {
+    const p = pos.filter((i) => isTest(i) === test);
+    const candidates = shuffle(
+      neg.filter((i) => isTest(i) === test),
+      rand,
+    );
+    const n = candidates.slice(0, Math.min(p.length, candidates.length));
+    return [...p, ...n].sort((a, b) => a - b);
+  };
+  if (splitBy === 'wording') {
+    const unflagged = [...pos, ...neg].find((i) => typeof examples[i].wordingHeldout !== 'boolean');
+    if (unflagged !== undefined) {
+      throw new Error(`splitting by wording needs every example's wordingHeldout flag; example ${JSON.stringify(examples[unflagged].id)} has none (collect from a question file written with make-synthetic --wordings all)`);
+    }
+    const heldout = (i: number) => examples[i].wordingHeldout === true;
+    const testPos = pos.filter(heldout).length;
+    if (testPos === 0) return { reason: `no correct example in a held-out wording to test on (${pos.length} in training wordings)` };
+    if (testPos === pos.length) return { reason: `no correct example in a training wording to train on (${pos.length} in held-out wordings)` };
+    if (!neg.some((i) => !heldout(i))) return { reason: 'no correct examples of other functions in training wordings to draw negatives from' };
+    return { train: side(heldout, false), test: side(heldout, true), positive: new Set(pos) };
+  }
   const count = (idx: number[]) => {
     const m = new Map<string, number>();
     for (const i of idx) m.set(main(i), (m.get(main(i)) ?? 0) + 1);
@@ -167,17 +207,9 @@ export function probeSplit(
     testNeg += c;
   }
   // 3. balanced negatives per side
-  const side = (test: boolean) => {
-    const p = pos.filter((i) => testMains.has(main(i)) === test);
-    const candidates = shuffle(
-      neg.filter((i) => testMains.has(main(i)) === test),
-      rand,
-    );
-    const n = candidates.slice(0, Math.min(p.length, candidates.length));
-    return [...p, ...n].sort((a, b) => a - b);
-  };
-  const test = side(true);
-  const train = side(false);
+  const inTest = (i: number) => testMains.has(main(i));
+  const test = side(inTest, true);
+  const train = side(inTest, false);
   if (!train.some((i) => examples[i].function !== fn)) {
     return { reason: 'no negatives left for training after splitting by main question' };
   }
@@ -214,16 +246,17 @@ export async function fitProbes(ctx: GpuContext | null, opts: FitProbesOptions):
   for (const s of seeds) if (!Number.isInteger(s)) throw new Error(`fitProbes: seed ${s} is not an integer`);
   if (new Set(seeds).size !== seeds.length) throw new Error(`fitProbes: seeds repeat (${seeds.join(', ')})`);
   const testFraction = opts.testFraction ?? DEFAULT_TEST_FRACTION;
+  const splitBy = opts.splitBy ?? 'question';
   const optimizer = resolveOptimizer(opts, F);
   const functions = opts.functions ? [...new Set(opts.functions)] : [...new Set(examples.filter((e) => e.correct).map((e) => e.function))].sort();
 
-  const result: ProbeResult = { layers: L, heads: H, dim: F, seeds, testFraction, optimizer, backend: ctx ? 'gpu' : 'cpu', functions: [], skipped: [] };
+  const result: ProbeResult = { layers: L, heads: H, dim: F, seeds, testFraction, splitBy, optimizer, backend: ctx ? 'gpu' : 'cpu', functions: [], skipped: [] };
   const plans: { fn: string; splits: (SplitIndices & { seed: number })[] }[] = [];
   for (const fn of functions) {
     const splits: (SplitIndices & { seed: number })[] = [];
     let reason: string | null = null;
     for (const seed of seeds) {
-      const s = probeSplit(examples, fn, seed, testFraction);
+      const s = probeSplit(examples, fn, seed, testFraction, splitBy);
       if ('reason' in s) {
         reason = s.reason;
         break;
