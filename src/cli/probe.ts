@@ -5,12 +5,12 @@
 
 import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { numberArg } from './args.js';
 import { acquireGpu } from '../gpu/device.js';
 import { GpuContext } from '../gpu/context.js';
 import { ActivationStoreError, readActivationStore, type ActivationStore } from '../interp/activation-store.js';
-import { DEFAULT_PROBE_SEEDS, DEFAULT_TEST_FRACTION, type ProbeExample, type ProbeResult, type HeadRanking, fitProbes, headsHeatmapPng, rankHeads } from '../interp/probes.js';
+import { DEFAULT_PROBE_SEEDS, DEFAULT_TEST_FRACTION, SPLIT_BY, type ProbeExample, type ProbeResult, type HeadRanking, type SplitBy, fitProbes, headsHeatmapPng, rankHeads } from '../interp/probes.js';
 import { PROBE_DEFAULTS } from '../interp/probe-cpu.js';
 import { readJsonFile, writeAtomic } from './files.js';
 import { UsageError } from './errors.js';
@@ -21,6 +21,7 @@ interface ProbeCliOptions {
   seeds: number[];
   out?: string;
   testFraction: number;
+  splitBy: SplitBy;
   iterations: number;
   l2: number;
   functions?: string[];
@@ -53,6 +54,7 @@ export function probeCommand(): Command {
     .option('--seeds <list>', 'seeds of the splits and negative samples, comma-separated', seedsArg, [...DEFAULT_PROBE_SEEDS])
     .option('--out <dir>', 'output folder (created if missing; default <activations>/probes)')
     .option('--test-fraction <f>', 'share of each function\'s examples held out, split by main question', numberArg('a number in (0, 1)', (n) => n > 0 && n < 1), DEFAULT_TEST_FRACTION)
+    .addOption(new Option('--split-by <how>', 'held-out examples: whole main questions (question), or the questions in held-out wordings, training on the other wordings (wording; needs a store collected from make-synthetic --wordings all)').choices([...SPLIT_BY]).default('question'))
     .option('--iterations <n>', 'gradient steps per probe', numberArg('a non-negative integer', (n) => Number.isInteger(n) && n >= 0), PROBE_DEFAULTS.iterations)
     .option('--l2 <x>', 'L2 penalty on probe weights (on standardised features)', numberArg('a number >= 0', (n) => n >= 0), PROBE_DEFAULTS.l2)
     .option('--functions <list>', 'probe only these functions, comma-separated (negatives still come from all others)', listArg)
@@ -65,7 +67,9 @@ export function probeCommand(): Command {
 Method (CogVision): positives are the correctly answered examples of a function, negatives an equal-sized random
 sample of correctly answered examples of the other functions. Train and held-out examples are split by main
 question (sub-questions of one main question are never on both sides), class-balanced on each side, once per
-seed. Each probe is a logistic regression on the head's standardised activation (L2-regularised, full-batch
+seed. With --split-by wording the held-out side is instead every example in a held-out wording and the training
+side every other one (--test-fraction unused): a head that stays accurate there reads more than the question
+template. Each probe is a logistic regression on the head's standardised activation (L2-regularised, full-batch
 gradient descent with momentum). A head's score is its probe's held-out accuracy, averaged over the seeds;
 heads are ranked by it (ties by layer, then head) and the top --top-percent are selected.
 
@@ -89,7 +93,11 @@ async function runProbe(opts: ProbeCliOptions): Promise<void> {
   const store = await readProbeStore(opts.activations);
   const subs = store.examples.filter((e) => String(e.id) !== String(e.main_id));
   const used = opts.includeMain || subs.length === 0 ? store.examples : subs;
-  const examples: ProbeExample[] = used.map((e) => ({ id: e.id, mainId: e.main_id, function: e.function, correct: e.correct, row: e.row }));
+  const examples: ProbeExample[] = used.map((e) => ({ id: e.id, mainId: e.main_id, function: e.function, correct: e.correct, row: e.row, wording: e.wording, wordingHeldout: e.wording_heldout }));
+  const unworded = examples.find((e) => e.wordingHeldout === undefined);
+  if (opts.splitBy === 'wording' && unworded) {
+    throw new UsageError(`--split-by wording: example ${JSON.stringify(unworded.id)} in ${opts.activations} has no "wording_heldout"; collect from a question file written with make-synthetic --wordings all`);
+  }
   if (opts.functions) {
     const known = new Set(examples.map((e) => e.function));
     const missing = opts.functions.filter((f) => !known.has(f));
@@ -111,6 +119,7 @@ async function runProbe(opts: ProbeCliOptions): Promise<void> {
     functions: opts.functions,
     seeds: opts.seeds,
     testFraction: opts.testFraction,
+    splitBy: opts.splitBy,
     iterations: opts.iterations,
     l2: opts.l2,
     onProgress: bar.update,
@@ -212,6 +221,7 @@ export function probesJson(store: ActivationStore, result: ProbeResult, ranking:
     examples: examplesUsed,
     seeds: result.seeds,
     test_fraction: result.testFraction,
+    split_by: result.splitBy,
     top_percent: ranking.topPercent,
     k: ranking.k,
     backend: result.backend,
