@@ -51,7 +51,7 @@ describe('vlmscope probe (process)', () => {
   it('documents itself in --help', () => {
     const r = vlmscope(['probe', '--help']);
     expect(r.code).toBe(0);
-    for (const flag of ['--activations', '--top-percent', '--seeds', '--out', '--test-fraction', '--iterations', '--cpu']) expect(r.stdout).toContain(flag);
+    for (const flag of ['--activations', '--top-percent', '--seeds', '--out', '--test-fraction', '--split-by', '--iterations', '--cpu']) expect(r.stdout).toContain(flag);
   });
 
   it('writes probes.json, probes.csv and a heatmap per function, finding the planted heads', () => {
@@ -100,6 +100,32 @@ describe('vlmscope probe (process)', () => {
     expect(j.k).toBe(1); // 10% of 6 heads, at least one
   });
 
+  it('--split-by wording tests only on the examples in held-out wordings', () => {
+    // Wording i % 5 of each example's function, wording 4 held out (as make-synthetic --wordings all records them).
+    const store = writeStore(join(work, 'store-worded'), (index) =>
+      (index.examples as Record<string, unknown>[]).forEach((e, i) => Object.assign(e, { wording: `${e.function}.w${i % 5}`, wording_heldout: i % 5 === 4 })),
+    );
+    const heldout = new Set(
+      (JSON.parse(readFileSync(join(store, 'index.json'), 'utf8')).examples as { id: string; wording_heldout: boolean }[]).filter((e) => e.wording_heldout).map((e) => e.id),
+    );
+    const r = vlmscope(['probe', '--activations', store, '--seeds', '0,1', '--iterations', '60', '--split-by', 'wording', '--cpu']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const j = JSON.parse(readFileSync(join(store, 'probes', 'probes.json'), 'utf8'));
+    expect(j.split_by).toBe('wording');
+    for (const fp of Object.values(j.functions) as { splits: { test_ids: string[]; test_positives: number }[] }[])
+      for (const sp of fp.splits) {
+        expect(sp.test_positives).toBeGreaterThan(0);
+        expect(sp.test_ids.every((id) => heldout.has(id))).toBe(true);
+      }
+    // The planted head carries the function whatever the wording.
+    expect(j.functions['spatial perception'].top[0]).toMatchObject({ layer: 0, head: 1 });
+    // The default split is still by main question, recorded as such.
+    const plain = vlmscope(['probe', '--activations', store, '--seeds', '0', '--iterations', '5', '--cpu', '--out', join(work, 'out-worded-question')]);
+    expect(plain.code).toBe(0);
+    expect(JSON.parse(readFileSync(join(work, 'out-worded-question', 'probes.json'), 'utf8')).split_by).toBe('question');
+  });
+
   const bad: [string, (dir: string) => void, RegExp, number][] = [
     ['a missing folder', () => {}, /activation store .* does not exist/, 2],
     ['a store without index.json', (d) => mkdirSync(d), /cannot read activation index .*index\.json: no such file/, 2],
@@ -116,13 +142,15 @@ describe('vlmscope probe (process)', () => {
     ['an empty safetensors file', (d) => (writeStore(d), writeFileSync(join(d, 'activations.safetensors'), '')), /too short to be a safetensors file/, 2],
     ['a missing safetensors file', (d) => (writeStore(d), unlinkSync(join(d, 'activations.safetensors'))), /has no activations\.safetensors/, 2],
     ['an unknown --functions name', (d) => writeStore(d), /--functions: vision not in the store/, 2],
+    ['--split-by wording on a store without wordings', (d) => writeStore(d), /--split-by wording: example "m0\.0" in .* has no "wording_heldout"; collect from a question file written with make-synthetic --wordings all/, 2],
+    ['a "wording_heldout" that is not a boolean', (d) => writeStore(d, (i) => ((i.examples as Record<string, unknown>[])[2].wording_heldout = 'yes')), /examples\[2\]: "wording_heldout" is "yes", expected true or false/, 2],
   ];
   for (const [what, make, message, code] of bad) {
     it(`refuses ${what} with one line`, () => {
       const dir = join(work, `bad-${what.replace(/\W+/g, '-')}`);
       make(dir);
       const out = join(work, `bad-out-${what.replace(/\W+/g, '-')}`);
-      const extra = what.includes('--functions') ? ['--functions', 'vision'] : [];
+      const extra = what.includes('--functions') ? ['--functions', 'vision'] : what.includes('--split-by') ? ['--split-by', 'wording'] : [];
       const r = vlmscope(['probe', '--activations', dir, '--out', out, '--iterations', '5', ...extra]);
       expect(r.code).toBe(code);
       expect(r.stdout).toBe('');
@@ -139,6 +167,7 @@ describe('vlmscope probe (process)', () => {
       ['--seeds', '0,x'],
       ['--top-percent', '0'],
       ['--test-fraction', '1'],
+      ['--split-by', 'template'],
     ]) {
       const r = vlmscope(['probe', '--activations', work, ...args]);
       expect(r.code).toBe(2);
