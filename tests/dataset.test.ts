@@ -71,6 +71,21 @@ describe('vlmscope JSONL', () => {
     expect(mainsOnly.every((i) => i.mainId === undefined)).toBe(true);
   });
 
+  it('keeps the wording id and held-out flag of questions and sub-questions (make-synthetic --wordings)', () => {
+    const d = generateDataset({ seed: 11, scenes: 3, wordings: 'all' });
+    const items = parseQuestions(d.items.map((i) => `${itemToJsonl(i)}\n`).join(''), 'syn/questions.jsonl');
+    const records = d.items.flatMap((main) => [main, ...(main.sub_questions ?? [])]);
+    expect(items.map((i) => i.id)).toEqual(records.map((r) => r.id));
+    items.forEach((item, k) => {
+      expect(item.wording).toMatch(/^[a-z_]+\.w\d+$/);
+      expect([item.wording, item.wordingHeldout]).toEqual([records[k]!.wording, records[k]!.wording_heldout]);
+    });
+    expect(items.some((i) => i.type === 'subquestion' && i.wordingHeldout === true)).toBe(true);
+    // Records without wordings give items without the fields (as before).
+    const plain = parseQuestions(itemToJsonl(generateDataset({ seed: 11, scenes: 1 }).items[0]!), 'q.jsonl');
+    for (const item of plain) expect(Object.keys(item)).not.toContain('wording');
+  });
+
   it('keeps absolute and URL images, ignores blank lines, accepts minimal records', () => {
     const text = [
       '{"id": "a", "image": "/abs/x.png", "question": "Q?", "answer": "yes", "type": "exists", "function": "low_level_perception"}',
@@ -94,11 +109,19 @@ describe('vlmscope JSONL', () => {
       ['bad-type.jsonl', ok.replace('"exists"', '"colour"'), /bad-type\.jsonl:1: field "type" is "colour", expected one of spatial, /],
       ['not-option.jsonl', ok.replace('"function"', '"options": ["no", "maybe"], "function"'), /not-option\.jsonl:1: answer "yes" is not one of options/],
       ['dup.jsonl', `${ok}\n${ok}\n`, /dup\.jsonl:2: duplicate id "a" \(first on line 1\)/],
+      ['bad-wording.jsonl', ok.replace('"function"', '"wording": 3, "function"'), /bad-wording\.jsonl:1: field "wording" must be a non-empty string, got 3/],
+      ['bad-heldout.jsonl', ok.replace('"function"', '"wording": "exists.w4", "wording_heldout": "yes", "function"'), /bad-heldout\.jsonl:1: field "wording_heldout" must be true or false, got "yes"/],
+      ['heldout-alone.jsonl', ok.replace('"function"', '"wording_heldout": true, "function"'), /heldout-alone\.jsonl:1: field "wording_heldout" is given without a "wording" id/],
       ['not-object.jsonl', `${ok}\n[1, 2]\n`, /not-object\.jsonl:2: line must be a JSON object/],
       [
         'bad-sub.jsonl',
         ok.replace('}', ', "sub_questions": [{"id": "a-sub0", "question": "Is there?", "answer": "yes", "function": "low_level_perception"}, {"id": "a-sub1", "question": "Q", "function": "decision"}]}'),
         /bad-sub\.jsonl:1: sub_questions\[1\]: missing field "answer"/,
+      ],
+      [
+        'bad-sub-wording.jsonl',
+        ok.replace('}', ', "sub_questions": [{"id": "a-sub0", "question": "Is there?", "answer": "yes", "function": "low_level_perception", "wording": ""}]}'),
+        /bad-sub-wording\.jsonl:1: sub_questions\[0\]: field "wording" must be a non-empty string, got ""/,
       ],
     ];
     for (const [name, content, re] of cases) {
