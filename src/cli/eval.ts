@@ -11,7 +11,7 @@ import { nodeFolder } from '../io/checkpoint.js';
 import { Tokenizer } from '../io/tokenizer.js';
 import { parseInterventions } from '../spec/spec.js';
 import type { EvalItem } from '../eval/dataset.js';
-import { DEFAULT_EVAL_MAX_NEW_TOKENS, evaluate, type Accuracy, type EvalReport, type Scoring } from '../eval/evaluate.js';
+import { DEFAULT_EVAL_MAX_NEW_TOKENS, evaluate, type Accuracy, type EvalExample, type EvalReport, type Scoring } from '../eval/evaluate.js';
 import { checkCandidates, scoringOption } from './scoring.js';
 import { readJsonFile, writeAtomic } from './files.js';
 import { dtypeOption, loadModel, modelOption, checkFolder, eosIds } from './load.js';
@@ -135,24 +135,24 @@ async function checkOutputDir(out: string): Promise<void> {
   if (!isDir) throw new UsageError(`--out ${out}: folder ${dir} does not exist`);
 }
 
+/** One example as its --out JSON object. */
+export function exampleJson(e: EvalExample): Record<string, unknown> {
+  return {
+    id: e.id,
+    type: e.type,
+    function: e.function,
+    question: e.question,
+    answer: e.answer,
+    prediction: e.prediction,
+    correct: e.correct,
+    ...(e.adaptvis ? { confidence: e.adaptvis.confidence, alpha: e.adaptvis.alpha } : {}),
+    ...(e.candidates ? { candidates: e.candidates, log_likelihoods: e.logLikelihoods } : {}),
+  };
+}
+
 /** One JSON line per example, in input order. */
 export function examplesJsonl(report: EvalReport): string {
-  return report.examples
-    .map((e) =>
-      JSON.stringify({
-        id: e.id,
-        type: e.type,
-        function: e.function,
-        question: e.question,
-        answer: e.answer,
-        prediction: e.prediction,
-        correct: e.correct,
-        ...(e.adaptvis ? { confidence: e.adaptvis.confidence, alpha: e.adaptvis.alpha } : {}),
-        ...(e.candidates ? { candidates: e.candidates, log_likelihoods: e.logLikelihoods } : {}),
-      }),
-    )
-    .map((l) => `${l}\n`)
-    .join('');
+  return report.examples.map((e) => `${JSON.stringify(exampleJson(e))}\n`).join('');
 }
 
 export function summaryJson(r: EvalReport) {

@@ -9,7 +9,9 @@ import { ablateCommand } from './ablate.js';
 import { attentionMapCommand } from './attention-map.js';
 import { axisProbeCommand } from './axis-probe.js';
 import { sweepCommand } from './sweep.js';
+import { adaptVisTableCommand } from './adaptvis-table.js';
 import { knockoutCommand } from './knockout.js';
+import { patchCommand } from './patch.js';
 import { reportAndExit } from './errors.js';
 
 /** Commander's own errors (bad or missing options) as one `vlmscope:` line pointing at the command's help. */
@@ -46,7 +48,9 @@ Run \`vlmscope <command> --help\` for a command's options. Exit codes: 0 ok, 1 r
   .addCommand(oneLineErrors(attentionMapCommand(), 'vlmscope attention-map'))
   .addCommand(oneLineErrors(axisProbeCommand(), 'vlmscope axis-probe'))
   .addCommand(oneLineErrors(sweepCommand(), 'vlmscope sweep'))
-  .addCommand(oneLineErrors(knockoutCommand(), 'vlmscope knockout'));
+  .addCommand(oneLineErrors(adaptVisTableCommand(), 'vlmscope adaptvis-table'))
+  .addCommand(oneLineErrors(knockoutCommand(), 'vlmscope knockout'))
+  .addCommand(oneLineErrors(patchCommand(), 'vlmscope patch'));
 
 const verbose = process.argv.includes('--verbose');
 try {
