@@ -19,8 +19,13 @@
 // stream of its own. Object colours contrast with every background colour of the scene. Without these options a
 // scene is byte-identical to the training generator's (the options consume no random numbers when absent).
 //
+// Wordings (src/eval/paraphrases.ts): by default ('fixed') every question is written in its original template, as the
+// organism's training data was; 'train', 'heldout' and 'all' write each question and sub-question in a paraphrase
+// drawn from that set (held-out wordings only outside 'train') and record it as `wording` / `wording_heldout`. The
+// draw has a stream of its own, so the questions' content, answers and options do not depend on the wording set.
+//
 // Determinism: everything comes from mulberry32 streams seeded from the scene seed (scene layout, noise,
-// questions) and, in a dataset, from balancing counters that depend only on the previous scenes. The same
+// questions, wordings) and, in a dataset, from balancing counters that depend only on the previous scenes. The same
 // seed gives the same scenes, bytes and questions on every platform (integer arithmetic and Math.imul only;
 // floats are used only for comparisons and uniform draws, exactly reproducible in IEEE double).
 
