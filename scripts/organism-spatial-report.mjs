@@ -1,17 +1,19 @@
 // `node scripts/organism-spatial-report.mjs [--model weights/organism] [--scenes 40] [--seed 4242] [--alphas 0.5,0.8,1.2,1.5,2.0]
-//   [--thresholds 0.5,0.7,0.9] [--axis-alphas 0,1,2,4,8,15] [--random-seeds 3] [--knockout-seed 0] [--examples 3]
+//   [--thresholds 0.5,0.7,0.9] [--axis-alphas 0,1,2,4,8,15] [--random-seeds 3] [--axis-no-golden] [--knockout-seed 0] [--examples 3]
 //   [--work .tmp/spatial-report] [--out docs] [--report-only]`
 //
 // Reproduces docs/organism-spatial-report.md: the seed papers' spatial-reasoning methods on the model organism, on a
 // What'sUp-style set it was not trained on (scripts/make-synthetic.ts --variant ood: objects 0.4x / 0.6x / 1.5x / 2x
 // the training sizes, unseen plain colours, gradients and checkerboards as backgrounds; "Where is the A in relation
 // to the B?" with left / right / above / below answers), through the vlmscope CLI exactly as a user runs it:
-//   1. `vlmscope eval`: the baseline, broken down by object scale and background kind (scenes.jsonl);
+//   1. `vlmscope eval`: the baseline, broken down by object scale and background kind (scenes.jsonl), answered by
+//      generation and by option likelihood (`--scoring likelihood`);
 //   2. `vlmscope sweep --split tune|test`: ScalingVis over --alphas on the authors' 20% / 80% split (seed 1);
 //   3. `vlmscope eval --adaptvis t,low,high`: alpha_low / alpha_high = the best alphas below / above 1 on the 20%,
 //      the threshold the best of --thresholds on the 20%, reported on the 80%;
 //   4. `vlmscope axis-probe --sweep`: Dual Mechanisms vision-token enhancement along the axis probes against random
-//      directions over --random-seeds seeds (strict both-listings accuracy);
+//      directions over --random-seeds seeds (strict both-listings accuracy); --axis-no-golden trains the probes on
+//      every item instead of only those the model answers right in both listings (the authors' default);
 //   5. `vlmscope knockout`: the last token's edges to the two named objects' image tokens cut in each text layer,
 //      against as many random image tokens;
 //   6. `vlmscope attention-map`: where the last token looks, at the layer whose knockout hurts most (mean of heads,
@@ -36,6 +38,7 @@ const { values: a } = parseArgs({
     thresholds: { type: 'string', default: '0.5,0.7,0.9' },
     'axis-alphas': { type: 'string', default: '0,1,2,4,8,15' },
     'random-seeds': { type: 'string', default: '3' },
+    'axis-no-golden': { type: 'boolean', default: false },
     'knockout-seed': { type: 'string', default: '0' },
     examples: { type: 'string', default: '3' },
     work: { type: 'string', default: '.tmp/spatial-report' },
@@ -52,6 +55,8 @@ const questions = join(data, 'questions.jsonl');
 const P = {
   eval: join(work, 'eval.jsonl'),
   evalJson: join(work, 'eval.json'),
+  evalLikelihood: join(work, 'eval-likelihood.jsonl'),
+  evalLikelihoodJson: join(work, 'eval-likelihood.json'),
   sweepTune: join(work, 'sweep-tune'),
   sweepTest: join(work, 'sweep-test'),
   tune: join(data, 'tune.jsonl'),
@@ -91,6 +96,7 @@ const has = {
   attentionMap: /^\s+attention-map \[options\]/m.test(help),
   axisProbe: /^\s+axis-probe \[options\]/m.test(help),
   adaptvis: evalHelp.includes('--adaptvis'),
+  likelihood: evalHelp.includes('--scoring'),
 };
 const list = (s) => s.split(',').map((x) => x.trim()).filter(Boolean);
 const thresholds = list(a.thresholds);
@@ -107,6 +113,9 @@ if (a['report-only']) {
   const S = state.seconds;
   [S.data] = run(join(ROOT, 'node_modules/.bin/tsx'), [join(ROOT, 'scripts/make-synthetic.ts'), '--out', data, '--seed', a.seed, '--scenes', a.scenes, '--variant', 'ood', '--types', 'spatial']);
   [S.eval] = vlmscope(['eval', '--model', a.model, '--data', questions, '--no-sub-questions', '--out', P.eval, '--json'], P.evalJson);
+  if (has.likelihood) {
+    [S.evalLikelihood] = vlmscope(['eval', '--model', a.model, '--data', questions, '--no-sub-questions', '--scoring', 'likelihood', '--out', P.evalLikelihood, '--json'], P.evalLikelihoodJson);
+  }
 
   if (has.sweep) {
     const sweep = (part, out) => vlmscope(['sweep', '--model', a.model, '--data', questions, '--no-sub-questions', '--alpha', a.alphas, '--split', part, '--out', out])[0];
@@ -148,7 +157,7 @@ if (a['report-only']) {
   }
 
   if (has.axisProbe) {
-    [S.axis] = vlmscope(['axis-probe', '--model', a.model, '--data', data, '--out', P.axis, '--sweep', '--alphas', a['axis-alphas'], '--random-seeds', a['random-seeds']]);
+    [S.axis] = vlmscope(['axis-probe', '--model', a.model, '--data', data, '--out', P.axis, '--sweep', '--alphas', a['axis-alphas'], '--random-seeds', a['random-seeds'], ...(a['axis-no-golden'] ? ['--no-golden'] : [])]);
   }
 
   if (has.knockout) {
@@ -226,6 +235,18 @@ function breakdown(rows, key) {
   }
   return [...g].sort(([x], [y]) => String(x).localeCompare(String(y), undefined, { numeric: true }));
 }
+/** Baseline rows: all, per object scale, per background; generation and (when run) likelihood counts. */
+function baselineRows() {
+  const ll = state.has.likelihood && existsSync(P.evalLikelihood) ? readJsonl(P.evalLikelihood) : null;
+  const llSummary = ll ? readJson(P.evalLikelihoodJson) : null;
+  const cells = (n, c, lc) => `${n} | ${c} | ${pct(c / n)} | ${lc === undefined ? '-' : lc} | ${lc === undefined ? '-' : pct(lc / n)}`;
+  const out = [`| all | ${cells(evalSummary.total, evalSummary.correct, llSummary?.correct)} |`];
+  for (const key of [(s) => `object scale ${s?.variant?.object_scale} (${sizeOf(s?.variant?.object_scale)})`, (s) => `background: ${s?.variant?.background}`]) {
+    const lb = ll ? new Map(breakdown(ll, key)) : null;
+    for (const [k, s] of breakdown(evalRows, key)) out.push(`| ${k} | ${cells(s.n, s.correct, lb?.get(k)?.correct)} |`);
+  }
+  return out;
+}
 const trainD = [12, 18];
 const sizeOf = (scale) => `${Math.max(2, Math.round(trainD[0] * scale))}-${Math.round(trainD[1] * scale)} px`;
 
@@ -248,13 +269,15 @@ it never saw: one of eight new plain colours ("novel"), a two-colour linear grad
 
 ## Baseline
 
-${cited(/ eval .*--json > /)}
+${cited(/ eval .*--no-sub-questions --out .*--json > /)}
+${state.has.likelihood ? cited(/ eval .*--scoring likelihood/) : ''}
 
-| | questions | correct | accuracy |
-|---|---:|---:|---:|
-| all | ${evalSummary.total} | ${evalSummary.correct} | ${pct(evalSummary.accuracy)} |
-${breakdown(evalRows, (s) => `object scale ${s?.variant?.object_scale} (${sizeOf(s?.variant?.object_scale)})`).map(([k, s]) => `| ${k} | ${s.n} | ${s.correct} | ${pct(s.correct / s.n)} |`).join('\n')}
-${breakdown(evalRows, (s) => `background: ${s?.variant?.background}`).map(([k, s]) => `| ${k} | ${s.n} | ${s.correct} | ${pct(s.correct / s.n)} |`).join('\n')}
+Answered by generation (greedy, the first word matched) and${state.has.likelihood ? '' : ' (not run: the built CLI has no `--scoring`)'} by option
+likelihood (the most likely of left / right / above / below after the prompt):
+
+| | questions | generation | accuracy | likelihood | accuracy |
+|---|---:|---:|---:|---:|---:|
+${baselineRows().join('\n')}
 `;
 
 // ScalingVis and AdaptVis
