@@ -11,7 +11,6 @@ import { axisProbeCommand } from './axis-probe.js';
 import { sweepCommand } from './sweep.js';
 import { adaptVisTableCommand } from './adaptvis-table.js';
 import { knockoutCommand } from './knockout.js';
-import { patchCommand } from './patch.js';
 import { reportAndExit } from './errors.js';
 
 /** Commander's own errors (bad or missing options) as one `vlmscope:` line pointing at the command's help. */
@@ -49,8 +48,7 @@ Run \`vlmscope <command> --help\` for a command's options. Exit codes: 0 ok, 1 r
   .addCommand(oneLineErrors(axisProbeCommand(), 'vlmscope axis-probe'))
   .addCommand(oneLineErrors(sweepCommand(), 'vlmscope sweep'))
   .addCommand(oneLineErrors(adaptVisTableCommand(), 'vlmscope adaptvis-table'))
-  .addCommand(oneLineErrors(knockoutCommand(), 'vlmscope knockout'))
-  .addCommand(oneLineErrors(patchCommand(), 'vlmscope patch'));
+  .addCommand(oneLineErrors(knockoutCommand(), 'vlmscope knockout'));
 
 const verbose = process.argv.includes('--verbose');
 try {
