@@ -1,17 +1,23 @@
 // `vlmscope probe`: functional-head probing on an activation store written by `vlmscope collect`. For each function
 // and each (layer, head) a logistic probe is fitted over seeds (all heads of one function and seed at once, on the
 // GPU); heads are ranked by mean held-out accuracy and the top topPercent% selected. Writes probes.json,
-// probes.csv and one heatmap-<function>.png per function.
+// probes.csv and one heatmap-<function>.png per function. --controls adds the label-permutation baseline, the
+// wording-only control and selectivity with intervals over seeds (src/interp/probe-controls.ts, outputs in
+// src/cli/probe-controls-report.ts); --probe mlp runs the CogVSR MLP probe instead (src/cli/probe-mlp.ts).
 
 import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { numberArg } from './args.js';
+import { intArg, numberArg } from './args.js';
 import { acquireGpu } from '../gpu/device.js';
 import { GpuContext } from '../gpu/context.js';
 import { ActivationStoreError, readActivationStore, type ActivationStore } from '../interp/activation-store.js';
 import { DEFAULT_PROBE_SEEDS, DEFAULT_TEST_FRACTION, SPLIT_BY, type ProbeExample, type ProbeResult, type HeadRanking, type SplitBy, fitProbes, headsHeatmapPng, rankHeads } from '../interp/probes.js';
 import { PROBE_DEFAULTS } from '../interp/probe-cpu.js';
+import { DEFAULT_PERMUTATIONS, type ProbeControls, type RankCriterion, fitProbeControls, rankControlledHeads } from '../interp/probe-controls.js';
+import { MLP_PROBE_DEFAULTS } from '../interp/mlp-probe.js';
+import { SELECTIVITY_HEATMAP_RANGE, addControlsJson, controlledProbesCsv, controlsMarkdown, controlsSummary, selectivityHeatmapName, wordedExamples } from './probe-controls-report.js';
+import { runMlpProbe } from './probe-mlp.js';
 import { readJsonFile, writeAtomic } from './files.js';
 import { UsageError } from './errors.js';
 
@@ -28,6 +34,12 @@ interface ProbeCliOptions {
   includeMain?: boolean;
   cpu?: boolean;
   verbose?: boolean;
+  probe: 'linear' | 'mlp';
+  controls?: boolean;
+  permutations?: number;
+  rankBy?: RankCriterion;
+  mlpEpochs?: number;
+  mlpBatchSize?: number;
 }
 
 const HEATMAP_RANGE: [number, number] = [0.5, 1];
@@ -60,6 +72,12 @@ export function probeCommand(): Command {
     .option('--functions <list>', 'probe only these functions, comma-separated (negatives still come from all others)', listArg)
     .option('--include-main', 'also use main-question rows (by default only sub-question rows are used when the store has any)')
     .option('--cpu', 'fit with the float64 CPU reference instead of the GPU (slow; for checks)')
+    .addOption(new Option('--probe <kind>', 'linear: CogVision\'s logistic probe per (layer, head); mlp: the CogVSR MLP over all heads, heads ranked by gradient x activation (CPU)').choices(['linear', 'mlp']).default('linear'))
+    .option('--controls', 'add a label-permutation baseline and a wording-only control per head; rank by selectivity (accuracy minus the larger control) with 95% intervals over the seeds')
+    .option('--permutations <n>', `label permutations per function and seed with --controls (default ${DEFAULT_PERMUTATIONS})`, intArg(1, 'a positive integer'))
+    .addOption(new Option('--rank-by <stat>', 'with --controls: rank by selectivity (default) or accuracy, ties by the next criterion').choices(['selectivity', 'accuracy']))
+    .option('--mlp-epochs <n>', `with --probe mlp: passes over the training rows (default ${MLP_PROBE_DEFAULTS.epochs})`, intArg(1, 'a positive integer'))
+    .option('--mlp-batch-size <n>', `with --probe mlp: examples per AdamW step (default ${MLP_PROBE_DEFAULTS.batchSize}, as CogVSR; larger is faster)`, intArg(1, 'a positive integer'))
     .option('--verbose', 'print each fit\'s time to stderr, and stack traces with errors')
     .addHelpText(
       'after',
@@ -73,15 +91,36 @@ template. Each probe is a logistic regression on the head's standardised activat
 gradient descent with momentum). A head's score is its probe's held-out accuracy, averaged over the seeds;
 heads are ranked by it (ties by layer, then head) and the top --top-percent are selected.
 
+Controls (--controls; Hewitt & Liang's control tasks): on the same splits, each head's probe is refitted on labels
+permuted within each side (--permutations times per seed: chance and its spread), and the same probe is fitted on
+a one-hot of the question template alone (the store's wording ids, else the question with colours, shapes,
+numbers and relation words masked): how well the wording alone tells the function. Control = the larger of the
+two per seed; selectivity = accuracy minus control, with 95% t-intervals over the seeds. Heads are ranked by
+selectivity, ties by its interval's lower bound, then accuracy and its lower bound, never by position; the report
+says whether the top set is separated from the next head (their intervals do not overlap).
+
+MLP probe (--probe mlp; CogVSR, as the Cognitive Mirrors code): one classifier over all heads and functions (a
+shared 64-d projection per head, 512 hidden, dropout 0.3, AdamW lr 1e-4, 100 epochs, batch 1), on the CPU; a
+head's importance for a function is gradient x activation on its projection over that function's held-out
+examples; heads ranked by mean |importance| over the seeds.
+
 Outputs in --out:
-  probes.json           per function: accuracy per head (mean, std, per seed), ranking, top set, splits
-  probes.csv            function,layer,head,accuracy_mean,accuracy_std,rank,top
+  probes.json           per function: accuracy per head (mean, std, per seed), ranking, top set, splits;
+                        with --controls the ranking and top set by selectivity, "controls" and "separation"
+  probes.csv            function,layer,head,accuracy_mean,accuracy_std,rank,top (--controls adds
+                        accuracy_ci_low/high, permutation_mean/std, wording_accuracy, control,
+                        selectivity_mean, selectivity_ci_low/high, accuracy_rank; --probe mlp has
+                        importance columns instead)
+  probes.md             with --controls or --probe mlp: the report per function
   heatmap-<fn>.png      layers (rows, layer 0 on top) x heads (columns), viridis from 0.5 (chance) to 1;
-                        the top set framed in red
+                        the top set framed in red (--probe mlp: mean |importance| from 0)
+  selectivity-<fn>.png  with --controls: selectivity from -0.5 to 0.5
 
 Examples:
   vlmscope probe --activations acts/
-  vlmscope probe --activations acts/ --top-percent 5 --seeds 0,1,2,3,4 --out probes/`,
+  vlmscope probe --activations acts/ --top-percent 5 --seeds 0,1,2,3,4 --out probes/
+  vlmscope probe --activations acts/ --controls --seeds 0,1,2,3,4 --permutations 20
+  vlmscope probe --activations acts/ --probe mlp --mlp-batch-size 16`,
     )
     .action(async (_opts: ProbeCliOptions, cmd: Command) => {
       await runProbe(cmd.optsWithGlobals<ProbeCliOptions>());
@@ -103,13 +142,36 @@ async function runProbe(opts: ProbeCliOptions): Promise<void> {
     const missing = opts.functions.filter((f) => !known.has(f));
     if (missing.length) throw new UsageError(`--functions: ${missing.join(', ')} not in the store (it has ${[...known].sort().join(', ')})`);
   }
+  const linearOnly = opts.probe === 'mlp' && (['controls', 'permutations', 'rankBy', 'cpu'] as const).find((k) => opts[k] !== undefined);
+  if (linearOnly) throw new UsageError(`--${linearOnly.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} applies to the linear probe, not --probe mlp`);
+  const mlpOnly = opts.probe !== 'mlp' && (['mlpEpochs', 'mlpBatchSize'] as const).find((k) => opts[k] !== undefined);
+  if (mlpOnly) throw new UsageError(`--${mlpOnly.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} needs --probe mlp`);
+  if (!opts.controls && (opts.permutations !== undefined || opts.rankBy !== undefined)) throw new UsageError(`--${opts.permutations !== undefined ? 'permutations' : 'rank-by'} needs --controls`);
   const outDir = opts.out ?? join(opts.activations, 'probes');
   await mkdir(outDir, { recursive: true }).catch((e: Error) => {
     throw new UsageError(`--out ${outDir}: cannot create the folder: ${e.message}`);
   });
+  if (opts.probe === 'mlp') {
+    const classes = [...new Set(examples.filter((e) => e.correct).map((e) => e.function))].sort();
+    const epochs = opts.mlpEpochs ?? MLP_PROBE_DEFAULTS.epochs;
+    const batchSize = opts.mlpBatchSize ?? MLP_PROBE_DEFAULTS.batchSize;
+    await runMlpProbe(store, examples, outDir, heatmapNames(opts.functions ?? classes), { ...opts, epochs, batchSize });
+    return;
+  }
 
   const bar = fitProgress(process.stderr, opts.verbose ?? false);
   let result: ProbeResult;
+  let controls = null as ProbeControls | null; // set inside fitAll
+  // Probes, then (--controls) their controls on the same splits, on one backend.
+  const fitAll = async (ctx: GpuContext | null) => {
+    const r = await fitProbes(ctx, fitOpts);
+    if (opts.controls && r.functions.length) {
+      const permutations = opts.permutations ?? DEFAULT_PERMUTATIONS;
+      bar.start(`fitting ${permutations} label permutation${permutations === 1 ? '' : 's'} x functions x seeds ...`);
+      controls = await fitProbeControls(ctx, r, { features: store.z, examples: wordedExamples(examples, store), permutations, onProgress: bar.update });
+    }
+    return r;
+  };
   const fitOpts = {
     features: store.z,
     layers: store.layers,
@@ -126,11 +188,11 @@ async function runProbe(opts: ProbeCliOptions): Promise<void> {
   };
   bar.start(`fitting ${store.layers * store.heads} heads x functions x ${opts.seeds.length} seed${opts.seeds.length === 1 ? '' : 's'}${opts.cpu ? ' on the CPU' : ' on the GPU'} ...`);
   try {
-    if (opts.cpu) result = await fitProbes(null, fitOpts);
+    if (opts.cpu) result = await fitAll(null);
     else {
       const gpu = await acquireGpu();
       try {
-        result = await fitProbes(new GpuContext(gpu), fitOpts);
+        result = await fitAll(new GpuContext(gpu));
       } finally {
         gpu.destroy();
       }
@@ -143,14 +205,31 @@ async function runProbe(opts: ProbeCliOptions): Promise<void> {
   }
   const ranking = rankHeads(result, { topPercent: opts.topPercent });
   const files = heatmapNames(result.functions.map((f) => f.function));
+  const controlled = controls ? rankControlledHeads(result, controls, { topPercent: opts.topPercent, rankBy: opts.rankBy }) : null;
 
   for (const fr of ranking.functions) {
     const fp = result.functions.find((f) => f.function === fr.function)!;
-    await writeAtomic(join(outDir, files.get(fr.function)!), headsHeatmapPng(fp.mean, { min: HEATMAP_RANGE[0], max: HEATMAP_RANGE[1], highlight: fr.top }));
+    const top = controlled?.functions.find((f) => f.function === fr.function)!.top ?? fr.top;
+    await writeAtomic(join(outDir, files.get(fr.function)!), headsHeatmapPng(fp.mean, { min: HEATMAP_RANGE[0], max: HEATMAP_RANGE[1], highlight: top }));
+    const fc = controls?.functions.find((f) => f.function === fr.function);
+    if (fc) {
+      const selectivity = fc.selectivityCi.map((row) => row.map((iv) => iv.mean));
+      await writeAtomic(join(outDir, selectivityHeatmapName(files.get(fr.function)!)), headsHeatmapPng(selectivity, { min: SELECTIVITY_HEATMAP_RANGE[0], max: SELECTIVITY_HEATMAP_RANGE[1], highlight: top }));
+    }
   }
-  await writeAtomic(join(outDir, 'probes.csv'), probesCsv(result, ranking));
-  await writeAtomic(join(outDir, 'probes.json'), `${JSON.stringify(probesJson(store, result, ranking, files, examples.length))}\n`);
-  process.stdout.write(summary(result, ranking, outDir));
+  const plainJson = probesJson(store, result, ranking, files, examples.length);
+  if (controls && controlled) {
+    await writeAtomic(join(outDir, 'probes.csv'), controlledProbesCsv(result, controls, controlled, ranking));
+    await writeAtomic(join(outDir, 'probes.json'), `${JSON.stringify(addControlsJson(plainJson, controls, controlled))}\n`);
+    await writeAtomic(join(outDir, 'probes.md'), controlsMarkdown(result, controls, controlled, files));
+    process.stdout.write(summary(result, ranking, outDir).replace(/^wrote .*\n$/m, ''));
+    process.stdout.write(controlsSummary(controls, controlled));
+    process.stdout.write(`wrote probes.json, probes.csv, probes.md and ${2 * ranking.functions.length} heatmaps (accuracy, selectivity) to ${outDir}\n`);
+  } else {
+    await writeAtomic(join(outDir, 'probes.csv'), probesCsv(result, ranking));
+    await writeAtomic(join(outDir, 'probes.json'), `${JSON.stringify(plainJson)}\n`);
+    process.stdout.write(summary(result, ranking, outDir));
+  }
   if (opts.verbose) process.stderr.write(`probe: ${((performance.now() - t0) / 1000).toFixed(1)} s in all (${result.backend})\n`);
 }
 
