@@ -11,6 +11,7 @@ import { axisProbeCommand } from './axis-probe.js';
 import { sweepCommand } from './sweep.js';
 import { adaptVisTableCommand } from './adaptvis-table.js';
 import { knockoutCommand } from './knockout.js';
+import { patchCommand } from './patch.js';
 import { reportAndExit } from './errors.js';
 
 /** Commander's own errors (bad or missing options) as one `vlmscope:` line pointing at the command's help. */
@@ -48,7 +49,8 @@ Run \`vlmscope <command> --help\` for a command's options. Exit codes: 0 ok, 1 r
   .addCommand(oneLineErrors(axisProbeCommand(), 'vlmscope axis-probe'))
   .addCommand(oneLineErrors(sweepCommand(), 'vlmscope sweep'))
   .addCommand(oneLineErrors(adaptVisTableCommand(), 'vlmscope adaptvis-table'))
-  .addCommand(oneLineErrors(knockoutCommand(), 'vlmscope knockout'));
+  .addCommand(oneLineErrors(knockoutCommand(), 'vlmscope knockout'))
+  .addCommand(oneLineErrors(patchCommand(), 'vlmscope patch'));
 
 const verbose = process.argv.includes('--verbose');
 try {
