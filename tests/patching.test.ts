@@ -196,7 +196,7 @@ describe('vlmscope patch', () => {
     expect(r.code).toBe(0);
     // The tiny tokenizer spells " left" and " right" both from "▁": the first question (left) is skipped; the first
     // usable one asks above / below ("▁a" vs "▁be").
-    expect(r.stdout).toMatch(/^patching: 1 pair \(answer "(be|a)" vs "(be|a)"\), rows \d+ patched, 6 runs, \d questions? skipped\n/);
+    expect(r.stdout).toMatch(/^patching: 1 pair \(answer "(be|a)" vs "(be|a)"\), row \d+ patched, 6 runs, \d questions? skipped\n/);
     expect(r.stdout).toMatch(/top heads: L\dH\d -?\d\.\d{3}, L\dH\d/);
     const csv = readFileSync(join(out, 'patch.csv'), 'utf8').trim().split('\n');
     expect(csv[0]).toBe('layer,head,recovery,mean_recovery,ld_patched');
@@ -244,7 +244,7 @@ describe('vlmscope patch', () => {
     const r = vlmscope(['patch', '--model', tiny, '--image', join(dir, 'a.png'), '--cf-image', join(dir, 'b.png'), '--prompt', pair.question, '--answer', 'above', '--other', 'below', '--rows', '-1,-2', '--layers', '1', '--heads', '3', '--out', out], 300_000);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^patching: 1 pair \(answer ".*" vs ".*"\), rows 2 rows patched, 3 runs\n/);
+    expect(r.stdout).toMatch(/^patching: 1 pair \(answer ".*" vs ".*"\), 2 rows patched, 3 runs\n/);
     const json = JSON.parse(readFileSync(join(out, 'patch.json'), 'utf8'));
     const L = json.examples[0].rows[0] + 1;
     expect(json.examples[0].rows).toEqual([L - 1, L - 2]);

@@ -441,7 +441,7 @@ const fmt = (x: number) => (Number.isNaN(x) ? 'n/a' : x.toFixed(3));
 export function formatPatch(s: PatchingSummary, runs: PairRun[], top: { layer: number; head: number; recovery: number }[], skipped: { id: string; reason: string }[]): string {
   const first = runs[0]!;
   const tokens = runs.length === 1 ? ` (answer ${JSON.stringify(first.answerText)} vs ${JSON.stringify(first.otherText)})` : '';
-  let out = `patching: ${s.pairs} pair${s.pairs === 1 ? '' : 's'}${tokens}, rows ${first.result.rows.length === 1 ? first.result.rows[0] : `${first.result.rows.length} rows`} patched, ${s.runs} runs` +
+  let out = `patching: ${s.pairs} pair${s.pairs === 1 ? '' : 's'}${tokens}, ${first.result.rows.length === 1 ? `row ${first.result.rows[0]}` : `${first.result.rows.length} rows`} patched, ${s.runs} runs` +
     (skipped.length ? `, ${skipped.length} question${skipped.length === 1 ? '' : 's'} skipped` : '') + '\n';
   out += `LD clean ${fmt(s.ldClean)}, LD counterfactual ${fmt(s.ldCounterfactual)}\n`;
   const table = [['layer \\ head', ...s.heads.map(String)], ...s.layers.map((l, li) => [String(l), ...s.recovery[li]!.map(fmt)])];
