@@ -142,6 +142,33 @@ def attention_targets(ids: torch.Tensor, spans, colour_token: dict[int, int], pa
     return out
 
 
+def known_heads(args) -> dict:
+    """What each supervised head was trained to do (written as known_heads.json next to the weights).
+
+    Head-finding methods are checked against it (vlmscope heads-benchmark): the heads named here are the planted
+    answer, declared by the trainer that planted them rather than hard-coded in the benchmark.
+    """
+    heads = []
+    if args.attn_sup > 0:
+        for h, which in ((0, 'first'), (1, 'second')):
+            heads.append({
+                'tower': 'text',
+                'layer': args.attn_layer,
+                'head': h,
+                'role': f'attend_{which}_named_object',
+                'function': 'spatial',
+                'trained_to': (
+                    f'from the last prompt token, attend to the image patches of the object named {which} in the question '
+                    f'(attention supervision, weight {args.attn_sup})'
+                    + (f'; its output carries that object\'s centre (read supervision, weight {args.read_sup})' if args.read_sup > 0 else '')
+                ),
+                'query': 'last_prompt_token',
+                'question_types': list(SUPERVISED_TYPES),
+                'losses': ['attention'] + (['read'] if args.read_sup > 0 else []) + (['position'] if args.pos_sup > 0 else []),
+            })
+    return {'source': 'scripts/train_organism.py', 'heads': heads}
+
+
 def build_batch(batch, pad_id: int, packed: list[bool]):
     rows = [sequence_of(e, p) for e, p in zip(batch, packed)]
     length = max(len(r[0]) for r in rows)
@@ -319,6 +346,14 @@ def main():
         print(f'auxiliary heads from {args.heads}: {sorted(saved)}', flush=True)
 
     def save_all():
+        # What the supervised heads were trained to do; an unsupervised stage keeps the previous stage's file (its
+        # heads keep their job while training continues).
+        declared = known_heads(args)
+        if declared['heads']:
+            tmp = os.path.join(args.out, 'known_heads.json.tmp')
+            with open(tmp, 'w') as f:
+                json.dump(declared, f, indent=1)
+            os.replace(tmp, os.path.join(args.out, 'known_heads.json'))
         if args.heads:
             tmp = args.heads + '.tmp'
             torch.save({name: m.state_dict() for name, m in extra_heads.items()}, tmp)
