@@ -1,13 +1,23 @@
-// Launcher for shaders/matmul.wgsl: y = act(x · Wᵀ + b) + residual, W in its stored dtype.
+// Launcher for the matmul family: y = act(x · Wᵀ + b) + residual, W in its stored dtype. One entry point,
+// `matmul`, picks a variant per shape and per adapter (`planMatmul`):
+//   tiled        shaders/matmul.wgsl       register tiles, no workgroup memory (CPU adapters; small shapes)
+//   smem         shaders/matmul_smem.wgsl  workgroup-memory tiles (GPU prefill)
+//   gemv_rows    shaders/matmul_vec.wgsl   one thread per four outputs over all of K (CPU decode)
+//   gemv_coop    shaders/matmul_vec.wgsl   one workgroup per four outputs, K strided over its threads and
+//                                          reduced in workgroup memory (GPU decode)
+//   gemv_splitk  matmul_vec.wgsl, twice    gemv_coop with K split over workgroups, then a reduce pass (GPU decode
+//                                          with few outputs and a long K)
+// Workgroup sizes and tiles come from the adapter's limits; whether the adapter is a CPU (SwiftShader, llvmpipe,
+// WARP) decides between the register-only and the workgroup-memory kernels.
 
-import source from '../shaders/matmul.wgsl';
+import commonSource from '../shaders/matmul_common.wgsl';
+import tiledSource from '../shaders/matmul.wgsl';
+import vecSource from '../shaders/matmul_vec.wgsl';
+import smemSource from '../shaders/matmul_smem.wgsl';
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
 import { Uniforms } from '../src/gpu/context.js';
 import { type Tensor, type Weight, weightParts } from '../src/gpu/tensor.js';
 import { type Activation, type RowView, activationDefines, assemble } from './common.js';
-
-const WG = 8;
-const TILE = 4;
 
 export interface MatmulArgs {
   x: RowView;
@@ -17,6 +27,131 @@ export interface MatmulArgs {
   residual?: RowView | null;
   out: RowView;
   act?: Activation;
+  /** Force a variant (tests, benchmarks); by default `planMatmul` picks one for the shape and the adapter. */
+  variant?: MatmulVariant;
+}
+
+export type MatmulVariant = 'tiled' | 'smem' | 'gemv_rows' | 'gemv_coop' | 'gemv_splitk';
+export const MATMUL_VARIANTS: readonly MatmulVariant[] = ['tiled', 'smem', 'gemv_rows', 'gemv_coop', 'gemv_splitk'];
+
+/** What the variant choice needs to know about an adapter. */
+export interface AdapterProfile {
+  /** A CPU implementation (SwiftShader, llvmpipe/lavapipe, WARP): workgroup memory and barriers cost more than they save. */
+  cpu: boolean;
+  maxInvocations: number;
+  maxWorkgroupStorage: number;
+}
+
+export interface MatmulPlan {
+  variant: MatmulVariant;
+  /** Variants that are worth timing at this shape (all are correct at any shape). */
+  applicable: MatmulVariant[];
+  /** Workgroup size [x, y]. */
+  workgroup: [number, number];
+  /** gemv_splitk: number of K splits and k per split (a multiple of 4). */
+  splits: number;
+  kChunk: number;
+  /** One line: why this variant. */
+  reason: string;
+}
+
+/** Rows of x up to which the GEMV kernels serve (each re-reads W per row of x, so only for decode-like shapes). */
+export const GEMV_MAX_ROWS = { cpu: 2, gpu: 4 } as const;
+/** Workgroups a GEMV should have before it splits K (enough to fill a large GPU). */
+export const GEMV_TARGET_WORKGROUPS = 256;
+/** The smem tiles pay off from this many rows and columns; below, the register tiles waste less. */
+export const SMEM_MIN = 32;
+
+const CPU_ADAPTER = /swiftshader|llvmpipe|lavapipe|softpipe|microsoft basic render|\bwarp\b/i;
+
+const profiles = new WeakMap<GpuContext, AdapterProfile>();
+
+export function adapterProfile(ctx: GpuContext): AdapterProfile {
+  let p = profiles.get(ctx);
+  if (!p) {
+    p = {
+      cpu: CPU_ADAPTER.test(ctx.gpu.adapterName),
+      maxInvocations: ctx.limits.maxComputeInvocationsPerWorkgroup,
+      maxWorkgroupStorage: ctx.limits.maxComputeWorkgroupStorageSize,
+    };
+    profiles.set(ctx, p);
+  }
+  return p;
+}
+
+function pow2AtMost(n: number): number {
+  return 2 ** Math.floor(Math.log2(Math.max(1, n)));
+}
+
+/**
+ * The variant, workgroup and split for an M x K by K x N product on an adapter. Pure: the tests call it on made-up
+ * profiles to cover both sides of every rule.
+ */
+export function planMatmul(profile: AdapterProfile, M: number, N: number, K: number, forced?: MatmulVariant): MatmulPlan {
+  const gemvMax = profile.cpu ? GEMV_MAX_ROWS.cpu : GEMV_MAX_ROWS.gpu;
+  const applicable: MatmulVariant[] = M <= 8 ? ['tiled', 'smem', 'gemv_rows', 'gemv_coop', 'gemv_splitk'] : ['tiled', 'smem'];
+  let variant: MatmulVariant;
+  let reason: string;
+  // GEMV workgroup: 64 threads, 128 for long rows, never above the adapter's limit.
+  const coopWg = Math.min(pow2AtMost(profile.maxInvocations), K >= 2048 ? 128 : 64);
+  const coopWorkgroups = Math.ceil(N / 4) * M;
+  // Split K only while each split keeps four loads per thread.
+  const maxSplits = Math.max(1, Math.floor(K / (16 * coopWg)));
+  const wantSplits = Math.min(maxSplits, Math.ceil(GEMV_TARGET_WORKGROUPS / coopWorkgroups));
+  if (forced) {
+    variant = forced;
+    reason = 'forced';
+  } else if (M <= gemvMax) {
+    if (profile.cpu) {
+      variant = 'gemv_rows';
+      reason = `M=${M} <= ${gemvMax} on a CPU adapter: one thread per four outputs, no barriers`;
+    } else if (wantSplits > 1) {
+      variant = 'gemv_splitk';
+      reason = `M=${M} <= ${gemvMax}, ${coopWorkgroups} workgroups < ${GEMV_TARGET_WORKGROUPS}: K split ${wantSplits} ways`;
+    } else {
+      variant = 'gemv_coop';
+      reason = `M=${M} <= ${gemvMax}: a workgroup per four outputs, coalesced over K`;
+    }
+  } else if (!profile.cpu && M >= SMEM_MIN && N >= SMEM_MIN) {
+    variant = 'smem';
+    reason = `M, N >= ${SMEM_MIN} on a GPU: workgroup-memory tiles`;
+  } else {
+    variant = 'tiled';
+    reason = profile.cpu ? 'CPU adapter: register tiles without workgroup memory' : `M or N < ${SMEM_MIN}: register tiles`;
+  }
+  let workgroup: [number, number];
+  let splits = 1;
+  let kChunk = Math.ceil(K / 4) * 4;
+  switch (variant) {
+    case 'tiled':
+      // Few rows: one row of 64 threads, so no thread idles on rows past M.
+      workgroup = M <= 4 ? [Math.min(64, profile.maxInvocations), 1] : [8, 8];
+      break;
+    case 'smem': {
+      // 16 x 16 threads (64 x 64 tiles, 8 KiB of workgroup memory) where the adapter allows, else 8 x 8.
+      const big = profile.maxInvocations >= 256 && profile.maxWorkgroupStorage >= 2 * 16 * 64 * 4;
+      workgroup = big ? [16, 16] : [8, 8];
+      break;
+    }
+    case 'gemv_rows':
+      workgroup = [Math.min(64, pow2AtMost(profile.maxInvocations)), 1];
+      break;
+    case 'gemv_coop':
+    case 'gemv_splitk':
+      workgroup = [coopWg, 1];
+      if (variant === 'gemv_splitk') {
+        splits = Math.max(wantSplits, Math.min(2, Math.ceil(K / 4))); // forced: at least two when K allows
+        kChunk = Math.ceil(K / splits / 4) * 4;
+        splits = Math.ceil(K / kChunk);
+      }
+      break;
+  }
+  return { variant, applicable, workgroup, splits, kChunk, reason };
+}
+
+/** The plan `matmul` uses for this shape on this context's adapter. */
+export function matmulPlan(ctx: GpuContext, M: number, N: number, K: number, forced?: MatmulVariant): MatmulPlan {
+  return planMatmul(adapterProfile(ctx), M, N, K, forced);
 }
 
 export function matmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
@@ -34,31 +169,45 @@ export function matmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
   // A weight split in row blocks is N = sum of block rows: one dispatch per block into its output columns.
   for (const { tensor, rowStart } of weightParts(a.w)) {
     const n = tensor.shape[0];
-    matmulBlock(ctx, rec, a, tensor, rowStart, n, M, K);
+    matmulBlock(ctx, rec, a, tensor, rowStart, n, M, K, matmulPlan(ctx, M, n, K, a.variant));
   }
 }
 
-function matmulBlock(ctx: GpuContext, rec: Recorder, a: MatmulArgs, w: Tensor, n0: number, N: number, M: number, K: number): void {
+const SOURCES: Record<MatmulVariant, { source: string; entry: string }> = {
+  tiled: { source: tiledSource, entry: 'main' },
+  smem: { source: smemSource, entry: 'main' },
+  gemv_rows: { source: vecSource, entry: 'gemv_rows' },
+  gemv_coop: { source: vecSource, entry: 'gemv_coop' },
+  gemv_splitk: { source: vecSource, entry: 'gemv_coop' },
+};
+
+function matmulBlock(ctx: GpuContext, rec: Recorder, a: MatmulArgs, w: Tensor, n0: number, N: number, M: number, K: number, plan: MatmulPlan): void {
   // Vector loads need K, the x view and (for 16-bit weights, two per u32) every W row on 4-element boundaries.
   const vec4 = K % 4 === 0 && a.x.offset % 4 === 0 && a.x.stride % 4 === 0;
+  const split = plan.variant === 'gemv_splitk';
   const weights: Record<string, Tensor['dtype']> = vec4 ? {} : { w: w.dtype };
-  if (a.b) weights.b = a.b.dtype;
-  const asm = assemble(source, weights, { activations: true });
-  // Few rows (decode steps): one row of 64 threads per workgroup instead of 8x8, so no thread idles.
-  const [wgX, wgY] = M <= TILE ? [64, 1] : [WG, WG];
+  if (a.b && !split) weights.b = a.b.dtype;
+  const { source, entry } = SOURCES[plan.variant];
+  const asm = assemble(commonSource + '\n' + source, weights, { activations: !split });
+  const [wgX, wgY] = plan.workgroup;
+  const constants: Record<string, number> = plan.variant === 'smem' ? { TX: wgX, TY: wgY } : plan.variant === 'tiled' ? { WG_X: wgX, WG_Y: wgY } : { WG: wgX };
   const kernel = ctx.kernel({
-    name: 'matmul',
+    name: `matmul_${plan.variant === 'gemv_splitk' ? 'gemv_splitk_partial' : plan.variant}`,
     source: asm.source,
+    entryPoint: entry,
     defines: {
       ...asm.defines,
-      ...activationDefines(a.act ?? 'none'),
-      HAS_BIAS: !!a.b,
-      HAS_RESIDUAL: !!a.residual,
+      ...(split ? {} : activationDefines(a.act ?? 'none')),
+      HAS_BIAS: !!a.b && !split,
+      HAS_RESIDUAL: !!a.residual && !split,
+      PARTIALS_OUT: split,
       VEC4: vec4,
       [`W_${w.dtype.toUpperCase()}`]: true,
     },
-    constants: { WG_X: wgX, WG_Y: wgY },
-    bindings: ['uniform', 'read', 'read', a.b ? 'read' : null, a.residual ? 'read' : null, 'write'],
+    constants,
+    bindings: split
+      ? ['uniform', 'read', 'read', null, null, null, 'write']
+      : ['uniform', 'read', 'read', a.b ? 'read' : null, a.residual ? 'read' : null, 'write'],
   });
   const u = new Uniforms()
     .u32(M)
@@ -71,12 +220,54 @@ function matmulBlock(ctx: GpuContext, rec: Recorder, a: MatmulArgs, w: Tensor, n
     .u32((a.residual?.offset ?? 0) + n0)
     .u32(a.residual?.stride ?? 0)
     .u32(n0)
+    .u32(plan.splits)
+    .u32(plan.kChunk)
     .done();
-  rec.dispatch(
-    kernel,
-    u,
-    [null, a.x.tensor.buffer, w.buffer, a.b?.buffer ?? null, a.residual?.tensor.buffer ?? null, a.out.tensor.buffer],
-    [Math.ceil(N / (wgX * TILE)), Math.ceil(M / (wgY * TILE))],
-    `matmul ${w.label}`,
-  );
+  const label = `matmul ${w.label}`;
+  switch (plan.variant) {
+    case 'tiled':
+      rec.dispatch(kernel, u, [null, a.x.tensor.buffer, w.buffer, a.b?.buffer ?? null, a.residual?.tensor.buffer ?? null, a.out.tensor.buffer], [Math.ceil(N / (wgX * 4)), Math.ceil(M / (wgY * 4))], label);
+      return;
+    case 'smem':
+      rec.dispatch(kernel, u, [null, a.x.tensor.buffer, w.buffer, a.b?.buffer ?? null, a.residual?.tensor.buffer ?? null, a.out.tensor.buffer], [Math.ceil(N / (wgX * 4)), Math.ceil(M / (wgY * 4))], label);
+      return;
+    case 'gemv_rows':
+      rec.dispatch(kernel, u, [null, a.x.tensor.buffer, w.buffer, a.b?.buffer ?? null, a.residual?.tensor.buffer ?? null, a.out.tensor.buffer], [Math.ceil(N / (wgX * 4)), M], label);
+      return;
+    case 'gemv_coop':
+      rec.dispatch(kernel, u, [null, a.x.tensor.buffer, w.buffer, a.b?.buffer ?? null, a.residual?.tensor.buffer ?? null, a.out.tensor.buffer], [Math.ceil(N / 4), M, 1], label);
+      return;
+    case 'gemv_splitk': {
+      const part = splitScratch(ctx, plan.splits * M * N);
+      rec.dispatch(kernel, u, [null, a.x.tensor.buffer, w.buffer, null, null, null, part], [Math.ceil(N / 4), M, plan.splits], `${label} (split K)`);
+      const reduce = ctx.kernel({
+        name: 'matmul_gemv_splitk_reduce',
+        source: assemble(commonSource + '\n' + vecSource, a.b ? { b: a.b.dtype } : {}, { activations: true }).source,
+        entryPoint: 'splitk_reduce',
+        defines: { ...activationDefines(a.act ?? 'none'), REDUCE: true, HAS_BIAS: !!a.b, HAS_RESIDUAL: !!a.residual, ...(a.b ? { [`B_${a.b.dtype.toUpperCase()}`]: true } : {}) },
+        constants: { WG: 64 },
+        bindings: ['uniform', null, null, a.b ? 'read' : null, a.residual ? 'read' : null, 'write', 'read'],
+      });
+      rec.dispatch(reduce, u, [null, null, null, a.b?.buffer ?? null, a.residual?.tensor.buffer ?? null, a.out.tensor.buffer, part], [Math.ceil((M * N) / 64)], `${label} (reduce)`);
+      return;
+    }
+  }
+}
+
+/**
+ * Scratch for split-K partial sums, one per context, grown on demand. Dispatches run in recording order, so
+ * successive split-K matmuls of one step can share it. A grown-out buffer may still be referenced by a recorded,
+ * not yet submitted step, so it is kept (the sizes are small: splits x M x N floats).
+ */
+const scratch = new WeakMap<GpuContext, { buffer: GPUBuffer; floats: number; retired: GPUBuffer[] }>();
+
+function splitScratch(ctx: GpuContext, floats: number): GPUBuffer {
+  let s = scratch.get(ctx);
+  if (!s || s.floats < floats) {
+    const size = Math.max(floats, (s?.floats ?? 0) * 2, 1024);
+    const buffer = ctx.createBuffer(size * 4, GPUBufferUsage.STORAGE, 'matmul-splitk-partials');
+    s = { buffer, floats: size, retired: s ? [...s.retired, s.buffer] : [] };
+    scratch.set(ctx, s);
+  }
+  return s.buffer;
 }

@@ -36,8 +36,9 @@ import { collectActivations } from '../src/interp/collect.js';
 import { fitProbes, type ProbeExample } from '../src/interp/probes.js';
 
 const REPS = Number(process.env.BENCH_REPS ?? 3);
-/** BENCH_ONLY=forward, BENCH_ONLY=interp or BENCH_ONLY=adaptvis runs one part. */
+/** BENCH_ONLY=forward, BENCH_ONLY=interp or BENCH_ONLY=adaptvis runs one part (BENCH_ONLY=kernels: only scripts/bench-kernels.ts). */
 const ONLY = process.env.BENCH_ONLY ?? '';
+if (ONLY === 'kernels') process.exit(0);
 const NEW_TOKENS = Number(process.env.BENCH_TOKENS ?? 16);
 
 function median(xs: number[]): number {

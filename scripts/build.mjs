@@ -73,7 +73,7 @@ const results = await Promise.all([
     platform: 'node',
     target: 'node20',
     packages: 'external',
-    entryPoints: { cli: 'src/cli/main.ts', index: 'src/index.ts', bench: 'scripts/bench.ts' },
+    entryPoints: { cli: 'src/cli/main.ts', index: 'src/index.ts', bench: 'scripts/bench.ts', 'bench-kernels': 'scripts/bench-kernels.ts' },
     outdir: 'dist',
   }),
   // The library for pages and web apps (package entry `vlmscope/browser`, or `vlmscope` under a bundler's

@@ -1,55 +1,7 @@
-// y = act(x · Wᵀ + b) + r        x: [M, K] f32 rows (offset/stride), W: [N, K] in its stored dtype (Linear
-// layout, out x in), b: [N], r: [M, N] residual. Register-tiled: each thread computes a TM x TN block, a
-// workgroup covers (WG_Y*TM) x (WG_X*TN) outputs. load_w / load_b come from the launcher (dtype-specific).
-// VEC4 (K, x offset and x stride multiples of 4): x and W are read four k at a time (vec4 loads, one
-// unpack per two halves), four times fewer loads than the scalar path that serves any shape.
-
-struct Params {
-  M: u32,
-  N: u32,
-  K: u32,
-  x_off: u32,     // element offset of row 0 of x
-  x_stride: u32,  // elements between rows of x
-  y_off: u32,
-  y_stride: u32,
-  r_off: u32,
-  r_stride: u32,
-  b_off: u32,     // first bias element of this call (a weight split in row blocks runs block by block)
-}
-
-@group(0) @binding(0) var<uniform> p: Params;                 // sizes and views
-#if VEC4
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>; // [M, K/4] activations
-#if W_F32
-@group(0) @binding(2) var<storage, read> w4: array<vec4<f32>>; // [N, K/4] weight
-#else
-@group(0) @binding(2) var<storage, read> w4: array<vec2<u32>>; // [N, K/4] weight, four halves per element
-#endif
-#else
-@group(0) @binding(1) var<storage, read> x: array<f32>;       // [M, K] activations
-@group(0) @binding(2) var<storage, read> w: array<u32>;       // [N, K] weight, packed by dtype
-#endif
-#if HAS_BIAS
-@group(0) @binding(3) var<storage, read> b: array<u32>;       // [N] bias, packed by dtype
-#endif
-#if HAS_RESIDUAL
-@group(0) @binding(4) var<storage, read> r: array<f32>;       // [M, N] residual added after act
-#endif
-@group(0) @binding(5) var<storage, read_write> y: array<f32>; // [M, N] output
-
-#if VEC4
-fn load_w4(i: u32) -> vec4<f32> {
-#if W_F32
-  return w4[i];
-#elif W_F16
-  let q = w4[i];
-  return vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
-#else
-  let q = w4[i];
-  return vec4<f32>(bitcast<f32>(q.x << 16u), bitcast<f32>(q.x & 0xffff0000u), bitcast<f32>(q.y << 16u), bitcast<f32>(q.y & 0xffff0000u));
-#endif
-}
-#endif
+// matmul 'tiled' (after matmul_common.wgsl): register-tiled, no workgroup memory. Each thread computes a TM x TN
+// block, a workgroup covers (WG_Y*TM) x (WG_X*TN) outputs. The variant for CPU adapters (where workgroup memory
+// and barriers cost more than they save) and for shapes too small for the workgroup-memory tiles.
+// VEC4: x and W are read four k at a time, four times fewer loads than the scalar path that serves any shape.
 
 override WG_X: u32 = 8u;
 override WG_Y: u32 = 8u;
@@ -128,15 +80,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       if (n >= p.N) {
         break;
       }
-      var v = acc[i][j];
-#if HAS_BIAS
-      v += load_b(p.b_off + n);
-#endif
-      v = act(v);
-#if HAS_RESIDUAL
-      v += r[p.r_off + m * p.r_stride + n];
-#endif
-      y[p.y_off + m * p.y_stride + n] = v;
+      store_out(m, n, acc[i][j]);
     }
   }
 }

@@ -1,0 +1,135 @@
+// matmul for few rows of x (decode), after matmul_common.wgsl. Three kernels:
+// - gemv_rows: each thread owns four output columns (four rows of W) for one row of x and runs over all of K.
+//   No workgroup memory and no barrier: the variant for CPU adapters, where a lane's loads cost the same
+//   whether or not its neighbours read adjacent words.
+// - gemv_coop: a workgroup owns four output columns for one row of x; its WG threads stride over K (adjacent
+//   threads read adjacent words of a W row: coalesced on GPUs) and reduce through workgroup memory. With
+//   PARTIALS_OUT the workgroups of one output split K (wg.z = split) and write partial sums.
+// - splitk_reduce (REDUCE): sums the splits' partial sums of one output, then bias, activation, residual.
+// Every W element is read once per row of x in all three.
+
+override WG: u32 = 64u;
+
+#if REDUCE
+@compute @workgroup_size(WG)
+fn splitk_reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.x;
+  if (i >= p.M * p.N) {
+    return;
+  }
+  var v = 0.0;
+  for (var s = 0u; s < p.splits; s++) {
+    v += part[s * p.M * p.N + i];
+  }
+  store_out(i / p.N, i % p.N, v);
+}
+#else
+
+// First element of W row n (clamped: a thread's rows past the edge load a valid row and store nothing).
+fn row_base(n: u32) -> u32 {
+  return min(n, p.N - 1u) * p.K;
+}
+
+#if !PARTIALS_OUT
+@compute @workgroup_size(WG)
+fn gemv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let n0 = (wg.x * WG + lid.x) * 4u;
+  let m = wg.y;
+  if (n0 >= p.N) {
+    return;
+  }
+  let xr = p.x_off + m * p.x_stride;
+  let r0 = row_base(n0);
+  let r1 = row_base(n0 + 1u);
+  let r2 = row_base(n0 + 2u);
+  let r3 = row_base(n0 + 3u);
+  var a0 = 0.0;
+  var a1 = 0.0;
+  var a2 = 0.0;
+  var a3 = 0.0;
+#if VEC4
+  let xb = xr / 4u;
+  let w0 = r0 / 4u;
+  let w1 = r1 / 4u;
+  let w2 = r2 / 4u;
+  let w3 = r3 / 4u;
+  for (var k4 = 0u; k4 < p.K / 4u; k4++) {
+    let xv = x[xb + k4];
+    a0 += dot(xv, load_w4(w0 + k4));
+    a1 += dot(xv, load_w4(w1 + k4));
+    a2 += dot(xv, load_w4(w2 + k4));
+    a3 += dot(xv, load_w4(w3 + k4));
+  }
+#else
+  for (var k = 0u; k < p.K; k++) {
+    let xv = x[xr + k];
+    a0 = fma(xv, load_w(r0 + k), a0);
+    a1 = fma(xv, load_w(r1 + k), a1);
+    a2 = fma(xv, load_w(r2 + k), a2);
+    a3 = fma(xv, load_w(r3 + k), a3);
+  }
+#endif
+  store_out(m, n0, a0);
+  if (n0 + 1u < p.N) {
+    store_out(m, n0 + 1u, a1);
+  }
+  if (n0 + 2u < p.N) {
+    store_out(m, n0 + 2u, a2);
+  }
+  if (n0 + 3u < p.N) {
+    store_out(m, n0 + 3u, a3);
+  }
+}
+#endif
+
+var<workgroup> red: array<vec4<f32>, WG>;
+
+// WG must be a power of two (the launcher picks it).
+@compute @workgroup_size(WG)
+fn gemv_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let t = lid.x;
+  let n0 = wg.x * 4u;
+  let m = wg.y;
+  let s = wg.z;
+  let xr = p.x_off + m * p.x_stride;
+  let r0 = row_base(n0);
+  let r1 = row_base(n0 + 1u);
+  let r2 = row_base(n0 + 2u);
+  let r3 = row_base(n0 + 3u);
+  let k_begin = s * p.k_chunk;
+  let k_end = min(p.K, k_begin + p.k_chunk);
+  var acc = vec4<f32>();
+#if VEC4
+  let xb = xr / 4u;
+  let w0 = r0 / 4u;
+  let w1 = r1 / 4u;
+  let w2 = r2 / 4u;
+  let w3 = r3 / 4u;
+  for (var k4 = k_begin / 4u + t; k4 < k_end / 4u; k4 += WG) {
+    let xv = x[xb + k4];
+    acc += vec4<f32>(dot(xv, load_w4(w0 + k4)), dot(xv, load_w4(w1 + k4)), dot(xv, load_w4(w2 + k4)), dot(xv, load_w4(w3 + k4)));
+  }
+#else
+  for (var k = k_begin + t; k < k_end; k += WG) {
+    let xv = x[xr + k];
+    acc += xv * vec4<f32>(load_w(r0 + k), load_w(r1 + k), load_w(r2 + k), load_w(r3 + k));
+  }
+#endif
+  red[t] = acc;
+  workgroupBarrier();
+  for (var h = WG / 2u; h > 0u; h >>= 1u) {
+    if (t < h) {
+      red[t] += red[t + h];
+    }
+    workgroupBarrier();
+  }
+  if (t < 4u && n0 + t < p.N) {
+    let v = red[0][t];
+#if PARTIALS_OUT
+    part[(s * p.M + m) * p.N + n0 + t] = v;
+#else
+    store_out(m, n0 + t, v);
+#endif
+  }
+}
+#endif

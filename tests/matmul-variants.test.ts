@@ -1,0 +1,201 @@
+// The matmul variants (tiled, smem, gemv_rows, gemv_coop, gemv_splitk), each forced on this adapter against a
+// float64 reference at odd sizes, sizes crossing tiles / workgroups / splits, and weights split in row blocks (how
+// a weight larger than one storage binding is held); and the selection rule on made-up adapter profiles, both
+// sides of every branch.
+
+import { describe, expect, it } from 'vitest';
+import { adapterProfile, GEMV_MAX_ROWS, GEMV_TARGET_WORKGROUPS, matmul, matmulPlan, planMatmul, SMEM_MIN, type AdapterProfile, type MatmulVariant } from '../kernels/matmul.js';
+import { rows, type Activation } from '../kernels/common.js';
+import { expectClose, gpuContext, randn, read, upload } from './helpers/gpu.js';
+import { RowSplitTensor, type DType } from '../src/gpu/tensor.js';
+
+function refAct(v: number, a: Activation): number {
+  if (a === 'silu') return v / (1 + Math.exp(-v));
+  if (a === 'gelu_tanh') return 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+  if (a === 'quick_gelu') return v / (1 + Math.exp(-1.702 * v));
+  if (a !== 'none') throw new Error(`no reference for ${a}`);
+  return v;
+}
+
+/** float64 y = act(x W^T + b) + r over x rows [x0, x0+M) of a row-major [*, K] array. */
+function reference(x: Float32Array, w: Float32Array, b: Float32Array | null, r: Float32Array | null, M: number, N: number, K: number, act: Activation): Float64Array {
+  const y = new Float64Array(M * N);
+  for (let m = 0; m < M; m++)
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += x[m * K + k] * w[n * K + k];
+      if (b) s += b[n];
+      s = refAct(s, act);
+      if (r) s += r[m * N + n];
+      y[m * N + n] = s;
+    }
+  return y;
+}
+
+type Case = [M: number, N: number, K: number, dtype: DType, bias: boolean, residual: boolean, act: Activation];
+
+// Per variant: odd sizes (scalar path: K % 4 != 0), vec4 sizes, and sizes crossing its tile / workgroup edges.
+const CASES: Record<MatmulVariant, Case[]> = {
+  tiled: [
+    [1, 7, 5, 'f32', true, false, 'none'],
+    [37, 70, 33, 'bf16', false, true, 'silu'],
+    [33, 65, 132, 'f16', true, true, 'gelu_tanh'],
+  ],
+  smem: [
+    [1, 1, 1, 'f32', false, false, 'none'],
+    [70, 130, 37, 'f16', true, true, 'silu'], // crosses the 64 x 64 tile in M and N, BK = 16 in K, scalar loads
+    [65, 67, 132, 'bf16', true, false, 'quick_gelu'], // vec4 loads, K not a multiple of BK
+    [3, 200, 64, 'f32', false, true, 'none'],
+    [129, 5, 48, 'f32', true, false, 'gelu_tanh'],
+  ],
+  gemv_rows: [
+    [1, 1, 1, 'f32', false, false, 'none'],
+    [1, 257, 5, 'f16', true, false, 'silu'], // 257 outputs: a second workgroup of 64 threads x 4 columns
+    [1, 259, 96, 'bf16', true, true, 'none'],
+    [3, 66, 132, 'f16', false, true, 'gelu_tanh'],
+    [2, 13, 1001, 'f32', true, true, 'quick_gelu'],
+  ],
+  gemv_coop: [
+    [1, 1, 1, 'f32', false, false, 'none'],
+    [1, 5, 1001, 'f16', true, false, 'silu'], // K strided over the workgroup several times, scalar loads
+    [1, 130, 2052, 'bf16', true, true, 'none'], // 128 threads (K >= 2048), vec4
+    [4, 6, 260, 'f32', false, true, 'gelu_tanh'],
+  ],
+  gemv_splitk: [
+    [1, 3, 9, 'f32', false, false, 'none'], // the smallest K that splits
+    [1, 5, 1030, 'f16', true, true, 'silu'], // scalar, uneven last split
+    [1, 130, 4100, 'bf16', true, false, 'gelu_tanh'],
+    [3, 7, 2048, 'f32', true, true, 'quick_gelu'],
+  ],
+};
+
+describe('matmul variants vs float64 reference (forced on this adapter)', () => {
+  for (const [variant, cases] of Object.entries(CASES) as [MatmulVariant, Case[]][]) {
+    for (const [M, N, K, dtype, bias, res, act] of cases) {
+      it(`${variant} M=${M} N=${N} K=${K} ${dtype} bias=${bias} residual=${res} ${act}`, async () => {
+        const ctx = await gpuContext();
+        const xs = randn(M * K, 100 + M + K);
+        const x = ctx.uploadF32(xs, [M, K], 'x');
+        const [w, wq] = upload(ctx, randn(N * K, 200 + N, 0.5), [N, K], dtype, 'w');
+        const [b, bq] = bias ? upload(ctx, randn(N, 300 + N), [N], dtype, 'b') : [null, null];
+        const rs = res ? randn(M * N, 400) : null;
+        const r = rs ? ctx.uploadF32(rs, [M, N], 'r') : null;
+        const y = ctx.activation([M, N], 'y');
+        const rec = ctx.recorder();
+        matmul(ctx, rec, { x: rows(x), w, b, residual: r ? rows(r) : null, out: rows(y), act, variant });
+        rec.submit();
+        const tol = K > 1000 ? 3e-4 : 1e-4;
+        expectClose(await read(ctx, y), reference(xs, wq, bq, rs, M, N, K, act), tol, tol, `${variant} ${M}x${N}x${K}`);
+        if (variant === 'gemv_splitk') expect(matmulPlan(ctx, M, N, K, variant).splits).toBeGreaterThan(1);
+      });
+    }
+
+    it(`${variant}: row views in and out, a weight split in row blocks (larger than one binding)`, async () => {
+      const ctx = await gpuContext();
+      // x rows 2..2+M of a [7, K] tensor (offset and stride multiples of 4: vec4 path), y columns 3..3+N of [M, 70].
+      for (const K of [36, 35]) {
+        const [M, N] = [3, 61];
+        const xs = randn(7 * K, 500 + K);
+        const x = ctx.uploadF32(xs, [7, K], 'x');
+        const wv = randn(N * K, 501);
+        const [, wq] = upload(ctx, wv, [N, K], 'f16', 'w');
+        const starts = [0, 24, 40];
+        const parts = starts.map((r0, i) => upload(ctx, wv.subarray(r0 * K, (starts[i + 1] ?? N) * K), [(starts[i + 1] ?? N) - r0, K], 'f16', `w[${r0}..]`)[0]);
+        const split = new RowSplitTensor(parts, starts, [N, K], 'f16', 'w');
+        const [b, bq] = upload(ctx, randn(N, 502), [N], 'bf16', 'b');
+        const rs = randn(M * N, 503);
+        const r = ctx.uploadF32(rs, [M, N], 'r');
+        const y = ctx.uploadF32(new Float32Array(M * 70).fill(9), [M, 70], 'y');
+        const rec = ctx.recorder();
+        matmul(ctx, rec, { x: rows(x, 2, M), w: split, b, residual: rows(r), out: { tensor: y, rows: M, cols: N, offset: 3, stride: 70 }, act: 'silu', variant });
+        rec.submit();
+        const got = await read(ctx, y);
+        const want = reference(xs.subarray(2 * K), wq, bq, rs, M, N, K, 'silu');
+        for (let m = 0; m < M; m++) {
+          expect(got[m * 70 + 2]).toBe(9);
+          expect(got[m * 70 + 3 + N]).toBe(9);
+          expectClose(got.subarray(m * 70 + 3, m * 70 + 3 + N), want.subarray(m * N, m * N + N), 1e-4, 1e-4, `${variant} K=${K} row ${m}`);
+        }
+      }
+    });
+  }
+
+  it('two split-K matmuls in one step share the scratch and stay correct', async () => {
+    const ctx = await gpuContext();
+    const [N, K] = [9, 2048];
+    const xs = randn(K, 600);
+    const x = ctx.uploadF32(xs, [1, K], 'x');
+    const [w1, w1q] = upload(ctx, randn(N * K, 601), [N, K], 'f32', 'w1');
+    const [w2, w2q] = upload(ctx, randn(3 * N * K, 602), [3 * N, K], 'f16', 'w2');
+    const y1 = ctx.activation([1, N], 'y1');
+    const y2 = ctx.activation([1, 3 * N], 'y2');
+    const rec = ctx.recorder();
+    matmul(ctx, rec, { x: rows(x), w: w1, out: rows(y1), variant: 'gemv_splitk' });
+    matmul(ctx, rec, { x: rows(x), w: w2, out: rows(y2), variant: 'gemv_splitk' });
+    rec.submit();
+    expectClose(await read(ctx, y1), reference(xs, w1q, null, null, 1, N, K, 'none'), 3e-4, 3e-4, 'first');
+    expectClose(await read(ctx, y2), reference(xs, w2q, null, null, 1, 3 * N, K, 'none'), 3e-4, 3e-4, 'second');
+  });
+});
+
+describe('matmul variant selection', () => {
+  const cpu: AdapterProfile = { cpu: true, maxInvocations: 256, maxWorkgroupStorage: 32768 };
+  const gpu: AdapterProfile = { cpu: false, maxInvocations: 1024, maxWorkgroupStorage: 32768 };
+  const small: AdapterProfile = { cpu: false, maxInvocations: 128, maxWorkgroupStorage: 16384 };
+
+  it('this adapter is profiled from its name and limits', async () => {
+    const ctx = await gpuContext();
+    const p = adapterProfile(ctx);
+    expect(p.cpu).toBe(/swiftshader/i.test(ctx.gpu.adapterName) || p.cpu);
+    expect(p.maxInvocations).toBe(ctx.limits.maxComputeInvocationsPerWorkgroup);
+    expect(p.maxWorkgroupStorage).toBe(ctx.limits.maxComputeWorkgroupStorageSize);
+  });
+
+  it('decode rows: gemv_rows on a CPU adapter up to its row limit, register tiles above', () => {
+    expect(planMatmul(cpu, 1, 4096, 4096).variant).toBe('gemv_rows');
+    expect(planMatmul(cpu, GEMV_MAX_ROWS.cpu, 4096, 4096).variant).toBe('gemv_rows');
+    expect(planMatmul(cpu, GEMV_MAX_ROWS.cpu + 1, 4096, 4096).variant).toBe('tiled');
+    expect(planMatmul(cpu, 1, 256, 4096).variant).toBe('gemv_rows'); // never splits K on a CPU
+  });
+
+  it('decode rows on a GPU: coalesced GEMV, split K when there are too few workgroups', () => {
+    const wide = planMatmul(gpu, 1, 4096, 4096);
+    expect(wide.variant).toBe('gemv_coop');
+    expect(wide.splits).toBe(1);
+    expect(wide.workgroup).toEqual([128, 1]); // K >= 2048
+    const thin = planMatmul(gpu, 1, 256, 4096);
+    expect(thin.variant).toBe('gemv_splitk');
+    expect(thin.splits).toBeGreaterThan(1);
+    expect(thin.splits * Math.ceil(256 / 4)).toBeLessThanOrEqual(GEMV_TARGET_WORKGROUPS);
+    expect(thin.kChunk % 4).toBe(0);
+    expect(thin.kChunk * thin.splits).toBeGreaterThanOrEqual(4096);
+    // Too short a K to split (each split keeps four loads per thread): no split even with few workgroups.
+    expect(planMatmul(gpu, 1, 256, 1024).variant).toBe('gemv_coop');
+    expect(planMatmul(gpu, 1, 256, 1024).workgroup).toEqual([64, 1]);
+    expect(planMatmul(gpu, GEMV_MAX_ROWS.gpu, 4096, 4096).variant).toBe('gemv_coop');
+    expect(planMatmul(gpu, GEMV_MAX_ROWS.gpu + 1, 4096, 4096).variant).toBe('tiled'); // below SMEM_MIN rows
+  });
+
+  it('prefill: smem tiles on a GPU from SMEM_MIN rows and columns, register tiles on a CPU or below', () => {
+    expect(planMatmul(gpu, SMEM_MIN, SMEM_MIN, 64).variant).toBe('smem');
+    expect(planMatmul(gpu, SMEM_MIN - 1, 4096, 64).variant).toBe('tiled');
+    expect(planMatmul(gpu, 1024, SMEM_MIN - 1, 64).variant).toBe('tiled');
+    expect(planMatmul(cpu, 1024, 4096, 4096).variant).toBe('tiled');
+    expect(planMatmul(cpu, 1024, 4096, 4096).workgroup).toEqual([8, 8]);
+    expect(planMatmul(cpu, 3, 4096, 4096).workgroup).toEqual([64, 1]);
+  });
+
+  it('workgroup sizes follow the adapter limits', () => {
+    expect(planMatmul(gpu, 256, 256, 256).workgroup).toEqual([16, 16]);
+    expect(planMatmul(small, 256, 256, 256).workgroup).toEqual([8, 8]); // 128 invocations: no 16 x 16
+    expect(planMatmul({ ...gpu, maxWorkgroupStorage: 4096 }, 256, 256, 256).workgroup).toEqual([8, 8]);
+    expect(planMatmul({ ...gpu, maxInvocations: 64 }, 1, 4096, 4096).workgroup).toEqual([64, 1]);
+    expect(planMatmul({ ...cpu, maxInvocations: 32 }, 1, 4096, 4096).workgroup).toEqual([32, 1]);
+  });
+
+  it('a forced variant is kept; forced split-K splits whenever K allows', () => {
+    for (const v of ['tiled', 'smem', 'gemv_rows', 'gemv_coop', 'gemv_splitk'] as const) expect(planMatmul(cpu, 1, 8, 8, v).variant).toBe(v);
+    expect(planMatmul(cpu, 1, 4096, 64, 'gemv_splitk').splits).toBe(2);
+    expect(planMatmul(cpu, 1, 4096, 4, 'gemv_splitk').splits).toBe(1);
+  });
+});
