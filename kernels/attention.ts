@@ -75,6 +75,12 @@ export interface AttentionArgs {
    * (row, head) takes its vector in place of softmax · V (and of the mean), before head_scale and steer. Absent: none.
    */
   patch?: { map: number; vectors: number } | null;
+  /**
+   * Independent variants of one position (activation patching's batched per-head variants): row i sees keys
+   * [0, prefix) and its own key pos0 + i only, streamed in that order, so it computes what a one-row call at position
+   * `prefix` would. Not with keyRanges, knockout or a pattern capture. Absent: the ordinary (causal) keys.
+   */
+  variants?: { prefix: number } | null;
   /** Query rows [begin, end) of this call in each steering scope (head param steer = index + 1). Default: none. */
   steerRows?: [number, number][];
   /** u32 per key position, 1 for image-token keys. At least `nKeys` entries. */
@@ -164,6 +170,14 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
       throw new Error(`${label}: patch map at ${patch.map} ([${a.rows}, ${a.heads}]) or vectors at ${patch.vectors} lie outside the ${vectors.size}-byte head vectors`);
     }
   }
+  const variants = a.variants ?? null;
+  if (variants) {
+    count('variants.prefix', variants.prefix);
+    if (a.keyRanges || a.knockout || a.pattern) throw new Error(`${label}: variants do not go with key ranges, knockout or a pattern capture`);
+    if (variants.prefix > a.pos0 || a.pos0 + a.rows > a.nKeys) {
+      throw new Error(`${label}: variant rows at cache slots ${a.pos0}..${a.pos0 + a.rows - 1} after a prefix of ${variants.prefix} keys do not fit ${a.nKeys} keys`);
+    }
+  }
   const ranges = a.keyRanges ?? null;
   if (ranges && ranges.size < (keyRangeRow + a.rows) * 8) {
     throw new Error(`${label}: key ranges of ${ranges.size} bytes do not hold pairs ${keyRangeRow}..${keyRangeRow + a.rows} (u32 [.., 2])`);
@@ -180,7 +194,7 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
   const kernel = ctx.kernel({
     name: 'attention',
     source,
-    defines: { CAPTURE: capture, HEAD_VECTORS: !!vectors, PATCH: !!patch, KEY_RANGES: !!ranges, KNOCKOUT: !!ko },
+    defines: { CAPTURE: capture, HEAD_VECTORS: !!vectors, PATCH: !!patch, KEY_RANGES: !!ranges, KNOCKOUT: !!ko, VARIANTS: !!variants },
     constants: { WG: attentionWorkgroup(a.headDim) },
     bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', 'write', capture ? 'write' : null, vectors ? 'read' : null, ranges ? 'read' : null, ko ? 'read' : null],
   });
@@ -214,6 +228,7 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
     .u32(ko?.words ?? 0)
     .u32(patch?.map ?? 0)
     .u32(patch?.vectors ?? 0)
+    .u32(variants?.prefix ?? 0)
     .done();
   rec.dispatch(
     kernel,

@@ -15,6 +15,10 @@
 // Qwen2-VL / 2.5-VL vision towers' per-image blocks and windows, and attention knockout, in this one kernel. The
 // softmax streams from begin, so a window costs what the window costs; an empty range gives softmax · V = 0.
 // q, k and v are strided views (offset + row stride), so all three can read one fused [rows, 3E] qkv output.
+// With VARIANTS the rows of the call are independent alternatives of one position (activation patching's per-head
+// variants of the last prompt row): row i sees the shared prefix keys [0, self_prefix) and its own key pos0 + i, and
+// no other row's. The keys stream in the order 0..self_prefix-1 then its own, exactly as a lone row at position
+// self_prefix streams keys 0..self_prefix, so each row computes what a separate one-row run would.
 
 struct Params {
   q_rows: u32,     // query rows in this call
@@ -46,6 +50,7 @@ struct Params {
   ko_words: u32,   // KNOCKOUT: u32 words per query row of the knocked-out-edge bitset
   patch_map: u32,  // PATCH: element offset of the row map [q_rows, heads] in head_vectors
   patch_vecs: u32, // PATCH: element offset of the patch vectors [.., head_dim] in head_vectors
+  self_prefix: u32, // VARIANTS: keys every row shares; row i's own key is pos0 + i
 }
 
 struct HeadParams {
@@ -100,6 +105,16 @@ fn score(qi: u32, key: u32, kv_base: u32, alpha: f32) -> f32 {
   return s;
 }
 
+// The key a row reads at stream index j: j itself, except under VARIANTS where index self_prefix is the row's own key.
+fn key_of(j: u32, i: u32) -> u32 {
+#if VARIANTS
+  if (j >= p.self_prefix) {
+    return p.pos0 + i;
+  }
+#endif
+  return j;
+}
+
 #if HEAD_VECTORS
 fn in_steer_rows(code: u32, i: u32) -> bool {
   switch code {
@@ -144,6 +159,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   kbegin = key_ranges[kr];
   kend = min(kend, key_ranges[kr + 1u]);
 #endif
+#if VARIANTS
+  kend = p.self_prefix + 1u; // stream indices: the shared keys, then the row's own
+#endif
 
 #if KNOCKOUT
   let knock_head = (hp.replace & 2u) != 0u;
@@ -155,7 +173,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let key = kc + t;
     var s = NEG_BIG;
     if (key < kend) {
-      s = score(i, key, kv_base, alpha);
+      s = score(i, key_of(key, i), kv_base, alpha);
 #if KNOCKOUT
       if (knock_head && knocked(i, key)) {
         s = NEG_BIG; // masked like a key past the causal limit
@@ -189,7 +207,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     for (var j = 0u; j < n_here; j++) {
       let pj = scores[j];
       l += pj;
-      let vb = p.v_off + (kc + j) * p.kv_stride + kv_base;
+      let vb = p.v_off + key_of(kc + j, i) * p.kv_stride + kv_base;
       for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
         let d = t + c * WG;
         if (d < p.head_dim) {

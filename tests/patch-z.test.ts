@@ -2,13 +2,13 @@
 // against the float64 CPU reference on a generated LLaVA checkpoint with GQA (6 query heads on 2 kv heads, bf16):
 // logits of every row within 1e-4, z of the patched layer, greedy tokens with the KV cache (decode steps read the
 // patched rows' K/V), patches at the last row, at listed rows, at every row, with mean_ablate / head_scale / steer
-// on the same head; and the prefix reuse of a patched run (only rows from the first patched row recomputed) equal to
-// a full run.
+// on the same head; the prefix reuse of a patched run (only rows from the first patched row recomputed) equal to a
+// full run; and runVariants (one-row variants of the last prompt row as the rows of one forward) equal to separate runs.
 
 import { beforeAll, describe, expect, it } from 'vitest';
 import { LlavaModel } from '../src/models/llava.js';
 import { writeRandomLlava } from '../src/models/random-llava.js';
-import { type InterventionSpec, type ModelDims, SpecError, parseCapture, parseInterventions } from '../src/spec/spec.js';
+import { EMPTY_INTERVENTIONS, type InterventionSpec, type ModelDims, SpecError, parseCapture, parseInterventions } from '../src/spec/spec.js';
 import { patchCall } from '../src/spec/head-params.js';
 import { firstPatchChange } from '../src/models/vlm.js';
 import { expectClose, gpuContext, randn } from './helpers/gpu.js';
@@ -165,6 +165,31 @@ describe('patch_z against the float64 reference (generated LLaVA, GQA 6/2, bf16)
     await expect(model.run({ ids, pixelValues: pixels, interventions: spec })).rejects.toThrow(`patch_z[0].rows[1]: row ${L} does not exist in the prompt of ${L} tokens (rows 0..${L - 1})`);
     const all = parseInterventions({ patch_z: [{ layer: 2, head: 5, rows: 'all', values: rowsOf(L - 1, HD, 1) }] }, model.dims);
     await expect(model.run({ ids, pixelValues: pixels, interventions: all })).rejects.toThrow(`patch_z[0].values has ${L - 1} rows, but rows "all" patches every row of the prompt of ${L} tokens`);
+  });
+
+  it('runVariants: each row of one forward equals its own one-row reuse run (GQA heads, none, two heads at once)', async () => {
+    const L = ids.length;
+    const logits = parseCapture({ logits: 'last' }, model.dims);
+    const v = (l: number, h: number, seed: number) => ({ layer: l, head: h, values: Float32Array.from(rowsOf(1, HD, seed)[0]!) });
+    const variants = [[v(0, 1, 90)], [], [v(2, 4, 91), v(2, 5, 92)], [v(1, 3, 93), v(0, 0, 94)], [v(2, 0, 95)]];
+    const clean = await model.run({ ids, pixelValues: pixels, capture: logits, reserveNewTokens: variants.length });
+    const got = await model.runVariants({ ids, pixelValues: pixels, reuse: clean.prefix, variants });
+    expect(got.shape).toEqual([variants.length, 200]);
+    let prefix = clean.prefix;
+    for (const [k, list] of variants.entries()) {
+      const spec = { ...EMPTY_INTERVENTIONS, patchZ: list.map((e) => ({ tower: 'text' as const, ...e, rows: 'last' as const })) };
+      const one = await model.run({ ids, pixelValues: pixels, capture: logits, interventions: spec, reuse: prefix });
+      expect(one.reuse?.reused).toBe(true);
+      prefix = one.prefix;
+      const row = got.data.subarray(k * 200, (k + 1) * 200);
+      expectClose(row, one.logits!.data, 1e-5, 0, `variant ${k}`);
+      expectClose(row, ref.forward(ids, pixels, { interventions: spec }).logits.subarray((L - 1) * 200, L * 200), 1e-4, 0, `variant ${k} vs reference`);
+    }
+    // The prefix stays usable after the variants; it must have room for them, and must be plain before the last row.
+    await expect(model.runVariants({ ids, pixelValues: pixels, reuse: prefix, variants: Array.from({ length: 7 }, () => []) })).rejects.toThrow(/runVariants: cannot read the prefix: the KV cache \(\d+ positions\) must grow/);
+    const early = await model.run({ ids, pixelValues: pixels, capture: logits, reserveNewTokens: 4, interventions: parseInterventions({ patch_z: [{ layer: 1, head: 0, rows: [L - 3], values: rowsOf(1, HD, 96) }] }, model.dims) });
+    await expect(model.runVariants({ ids, pixelValues: pixels, reuse: early.prefix, variants: [[]] })).rejects.toThrow(`runVariants: the prefix run's interventions reach row ${L - 3}, before the last prompt row`);
+    await expect(model.runVariants({ ids: [...ids.slice(0, -1), 7], pixelValues: pixels, reuse: early.prefix, variants: [[]] })).rejects.toThrow('runVariants: cannot read the prefix: the prompt ids differ from the reused run');
   });
 
   it('prefix reuse: a patched run after another recomputes rows from the first changed row and equals a full run', async () => {

@@ -74,16 +74,23 @@ describe('patchHeads against the float64 reference (generated LLaVA, GQA 6/2, bf
     expectClose(got.recovery.flat(), rec, 1e-3, 1e-3, 'recovery');
   }
 
-  it('rows last, every head of two layers: LDs and recovery equal the reference; each patched run prefills one row', async () => {
+  it('rows last, every head of two layers: LDs and recovery equal the reference; the 12 one-row variants in one forward', async () => {
     const L = ids.length;
     const answer = 7;
     const other = 150;
     const got = await patchHeads(model, { ids, pixelValues: clean }, { ids, pixelValues: cf }, { answer, other, layers: [0, 2] });
     expect(got.rows).toEqual([L - 1]);
-    expect([got.layers, got.heads, got.runs]).toEqual([[0, 2], [0, 1, 2, 3, 4, 5], 14]);
+    expect([got.layers, got.heads, got.runs, got.variants]).toEqual([[0, 2], [0, 1, 2, 3, 4, 5], 3, 12]);
     expect(got.prefilledRows).toBe(2 * L + 12);
     const want = referenceSweep([L - 1], 'last', [0, 2], [0, 1, 2, 3, 4, 5], answer, other);
     expectSweep(got, want);
+    // The batched variants equal separate one-row runs (batch: false), also in batches of 5 (3 forwards).
+    const separate = await patchHeads(model, { ids, pixelValues: clean }, { ids, pixelValues: cf }, { answer, other, layers: [0, 2], batch: false });
+    expect([separate.runs, separate.variants, separate.prefilledRows]).toEqual([14, 12, 2 * L + 12]);
+    expectClose(got.ldPatched.flat(), separate.ldPatched.flat(), 1e-5, 0, 'batched vs separate');
+    const fives = await patchHeads(model, { ids, pixelValues: clean }, { ids, pixelValues: cf }, { answer, other, layers: [0, 2], batch: 5 });
+    expect(fives.runs).toBe(5);
+    expectClose(fives.ldPatched.flat(), separate.ldPatched.flat(), 1e-5, 0, 'batches of 5 vs separate');
     // Heads that do something: the sweep is not flat.
     expect(Math.max(...got.recovery.flat().map(Math.abs))).toBeGreaterThan(0.02);
     // A patched run's whole logits row against the reference, with the engine's own counterfactual z (layer 2, head 3,
@@ -121,7 +128,7 @@ describe('patchHeads against the float64 reference (generated LLaVA, GQA 6/2, bf
     expect([r.answer, r.other]).toEqual([top(ref.forward(ids, clean).logits), top(ref.forward(cfIds, cf).logits)]);
     expect(r.answer).not.toBe(r.other);
     const s = summarizePatching([r, r]);
-    expect([s.pairs, s.runs, s.ldClean, s.recovery, s.meanRecovery]).toEqual([2, 6, r.ldClean, r.recovery, r.recovery]);
+    expect([s.pairs, s.runs, s.variants, s.ldClean, s.recovery, s.meanRecovery]).toEqual([2, 6, 2, r.ldClean, r.recovery, r.recovery]);
   });
 
   it('refuses inputs it cannot patch, in one line', async () => {
@@ -146,7 +153,7 @@ describe('the organism on a swapped-object pair', () => {
     tokenizer = await Tokenizer.fromFolder(folder);
   });
 
-  it('the answer flips between the pair, and the sweep of all 32 heads takes 34 runs with one prefilled row each', async () => {
+  it('the answer flips between the pair, and the sweep of all 32 heads takes 3 forward passes (32 one-row variants)', async () => {
     const scene = generateScene(11);
     const pair = spatialPairs(scene)[0]!;
     const images = renderPair(pair);
@@ -159,7 +166,7 @@ describe('the organism on a swapped-object pair', () => {
     const other = answerTokenId(tokenizer, prompt, pair.counterfactualAnswer);
     expect([tokenizer.decode([answer]).trim(), tokenizer.decode([other]).trim()]).toEqual([pair.answer, pair.counterfactualAnswer]);
     const r = await patchHeads(model, c, f, { answer, other });
-    expect([r.runs, r.prefilledRows]).toEqual([34, 2 * c.ids.length + 32]);
+    expect([r.runs, r.variants, r.prefilledRows]).toEqual([3, 32, 2 * c.ids.length + 32]);
     // The organism answers both right: the clean run prefers the clean answer, the counterfactual run the other.
     expect(r.ldClean).toBeGreaterThan(0);
     expect(r.ldCounterfactual).toBeLessThan(0);
@@ -196,13 +203,13 @@ describe('vlmscope patch', () => {
     expect(r.code).toBe(0);
     // The tiny tokenizer spells " left" and " right" both from "▁": the first question (left) is skipped; the first
     // usable one asks above / below ("▁a" vs "▁be").
-    expect(r.stdout).toMatch(/^patching: 1 pair \(answer "(be|a)" vs "(be|a)"\), row \d+ patched, 6 runs, \d questions? skipped\n/);
+    expect(r.stdout).toMatch(/^patching: 1 pair \(answer "(be|a)" vs "(be|a)"\), row \d+ patched, 4 heads in 3 runs, \d questions? skipped\n/);
     expect(r.stdout).toMatch(/top heads: L\dH\d -?\d\.\d{3}, L\dH\d/);
     const csv = readFileSync(join(out, 'patch.csv'), 'utf8').trim().split('\n');
     expect(csv[0]).toBe('layer,head,recovery,mean_recovery,ld_patched');
     expect(csv.slice(1).map((l) => l.split(',').slice(0, 2).join(','))).toEqual(['0,0', '0,2', '1,0', '1,2']);
     const json = JSON.parse(readFileSync(join(out, 'patch.json'), 'utf8'));
-    expect([json.pairs, json.runs, json.layers, json.heads]).toEqual([1, 6, [0, 1], [0, 2]]);
+    expect([json.pairs, json.runs, json.variants, json.layers, json.heads]).toEqual([1, 3, 4, [0, 1], [0, 2]]);
     expect(json.skipped[0]).toEqual({ id: 's000000-spatial', reason: expect.stringMatching(/^the answers "left" and "right" start with the same token \("▁", id \d+\)/) });
     const ex = json.examples[0];
     expect(['above', 'below']).toContain(ex.answer);
@@ -244,7 +251,7 @@ describe('vlmscope patch', () => {
     const r = vlmscope(['patch', '--model', tiny, '--image', join(dir, 'a.png'), '--cf-image', join(dir, 'b.png'), '--prompt', pair.question, '--answer', 'above', '--other', 'below', '--rows', '-1,-2', '--layers', '1', '--heads', '3', '--out', out], 300_000);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^patching: 1 pair \(answer ".*" vs ".*"\), 2 rows patched, 3 runs\n/);
+    expect(r.stdout).toMatch(/^patching: 1 pair \(answer ".*" vs ".*"\), 2 rows patched, 1 head in 3 runs\n/);
     const json = JSON.parse(readFileSync(join(out, 'patch.json'), 'utf8'));
     const L = json.examples[0].rows[0] + 1;
     expect(json.examples[0].rows).toEqual([L - 1, L - 2]);

@@ -100,9 +100,11 @@ clean input with that head's z at those rows replaced by its counterfactual valu
 input). LD = logit(answer) - logit(other) at the last prompt row, answer/other the first tokens of the clean and the
 counterfactual answers. recovery = (LD_patched - LD_clean) / (LD_cf - LD_clean): 0 = the head's counterfactual z
 changes nothing, 1 = it alone moves the clean answer all the way to the counterfactual one.
-A full sweep takes 2 + layers x heads runs per pair (the organism: 34). No two heads share a run: their effects are
-not additive (later layers and the final norm are nonlinear), so one head per run is the exact sweep. Each patched
-run keeps the clean run's KV cache for the rows before the first patched row, so with --rows last it prefills one row.
+A full sweep is 2 + layers x heads runs per pair (the organism: 34): no two heads are patched in one run, since their
+effects are not additive (later layers and the final norm are nonlinear). Each patched run keeps the clean run's KV
+cache for the rows before the first patched row; with --rows last that leaves one row per head, and those rows (each
+seeing the prompt and itself only) are computed together as the rows of one forward: 3 forward passes per pair with
+the numbers of the 34 separate runs.
 With several pairs (--data), the recovery is that of the mean LDs; the per-pair mean is in the CSV and JSON too.
 
 Outputs in --out (written only when the whole run succeeded):
@@ -296,11 +298,10 @@ async function runPatch(opts: PatchCliOptions): Promise<void> {
     }
     if (pairs.length === 0) throw new Error(`no question of ${opts.data} gives a pair: ${skipped.map((s) => `${s.id}: ${s.reason}`).join('; ')}`);
     const line = progressLine(process.stderr);
-    const perPair = 2 + (opts.layers?.length ?? dims.text.layers) * (opts.heads?.length ?? dims.text.heads);
     try {
       for (const [k, p] of pairs.entries()) {
-        runs.push(await runPair(model, tokenizer, p, opts, (done) =>
-          line?.draw(k * perPair + done, pairs.length * perPair, (bar, rate, eta) => `patch [${bar}] pair ${k + 1}/${pairs.length}, ${k * perPair + done}/${pairs.length * perPair} runs  ${rate.toFixed(1)} runs/s  ETA ${eta.toFixed(0)} s`),
+        runs.push(await runPair(model, tokenizer, p, opts, (done, total) =>
+          line?.draw(k * total + done, pairs.length * total, (bar, rate, eta) => `patch [${bar}] pair ${k + 1}/${pairs.length}, run ${done}/${total}  ${rate.toFixed(1)} runs/s  ETA ${eta.toFixed(0)} s`),
         ));
       }
     } finally {
@@ -325,7 +326,7 @@ async function runPatch(opts: PatchCliOptions): Promise<void> {
   for (const [name, data] of files) await writeAtomic(join(opts.out, name), data);
   process.stdout.write(formatPatch(summary, runs, top, skipped));
   process.stdout.write(`wrote ${files.map(([n]) => join(opts.out, n)).join(', ')}\n`);
-  if (opts.verbose) process.stderr.write(`${summary.runs} runs (${summary.prefilledRows} prompt rows prefilled) in ${summary.seconds.toFixed(1)} s; ${((performance.now() - t0) / 1000).toFixed(1)} s in all\n`);
+  if (opts.verbose) process.stderr.write(`${summary.variants} patched heads in ${summary.runs} forward passes (${summary.prefilledRows} prompt rows prefilled) in ${summary.seconds.toFixed(1)} s; ${((performance.now() - t0) / 1000).toFixed(1)} s in all\n`);
 }
 
 /** A pair made into model inputs with its answer tokens. */
@@ -360,7 +361,7 @@ function prepare(model: VlmModel, tokenizer: Tokenizer, p: CliPair, opts: PatchC
   return { pair: p, clean: { ids: clean.ids, pixelValues: clean.pixelValues }, counterfactual: { ids: cf.ids, pixelValues: cf.pixelValues }, answer, other };
 }
 
-async function runPair(model: VlmModel, tokenizer: Tokenizer, prepared: Prepared, opts: PatchCliOptions, onProgress: (done: number) => void): Promise<PairRun> {
+async function runPair(model: VlmModel, tokenizer: Tokenizer, prepared: Prepared, opts: PatchCliOptions, onProgress: (done: number, total: number) => void): Promise<PairRun> {
   const { pair: p, clean, counterfactual: cf, answer, other } = prepared;
   const result = await patchHeads(model, clean, cf, {
     answer,
@@ -407,6 +408,7 @@ function patchJson(s: PatchingSummary, runs: PairRun[], skipped: { id: string; r
     heads: s.heads,
     pairs: s.pairs,
     runs: s.runs,
+    variants: s.variants,
     prefilled_rows: s.prefilledRows,
     seconds: s.seconds,
     ld_clean: s.ldClean,
@@ -441,7 +443,7 @@ const fmt = (x: number) => (Number.isNaN(x) ? 'n/a' : x.toFixed(3));
 export function formatPatch(s: PatchingSummary, runs: PairRun[], top: { layer: number; head: number; recovery: number }[], skipped: { id: string; reason: string }[]): string {
   const first = runs[0]!;
   const tokens = runs.length === 1 ? ` (answer ${JSON.stringify(first.answerText)} vs ${JSON.stringify(first.otherText)})` : '';
-  let out = `patching: ${s.pairs} pair${s.pairs === 1 ? '' : 's'}${tokens}, ${first.result.rows.length === 1 ? `row ${first.result.rows[0]}` : `${first.result.rows.length} rows`} patched, ${s.runs} runs` +
+  let out = `patching: ${s.pairs} pair${s.pairs === 1 ? '' : 's'}${tokens}, ${first.result.rows.length === 1 ? `row ${first.result.rows[0]}` : `${first.result.rows.length} rows`} patched, ${s.variants} head${s.variants === 1 ? '' : 's'} in ${s.runs} runs` +
     (skipped.length ? `, ${skipped.length} question${skipped.length === 1 ? '' : 's'} skipped` : '') + '\n';
   out += `LD clean ${fmt(s.ldClean)}, LD counterfactual ${fmt(s.ldCounterfactual)}\n`;
   const table = [['layer \\ head', ...s.heads.map(String)], ...s.layers.map((l, li) => [String(l), ...s.recovery[li]!.map(fmt)])];

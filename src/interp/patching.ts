@@ -19,16 +19,24 @@
 //
 // Why one head per run, and what is batched. Patching two heads in one run does not give their separate effects:
 // later layers (attention, MLP) and the final norm are nonlinear in z, so the effects of two heads interact even in
-// one layer; the exact sweep is one run per head, 2 + layers * heads runs in all (the organism: 2 + 4 * 8 = 34). What
-// is exact and shared: every patched run keeps the clean run's KV cache and image features for the rows before the
-// first patched row (those rows compute the same in both: VlmModel.run's prefix reuse, firstPatchChange), so with
-// rows "last" each patched run prefills one row (no vision pass), and the sweep costs about two full prefills plus
-// layers * heads one-row prefills. The counterfactual z comes from one capture of every layer and head at once.
+// one layer; the exact sweep is one patched run per head, 2 + layers * heads runs in all (the organism: 2 + 4 * 8 =
+// 34). What is exact and shared: a patched run computes the same as the clean run on every row before the first
+// patched row, so it keeps the clean run's KV cache and image features for those rows (VlmModel.run's prefix reuse,
+// firstPatchChange) and prefills only the rows from there on. At rows "last" that is one row per head, and those
+// one-row runs are independent of each other given the prefix: they are done as the rows of one forward
+// (VlmModel.runVariants: each row sees the prefix keys and itself only, at position L - 1, with its own head
+// patched), `batch` variants per forward. So a full sweep at the last row is 2 + ceil(layers * heads / batch)
+// forward passes (the organism: 3), with the numbers of the 2 + layers * heads separate runs. At other rows each
+// head's run recomputes every row from the first patched one and has its own forward. The counterfactual z comes
+// from one capture of every layer and head at once.
 
 import type { VlmModel } from '../models/vlm.js';
 import type { ImageInput } from '../models/model.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import { type PatchRows, type PatchZ, EMPTY_INTERVENTIONS, parseCapture, resolvePatchRows } from '../spec/spec.js';
+
+/** Heads' variants per forward in a last-row sweep (patchHeads' `batch`). */
+export const DEFAULT_PATCH_BATCH = 256;
 
 /** One input of a pair: token ids (image tokens expanded) and the preprocessed images. */
 export interface PatchingInput {
@@ -50,6 +58,11 @@ export interface PatchingOptions {
   heads?: readonly number[];
   /** Keep the clean prefix in patched runs (default true; false recomputes every row, for checking). */
   reuse?: boolean;
+  /**
+   * At rows "last" (with reuse): how many heads' variants one forward computes (default 256); false: one run per
+   * head (the same numbers, for checking).
+   */
+  batch?: number | false;
   /** Called after each run with runs done and runs in all. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -67,8 +80,11 @@ export interface PatchingResult {
   ldPatched: number[][];
   /** [layers.length][heads.length]: (LD_patched - LD_clean) / (LD_cf - LD_clean). */
   recovery: number[][];
-  /** Model runs (2 + layers * heads) and prompt rows prefilled by them in all. */
+  /** Forward passes made (2 + layers * heads, or at the last row batched 2 + ceil(layers * heads / batch)). */
   runs: number;
+  /** Patched variants computed: layers * heads (each the equal of one separate patched run). */
+  variants: number;
+  /** Prompt rows prefilled in all. */
   prefilledRows: number;
   seconds: number;
 }
@@ -119,7 +135,12 @@ export async function patchHeads(model: VlmModel, clean: PatchingInput, counterf
   const rowsSpec: PatchRows = opts.rows ?? 'last';
   const probe: PatchZ = { tower: 'text', layer: 0, head: 0, rows: rowsSpec, values: new Float32Array((rowsSpec === 'all' ? L : rowsSpec === 'last' ? 1 : rowsSpec.length) * hd) };
   const rows = resolvePatchRows(probe, L, hd, 'rows');
-  const total = 2 + layers.length * heads.length;
+  const reuse = opts.reuse ?? true;
+  const nVariants = layers.length * heads.length;
+  const batch = opts.batch ?? DEFAULT_PATCH_BATCH;
+  if (batch !== false && (!Number.isInteger(batch) || batch < 1)) throw new Error(`batch must be a positive integer or false, got ${batch}`);
+  const batched = batch !== false && reuse && rows.length === 1 && rows[0] === L - 1;
+  const total = 2 + (batched ? Math.ceil(nVariants / (batch as number)) : nVariants);
   let done = 0;
   const tick = () => opts.onProgress?.(++done, total);
   const before = model.counters.prefillRows;
@@ -141,8 +162,9 @@ export async function patchHeads(model: VlmModel, clean: PatchingInput, counterf
     return out;
   };
 
-  // (2) The clean run: logits only, so that its KV cache and image features are a prefix the patched runs reuse.
-  let prev = await model.run({ ...clean, capture: parseCapture({ logits: 'last' }, model.dims) });
+  // (2) The clean run: logits only, so that its KV cache and image features are a prefix the patched runs reuse (with
+  // room for a batch of variants after the prompt).
+  let prev = await model.run({ ...clean, capture: parseCapture({ logits: 'last' }, model.dims), ...(batched ? { reserveNewTokens: batch as number } : {}) });
   tick();
   const answer = opts.answer ?? argmax(prev.logits!.data);
   const other = opts.other ?? argmax(cf.logits!.data);
@@ -150,23 +172,28 @@ export async function patchHeads(model: VlmModel, clean: PatchingInput, counterf
   const ldCf = logitDiff(cf.logits!.data, answer, other);
   const ldClean = logitDiff(prev.logits!.data, answer, other);
 
-  // (3) One run per head.
-  const reuse = opts.reuse ?? true;
+  // (3) One run per head, or at the last row the heads' variants as the rows of few forwards.
   const ldPatched = layers.map(() => heads.map(() => NaN));
-  for (const [li, l] of layers.entries()) {
-    for (const [hi, h] of heads.entries()) {
-      const patch: PatchZ = { tower: 'text', layer: l, head: h, rows: rowsSpec === 'last' ? 'last' : rows, values: cfValues(l, h) };
-      const r = await model.run({
-        ...clean,
-        interventions: { ...EMPTY_INTERVENTIONS, patchZ: [patch] },
-        capture: parseCapture({ logits: 'last' }, model.dims),
-        ...(reuse ? { reuse: prev.prefix } : {}),
-      });
-      if (reuse && !r.reuse?.reused) throw new Error(`patched run of layer ${l} head ${h} could not reuse the clean prefix: ${r.reuse?.reason ?? 'unknown reason'}`);
-      prev = r;
-      ldPatched[li]![hi] = logitDiff(r.logits!.data, answer, other);
-      tick();
-    }
+  const grid = layers.flatMap((l, li) => heads.map((h, hi) => ({ l, h, li, hi })));
+  for (let k = 0; batched && k < grid.length; k += batch as number) {
+    const chunk = grid.slice(k, k + (batch as number));
+    const r = await model.runVariants({ ...clean, reuse: prev.prefix, variants: chunk.map(({ l, h }) => [{ layer: l, head: h, values: cfValues(l, h) }]) });
+    const [, vocabSize] = r.shape;
+    chunk.forEach(({ li, hi }, v) => (ldPatched[li]![hi] = logitDiff(r.data.subarray(v * vocabSize, (v + 1) * vocabSize), answer, other)));
+    tick();
+  }
+  for (const { l, h, li, hi } of batched ? [] : grid) {
+    const patch: PatchZ = { tower: 'text', layer: l, head: h, rows: rowsSpec === 'last' ? 'last' : rows, values: cfValues(l, h) };
+    const r = await model.run({
+      ...clean,
+      interventions: { ...EMPTY_INTERVENTIONS, patchZ: [patch] },
+      capture: parseCapture({ logits: 'last' }, model.dims),
+      ...(reuse ? { reuse: prev.prefix } : {}),
+    });
+    if (reuse && !r.reuse?.reused) throw new Error(`patched run of layer ${l} head ${h} could not reuse the clean prefix: ${r.reuse?.reason ?? 'unknown reason'}`);
+    prev = r;
+    ldPatched[li]![hi] = logitDiff(r.logits!.data, answer, other);
+    tick();
   }
   const span = ldCf - ldClean;
   const recovery = ldPatched.map((row) => row.map((ld) => (span === 0 ? NaN : (ld - ldClean) / span)));
@@ -181,6 +208,7 @@ export async function patchHeads(model: VlmModel, clean: PatchingInput, counterf
     ldPatched,
     recovery,
     runs: total,
+    variants: nVariants,
     prefilledRows: model.counters.prefillRows - before,
     seconds: (performance.now() - t0) / 1000,
   };
@@ -200,6 +228,7 @@ export interface PatchingSummary {
   /** Mean over the pairs of each pair's own recovery (pairs with LD_cf = LD_clean left out). */
   meanRecovery: number[][];
   runs: number;
+  variants: number;
   prefilledRows: number;
   seconds: number;
 }
@@ -236,6 +265,7 @@ export function summarizePatching(results: readonly PatchingResult[]): PatchingS
     recovery,
     meanRecovery,
     runs: results.reduce((a, r) => a + r.runs, 0),
+    variants: results.reduce((a, r) => a + r.variants, 0),
     prefilledRows: results.reduce((a, r) => a + r.prefilledRows, 0),
     seconds: results.reduce((a, r) => a + r.seconds, 0),
   };

@@ -66,6 +66,11 @@ export interface DecoderStep {
    * layers bind the run's head vectors as usual.
    */
   patch?: { buffer: GPUBuffer; slotBytes: number; slots: Map<number, number>; mapOffset: number; vectorOffset: number } | null;
+  /**
+   * The rows are independent variants of the token at position `variantPrefix` (written to cache slots pos0..):
+   * each attends to keys [0, variantPrefix) and to itself only (the attention kernel's VARIANTS). Absent: causal.
+   */
+  variantPrefix?: number;
   captures?: DecoderCaptures;
 }
 
@@ -242,6 +247,7 @@ export class Decoder {
         headParams: { buffer: this.headParams, offset: l * slot, size: slot },
         headVectors: patchSlot !== undefined ? { buffer: step.patch!.buffer, offset: patchSlot * step.patch!.slotBytes, size: step.patch!.slotBytes } : vectors && { buffer: vectors, offset: l * vslot, size: vslot },
         patch: patchSlot !== undefined ? { map: step.patch!.mapOffset, vectors: step.patch!.vectorOffset } : null,
+        variants: step.variantPrefix !== undefined ? { prefix: step.variantPrefix } : null,
         keyIsImage: this.keyIsImage,
         tempRows: step.tempRows,
         steerRows: step.steerRows,

@@ -27,7 +27,7 @@ import {
   resolvePatchRows,
   resolvePositions,
 } from '../spec/spec.js';
-import { headParamTable, headVectorTable, knockoutBits, patchCall, steerRows, temperatureRows } from '../spec/head-params.js';
+import { type RowPatch, headParamTable, headVectorTable, knockoutBits, patchCall, rowPatchCall, steerRows, temperatureRows } from '../spec/head-params.js';
 import { matmul } from '../../kernels/matmul.js';
 
 /** What a vision encoder makes of a run's images, decided before anything is recorded. */
@@ -122,6 +122,17 @@ export interface ReuseInfo {
   vision: boolean;
   /** Why a requested reuse fell back to a full run. */
   reason?: string;
+}
+
+/** Batched variants of the last prompt row (runVariants). */
+export interface VariantRunInput {
+  /** The prompt and images of the run that left the prefix (`reuse`). */
+  ids: number[];
+  pixelValues?: ImageInput[];
+  /** The run whose KV cache rows [0, L - 1) the variants read; it must have reserved room for them (reserveNewTokens). */
+  reuse: PrefixHandle;
+  /** Per variant, the text heads whose z at the last prompt row it replaces (layer, head, [headDim] vector). */
+  variants: readonly (readonly Omit<RowPatch, 'row'>[])[];
 }
 
 export interface PrefixRunResult extends RunResult {
@@ -414,6 +425,81 @@ export class VlmModel {
       this.prefixState = { id, ids: ids.slice(), images: images.slice(), spec: structuredClone(spec), cacheLen: this.decoder.maxLen };
       result.prefix = { id };
       return result;
+    } finally {
+      for (const t of owned) ctx.destroyBuffer(t.buffer);
+    }
+  }
+
+  /**
+   * The last prompt row recomputed once per variant, all variants in one forward: variant v replaces the z of its
+   * heads at that row (patch_z at rows "last") and reads the KV cache of rows [0, L - 1) that the run `reuse` left,
+   * which must be what the plain prompt computes there (a plain run, or one whose interventions reach only the last
+   * row). Each variant row attends to those keys and to itself only (the attention kernel's VARIANTS), at position
+   * L - 1, so its logits are those of a separate run `reuse`d from the same prefix with that patch alone. Returns the
+   * last-row logits [variants, vocab]. The variants' K/V go to cache slots L - 1 .. L - 2 + V (the prefix run must
+   * have reserved V - 1 positions beyond its prompt); rows before L - 1 stay, so the prefix can serve more variants.
+   */
+  async runVariants(input: VariantRunInput): Promise<{ shape: [number, number]; data: Float32Array }> {
+    const { ctx } = this;
+    const tcfg = this.decoder.cfg;
+    const { ids, variants } = input;
+    const L = ids.length;
+    const V = variants.length;
+    if (V === 0) throw new Error('runVariants: no variants');
+    if (L < 2) throw new Error('runVariants: the prompt needs at least two tokens (a prefix and the last row)');
+    const images = input.pixelValues ?? [];
+    const previous = this.prefixState;
+    const why = reuseRefusal({ ids, reuse: input.reuse }, previous, ids, images, EMPTY_INTERVENTIONS, { logits: 'last', pattern: [], z: null, residual: [], imageFeatures: false }, L - 1 + V);
+    if (why !== null) throw new Error(`runVariants: cannot read the prefix: ${why}`);
+    const imageRows = this.imageKeyPositions(ids);
+    const changed = Math.min(
+      firstChangedRow(previous!.spec.imageTemperature, null, L, imageRows[0] ?? -1, this.dims.text),
+      firstPatchChange(previous!.spec.patchZ, [], L),
+    );
+    if (changed < L - 1) throw new Error(`runVariants: the prefix run's interventions reach row ${changed}, before the last prompt row`);
+    if (ids[L - 1] === this.imageTokenId) throw new Error('runVariants: the last prompt token is an image token');
+    const entries: RowPatch[] = variants.flatMap((list, row) => list.map((e) => ({ ...e, row })));
+    const patch = rowPatchCall(entries, this.dims.text, V, null);
+    const plan = this.visionEncoder.plan(images);
+    const pos = this.positions.prompt(ids, images);
+    this.ensureBuffers(L + V, Math.max(1, plan.features.reduce((a, b) => a + b, 0)));
+    this.writeHeadParams(EMPTY_INTERVENTIONS);
+    ctx.write(this.idsBuf!, (L - 1) * 4, new Uint32Array(V).fill(ids[L - 1]!));
+    const rowFloats = pos.table.length / L;
+    const rotary = new Float32Array(V * rowFloats);
+    for (let v = 0; v < V; v++) rotary.set(pos.table.subarray((L - 1) * rowFloats, L * rowFloats), v * rowFloats);
+    ctx.write(this.rotaryBuf!.buffer, 0, rotary);
+    this.decoder.writeImageKeys(L - 1, new Uint32Array(V));
+    const owned: Tensor[] = [];
+    const alloc = (shape: number[], label: string) => {
+      const t = ctx.activation(shape, label);
+      owned.push(t);
+      return t;
+    };
+    try {
+      let patchStep: Parameters<Decoder['record']>[1]['patch'] = null;
+      if (patch) {
+        const t = alloc([patch.data.length], 'text.patch_z.variants');
+        ctx.write(t.buffer, 0, patch.data);
+        patchStep = { buffer: t.buffer, slotBytes: patch.slotBytes, slots: patch.slots, mapOffset: patch.mapOffset, vectorOffset: patch.vectorOffset };
+      }
+      const rec = ctx.recorder('variants');
+      const hidden = this.decoder.record(rec, {
+        rows: V,
+        pos0: L - 1,
+        ids: this.idsBuf!,
+        idsOffset: L - 1,
+        rotary: this.rotaryBuf!,
+        tempRows: [0, 0],
+        steerRows: steerRows('prefill', V),
+        patch: patchStep,
+        variantPrefix: L - 1,
+      });
+      const logits = alloc([V, tcfg.vocab], 'variants.logits');
+      this.decoder.recordLogits(rec, hidden, 0, V, logits);
+      rec.submit();
+      this.counters.prefillRows += V;
+      return { shape: [V, tcfg.vocab], data: await ctx.readF32(logits.buffer, 0, logits.numel) };
     } finally {
       for (const t of owned) ctx.destroyBuffer(t.buffer);
     }

@@ -193,6 +193,15 @@ export interface PatchCall {
   vectorOffset: number;
 }
 
+/** One replaced (call row, head) of one layer: the vector z_h takes there. */
+export interface RowPatch {
+  row: number;
+  layer: number;
+  head: number;
+  /** [headDim] */
+  values: Float32Array;
+}
+
 /** The patch_z data of one prefill call (null when no patched row falls in it; decode steps are never patched). */
 export function patchCall(
   spec: InterventionSpec,
@@ -200,8 +209,7 @@ export function patchCall(
   o: { pos0: number; rows: number; promptLength: number; vectors: Float32Array | null },
 ): PatchCall | null {
   const { heads, headDim: hd } = dims;
-  // Per layer: (call row, head, source vector) of every patched row inside this call.
-  const perLayer = new Map<number, { row: number; head: number; src: Float32Array }[]>();
+  const entries: RowPatch[] = [];
   spec.patchZ.forEach((e, i) => {
     if (e.tower !== 'text') return;
     if (e.layer >= dims.layers || e.head >= heads || e.values.length % hd !== 0) {
@@ -209,16 +217,31 @@ export function patchCall(
     }
     resolvePatchRows(e, o.promptLength, hd, `patch_z[${i}]`).forEach((p, j) => {
       const row = p - o.pos0;
-      if (row < 0 || row >= o.rows) return;
-      const list = perLayer.get(e.layer) ?? [];
-      list.push({ row, head: e.head, src: e.values.subarray(j * hd, (j + 1) * hd) });
-      perLayer.set(e.layer, list);
+      if (row >= 0 && row < o.rows) entries.push({ row, layer: e.layer, head: e.head, values: e.values.subarray(j * hd, (j + 1) * hd) });
     });
   });
+  return rowPatchCall(entries, dims, o.rows, o.vectors);
+}
+
+/**
+ * The patch data of a call of `rows` rows from (call row, layer, head, vector) entries (null when there are none):
+ * patchCall's layout, also for calls whose rows are not prompt positions (the batched variants of patchHeads).
+ */
+export function rowPatchCall(entries: readonly RowPatch[], dims: TowerDims, rows: number, vectors: Float32Array | null): PatchCall | null {
+  const { heads, headDim: hd } = dims;
+  const perLayer = new Map<number, RowPatch[]>();
+  for (const e of entries) {
+    if (e.row < 0 || e.row >= rows || e.layer < 0 || e.layer >= dims.layers || e.head < 0 || e.head >= heads || e.values.length !== hd) {
+      throw new SpecError(`patch of row ${e.row} layer ${e.layer} head ${e.head} (${e.values.length} values) does not fit a call of ${rows} rows (${dims.layers} layers, ${heads} heads of ${hd} dims)`);
+    }
+    const list = perLayer.get(e.layer) ?? [];
+    list.push(e);
+    perLayer.set(e.layer, list);
+  }
   if (perLayer.size === 0) return null;
   const vecFloats = heads * 2 * hd;
   const mapOffset = vecFloats;
-  const vectorOffset = mapOffset + o.rows * heads;
+  const vectorOffset = mapOffset + rows * heads;
   const most = Math.max(...[...perLayer.values()].map((l) => l.length));
   const slotBytes = align256((vectorOffset + most * hd) * 4);
   const slotFloats = slotBytes / 4;
@@ -228,10 +251,10 @@ export function patchCall(
   [...perLayer.keys()].sort((a, b) => a - b).forEach((layer, s) => {
     slots.set(layer, s);
     const base = s * slotFloats;
-    if (o.vectors) data.set(o.vectors.subarray(layer * vslot, layer * vslot + vecFloats), base);
+    if (vectors) data.set(vectors.subarray(layer * vslot, layer * vslot + vecFloats), base);
     perLayer.get(layer)!.forEach((x, k) => {
       data[base + mapOffset + x.row * heads + x.head] = k + 1;
-      data.set(x.src, base + vectorOffset + k * hd);
+      data.set(x.values, base + vectorOffset + k * hd);
     });
   });
   return { data, slotBytes, slots, mapOffset, vectorOffset };
