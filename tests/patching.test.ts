@@ -13,14 +13,14 @@ import type { VlmModel } from '../src/models/vlm.js';
 import { writeRandomLlava } from '../src/models/random-llava.js';
 import { nodeFolder } from '../src/io/checkpoint.js';
 import { Tokenizer } from '../src/io/tokenizer.js';
-import { decodeImage, encodePng } from '../src/io/image.js';
+import { decodeImage, encodePng, loadImageFile } from '../src/io/image.js';
 import { EMPTY_INTERVENTIONS, type InterventionSpec, type PatchRows } from '../src/spec/spec.js';
 import { answerTokenId, patchHeads, summarizePatching, type PatchingResult } from '../src/interp/patching.js';
 import { iterateDataset, itemToJsonl, renderScene, sceneImagePath, generateScene } from '../src/eval/synthetic.js';
 import { renderPair, spatialPairs } from '../src/eval/counterfactual.js';
 import { expectClose, gpuContext, randn } from './helpers/gpu.js';
 import { tempDirs } from './helpers/compare.js';
-import { REPO_ROOT } from './helpers/fixtures.js';
+import { REPO_ROOT, fixtureDir, golden } from './helpers/fixtures.js';
 import { vlmscope } from './helpers/cli.js';
 import { type ReferenceLlava, referenceLlava } from './helpers/reference-llava.js';
 
@@ -142,6 +142,30 @@ describe('patchHeads against the float64 reference (generated LLaVA, GQA 6/2, bf
     await expect(run({ answer: 4, other: 4 })).rejects.toThrow('answer and other are the same token (4)');
     await expect(run({ answer: 1, other: 2, rows: [0, L] })).rejects.toThrow(`rows.rows[1]: row ${L} does not exist in the prompt of ${L} tokens`);
   });
+});
+
+describe('other families (M-RoPE, windows, tiles): the batched last-row sweep equals separate runs', () => {
+  for (const name of ['tiny-qwen2vl', 'tiny-qwen25vl', 'tiny-smolvlm']) {
+    it(`${name}: batched = one run per head, 1e-5`, async () => {
+      const dir = fixtureDir(name);
+      const model = await loadModel(await gpuContext(), dir);
+      const image = await loadImageFile(join(dir, 'image.png'));
+      // The counterfactual: the image mirrored left-right (same size, so the same token layout).
+      const mirrored = { ...image, data: new Uint8Array(image.data.length) };
+      for (let y = 0; y < image.height; y++)
+        for (let x = 0; x < image.width; x++)
+          for (let c = 0; c < 3; c++) mirrored.data[(y * image.width + x) * 3 + c] = image.data[(y * image.width + image.width - 1 - x) * 3 + c]!;
+      const ids = golden(name).input_ids as number[];
+      const clean = { ids, pixelValues: [model.preprocess(image)] };
+      const cf = { ids, pixelValues: [model.preprocess(mirrored)] };
+      const layers = [0, model.dims.text.layers - 1];
+      const a = await patchHeads(model, clean, cf, { answer: 3, other: 5, layers });
+      const b = await patchHeads(model, clean, cf, { answer: 3, other: 5, layers, batch: false });
+      expect([a.runs, b.runs]).toEqual([3, 2 + 2 * model.dims.text.heads]);
+      expectClose(a.ldPatched.flat(), b.ldPatched.flat(), 1e-5, 0, `${name} batched vs separate`);
+      expect(Math.max(...a.ldPatched.flat().map((x) => Math.abs(x - a.ldClean)))).toBeGreaterThan(1e-4);
+    });
+  }
 });
 
 describe('the organism on a swapped-object pair', () => {
