@@ -79,7 +79,7 @@ describe('vlmscope probe --controls (process)', () => {
 
     const j = JSON.parse(readFileSync(join(out, 'probes.json'), 'utf8'));
     expect(j.controls).toMatchObject({ permutations: 4, wording_source: 'wording', templates: 4, rank_by: 'selectivity', ci_level: 0.95 });
-    expect(j.controls.criteria).toEqual(['selectivity', 'selectivityLow', 'accuracy', 'accuracyLow']);
+    expect(j.controls.criteria).toEqual(['selectivity mean', 'selectivity CI lower bound', 'accuracy mean', 'accuracy CI lower bound']);
     const math = j.functions.math;
     expect(math.top).toEqual([expect.objectContaining({ layer: 1, head: 2, rank: 1 })]);
     expect(j.functions['spatial perception'].top).toEqual([expect.objectContaining({ layer: 0, head: 1, rank: 1 })]);

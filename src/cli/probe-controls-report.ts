@@ -131,7 +131,7 @@ const mean = (xs: readonly number[]) => {
 };
 
 const WORDING_SOURCE_TEXT: Record<ProbeControls['wordingSource'], string> = {
-  wording: "the examples' wording field (a shared paraphrase counted as one template)",
+  wording: "the examples' wording ids (a paraphrase shared by two question types counts once)",
   'masked-question': 'the question text with colours, shapes, numbers and relation words masked',
   question: 'the exact question text (masking changed no question)',
 };
@@ -142,8 +142,8 @@ export function controlsMarkdown(result: ProbeResult, controls: ProbeControls, r
   let out = `# Functional-head probes with controls\n\n`;
   out +=
     `${result.layers} layers x ${result.heads} heads, seeds ${result.seeds.join(', ')} (${result.seeds.length} splits), split by ${result.splitBy}; ` +
-    `${controls.permutations} label permutations per function and seed; wording-only control from ${WORDING_SOURCE_TEXT[controls.wordingSource]} ` +
-    `(${controls.templates} templates). Control = max(permutation mean, wording-only accuracy) per seed; selectivity = held-out accuracy minus control; ` +
+    `${controls.permutations} label permutations per function and seed; wording-only control on ${controls.templates} templates from ` +
+    `${WORDING_SOURCE_TEXT[controls.wordingSource]}. Control = max(permutation mean, wording-only accuracy) per seed; selectivity = held-out accuracy minus control; ` +
     `intervals are ${pct}% t-intervals over the seeds. Heads are ranked by ${ranking.criteria.join(', then ')}; heads equal on all of them share a rank.\n\n`;
   for (const fr of ranking.functions) {
     const fp = result.functions.find((f) => f.function === fr.function)!;

@@ -548,14 +548,16 @@ export interface ControlledFunctionRanking {
 
 export interface ControlledRanking {
   rankBy: RankCriterion;
-  /** The criteria in the order they are compared. */
+  /** The criteria in the order they are compared, in words ("selectivity mean", "selectivity CI lower bound", ...). */
   criteria: string[];
   topPercent: number;
   k: number;
   functions: ControlledFunctionRanking[];
 }
 
-const CRITERIA: Record<RankCriterion, (keyof ControlledHead)[]> = {
+const CRITERION_NAMES = { selectivity: 'selectivity mean', selectivityLow: 'selectivity CI lower bound', accuracy: 'accuracy mean', accuracyLow: 'accuracy CI lower bound' } as const;
+
+const CRITERIA: Record<RankCriterion, (keyof typeof CRITERION_NAMES)[]> = {
   selectivity: ['selectivity', 'selectivityLow', 'accuracy', 'accuracyLow'],
   accuracy: ['accuracy', 'accuracyLow', 'selectivity', 'selectivityLow'],
 };
@@ -582,6 +584,7 @@ export function rankControlledHeads(
   } else k = Math.min(total, Math.max(1, Math.round((topPercent * total) / 100)));
   const rankBy = opts.rankBy ?? 'selectivity';
   const criteria = CRITERIA[rankBy];
+  const criterionNames = criteria.map((c) => CRITERION_NAMES[c as keyof typeof CRITERION_NAMES]);
   const compare = criteriaComparator(criteria.map((c) => (x: ControlledHead) => x[c] as number));
   const functions = result.functions.map((fp): ControlledFunctionRanking => {
     const fc = controls.functions.find((c) => c.function === fp.function);
@@ -611,7 +614,7 @@ export function rankControlledHeads(
       rankBy === 'selectivity' ? { value: h.selectivity, low: h.selectivityLow, high: h.selectivityHigh } : { value: h.accuracy, low: h.accuracyLow, high: h.accuracyHigh };
     return { function: fp.function, ranking, top: ranking.slice(0, k), separation: topSeparation(ranking, k, rankBy, stat, (a, b) => compare(a, b) === 0) };
   });
-  return { rankBy, criteria: criteria.map(String), topPercent, k, functions };
+  return { rankBy, criteria: criterionNames, topPercent, k, functions };
 }
 
 /**
