@@ -144,7 +144,11 @@ export function controlsMarkdown(result: ProbeResult, controls: ProbeControls, r
     `${result.layers} layers x ${result.heads} heads, seeds ${result.seeds.join(', ')} (${result.seeds.length} splits), split by ${result.splitBy}; ` +
     `${controls.permutations} label permutations per function and seed; wording-only control on ${controls.templates} templates from ` +
     `${WORDING_SOURCE_TEXT[controls.wordingSource]}. Control = max(permutation mean, wording-only accuracy) per seed; selectivity = held-out accuracy minus control; ` +
-    `intervals are ${pct}% t-intervals over the seeds. Heads are ranked by ${ranking.criteria.join(', then ')}; heads equal on all of them share a rank.\n\n`;
+    `intervals are ${pct}% t-intervals over the seeds. Heads are ranked by ${ranking.criteria.join(', then ')}; heads equal on all of them share a rank.` +
+    (result.splitBy === 'wording'
+      ? ' Split by wording, every seed tests on the same held-out wordings (seeds change only the negatives drawn), so the intervals show that sampling spread, not the spread between wordings; templates unseen in training leave the wording-only probe at chance.'
+      : '') +
+    '\n\n';
   for (const fr of ranking.functions) {
     const fp = result.functions.find((f) => f.function === fr.function)!;
     const fc = controls.functions.find((f) => f.function === fr.function)!;
