@@ -1,7 +1,8 @@
 // The intervention and capture specs of docs/interventions.md (the project's living copy of the contract,
-// extended with mean_ablate and steer): parsed from plain JSON, checked against the model's towers (layers, heads
-// and head_dim vectors that do not fit are errors naming the field), normalised. The contract sits below both the
-// models (which hand it to the kernels) and interp (which builds it), so imports run one way.
+// extended with mean_ablate, steer, attention_knockout, vision_token_add and patch_z): parsed from plain JSON,
+// checked against the model's towers (layers, heads and head_dim vectors that do not fit are errors naming the
+// field), normalised. The contract sits below both the models (which hand it to the kernels) and interp (which
+// builds it), so imports run one way.
 
 export type Tower = 'text' | 'vision';
 export type QueryScope = 'all' | 'last' | 'generated';
