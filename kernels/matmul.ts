@@ -2,7 +2,7 @@
 // `matmul`, picks a variant per shape and per adapter (`planMatmul`):
 //   tiled        shaders/matmul.wgsl       register tiles, no workgroup memory (CPU adapters; small shapes)
 //   smem         shaders/matmul_smem.wgsl  workgroup-memory tiles (GPU prefill)
-//   gemv_rows    shaders/matmul_vec.wgsl   one thread per four outputs over all of K (CPU decode)
+//   gemv_rows    shaders/matmul_vec.wgsl   one thread per eight outputs over all of K (CPU decode)
 //   gemv_coop    shaders/matmul_vec.wgsl   one workgroup per four outputs, K strided over its threads and
 //                                          reduced in workgroup memory (GPU decode)
 //   gemv_splitk  matmul_vec.wgsl, twice    gemv_coop with K split over workgroups, then a reduce pass (GPU decode
@@ -51,6 +51,11 @@ export interface MatmulPlan {
   /** gemv_splitk: number of K splits and k per split (a multiple of 4). */
   splits: number;
   kChunk: number;
+  /**
+   * Times each weight element is loaded from memory in one call (1 = the minimum), from the variant's access
+   * pattern: the GEMVs read W once per row of x, the tiled kernels once per block of rows of a workgroup.
+   */
+  weightReads: number;
   /** One line: why this variant. */
   reason: string;
 }
@@ -104,7 +109,7 @@ export function planMatmul(profile: AdapterProfile, M: number, N: number, K: num
   } else if (M <= gemvMax) {
     if (profile.cpu) {
       variant = 'gemv_rows';
-      reason = `M=${M} <= ${gemvMax} on a CPU adapter: one thread per four outputs, no barriers`;
+      reason = `M=${M} <= ${gemvMax} on a CPU adapter: one thread per eight outputs, no barriers`;
     } else if (wantSplits > 1) {
       variant = 'gemv_splitk';
       reason = `M=${M} <= ${gemvMax}, ${coopWorkgroups} workgroups < ${GEMV_TARGET_WORKGROUPS}: K split ${wantSplits} ways`;
@@ -134,7 +139,8 @@ export function planMatmul(profile: AdapterProfile, M: number, N: number, K: num
       break;
     }
     case 'gemv_rows':
-      workgroup = [Math.min(64, pow2AtMost(profile.maxInvocations)), 1];
+      // Eight outputs per thread; about 16 workgroups so every core of a CPU adapter gets some, 16..64 threads each.
+      workgroup = [Math.min(pow2AtMost(profile.maxInvocations), Math.max(16, Math.min(64, pow2AtMost(N / (8 * 16))))), 1];
       break;
     case 'gemv_coop':
     case 'gemv_splitk':
@@ -146,7 +152,8 @@ export function planMatmul(profile: AdapterProfile, M: number, N: number, K: num
       }
       break;
   }
-  return { variant, applicable, workgroup, splits, kChunk, reason };
+  const weightReads = variant === 'tiled' || variant === 'smem' ? Math.ceil(M / (workgroup[1] * 4)) : M;
+  return { variant, applicable, workgroup, splits, kChunk, weightReads, reason };
 }
 
 /** The plan `matmul` uses for this shape on this context's adapter. */
@@ -232,7 +239,7 @@ function matmulBlock(ctx: GpuContext, rec: Recorder, a: MatmulArgs, w: Tensor, n
       rec.dispatch(kernel, u, [null, a.x.tensor.buffer, w.buffer, a.b?.buffer ?? null, a.residual?.tensor.buffer ?? null, a.out.tensor.buffer], [Math.ceil(N / (wgX * 4)), Math.ceil(M / (wgY * 4))], label);
       return;
     case 'gemv_rows':
-      rec.dispatch(kernel, u, [null, a.x.tensor.buffer, w.buffer, a.b?.buffer ?? null, a.residual?.tensor.buffer ?? null, a.out.tensor.buffer], [Math.ceil(N / (wgX * 4)), M], label);
+      rec.dispatch(kernel, u, [null, a.x.tensor.buffer, w.buffer, a.b?.buffer ?? null, a.residual?.tensor.buffer ?? null, a.out.tensor.buffer], [Math.ceil(N / (wgX * 8)), M], label);
       return;
     case 'gemv_coop':
       rec.dispatch(kernel, u, [null, a.x.tensor.buffer, w.buffer, a.b?.buffer ?? null, a.residual?.tensor.buffer ?? null, a.out.tensor.buffer], [Math.ceil(N / 4), M, 1], label);

@@ -9,7 +9,7 @@
 // together, then a wait for the queue; contenders are interleaved within each repetition and the medians are
 // reported, so machine load hits all of them alike.
 //
-// Env: BENCH_REPS (default 5), BENCH_KERNEL_SHAPES=quick|default|full, BENCH_MIN_MS (default 150: per measurement),
+// Env: BENCH_REPS (default 5; decode shapes run three times as many), BENCH_KERNEL_SHAPES=quick|default|full, BENCH_MIN_MS (default 150: per measurement),
 // BENCH_VARIANTS=1 also times every applicable forced variant, BENCH_ONLY (anything but 'kernels' skips this part).
 // Results: bench-results/kernels.json and a printed table.
 
@@ -51,11 +51,10 @@ function shapes(): Shape[] {
     { M: 1, K: 4096, N: 4096, what: 'decode, 7B q/o-proj' },
   ];
   const prefill: Shape[] = [
-    { M: 64, K: 1024, N: 1024, what: 'prefill 64 rows' },
+    { M: 64, K: 1024, N: 1024, what: 'prefill 64 rows, 1k square' },
+    { M: 64, K: 4096, N: 512, what: 'prefill 64, long K' },
     { M: 256, K: 512, N: 2048, what: 'prefill 256, up-proj' },
-    { M: 256, K: 2048, N: 512, what: 'prefill 256, down-proj' },
     { M: 1024, K: 256, N: 256, what: 'prefill 1024, narrow' },
-    { M: 64, K: 4096, N: 4096, what: 'prefill 64, 7B width' },
   ];
   if (SET === 'quick') return [decode[1], decode[4], prefill[0], prefill[3]];
   if (SET === 'full') {
@@ -64,6 +63,7 @@ function shapes(): Shape[] {
       { M: 256, K: 1024, N: 1024, what: 'prefill 256, 1k square' },
       { M: 1024, K: 1024, N: 1024, what: 'prefill 1024, 1k square' },
       { M: 576, K: 1024, N: 4096, what: 'prefill 576 (LLaVA image), up-proj' },
+      { M: 64, K: 4096, N: 4096, what: 'prefill 64, 7B width' },
     ];
     return [...decode, more[0], ...prefill, ...more.slice(1)];
   }
@@ -138,6 +138,8 @@ interface Contender {
   name: string;
   dtype: DType;
   variant: string;
+  /** Loads of each weight element per call (ours: from the variant's access pattern; tfjs: unknown). */
+  weightReads: number | null;
   /** Record (and submit) `inner` calls; resolves when the GPU finished them. */
   run(inner: number): Promise<void>;
   /** The output of one call, for the cross-check against tfjs. */
@@ -181,6 +183,7 @@ async function main() {
           name: `vlmscope ${dtype}${variant ? ` [${variant}]` : ''}`,
           dtype,
           variant: variant ?? plan.variant,
+          weightReads: matmulPlan(ctx, M, N, K, variant).weightReads,
           async run(inner) {
             const rec = ctx.recorder('bench');
             for (let i = 0; i < inner; i++) matmul(ctx, rec, { x: rows(x), w, out: rows(y), variant });
@@ -201,6 +204,7 @@ async function main() {
       name: 'tfjs-webgpu f32',
       dtype: 'f32',
       variant: 'tfjs',
+      weightReads: null,
       async run(inner) {
         const outs = [];
         for (let i = 0; i < inner; i++) outs.push(tf.matMul(tx, tw, false, true));
@@ -239,7 +243,9 @@ async function main() {
       inner.set(c, Math.max(1, Math.min(64, Math.round(MIN_MS / Math.max(t, 0.05)))));
     }
     const times = new Map<Contender, number[]>(contenders.map((c) => [c, []]));
-    for (let r = 0; r < REPS; r++) {
+    // Decode shapes are cheap and short, so noisier: three times the repetitions.
+    const reps = M === 1 ? 3 * REPS : REPS;
+    for (let r = 0; r < reps; r++) {
       // Rotate the order each repetition so no contender always runs first after a pause.
       for (let j = 0; j < contenders.length; j++) {
         const c = contenders[(j + r) % contenders.length];
@@ -264,6 +270,8 @@ async function main() {
         ratio_vs_tfjs: +(tfjsMs / ms).toFixed(2),
         weight_bytes: weightBytes,
         weight_gbps: +(weightBytes / ms / 1e6).toFixed(3),
+        weight_bytes_read: c.weightReads === null ? null : c.weightReads * weightBytes,
+        weight_reads_vs_min: c.weightReads,
         max_rel_diff_vs_tfjs: maxRel[c.name] !== undefined ? +maxRel[c.name].toExponential(2) : 0,
         samples_ms: times.get(c)!.map((t) => +t.toFixed(3)),
       };
@@ -275,6 +283,7 @@ async function main() {
         ms.toFixed(2),
         (flops / ms / 1e6).toFixed(2),
         M === 1 ? (weightBytes / ms / 1e6).toFixed(2) : '',
+        c.weightReads === null ? '?' : String(c.weightReads),
         c.variant === 'tfjs' ? '1' : (tfjsMs / ms).toFixed(2),
       ]);
     }
@@ -284,8 +293,18 @@ async function main() {
     ctx.destroyBuffer(y.buffer);
     printTable(table.slice(-contenders.length));
   }
+  // Per kind of shape and weight dtype (default variants only): the smallest and the median ratio to tfjs.
+  const summary: Record<string, { shapes: number; min_ratio: number; median_ratio: number }> = {};
+  for (const kind of ['decode', 'prefill'] as const)
+    for (const dtype of DTYPES) {
+      const r = results.filter((x) => (kind === 'decode' ? x.M === 1 : (x.M as number) > 1) && x.dtype === dtype && x.variant !== 'tfjs' && !String(x.contender).includes('['));
+      if (!r.length) continue;
+      const ratios = r.map((x) => x.ratio_vs_tfjs as number);
+      summary[`${kind} ${dtype}`] = { shapes: r.length, min_ratio: Math.min(...ratios), median_ratio: +median(ratios).toFixed(2) };
+    }
   await mkdir(join(repo, 'bench-results'), { recursive: true });
   const out = {
+    summary,
     date: new Date().toISOString(),
     adapter: gpu.adapterName,
     limits: gpu.limits,
@@ -297,13 +316,15 @@ async function main() {
   await writeFile(join(repo, 'bench-results/kernels.json'), JSON.stringify(out, null, 2));
   console.log('\nmatmul, ours vs tfjs-backend-webgpu (same device, same process; ratio = tfjs time / ours):');
   printTable(table, true);
+  console.log('\nratio to tfjs (tfjs time / ours) per kind of shape and our weight dtype:');
+  for (const [k, v] of Object.entries(summary)) console.log(`  ${k.padEnd(13)} min ${v.min_ratio.toFixed(2)}x  median ${v.median_ratio.toFixed(2)}x  over ${v.shapes} shapes`);
   console.log(`wrote bench-results/kernels.json (adapter: ${gpu.adapterName})`);
   tf.engine().reset();
   gpu.destroy();
 }
 
 function printTable(body: string[][], header = false): void {
-  const head = ['M x K x N', 'contender', 'variant', 'ms', 'GFLOP/s', 'W GB/s', 'x tfjs'];
+  const head = ['M x K x N', 'contender', 'variant', 'ms', 'GFLOP/s', 'W GB/s', 'W reads', 'x tfjs'];
   const all = [head, ...body];
   const widths = head.map((_, i) => Math.max(...all.map((r) => r[i].length)));
   const fmt = (r: string[]) => r.map((c, i) => (i < 3 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');

@@ -50,7 +50,8 @@ const CASES: Record<MatmulVariant, Case[]> = {
   ],
   gemv_rows: [
     [1, 1, 1, 'f32', false, false, 'none'],
-    [1, 257, 5, 'f16', true, false, 'silu'], // 257 outputs: a second workgroup of 64 threads x 4 columns
+    [1, 257, 5, 'f16', true, false, 'silu'], // 16 threads x 8 columns per workgroup: 257 needs a third, one column in it
+    [1, 8201, 8, 'bf16', false, true, 'none'], // 64 threads x 8 columns, 17 workgroups
     [1, 259, 96, 'bf16', true, true, 'none'],
     [3, 66, 132, 'f16', false, true, 'gelu_tanh'],
     [2, 13, 1001, 'f32', true, true, 'quick_gelu'],
@@ -190,7 +191,20 @@ describe('matmul variant selection', () => {
     expect(planMatmul(small, 256, 256, 256).workgroup).toEqual([8, 8]); // 128 invocations: no 16 x 16
     expect(planMatmul({ ...gpu, maxWorkgroupStorage: 4096 }, 256, 256, 256).workgroup).toEqual([8, 8]);
     expect(planMatmul({ ...gpu, maxInvocations: 64 }, 1, 4096, 4096).workgroup).toEqual([64, 1]);
-    expect(planMatmul({ ...cpu, maxInvocations: 32 }, 1, 4096, 4096).workgroup).toEqual([32, 1]);
+    // gemv_rows: about 16 workgroups of 16..64 threads (eight columns each), never above the limit.
+    expect(planMatmul(cpu, 1, 4096, 4096).workgroup).toEqual([32, 1]);
+    expect(planMatmul(cpu, 1, 256, 4096).workgroup).toEqual([16, 1]);
+    expect(planMatmul(cpu, 1, 1 << 16, 256).workgroup).toEqual([64, 1]);
+    expect(planMatmul({ ...cpu, maxInvocations: 8 }, 1, 4096, 4096).workgroup).toEqual([8, 1]);
+  });
+
+  it('weight reads per call: once per row of x for the GEMVs, once per row block for the tiles', () => {
+    expect(planMatmul(cpu, 1, 4096, 4096).weightReads).toBe(1);
+    expect(planMatmul(gpu, 1, 256, 4096).weightReads).toBe(1);
+    expect(planMatmul(gpu, 3, 4096, 4096).weightReads).toBe(3);
+    expect(planMatmul(cpu, 64, 4096, 4096).weightReads).toBe(2); // 8 x 8 threads x 4 rows = 32 rows per block
+    expect(planMatmul(gpu, 64, 4096, 4096).weightReads).toBe(1); // 16 x 16 threads x 4 rows = 64
+    expect(planMatmul(gpu, 65, 4096, 4096).weightReads).toBe(2);
   });
 
   it('a forced variant is kept; forced split-K splits whenever K allows', () => {
