@@ -1,7 +1,8 @@
 // `npm run bench`: prefill and decode times of every family's forward (LLaVA, Qwen2-VL, Qwen2.5-VL) on its tiny
 // fixture and on a larger random checkpoint of its layout generated here, and the cost of interventions and captures as ratios to a plain
 // run measured in the same process; the interpretability workflow's costs: activation collection per example on
-// the shipped organism (against plain answering of the same questions), and fitting every probe of a 32-layer x
+// the shipped organism (against plain answering of the same questions; also with paraphrased questions), a full
+// per-head activation-patching sweep per swapped-object pair (against plain answering), and fitting every probe of a 32-layer x
 // 32-head model shape on synthetic features with the batched GPU kernel (against the CPU fit of the same
 // problem); AdaptVis per example on the organism (plain pass to the first token + the answer reusing its prefix,
 // without the reuse, and their code's two full generations) as ratios to one plain generation.
@@ -27,16 +28,21 @@ import { parseCapture, parseInterventions, type ModelDims } from '../src/spec/sp
 import { encodePng, loadImageFile } from '../src/io/image.js';
 import { nodeFolder } from '../src/io/checkpoint.js';
 import { Tokenizer } from '../src/io/tokenizer.js';
-import { iterateDataset, mulberry32, renderScene, sceneImagePath } from '../src/eval/synthetic.js';
+import { generateScene, iterateDataset, mulberry32, renderScene, sceneImagePath } from '../src/eval/synthetic.js';
 import { readQuestions } from '../src/eval/dataset.js';
 import { evaluate } from '../src/eval/evaluate.js';
 import { generate } from '../src/generate/generate.js';
 import { adaptVis } from '../src/generate/adaptvis.js';
 import { collectActivations } from '../src/interp/collect.js';
 import { fitProbes, type ProbeExample } from '../src/interp/probes.js';
+import { answerTokenId, patchHeads } from '../src/interp/patching.js';
+import { renderPair, spatialPairs } from '../src/eval/counterfactual.js';
 
 const REPS = Number(process.env.BENCH_REPS ?? 3);
-/** BENCH_ONLY=forward, BENCH_ONLY=interp or BENCH_ONLY=adaptvis runs one part (BENCH_ONLY=kernels: only scripts/bench-kernels.ts). */
+/**
+ * BENCH_ONLY=forward|collect|patching|adaptvis|probes runs one part, interp all but forward (BENCH_ONLY=kernels:
+ * only scripts/bench-kernels.ts).
+ */
 const ONLY = process.env.BENCH_ONLY ?? '';
 if (ONLY === 'kernels') process.exit(0);
 const NEW_TOKENS = Number(process.env.BENCH_TOKENS ?? 16);
@@ -114,11 +120,11 @@ async function benchModel(label: string, ctx: GpuContext, dir: string, ids: numb
 }
 
 /** `vlmscope collect` per example on the organism (pool: last prompt token), and plain answering of the same items. */
-async function benchCollect(ctx: GpuContext, organism: string) {
+async function benchCollect(ctx: GpuContext, organism: string, wordings: 'fixed' | 'all' = 'fixed') {
   const dir = await mkdtemp(join(tmpdir(), 'vlmscope-bench-collect-'));
   await mkdir(join(dir, 'images'));
   const lines: string[] = [];
-  for (const s of iterateDataset({ seed: 4242, scenes: Number(process.env.BENCH_SCENES ?? 4), size: 64 })) {
+  for (const s of iterateDataset({ seed: 4242, scenes: Number(process.env.BENCH_SCENES ?? 4), size: 64, wordings })) {
     await writeFile(join(dir, sceneImagePath(s.id)), encodePng(renderScene(s.scene)));
     lines.push(...s.items.map((i) => JSON.stringify(i)));
   }
@@ -136,11 +142,73 @@ async function benchCollect(ctx: GpuContext, organism: string) {
   model.destroy();
   await rm(dir, { recursive: true, force: true });
   const row = {
-    task: 'collect z (organism, pool last, [z; layer mean], chained sub-questions)',
+    task: `collect z (organism, pool last, [z; layer mean], chained sub-questions${wordings === 'all' ? ', paraphrased: every wording set' : ''})`,
     examples: rows.length,
     collect_ms_per_example: +collectMs.toFixed(1),
     answer_ms_per_question: +answerMs.toFixed(1),
     collect_over_answer_ratio: +(collectMs / answerMs).toFixed(3),
+  };
+  console.log(JSON.stringify(row));
+  return row;
+}
+
+/**
+ * A full per-head activation-patching sweep (every text layer x head, z at the last prompt row) on the organism's
+ * swapped-object pairs, against plain answering of the same clean question (greedy, at most 4 tokens): the default
+ * sweep (the patched one-row runs batched into forwards on the clean prefix), one run per head on the prefix, and
+ * one full run per head (no reuse). Runs and seconds per pair; interleaved per pair.
+ */
+async function benchPatching(ctx: GpuContext, organism: string) {
+  const model = await LlavaModel.load(ctx, organism);
+  const tokenizer = await Tokenizer.fromFolder(nodeFolder(organism));
+  const processor = model.createProcessor(tokenizer);
+  const nPairs = Number(process.env.BENCH_PAIRS ?? 4);
+  const pairs = [];
+  for (let seed = 1; pairs.length < nPairs && seed < 200; seed++) {
+    const pair = spatialPairs(generateScene(seed * 7919))[0];
+    if (pair) pairs.push(pair);
+  }
+  const ms = { plain: 0, batched: 0, perHead: 0, full: 0 };
+  const runs = { batched: 0, perHead: 0, full: 0 };
+  const eos = tokenizer.eosTokenId != null ? [tokenizer.eosTokenId] : [];
+  for (const [k, pair] of pairs.entries()) {
+    const images = renderPair(pair);
+    const prompt = processor.formatPrompt(pair.question, 1);
+    const input = (img: RgbImage) => {
+      const pixels = model.preprocess(img);
+      return { ids: processor.encodeText(prompt, [pixels]).ids, pixelValues: [pixels] };
+    };
+    const clean = input(images.clean);
+    const cf = input(images.counterfactual);
+    const opts = { answer: answerTokenId(tokenizer, prompt, pair.answer), other: answerTokenId(tokenizer, prompt, pair.counterfactualAnswer) };
+    if (k === 0) await patchHeads(model, clean, cf, opts); // warm-up
+    let t0 = performance.now();
+    await generate(model, { ...clean, maxNewTokens: 4, tokenizer, eosTokenIds: eos });
+    ms.plain += performance.now() - t0;
+    for (const [name, o] of [
+      ['batched', {}],
+      ['perHead', { batch: false as const }],
+      ['full', { reuse: false }],
+    ] as const) {
+      t0 = performance.now();
+      const r = await patchHeads(model, clean, cf, { ...opts, ...o });
+      ms[name] += performance.now() - t0;
+      runs[name] = r.runs;
+    }
+  }
+  model.destroy();
+  const n = pairs.length;
+  const { layers, heads } = model.dims.text;
+  const row = {
+    task: `activation patching, every head (${layers} layers x ${heads} heads), z at the last prompt row, organism, per swapped-object pair`,
+    pairs: n,
+    variants_per_pair: layers * heads,
+    forwards_per_pair: { batched: runs.batched, one_run_per_head: runs.perHead, no_reuse: runs.full },
+    plain_answer_ms: +(ms.plain / n).toFixed(1),
+    sweep_ms: +(ms.batched / n).toFixed(1),
+    sweep_over_plain_answer: +(ms.batched / ms.plain).toFixed(3),
+    one_run_per_head_over_plain_answer: +(ms.perHead / ms.plain).toFixed(3),
+    no_reuse_over_plain_answer: +(ms.full / ms.plain).toFixed(3),
   };
   console.log(JSON.stringify(row));
   return row;
@@ -247,13 +315,15 @@ const gpu = await acquireGpu();
 const ctx = new GpuContext(gpu);
 const rows: Record<string, unknown>[] = [];
 try {
-  if (ONLY !== 'interp' && ONLY !== 'adaptvis') await benchForward();
+  const part = (name: string) => ONLY === '' || ONLY === name || (ONLY === 'interp' && name !== 'forward');
+  if (part('forward')) await benchForward();
   // 3. The interpretability workflow.
-  if (ONLY !== 'forward') {
-    if (ONLY !== 'adaptvis') rows.push(await benchCollect(ctx, join(repo, 'weights/organism')));
-    rows.push(await benchAdaptVis(ctx, join(repo, 'weights/organism')));
-    if (ONLY !== 'adaptvis') rows.push(await benchProbes(ctx));
-  }
+  const organism = join(repo, 'weights/organism');
+  if (part('collect')) rows.push(await benchCollect(ctx, organism));
+  if (part('collect')) rows.push(await benchCollect(ctx, organism, 'all'));
+  if (part('patching')) rows.push(await benchPatching(ctx, organism));
+  if (part('adaptvis')) rows.push(await benchAdaptVis(ctx, organism));
+  if (part('probes')) rows.push(await benchProbes(ctx));
 } finally {
   gpu.destroy();
 }
