@@ -40,6 +40,8 @@ export interface AdapterProfile {
   cpu: boolean;
   maxInvocations: number;
   maxWorkgroupStorage: number;
+  /** maxComputeWorkgroupsPerDimension (65535 when not given). */
+  maxWorkgroups?: number;
 }
 
 export interface MatmulPlan {
@@ -78,6 +80,7 @@ export function adapterProfile(ctx: GpuContext): AdapterProfile {
       cpu: CPU_ADAPTER.test(ctx.gpu.adapterName),
       maxInvocations: ctx.limits.maxComputeInvocationsPerWorkgroup,
       maxWorkgroupStorage: ctx.limits.maxComputeWorkgroupStorageSize,
+      maxWorkgroups: ctx.limits.maxComputeWorkgroupsPerDimension,
     };
     profiles.set(ctx, p);
   }
@@ -106,7 +109,7 @@ export function planMatmul(profile: AdapterProfile, M: number, N: number, K: num
   if (forced) {
     variant = forced;
     reason = 'forced';
-  } else if (M <= gemvMax) {
+  } else if (M <= gemvMax && (profile.cpu || Math.ceil(N / 4) <= (profile.maxWorkgroups ?? 65535))) {
     if (profile.cpu) {
       variant = 'gemv_rows';
       reason = `M=${M} <= ${gemvMax} on a CPU adapter: one thread per eight outputs, no barriers`;

@@ -174,6 +174,9 @@ describe('matmul variant selection', () => {
     expect(planMatmul(gpu, 1, 256, 1024).variant).toBe('gemv_coop');
     expect(planMatmul(gpu, 1, 256, 1024).workgroup).toEqual([64, 1]);
     expect(planMatmul(gpu, GEMV_MAX_ROWS.gpu, 4096, 4096).variant).toBe('gemv_coop');
+    // More four-column workgroups than one dispatch dimension holds: register tiles instead.
+    expect(planMatmul({ ...gpu, maxWorkgroups: 1000 }, 1, 4000, 4096).variant).toBe('gemv_coop');
+    expect(planMatmul({ ...gpu, maxWorkgroups: 1000 }, 1, 4004, 4096).variant).toBe('tiled');
     expect(planMatmul(gpu, GEMV_MAX_ROWS.gpu + 1, 4096, 4096).variant).toBe('tiled'); // below SMEM_MIN rows
   });
 
