@@ -12,6 +12,7 @@ import { sweepCommand } from './sweep.js';
 import { adaptVisTableCommand } from './adaptvis-table.js';
 import { knockoutCommand } from './knockout.js';
 import { patchCommand } from './patch.js';
+import { headsBenchmarkCommand } from './heads-benchmark.js';
 import { reportAndExit } from './errors.js';
 
 /** Commander's own errors (bad or missing options) as one `vlmscope:` line pointing at the command's help. */
@@ -50,7 +51,8 @@ Run \`vlmscope <command> --help\` for a command's options. Exit codes: 0 ok, 1 r
   .addCommand(oneLineErrors(sweepCommand(), 'vlmscope sweep'))
   .addCommand(oneLineErrors(adaptVisTableCommand(), 'vlmscope adaptvis-table'))
   .addCommand(oneLineErrors(knockoutCommand(), 'vlmscope knockout'))
-  .addCommand(oneLineErrors(patchCommand(), 'vlmscope patch'));
+  .addCommand(oneLineErrors(patchCommand(), 'vlmscope patch'))
+  .addCommand(oneLineErrors(headsBenchmarkCommand(), 'vlmscope heads-benchmark'));
 
 const verbose = process.argv.includes('--verbose');
 try {
