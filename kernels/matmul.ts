@@ -62,8 +62,11 @@ export interface MatmulPlan {
   reason: string;
 }
 
-/** Rows of x up to which the GEMV kernels serve (each re-reads W per row of x, so only for decode-like shapes). */
-export const GEMV_MAX_ROWS = { cpu: 2, gpu: 4 } as const;
+/**
+ * Rows of x up to which the GEMV kernels serve (each re-reads W per row of x, so only for decode-like shapes). On
+ * SwiftShader the register tiles already beat gemv_rows at M = 2 (1024 x 2048 f16: 44 vs 77 ms).
+ */
+export const GEMV_MAX_ROWS = { cpu: 1, gpu: 4 } as const;
 /** Workgroups a GEMV should have before it splits K (enough to fill a large GPU). */
 export const GEMV_TARGET_WORKGROUPS = 256;
 /** The smem tiles pay off from this many rows and columns; below, the register tiles waste less. */
