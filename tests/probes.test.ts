@@ -187,27 +187,31 @@ describe('rankHeads ties and selection', () => {
     functions: [{ function: 'f', mean, std: mean.map((r) => r.map(() => 0)) } as unknown as ProbeResult['functions'][number]],
   });
 
-  it('breaks ties by layer then head, also for means summed in another order', () => {
+  it('breaks ties by the lower std, then a seeded order with a shared rank, never by layer and head', () => {
     const a = (0.1 + 0.2 + 0.3) / 3;
-    const b = (0.3 + 0.2 + 0.1) / 3; // differs from a in the last bit
+    const b = (0.3 + 0.2 + 0.1) / 3; // differs from a in the last bit: still a tie
     expect(a).not.toBe(b);
-    const rk = rankHeads(fake([
-      [0.5, b, 0.9],
-      [a, 0.9, b],
-    ]), { topK: 3 });
-    expect(rk.functions[0].ranking.map((h) => [h.layer, h.head, h.rank])).toEqual([
-      [0, 2, 1],
-      [1, 1, 2],
-      [0, 0, 3],
-      [0, 1, 4],
-      [1, 0, 5],
-      [1, 2, 6],
-    ]);
-    expect(rk.functions[0].top.map((h) => [h.layer, h.head])).toEqual([
-      [0, 2],
-      [1, 1],
-      [0, 0],
-    ]);
+    const withStd = (mean: number[][], std: number[][], fn = 'f'): Pick<ProbeResult, 'layers' | 'heads' | 'functions'> => ({
+      layers: mean.length,
+      heads: mean[0].length,
+      functions: [{ function: fn, mean, std } as unknown as ProbeResult['functions'][number]],
+    });
+    const rk = rankHeads(withStd([[0.5, b, 0.9], [a, 0.9, b]], [[0, 0.2, 0.1], [0.1, 0.05, 0.1]]), { topK: 3 });
+    // 0.9: L1H1 (std 0.05) before L0H2 (0.1); 0.2: L0H1 (std 0.2) after the two with std 0.1, which tie.
+    const r = rk.functions[0].ranking.map((h) => [h.layer, h.head, h.rank]);
+    expect(r.slice(0, 2)).toEqual([[1, 1, 1], [0, 2, 2]]);
+    expect(r[2]).toEqual([0, 0, 3]);
+    expect(r.slice(3, 5).map((x) => x[2])).toEqual([4, 4]);
+    expect(new Set(r.slice(3, 5).map((x) => `${x[0]}:${x[1]}`))).toEqual(new Set(['1:0', '1:2']));
+    expect(r[5]).toEqual([0, 1, 6]);
+    expect(rk.functions[0].top.map((h) => [h.layer, h.head])).toEqual([[1, 1], [0, 2], [0, 0]]);
+    // Saturated scores: every head ties; the order is seeded per function, not positional, and repeatable.
+    const flat = Array.from({ length: 4 }, () => Array(8).fill(1));
+    const zeros = flat.map((row) => row.map(() => 0));
+    const orders = ['f', 'g', 'h', 'spatial'].map((fn) => rankHeads(withStd(flat, zeros, fn), { topK: 3 }).functions[0].ranking.map((h) => h.layer * 8 + h.head));
+    expect(orders.some((o) => o.some((x, i) => x !== i)), 'not in (layer, head) order').toBe(true);
+    expect(rankHeads(withStd(flat, zeros, 'g'), { topK: 3 }).functions[0].ranking.map((h) => h.layer * 8 + h.head)).toEqual(orders[1]);
+    expect(new Set(rankHeads(withStd(flat, zeros, 'g'), { topK: 3 }).functions[0].ranking.map((h) => h.rank))).toEqual(new Set([1]));
   });
 
   it('selects round(topPercent% of the heads), at least one; NaN ranks last', () => {
@@ -216,7 +220,8 @@ describe('rankHeads ties and selection', () => {
     expect(rankHeads(fake(grid), { topPercent: 5 }).k).toBe(51);
     expect(rankHeads(fake([[0.7, 0.6]]), { topPercent: 1 }).k).toBe(1);
     const withNaN = rankHeads(fake([[NaN, 0.6, 0.6]]), { topPercent: 100 });
-    expect(withNaN.functions[0].ranking.map((h) => h.head)).toEqual([1, 2, 0]);
+    expect(withNaN.functions[0].ranking.map((h) => [h.head, h.rank]).sort()).toEqual([[0, 3], [1, 1], [2, 1]]);
+    expect(withNaN.functions[0].ranking[2].head, 'NaN last').toBe(0);
     expect(() => rankHeads(fake(grid), { topPercent: 0 })).toThrow(/topPercent/);
   });
 });

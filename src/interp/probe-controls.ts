@@ -28,6 +28,7 @@ import { COLOURS, NUMBER_WORDS, SHAPES, mixSeed, mulberry32 } from '../eval/synt
 import { studentTwoSidedP } from './ablation.js';
 import { type LogisticFit, type ProbeTask, type ResolvedOptimizer, fitProbeBatchCpu, isConstantFeature, resolveOptimizer } from './probe-cpu.js';
 import type { ProbeExample, ProbeResult } from './probes.js';
+import { criteriaComparator, hashString, rankByCriteria, shuffleInPlace } from './ranking.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Statistics
@@ -308,22 +309,7 @@ export interface ProbeControls {
 export const DEFAULT_PERMUTATIONS = 10;
 
 /** FNV-1a of a string, for seeding per function. */
-function hashString(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
-}
 
-function shuffleInPlace<T>(a: T[], rand: () => number): T[] {
-  for (let i = a.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [a[i], a[j]] = [a[j], a[i]];
-  }
-  return a;
-}
 
 const grid = (values: ArrayLike<number>, L: number, H: number): number[][] => Array.from({ length: L }, (_, l) => Array.from({ length: H }, (_, h) => values[l * H + h]));
 
@@ -477,34 +463,7 @@ export async function fitProbeControls(ctx: GpuContext | null, result: ProbeResu
   return { permutations, level: CI_LEVEL, wordingSource: source, templates: new Set(wording).size, functions };
 }
 
-/**
- * Best-first comparator over criteria (larger is better), each compared after rounding to 1e-9 (statistics are means
- * of ratios: equal values summed in another order must still tie); NaN is worst; 0 when equal on every criterion.
- */
-export function criteriaComparator<T>(criteria: readonly ((t: T) => number)[]): (a: T, b: T) => number {
-  const key = (x: number) => (Number.isNaN(x) ? -Infinity : Math.round(x * 1e9));
-  return (a, b) => {
-    for (const c of criteria) {
-      const ka = key(c(a));
-      const kb = key(c(b));
-      if (ka !== kb) return kb > ka ? 1 : -1;
-    }
-    return 0;
-  };
-}
-
-/**
- * Items best first by the criteria, each tie broken by the next criterion; items equal on every criterion share a
- * rank (1 = best) and stand in a seeded random order, never in their input (e.g. layer, head) order.
- */
-export function rankByCriteria<T>(items: readonly T[], criteria: readonly ((t: T) => number)[], seed: number): { item: T; rank: number }[] {
-  const compare = criteriaComparator(criteria);
-  const order = shuffleInPlace([...items], mulberry32(seed >>> 0));
-  order.sort(compare); // stable: ties keep the shuffled order
-  const out: { item: T; rank: number }[] = [];
-  order.forEach((item, i) => out.push({ item, rank: i > 0 && compare(order[i - 1], item) === 0 ? out[i - 1].rank : i + 1 }));
-  return out;
-}
+export { criteriaComparator, rankByCriteria } from './ranking.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Ranking with controls

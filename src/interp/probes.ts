@@ -26,6 +26,7 @@ import type { GpuContext } from '../gpu/context.js';
 import { encodePng } from '../io/image.js';
 import { mixSeed, mulberry32 } from '../eval/synthetic.js';
 import { type LogisticFit, type ProbeOptimizerOptions, type ProbeTask, type ResolvedOptimizer, fitProbeBatchCpu, resolveOptimizer } from './probe-cpu.js';
+import { hashString, rankByCriteria } from './ranking.js';
 
 export interface ProbeExample {
   id: string | number;
@@ -109,14 +110,6 @@ export const DEFAULT_PROBE_SEEDS = [0, 1, 2] as const;
 export const DEFAULT_TEST_FRACTION = 0.2;
 
 /** FNV-1a of a string, for seeding per function. */
-function hashString(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
-}
 
 function shuffle<T>(a: T[], rand: () => number): T[] {
   for (let i = a.length - 1; i > 0; i--) {
@@ -361,7 +354,10 @@ export interface RankedHead {
 
 export interface FunctionRanking {
   function: string;
-  /** Every head, best first: by mean accuracy (descending; equal to 1e-9), ties by layer then head. */
+  /**
+   * Every head, best first: by mean accuracy (descending; equal to 1e-9), ties by the lower std over seeds, heads
+   * equal on both sharing a rank in a seeded random order (never by layer and head).
+   */
   ranking: RankedHead[];
   /** The first k of the ranking. */
   top: RankedHead[];
@@ -374,7 +370,11 @@ export interface HeadRanking {
   functions: FunctionRanking[];
 }
 
-/** Ranks each function's heads by mean held-out accuracy and selects the top topPercent% (default 10%, as CogVision). */
+/**
+ * Ranks each function's heads by mean held-out accuracy (ties: lower std, then a seeded order) and selects the top
+ * topPercent% (default 10%, as CogVision). Whether the top set stands apart from the next heads is what
+ * `probe --controls` reports.
+ */
 export function rankHeads(result: Pick<ProbeResult, 'layers' | 'heads' | 'functions'>, opts: { topPercent?: number; topK?: number } = {}): HeadRanking {
   const total = result.layers * result.heads;
   const topPercent = opts.topPercent ?? 10;
@@ -386,14 +386,11 @@ export function rankHeads(result: Pick<ProbeResult, 'layers' | 'heads' | 'functi
   } else {
     k = Math.min(total, Math.max(1, Math.round((topPercent * total) / 100)));
   }
-  // Accuracies are means of ratios: compare them quantised so equal means summed in another order still tie.
-  const key = (a: number) => (Number.isNaN(a) ? -Infinity : Math.round(a * 1e9));
   const functions = result.functions.map((fp) => {
     const heads: RankedHead[] = [];
     for (let l = 0; l < result.layers; l++) for (let h = 0; h < result.heads; h++) heads.push({ layer: l, head: h, accuracy: fp.mean[l][h], std: fp.std[l][h], rank: 0 });
-    heads.sort((a, b) => key(b.accuracy) - key(a.accuracy) || a.layer - b.layer || a.head - b.head);
-    heads.forEach((hd, i) => (hd.rank = i + 1));
-    return { function: fp.function, ranking: heads, top: heads.slice(0, k) };
+    const ranked = rankByCriteria(heads, [(x) => x.accuracy, (x) => -x.std], hashString(fp.function)).map(({ item, rank }) => ({ ...item, rank }));
+    return { function: fp.function, ranking: ranked, top: ranked.slice(0, k) };
   });
   return { topPercent, k, functions };
 }
