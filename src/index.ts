@@ -53,3 +53,27 @@ export * from './eval/dataset.js';
 export * from './eval/evaluate.js';
 export * from './eval/synthetic.js';
 export * from './eval/counterfactual.js';
+export * from './eval/paraphrases.js';
+export * from './eval/likelihood.js';
+export {
+  ADAPTVIS_SUBSETS,
+  adaptVisFiles,
+  readAdaptVis,
+  parseAdaptVis,
+  parseAdaptVisPrompts,
+  isCorrectAdaptVis,
+  vsrMetrics,
+  pickOption,
+  isCorrectByLikelihood,
+  splitItems,
+  pickBest,
+  PythonRandom,
+  resultsTable,
+  type AdaptVisItem,
+  type AdaptVisSubset,
+  type AdaptVisResult as AdaptVisTableRow,
+  type VsrMetrics,
+} from './eval/adaptvis-data.js';
+export * from './eval/adaptvis-table.js';
+export * from './interp/probe-controls.js';
+export * from './interp/mlp-probe.js';
