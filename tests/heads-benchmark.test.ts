@@ -128,6 +128,10 @@ describe('scoring helpers on hand-checked score tables', () => {
     const v = verdict('m', knownHeadRanks(perfect, known), precisionAtK(perfect, known, 2), hurts);
     expect(v).toEqual({ finding: 'finds', text: expect.stringMatching(/^m finds the planted heads: ranks L1H0 1st, L1H1 2nd; precision@2 = 1\.00; ablating its top-2 takes spatial accuracy 100\.0% -> 30\.0% vs 95\.0% \+- 2\.0% for random-2 \(t = -70\.00, p = 1\.0e-6\)\.$/) });
     expect(verdict('m', knownHeadRanks(perfect, known), precisionAtK(perfect, known, 2), { ...hurts, top: 0.95, t: 0, p: 1 }).finding).toBe('partly');
+    // A baseline the model mostly fails leaves the ablation nothing to show: it does not count either way.
+    const low = verdict('m', knownHeadRanks(perfect, known), precisionAtK(perfect, known, 2), { ...hurts, baseline: 0.2, top: 0.2, randomMean: 0.2, t: 0, p: 1 });
+    expect(low.finding).toBe('finds');
+    expect(low.text).toMatch(/a baseline below 50\.0% leaves the ablation nothing to show, so it does not count\)\.$/);
     const worst = rankHeadScores([grid([0.9, 0.8, 0.7, 0.1, 0.2, 0.6], 3)], 0);
     expect(verdict('m', knownHeadRanks(worst, known), precisionAtK(worst, known, 2), null).finding).toBe('misses');
     expect(verdict('m', null, null, null, 0.05, 'no pairs').text).toBe('m: no result (no pairs).');

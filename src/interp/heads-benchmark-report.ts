@@ -1,6 +1,6 @@
-// The planted-head benchmark's outputs (runHeadsBenchmark's result): heads-benchmark.json (everything, NaN as
-// null), heads-benchmark.md (the tables and verdicts), heads-benchmark.csv (every method's full ranking) and
-// heads-benchmark-summary.csv (one line per method).
+// The planted-head benchmark's outputs (runHeadsBenchmark's result): heads-benchmark.json (everything; NaN as
+// null, infinities as strings), heads-benchmark.md (the tables and verdicts), heads-benchmark.csv (every method's
+// full ranking) and heads-benchmark-summary.csv (one line per method).
 
 import type { HeadsBenchmarkResult, MethodResult } from './heads-benchmark.js';
 import { describeRanks, fmtP, fmtT, headName } from './heads-benchmark-scoring.js';
@@ -12,9 +12,12 @@ const csvCell = (v: unknown) => {
   return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 };
 
-/** The result as JSON text: non-finite numbers as null, 1-space indent. */
+/** JSON's stand-ins for numbers it cannot hold: NaN as null, infinities (a t with no spread) as "Infinity" / "-Infinity". */
+export const jsonNumber = (_k: string, v: unknown): unknown => (typeof v === 'number' && !Number.isFinite(v) ? (Number.isNaN(v) ? null : String(v)) : v);
+
+/** The result as JSON text (jsonNumber's stand-ins), 1-space indent. */
 export function benchmarkJson(r: HeadsBenchmarkResult, meta: Record<string, unknown> = {}): string {
-  return `${JSON.stringify({ ...meta, ...r }, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 1)}\n`;
+  return `${JSON.stringify({ ...meta, ...r }, jsonNumber, 1)}\n`;
 }
 
 const MAX_CRITERIA = 4;

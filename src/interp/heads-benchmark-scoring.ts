@@ -216,10 +216,15 @@ export function describeRanks(ranks: readonly KnownHeadRank[]): string {
   return ranks.map((r) => `${headName(r)} ${ordinal(r.rank)}${r.tiedTo > r.tiedFrom ? ` (tied ${ordinal(r.tiedFrom)}-${ordinal(r.tiedTo)})` : ''}`).join(', ');
 }
 
+/** Below this baseline accuracy the ablation cannot show a method's heads hurting the job: it does not count. */
+export const MIN_ABLATION_BASELINE = 0.5;
+
 /**
  * A method finds the planted heads when its first n (n = known heads) are exactly the known heads, not by the seeded
  * tie order, and ablating them hurts the job more than n random heads (p < alpha, top-k below the random mean) when
- * the ablation was run; partly when some known head is in its first n or all are in its first 2n; else it misses.
+ * the ablation was run on questions the model mostly answers (baseline >= MIN_ABLATION_BASELINE; a lower baseline
+ * leaves nothing to hurt, and the sentence says so); partly when some known head is in its first n or all are in its
+ * first 2n; else it misses.
  */
 export function verdict(method: string, ranks: readonly KnownHeadRank[] | null, atN: PrecisionAtK | null, ablation: AblationSummary | null, alpha = 0.05, reason?: string): Verdict {
   if (!ranks || !atN) return { finding: 'no result', text: `${method}: no result${reason ? ` (${reason})` : ''}.` };
@@ -228,8 +233,10 @@ export function verdict(method: string, ranks: readonly KnownHeadRank[] | null, 
   let abl = '';
   let hurts: boolean | null = null;
   if (ablation) {
-    hurts = ablation.p < alpha && ablation.top < ablation.randomMean;
+    const informative = ablation.baseline >= MIN_ABLATION_BASELINE;
+    hurts = informative ? ablation.p < alpha && ablation.top < ablation.randomMean : null;
     abl = `; ablating its top-${ablation.k} takes spatial accuracy ${pct(ablation.baseline)} -> ${pct(ablation.top)} vs ${pct(ablation.randomMean)} +- ${pct(ablation.randomStd)} for random-${ablation.k} (t = ${fmtT(ablation.t)}, p = ${fmtP(ablation.p)})`;
+    if (!informative) abl += ` (a baseline below ${pct(MIN_ABLATION_BASELINE)} leaves the ablation nothing to show, so it does not count)`;
   }
   const allTop = atN.precision === 1 && !atN.cutInTie;
   let finding: Finding;
