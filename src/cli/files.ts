@@ -1,8 +1,8 @@
 // File helpers for the CLI: JSON inputs with errors naming the file, and atomic outputs (a temp file renamed
 // into place only after everything succeeded, so a failed run leaves no partial output).
 
-import { readFile, rename, unlink, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { UsageError } from './errors.js';
 
 export async function readJsonFile(path: string, what: string): Promise<unknown> {
@@ -38,5 +38,26 @@ export async function writeAtomic(path: string, data: string | Uint8Array): Prom
   } catch (e) {
     await unlink(tmp).catch(() => {});
     throw new Error(`cannot write ${path}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * --out must be a folder or not exist yet (the first existing folder up its path is checked); commands create it only
+ * when their results are ready.
+ */
+export async function checkOutDir(out: string): Promise<void> {
+  let dir = resolve(out);
+  for (;;) {
+    let isDir: boolean;
+    try {
+      isDir = (await stat(dir)).isDirectory();
+    } catch {
+      const up = dirname(dir);
+      if (up === dir) return;
+      dir = up;
+      continue;
+    }
+    if (!isDir) throw new UsageError(`--out ${out}: ${dir} is a file, not a folder`);
+    return;
   }
 }

@@ -5,7 +5,7 @@
 // written only when the whole run succeeded.
 
 import { mkdir, readFile, stat } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { intArg } from './args.js';
 import { acquireGpu } from '../gpu/device.js';
@@ -17,7 +17,7 @@ import { readKnownHeads } from '../interp/known-heads.js';
 import { isSpatialMain, sceneIdOfImage } from '../interp/knockout.js';
 import { BENCHMARK_METHODS, DEFAULT_PATCH_PAIRS, type BenchmarkMethod, type HeadsBenchmarkResult, benchmarkKs, runHeadsBenchmark } from '../interp/heads-benchmark.js';
 import { benchmarkCsv, benchmarkJson, benchmarkMarkdown, benchmarkSummaryCsv } from '../interp/heads-benchmark-report.js';
-import { writeAtomic } from './files.js';
+import { writeAtomic, checkOutDir } from './files.js';
 import { checkFolder, configDims, dtypeOption, eosIds, loadModel, modelOption } from './load.js';
 import { UsageError } from './errors.js';
 import { checkImages, readData } from './data.js';
@@ -118,24 +118,6 @@ Examples:
     .action(async (_opts: BenchmarkCliOptions, cmd: Command) => {
       await runBenchmark(cmd.optsWithGlobals<BenchmarkCliOptions>());
     });
-}
-
-/** --out must be a folder or not exist yet. */
-async function checkOutDir(out: string): Promise<void> {
-  let dir = resolve(out);
-  for (;;) {
-    let isDir: boolean;
-    try {
-      isDir = (await stat(dir)).isDirectory();
-    } catch {
-      const up = dirname(dir);
-      if (up === dir) return;
-      dir = up;
-      continue;
-    }
-    if (!isDir) throw new UsageError(`--out ${out}: ${dir} is a file, not a folder`);
-    return;
-  }
 }
 
 /** --data as a folder (its questions.jsonl) or a questions file; the scenes file beside it unless --scenes. */

@@ -5,8 +5,8 @@
 // scene and named objects, layers, the output folder) is checked before the model is loaded; nothing is written
 // unless the whole run succeeds.
 
-import { mkdir, readFile, stat } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { mkdir, readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { Command } from 'commander';
 import { intArg } from './args.js';
 import { acquireGpu } from '../gpu/device.js';
@@ -16,7 +16,7 @@ import { Tokenizer } from '../io/tokenizer.js';
 import { DEFAULT_EVAL_MAX_NEW_TOKENS } from '../eval/evaluate.js';
 import { isSpatialMain, knockoutByLayer, namedObjects, parseScenes, sceneIdOfImage, type KnockoutResult, type KnockoutSummary, type SceneBoxes } from '../interp/knockout.js';
 import { indexListArg } from './sweep.js';
-import { writeAtomic } from './files.js';
+import { writeAtomic, checkOutDir } from './files.js';
 import { configDims, dtypeOption, loadModel, modelOption, checkFolder, eosIds } from './load.js';
 import { UsageError } from './errors.js';
 import { checkImages, readData } from './data.js';
@@ -75,24 +75,6 @@ Examples:
     .action(async (_opts: KnockoutCliOptions, cmd: Command) => {
       await runKnockout(cmd.optsWithGlobals<KnockoutCliOptions>());
     });
-}
-
-/** --out must be a folder or not exist yet; it is created only when the results are ready. */
-async function checkOutDir(out: string): Promise<void> {
-  let dir = resolve(out);
-  for (;;) {
-    let isDir: boolean;
-    try {
-      isDir = (await stat(dir)).isDirectory();
-    } catch {
-      const up = dirname(dir);
-      if (up === dir) return;
-      dir = up;
-      continue;
-    }
-    if (!isDir) throw new UsageError(`--out ${out}: ${dir} is a file, not a folder`);
-    return;
-  }
 }
 
 async function readScenes(path: string, fromDefault: boolean): Promise<Map<string, SceneBoxes>> {

@@ -5,8 +5,8 @@
 // per (layer, head) as patch.csv, patch.json and a heatmap patch.png. Every input is checked before the model is
 // loaded; nothing is written unless the whole run succeeds.
 
-import { mkdir, readFile, stat } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { mkdir, readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { intArg } from './args.js';
 import { acquireGpu } from '../gpu/device.js';
@@ -22,7 +22,7 @@ import { headsHeatmapPng } from '../interp/probes.js';
 import { isSpatialMain, sceneIdOfImage } from '../interp/knockout.js';
 import { type SceneRecord, type SpatialPair, pairForQuestion, parseSceneRecord, renderPair, sceneFromRecord } from '../eval/counterfactual.js';
 import { indexListArg } from './sweep.js';
-import { writeAtomic } from './files.js';
+import { writeAtomic, checkOutDir } from './files.js';
 import { checkFolder, configDims, dtypeOption, loadModel, modelOption } from './load.js';
 import { UsageError } from './errors.js';
 import { checkImages, readData } from './data.js';
@@ -123,24 +123,6 @@ Examples:
     .action(async (_opts: PatchCliOptions, cmd: Command) => {
       await runPatch(cmd.optsWithGlobals<PatchCliOptions>());
     });
-}
-
-/** --out must be a folder or not exist yet; it is created only when the results are ready. */
-async function checkOutDir(out: string): Promise<void> {
-  let dir = resolve(out);
-  for (;;) {
-    let isDir: boolean;
-    try {
-      isDir = (await stat(dir)).isDirectory();
-    } catch {
-      const up = dirname(dir);
-      if (up === dir) return;
-      dir = up;
-      continue;
-    }
-    if (!isDir) throw new UsageError(`--out ${out}: ${dir} is a file, not a folder`);
-    return;
-  }
 }
 
 /** One pair as the CLI runs it: prompt texts, images, and the answer words when known. */

@@ -5,7 +5,7 @@
 // nothing is written unless the whole sweep succeeds.
 
 import { mkdir, stat } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { intArg } from './args.js';
 import { acquireGpu } from '../gpu/device.js';
@@ -18,7 +18,7 @@ import { DEFAULT_EVAL_MAX_NEW_TOKENS } from '../eval/evaluate.js';
 import { ADAPTVIS_SUBSETS, isCorrectAdaptVis, readAdaptVis, splitItems, type AdaptVisItem, type AdaptVisSubset } from '../eval/adaptvis-data.js';
 import { DEFAULT_SWEEP_ALPHAS, formatSweepTable, sweepCsv, sweepImageTemperature, sweepJson, sweepMarkdown, type SweepProgress, type SweepResult } from '../eval/sweep.js';
 import { sweepSvg } from '../eval/sweep-plot.js';
-import { writeAtomic } from './files.js';
+import { writeAtomic, checkOutDir } from './files.js';
 import { configDims, dtypeOption, loadModel, modelOption, checkFolder, eosIds } from './load.js';
 import { UsageError } from './errors.js';
 import { checkImages, readData } from './data.js';
@@ -126,24 +126,6 @@ function checkIndices(opts: SweepCliOptions, dims: ModelDims): void {
     const bad = list.find((i) => i >= n);
     if (bad !== undefined) throw new UsageError(`${flag} ${bad} is out of range: the model has ${n} ${what} (0..${n - 1})`);
     if (new Set(list).size !== list.length) throw new UsageError(`${flag} ${list.join(',')} names one twice`);
-  }
-}
-
-/** --out must be a folder or not exist yet, under an existing folder; it is created only when the results are ready. */
-async function checkOutDir(out: string): Promise<void> {
-  let dir = resolve(out);
-  for (;;) {
-    let isDir: boolean;
-    try {
-      isDir = (await stat(dir)).isDirectory();
-    } catch {
-      const up = dirname(dir);
-      if (up === dir) return;
-      dir = up;
-      continue;
-    }
-    if (!isDir) throw new UsageError(`--out ${out}: ${dir} is a file, not a folder`);
-    return;
   }
 }
 
