@@ -31,6 +31,69 @@ describe('GPU context', () => {
   });
 });
 
+describe('GPU work counters', () => {
+  const source = [
+    '@group(0) @binding(1) var<storage, read> x: array<f32>;',
+    '@group(0) @binding(2) var<storage, read_write> y: array<f32>;',
+    '@compute @workgroup_size(1) fn main() { y[0] = x[0] + 1.0; }',
+  ].join('\n');
+
+  it('are off by default and count nothing', async () => {
+    const ctx = await gpuContext();
+    expect(ctx.counters).toBeNull();
+    const x = ctx.activation([4], 'x');
+    const y = ctx.activation([4], 'y');
+    const rec = ctx.recorder();
+    rec.dispatch(ctx.kernel({ name: 'plus1', source, bindings: [null, 'read', 'write'] }), new ArrayBuffer(16), [null, x.buffer, y.buffer], [1]);
+    rec.submit();
+    await ctx.readF32(y.buffer);
+    expect(ctx.counters).toBeNull();
+  });
+
+  it('count submits, dispatches, bind groups, passes, copies, bytes bound per buffer and kernel, uploads, readbacks, allocations', async () => {
+    const ctx = await gpuContext();
+    const c = ctx.countWork();
+    expect(ctx.countWork()).toBe(c); // kept when already on
+    const before = c.snapshot();
+    const x = ctx.uploadF32(new Float32Array(64).fill(2), [64], 'x'); // one buffer, one upload of 256 bytes
+    const y = ctx.activation([16], 'y');
+    const kernel = ctx.kernel({ name: 'plus1', source, bindings: ['uniform', 'read', 'write'] });
+    const rec = ctx.recorder();
+    rec.dispatch(kernel, new ArrayBuffer(16), [null, { buffer: x.buffer, offset: 0, size: 64 }, y.buffer], [1]);
+    rec.dispatch(kernel, new ArrayBuffer(16), [null, x.buffer, y.buffer], [1]);
+    rec.copy(y.buffer, 0, x.buffer, 0, 8);
+    rec.dispatch(kernel, new ArrayBuffer(16), [null, x.buffer, y.buffer], [1]);
+    rec.submit();
+    expect((await ctx.readF32(y.buffer, 0, 1))[0]).toBe(4); // x[0] was set to y[0] = 3 by the copy
+    const d = c.since(before);
+    expect(d.submits).toBe(2); // the step and the readback's copy
+    expect(d.dispatches).toBe(3);
+    expect(d.bindGroups).toBe(3);
+    expect(d.passes).toBe(2); // the copy splits the pass
+    expect([d.copies, d.copyBytes]).toEqual([1, 8]);
+    expect([d.readbacks, d.readbackBytes]).toEqual([1, 4]);
+    expect(d.uploads).toBe(2); // x, then the step's uniform blocks
+    expect(d.uploadBytes).toBe(256 + 3 * 256);
+    expect(d.bound.get(x.buffer)).toBe(64 + 256 + 256); // a range counts its size, a whole buffer its own
+    expect(d.bound.get(y.buffer)).toBe(3 * 64);
+    expect(d.boundBytes()).toBe(576 + 192);
+    expect(d.boundBytes((b) => b === y.buffer)).toBe(192);
+    expect(d.kernels.get('plus1')).toEqual({ dispatches: 3, boundBytes: 768 });
+    expect(d.buffersCreated).toBe(2);
+    expect(c.peakAllocatedBytes).toBeGreaterThanOrEqual(ctx.allocatedBytes);
+    // A second interval counts only its own work.
+    const mid = c.snapshot();
+    const rec2 = ctx.recorder();
+    rec2.dispatch(kernel, new ArrayBuffer(16), [null, x.buffer, y.buffer], [1]);
+    rec2.submit();
+    const d2 = c.since(mid);
+    expect([d2.submits, d2.dispatches, d2.readbacks]).toEqual([1, 1, 0]);
+    expect(d2.bound.get(x.buffer)).toBe(256);
+    expect(d2.kernels.get('plus1')).toEqual({ dispatches: 1, boundBytes: 320 });
+    ctx.counters = null;
+  });
+});
+
 describe('WGSL preprocessor', () => {
   const src = ['a', '#if X', 'b', '#elif Y', 'c', '#else', 'd', '#endif', '#if !X', 'e', '#endif'].join('\n');
   it('selects branches by defines and keeps line numbers', () => {

@@ -22,6 +22,8 @@ export interface KernelSpec {
 
 export interface Kernel {
   key: string;
+  /** KernelSpec.name (the counters' kernel family). */
+  name: string;
   pipeline: GPUComputePipeline;
   layout: GPUBindGroupLayout;
   bindings: (BindingKind | null)[];
@@ -50,12 +52,84 @@ interface CopyOp {
 /** Uniform blocks are 256-byte aligned slots in one arena buffer, written once per submit. */
 const UNIFORM_ALIGN = 256;
 
+/**
+ * Work counters of a context (benchmarks, tests): what was submitted, dispatched, bound, uploaded, read back and
+ * allocated. Off by default (`GpuContext.counters` is null: nothing is counted and nothing costs more than a null
+ * check); `ctx.countWork()` turns them on. Take a `snapshot()` before and after the work of interest and subtract.
+ */
+export class GpuCounters {
+  /** queue.submit calls: one per recorder step, one per readback (its staging copy). */
+  submits = 0;
+  dispatches = 0;
+  /** Bind groups created (one per dispatch: none are cached). */
+  bindGroups = 0;
+  /** Compute passes begun (a copy between dispatches ends one). */
+  passes = 0;
+  /** Buffer-to-buffer copies recorded in steps (captures, cache moves), and their bytes. */
+  copies = 0;
+  copyBytes = 0;
+  /** queue.writeBuffer calls from the host (uniform arena included) and their bytes. */
+  uploads = 0;
+  uploadBytes = 0;
+  /** Readbacks (mapped staging copies) and their bytes. */
+  readbacks = 0;
+  readbackBytes = 0;
+  /** Buffers created through the context and the most bytes alive at once (context accounting). */
+  buffersCreated = 0;
+  peakAllocatedBytes = 0;
+  /**
+   * Storage bytes bound per buffer, summed over dispatches: a range binding counts its size, a whole-buffer binding
+   * the buffer's size (the uniform block is not counted). What a kernel may read or write, an upper bound on what it does.
+   */
+  readonly bound = new Map<GPUBuffer, number>();
+  /** Per kernel family (KernelSpec.name): dispatches and storage bytes bound. */
+  readonly kernels = new Map<string, { dispatches: number; boundBytes: number }>();
+
+  /** A copy of the counts now (the maps copied too). */
+  snapshot(): GpuCounters {
+    const c = Object.assign(new GpuCounters(), this) as GpuCounters;
+    (c as { bound: Map<GPUBuffer, number> }).bound = new Map(this.bound);
+    (c as { kernels: GpuCounters['kernels'] }).kernels = new Map([...this.kernels].map(([k, v]) => [k, { ...v }]));
+    return c;
+  }
+
+  /** The counts since `earlier` (a snapshot of this object); peakAllocatedBytes stays this one's. */
+  since(earlier: GpuCounters): GpuCounters {
+    const d = this.snapshot();
+    for (const k of ['submits', 'dispatches', 'bindGroups', 'passes', 'copies', 'copyBytes', 'uploads', 'uploadBytes', 'readbacks', 'readbackBytes', 'buffersCreated'] as const) {
+      d[k] -= earlier[k];
+    }
+    for (const [b, n] of earlier.bound) {
+      const left = (d.bound.get(b) ?? 0) - n;
+      if (left) d.bound.set(b, left);
+      else d.bound.delete(b);
+    }
+    for (const [name, e] of earlier.kernels) {
+      const k = d.kernels.get(name);
+      if (!k) continue;
+      k.dispatches -= e.dispatches;
+      k.boundBytes -= e.boundBytes;
+      if (!k.dispatches) d.kernels.delete(name);
+    }
+    return d;
+  }
+
+  /** Bytes bound in all, or only of the buffers `which` accepts. */
+  boundBytes(which?: (b: GPUBuffer) => boolean): number {
+    let n = 0;
+    for (const [b, bytes] of this.bound) if (!which || which(b)) n += bytes;
+    return n;
+  }
+}
+
 export class GpuContext {
   readonly device: GPUDevice;
   private kernels = new Map<string, Kernel>();
   private arena: GPUBuffer | null = null;
   /** Total bytes of GPU buffers created and not destroyed through this context. */
   allocatedBytes = 0;
+  /** Work counters; null (the default) counts nothing. See countWork. */
+  counters: GpuCounters | null = null;
   /** WebGPU reports shader and command errors asynchronously; they are collected here and thrown at the next sync. */
   private pendingErrors: Promise<string | null>[] = [];
 
@@ -99,6 +173,13 @@ export class GpuContext {
     return this.gpu.limits;
   }
 
+  /** Turn the work counters on (kept if already on) and return them. */
+  countWork(): GpuCounters {
+    this.counters ??= new GpuCounters();
+    this.counters.peakAllocatedBytes = Math.max(this.counters.peakAllocatedBytes, this.allocatedBytes);
+    return this.counters;
+  }
+
   /** Create a buffer, refusing with a clear message when it exceeds the adapter's limits. */
   createBuffer(size: number, usage: GPUBufferUsageFlags, label: string): GPUBuffer {
     const padded = Math.max(4, Math.ceil(size / 4) * 4);
@@ -115,6 +196,11 @@ export class GpuContext {
     }
     const buffer = this.device.createBuffer({ size: padded, usage, label });
     this.allocatedBytes += padded;
+    const c = this.counters;
+    if (c) {
+      c.buffersCreated++;
+      if (this.allocatedBytes > c.peakAllocatedBytes) c.peakAllocatedBytes = this.allocatedBytes;
+    }
     return buffer;
   }
 
@@ -152,6 +238,11 @@ export class GpuContext {
 
   /** writeBuffer needs 4-byte multiples; pad a copy when the source is not. */
   writeBytes(buffer: GPUBuffer, offset: number, bytes: Uint8Array): void {
+    const c = this.counters;
+    if (c) {
+      c.uploads++;
+      c.uploadBytes += bytes.byteLength;
+    }
     if (bytes.byteLength % 4 === 0) {
       this.device.queue.writeBuffer(buffer, offset, bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength);
     } else {
@@ -190,7 +281,7 @@ export class GpuContext {
       layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout], label: key }),
       compute: { module, entryPoint: spec.entryPoint ?? 'main', constants },
     });
-    const kernel = { key, pipeline, layout, bindings: spec.bindings };
+    const kernel = { key, name: spec.name, pipeline, layout, bindings: spec.bindings };
     this.kernels.set(key, kernel);
     return kernel;
   }
@@ -222,6 +313,12 @@ export class GpuContext {
 
   async readBytes(buffer: GPUBuffer, offset: number, size: number): Promise<Uint8Array> {
     this.checkAlive();
+    const c = this.counters;
+    if (c) {
+      c.readbacks++;
+      c.readbackBytes += size;
+      c.submits++;
+    }
     const staging = this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     const enc = this.device.createCommandEncoder();
     enc.copyBufferToBuffer(buffer, offset, staging, 0, size);
@@ -309,6 +406,14 @@ export class Recorder {
       }
       device.queue.writeBuffer(arena, 0, staging);
     }
+    const c = this.ctx.counters;
+    if (c) {
+      c.submits++;
+      if (this.uniformBytes) {
+        c.uploads++;
+        c.uploadBytes += this.uniformBytes;
+      }
+    }
     const encoder = device.createCommandEncoder({ label: this.label });
     let pass: GPUComputePassEncoder | null = null;
     for (const op of this.ops) {
@@ -318,9 +423,17 @@ export class Recorder {
           pass = null;
         }
         encoder.copyBufferToBuffer(op.src, op.srcOffset, op.dst, op.dstOffset, op.size);
+        if (c) {
+          c.copies++;
+          c.copyBytes += op.size;
+        }
         continue;
       }
-      if (!pass) pass = encoder.beginComputePass({ label: this.label });
+      if (!pass) {
+        pass = encoder.beginComputePass({ label: this.label });
+        if (c) c.passes++;
+      }
+      if (c) countDispatch(c, op);
       const entries: GPUBindGroupEntry[] = [];
       op.kernel.bindings.forEach((kind, binding) => {
         if (!kind) return;
@@ -342,6 +455,28 @@ export class Recorder {
     this.ops = [];
     this.uniforms = [];
     this.uniformBytes = 0;
+  }
+}
+
+/** Counts one dispatch: its bind group and the storage bytes of each binding (GpuCounters.bound). */
+function countDispatch(c: GpuCounters, op: DispatchOp): void {
+  c.dispatches++;
+  c.bindGroups++;
+  let bytes = 0;
+  op.kernel.bindings.forEach((kind, binding) => {
+    if (!kind || kind === 'uniform') return;
+    const r = op.resources[binding];
+    if (!r) return;
+    const [buffer, size] = 'offset' in r && 'buffer' in r ? [r.buffer, r.size] : [r as GPUBuffer, (r as GPUBuffer).size];
+    c.bound.set(buffer, (c.bound.get(buffer) ?? 0) + size);
+    bytes += size;
+  });
+  const k = c.kernels.get(op.kernel.name);
+  if (k) {
+    k.dispatches++;
+    k.boundBytes += bytes;
+  } else {
+    c.kernels.set(op.kernel.name, { dispatches: 1, boundBytes: bytes });
   }
 }
 
