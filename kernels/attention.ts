@@ -230,10 +230,15 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
     .u32(patch?.vectors ?? 0)
     .u32(variants?.prefix ?? 0)
     .done();
+  // K and V are bound up to the last key attended (a KV cache bigger than the context binds only its live rows).
+  const keysBound = (t: Tensor, off: number): BufferRef => {
+    const elems = a.nKeys === 0 ? 1 : kvView ? off + (a.nKeys - 1) * kvStride + kvWidth : a.nKeys * kvWidth;
+    return { buffer: t.buffer, offset: 0, size: Math.min(t.buffer.size, elems * 4) };
+  };
   rec.dispatch(
     kernel,
     u,
-    [null, a.q.buffer, a.k.buffer, a.v.buffer, a.headParams, a.keyIsImage, a.z.buffer, a.pattern?.buffer ?? null, vectors, ranges, ko?.bits ?? null],
+    [null, a.q.buffer, keysBound(a.k, kOffset), keysBound(a.v, vOffset), a.headParams, a.keyIsImage, a.z.buffer, a.pattern?.buffer ?? null, vectors, ranges, ko?.bits ?? null],
     fold(a.rows * a.heads, ctx.limits.maxComputeWorkgroupsPerDimension),
     label,
   );

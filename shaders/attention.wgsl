@@ -99,7 +99,8 @@ fn score(qi: u32, key: u32, kv_base: u32, alpha: f32) -> f32 {
     s = fma(q_row[d], k[kb + d], s);
   }
   s *= p.scale;
-  if (key_is_image[key] != 0u) {
+  // alpha is uniform per workgroup: rows and heads without a temperature read no key flag.
+  if (alpha != 1.0 && key_is_image[key] != 0u) {
     s *= alpha;
   }
   return s;
@@ -166,6 +167,36 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 #if KNOCKOUT
   let knock_head = (hp.replace & 2u) != 0u;
 #endif
+#if HEAD_VECTORS
+  let replaced = (hp.replace & 1u) != 0u;
+#if PATCH
+  // Uniform per workgroup: one (row, head) reads one map entry.
+  let patch_k = u32(head_vectors[p.patch_map + i * p.heads + h]);
+  let patched = patch_k != 0u;
+#else
+  let patched = false;
+#endif
+#endif
+#if !CAPTURE
+  // z of a head scaled by 0, mean-ablated or patched does not depend on softmax · V: such a workgroup streams no
+  // keys (uniform per workgroup). With CAPTURE it does, for the pattern.
+  var discarded = hp.scale == 0.0;
+#if HEAD_VECTORS
+  discarded = discarded || replaced || patched;
+#endif
+  if (discarded) {
+    kend = kbegin;
+  }
+#endif
+#if CAPTURE
+  // Pattern row of (h, i); entry j holds key j + pat_off. The scores are stored there as they stream and turned
+  // into probabilities once m and l are final (no second pass over q · k).
+  let pat_base = (h * p.q_rows + i) * p.pat_keys;
+  var pat_off = 0u;
+  if (p.pat_rel != 0u) {
+    pat_off = kbegin;
+  }
+#endif
   var m = NEG_BIG;
   var l = 0.0;
   var acc: array<f32, MAX_DIMS_PER_THREAD>;
@@ -177,6 +208,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 #if KNOCKOUT
       if (knock_head && knocked(i, key)) {
         s = NEG_BIG; // masked like a key past the causal limit
+      }
+#endif
+#if CAPTURE
+      if (key - pat_off < p.pat_keys) {
+        pattern[pat_base + key - pat_off] = s;
       }
 #endif
     }
@@ -225,18 +261,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 #if HEAD_VECTORS
   // Uniform per workgroup: heads without mean_ablate / steer read no vector.
   let vec_base = h * 2u * p.head_dim;
-  let replaced = (hp.replace & 1u) != 0u;
   let steered = in_steer_rows(hp.steer, i);
   var patch_base = 0u;
 #if PATCH
-  // Uniform per workgroup: one (row, head) reads one map entry.
-  let patch_k = u32(head_vectors[p.patch_map + i * p.heads + h]);
-  let patched = patch_k != 0u;
   if (patched) {
     patch_base = p.patch_vecs + (patch_k - 1u) * p.head_dim;
   }
-#else
-  let patched = false;
 #endif
 #endif
   for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
@@ -259,23 +289,24 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 
 #if CAPTURE
   // Probabilities after the temperature and the mask, i.e. what multiplied V (before head_scale); 0 outside
-  // [kbegin, kend).
-  let pat_base = (h * p.q_rows + i) * p.pat_keys;
-  var pat_off = 0u;
-  if (p.pat_rel != 0u) {
-    pat_off = kbegin;
+  // [kbegin, kend). Each thread turns the scores it stored (keys kbegin + t + n * WG) into probabilities, so no
+  // barrier is needed; a blocked key stored NEG_BIG and weighs 0.
+  for (var key = kbegin + t; key < kend; key += WG) {
+    let j = key - pat_off;
+    if (j < p.pat_keys) {
+      let s = pattern[pat_base + j];
+      var prob = 0.0;
+      if (l > 0.0 && s > NEG_BIG) {
+        prob = exp(s - m) / l;
+      }
+      pattern[pat_base + j] = prob;
+    }
   }
   for (var j = t; j < p.pat_keys; j += WG) {
     let key = j + pat_off;
-    var prob = 0.0;
-    var live = key >= kbegin && key < kend;
-#if KNOCKOUT
-    live = live && !(knock_head && knocked(i, key));
-#endif
-    if (live && l > 0.0) {
-      prob = exp(score(i, key, kv_base, alpha) - m) / l;
+    if (key < kbegin || key >= kend) {
+      pattern[pat_base + j] = 0.0;
     }
-    pattern[pat_base + j] = prob;
   }
 #endif
 }

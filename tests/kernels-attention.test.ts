@@ -21,6 +21,8 @@ interface Case {
   keyRangeRow?: number;
   /** Attention knockout: random blocked edges (seed), some rows fully blocked; heads with h % 3 != 0 take them. */
   knock?: number;
+  /** No pattern capture (heads whose z ignores softmax · V then stream no keys); only z is compared. */
+  noCapture?: boolean;
 }
 
 /** The blocked edges of a knockout case: bit k of row i (u32 words per row). */
@@ -142,7 +144,7 @@ async function runCase(c: Case) {
   }
   const ki = ctx.uploadTensor(new Uint8Array(img.buffer), [c.nKeys], 'f32', 'key_is_image');
   const z = ctx.activation([c.rows, width], 'z');
-  const pattern = ctx.activation([c.heads, c.rows, c.nKeys], 'pattern');
+  const pattern = c.noCapture ? null : ctx.activation([c.heads, c.rows, c.nKeys], 'pattern');
   const rec = ctx.recorder();
   attention(ctx, rec, {
     q, rows: c.rows, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, k, v, nKeys: c.nKeys,
@@ -153,7 +155,7 @@ async function runCase(c: Case) {
   });
   rec.submit();
   const want = reference(c, qs, ks, vs, hs, img, vec);
-  return { got: { z: await read(ctx, z), pattern: await read(ctx, pattern) }, want };
+  return { got: { z: await read(ctx, z), pattern: pattern ? await read(ctx, pattern) : new Float32Array(0) }, want };
 }
 
 /** Key ranges as the kernel reads them: u32 [lead + rows, 2], the first `lead` pairs poison (all keys). */
@@ -202,6 +204,102 @@ describe('attention kernel vs float64 reference', () => {
       expect(got.z.every(Number.isFinite)).toBe(true);
     });
   }
+
+  // Without a capture, heads scaled by 0 or mean-ablated (MIX) skip the keys; every head still matches the reference.
+  for (const c of [...cases.filter((x) => x.vectors), ...knockCases]) {
+    it(`no capture ${JSON.stringify(c)}`, async () => {
+      const { got, want } = await runCase({ ...c, noCapture: true });
+      expectClose(got.z, want.z, 2e-5, 1e-4, 'z');
+      const captured = await runCase(c);
+      // Bit for bit what the capturing run computes (which streams every head's keys); -0 and 0 count as equal.
+      got.z.forEach((x, i) => expect(x === captured.got.z[i], `z[${i}] ${x} vs ${captured.got.z[i]}`).toBe(true));
+    });
+  }
+
+  it('patch_z: patched (row, head) take scale * vector (+ steer), with and without capture, pattern unchanged', async () => {
+    const ctx = await gpuContext();
+    const c: Case = { rows: 6, heads: 5, kvHeads: 5, headDim: 24, nKeys: 40, causal: true, pos0: 34, temp: [0, 6], vectors: true, steer: [[0, 6], [5, 6], [0, 0]] };
+    const { rows, heads, headDim: D, nKeys } = c;
+    const width = heads * D;
+    const qs = randn(rows * width, 61, 2);
+    const ks = randn(nKeys * width, 62, 2);
+    const vs = randn(nKeys * width, 63);
+    // Heads: plain, scaled 0.5 + steered (scope 1), scale 0, mean-ablated, plain with temperature 2.
+    const hs = new Float32Array([1, 1, 0, 0, 0.5, 1, 0, 0, 0, 1, 0, 0, 1, 1, 0, 0, 1, 2, 0, 0]);
+    const hu = new Uint32Array(hs.buffer);
+    hu[HP * 1 + 3] = 1; // steer, scope 1
+    hu[HP * 3 + 2] = 1; // mean_ablate
+    const img = new Uint32Array(nKeys).map((_, j) => (j % 3 === 1 ? 1 : 0));
+    const vec = randn(heads * 2 * D, 64, 1.5);
+    // The patched (row, head) pairs and their vectors: [head_vectors | map [rows, heads] | vectors [n, D]].
+    const patched: [number, number][] = [[0, 0], [5, 1], [5, 2], [2, 3], [5, 4], [3, 1]];
+    const mapOffset = heads * 2 * D;
+    const vecOffset = mapOffset + rows * heads;
+    const data = new Float32Array(vecOffset + patched.length * D);
+    data.set(vec);
+    const pv = randn(patched.length * D, 65);
+    patched.forEach(([i, h], n) => (data[mapOffset + i * heads + h] = n + 1));
+    data.set(pv, vecOffset);
+    const q = ctx.uploadF32(qs, [rows, width], 'q');
+    const k = ctx.uploadF32(ks, [nKeys, width], 'k');
+    const v = ctx.uploadF32(vs, [nKeys, width], 'v');
+    const hp = ctx.uploadF32(hs, [heads, HP], 'hp');
+    const ki = ctx.uploadTensor(new Uint8Array(img.buffer), [nKeys], 'f32', 'ki');
+    const hv = ctx.uploadF32(data, [data.length], 'head_vectors+patch');
+    const base = {
+      q, rows, heads, kvHeads: heads, headDim: D, k, v, nKeys, causal: true, pos0: c.pos0, headParams: hp.buffer, keyIsImage: ki.buffer,
+      tempRows: c.temp, steerRows: c.steer, headVectors: hv.buffer, patch: { map: mapOffset, vectors: vecOffset },
+    };
+    const zNo = ctx.activation([rows, width], 'z.nocapture');
+    const zCap = ctx.activation([rows, width], 'z.capture');
+    const pattern = ctx.activation([heads, rows, nKeys], 'pattern');
+    const rec = ctx.recorder();
+    attention(ctx, rec, { ...base, z: zNo });
+    attention(ctx, rec, { ...base, z: zCap, pattern });
+    rec.submit();
+    const want = reference(c, qs, ks, vs, hs, img, vec);
+    patched.forEach(([i, h], n) => {
+      const steered = h === 1; // scope 1 covers every row
+      for (let d = 0; d < D; d++) want.z[(i * heads + h) * D + d] = hs[HP * h] * pv[n * D + d] + (steered ? vec[(2 * h + 1) * D + d] : 0);
+    });
+    const [a, b] = [await read(ctx, zNo), await read(ctx, zCap)];
+    expectClose(a, want.z, 2e-5, 1e-4, 'z without capture');
+    expectClose(b, want.z, 2e-5, 1e-4, 'z with capture');
+    a.forEach((x, i) => expect(x === b[i], `z[${i}]`).toBe(true));
+    expectClose(await read(ctx, pattern), want.pat, 2e-6, 1e-4, 'pattern');
+  });
+
+  it('binds K and V only up to the last key (a larger cache is never bound whole); poison beyond is not read', async () => {
+    const ctx = await gpuContext();
+    const c: Case = { rows: 1, heads: 4, kvHeads: 2, headDim: 32, nKeys: 37, causal: true, pos0: 36, temp: [0, 1] };
+    const kvWidth = c.kvHeads * c.headDim;
+    const cache = 64;
+    const ks = randn(cache * kvWidth, 71, 2);
+    const vs = randn(cache * kvWidth, 72);
+    ks.fill(NaN, c.nKeys * kvWidth);
+    vs.fill(NaN, c.nKeys * kvWidth);
+    const qs = randn(c.heads * c.headDim, 73);
+    const hs = new Float32Array([1, 1, 0, 0, 0.5, 2, 0, 0, 1, 0.5, 0, 0, 2, 1, 0, 0]);
+    const img = new Uint32Array(cache).map((_, j) => (j % 2 ? 1 : 0));
+    const k = ctx.uploadF32(ks, [cache, kvWidth], 'k_cache');
+    const v = ctx.uploadF32(vs, [cache, kvWidth], 'v_cache');
+    const q = ctx.uploadF32(qs, [1, c.heads * c.headDim], 'q');
+    const hp = ctx.uploadF32(hs, [c.heads, HP], 'hp');
+    const ki = ctx.uploadTensor(new Uint8Array(img.buffer), [cache], 'f32', 'ki');
+    const z = ctx.activation([1, c.heads * c.headDim], 'z');
+    const counters = ctx.countWork();
+    const before = counters.snapshot();
+    const rec = ctx.recorder();
+    attention(ctx, rec, { q, rows: 1, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, k, v, nKeys: c.nKeys, causal: true, pos0: c.pos0, headParams: hp.buffer, keyIsImage: ki.buffer, tempRows: c.temp, z });
+    rec.submit();
+    const got = await read(ctx, z);
+    const d = counters.since(before);
+    ctx.counters = null;
+    expect(d.bound.get(k.buffer)).toBe(c.nKeys * kvWidth * 4);
+    expect(d.bound.get(v.buffer)).toBe(c.nKeys * kvWidth * 4);
+    const want = reference(c, qs, ks.subarray(0, c.nKeys * kvWidth), vs.subarray(0, c.nKeys * kvWidth), hs, img, null);
+    expectClose(got, want.z, 2e-5, 1e-4, 'z');
+  });
 
   it('without capture produces the same z', async () => {
     const ctx = await gpuContext();
