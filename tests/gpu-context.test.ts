@@ -78,7 +78,9 @@ describe('GPU work counters', () => {
     expect(d.bound.get(y.buffer)).toBe(3 * 64);
     expect(d.boundBytes()).toBe(576 + 192);
     expect(d.boundBytes((b) => b === y.buffer)).toBe(192);
-    expect(d.kernels.get('plus1')).toEqual({ dispatches: 3, boundBytes: 768 });
+    expect(d.kernels.get('plus1')).toMatchObject({ dispatches: 3, boundBytes: 768 });
+    expect(d.boundBytes((b) => b === x.buffer, 'plus1')).toBe(576);
+    expect(d.boundBytes(undefined, 'other')).toBe(0);
     expect(d.buffersCreated).toBe(2);
     expect(c.peakAllocatedBytes).toBeGreaterThanOrEqual(ctx.allocatedBytes);
     // A second interval counts only its own work.
@@ -89,7 +91,8 @@ describe('GPU work counters', () => {
     const d2 = c.since(mid);
     expect([d2.submits, d2.dispatches, d2.readbacks]).toEqual([1, 1, 0]);
     expect(d2.bound.get(x.buffer)).toBe(256);
-    expect(d2.kernels.get('plus1')).toEqual({ dispatches: 1, boundBytes: 320 });
+    expect(d2.kernels.get('plus1')).toMatchObject({ dispatches: 1, boundBytes: 320 });
+    expect([...d2.kernels.get('plus1')!.bound.values()]).toEqual([256, 64]);
     ctx.counters = null;
   });
 });

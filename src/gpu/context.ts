@@ -82,14 +82,14 @@ export class GpuCounters {
    * the buffer's size (the uniform block is not counted). What a kernel may read or write, an upper bound on what it does.
    */
   readonly bound = new Map<GPUBuffer, number>();
-  /** Per kernel family (KernelSpec.name): dispatches and storage bytes bound. */
-  readonly kernels = new Map<string, { dispatches: number; boundBytes: number }>();
+  /** Per kernel family (KernelSpec.name): dispatches, storage bytes bound, and those per buffer. */
+  readonly kernels = new Map<string, { dispatches: number; boundBytes: number; bound: Map<GPUBuffer, number> }>();
 
   /** A copy of the counts now (the maps copied too). */
   snapshot(): GpuCounters {
     const c = Object.assign(new GpuCounters(), this) as GpuCounters;
     (c as { bound: Map<GPUBuffer, number> }).bound = new Map(this.bound);
-    (c as { kernels: GpuCounters['kernels'] }).kernels = new Map([...this.kernels].map(([k, v]) => [k, { ...v }]));
+    (c as { kernels: GpuCounters['kernels'] }).kernels = new Map([...this.kernels].map(([k, v]) => [k, { ...v, bound: new Map(v.bound) }]));
     return c;
   }
 
@@ -99,26 +99,32 @@ export class GpuCounters {
     for (const k of ['submits', 'dispatches', 'bindGroups', 'passes', 'copies', 'copyBytes', 'uploads', 'uploadBytes', 'readbacks', 'readbackBytes', 'buffersCreated'] as const) {
       d[k] -= earlier[k];
     }
-    for (const [b, n] of earlier.bound) {
-      const left = (d.bound.get(b) ?? 0) - n;
-      if (left) d.bound.set(b, left);
-      else d.bound.delete(b);
-    }
+    subtract(d.bound, earlier.bound);
     for (const [name, e] of earlier.kernels) {
       const k = d.kernels.get(name);
       if (!k) continue;
       k.dispatches -= e.dispatches;
       k.boundBytes -= e.boundBytes;
+      subtract(k.bound, e.bound);
       if (!k.dispatches) d.kernels.delete(name);
     }
     return d;
   }
 
-  /** Bytes bound in all, or only of the buffers `which` accepts. */
-  boundBytes(which?: (b: GPUBuffer) => boolean): number {
+  /** Bytes bound in all, or only of the buffers `which` accepts; of one kernel family when `kernel` is given. */
+  boundBytes(which?: (b: GPUBuffer) => boolean, kernel?: string): number {
     let n = 0;
-    for (const [b, bytes] of this.bound) if (!which || which(b)) n += bytes;
+    const map = kernel === undefined ? this.bound : (this.kernels.get(kernel)?.bound ?? new Map<GPUBuffer, number>());
+    for (const [b, bytes] of map) if (!which || which(b)) n += bytes;
     return n;
+  }
+}
+
+function subtract(from: Map<GPUBuffer, number>, earlier: Map<GPUBuffer, number>): void {
+  for (const [b, n] of earlier) {
+    const left = (from.get(b) ?? 0) - n;
+    if (left) from.set(b, left);
+    else from.delete(b);
   }
 }
 
@@ -462,22 +468,21 @@ export class Recorder {
 function countDispatch(c: GpuCounters, op: DispatchOp): void {
   c.dispatches++;
   c.bindGroups++;
-  let bytes = 0;
+  let k = c.kernels.get(op.kernel.name);
+  if (!k) {
+    k = { dispatches: 0, boundBytes: 0, bound: new Map() };
+    c.kernels.set(op.kernel.name, k);
+  }
+  k.dispatches++;
   op.kernel.bindings.forEach((kind, binding) => {
     if (!kind || kind === 'uniform') return;
     const r = op.resources[binding];
     if (!r) return;
     const [buffer, size] = 'offset' in r && 'buffer' in r ? [r.buffer, r.size] : [r as GPUBuffer, (r as GPUBuffer).size];
     c.bound.set(buffer, (c.bound.get(buffer) ?? 0) + size);
-    bytes += size;
+    k.bound.set(buffer, (k.bound.get(buffer) ?? 0) + size);
+    k.boundBytes += size;
   });
-  const k = c.kernels.get(op.kernel.name);
-  if (k) {
-    k.dispatches++;
-    k.boundBytes += bytes;
-  } else {
-    c.kernels.set(op.kernel.name, { dispatches: 1, boundBytes: bytes });
-  }
 }
 
 /** Split a 1-D workgroup count over x and y so neither exceeds the per-dimension limit. */
