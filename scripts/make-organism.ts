@@ -1,4 +1,5 @@
-// `npx tsx scripts/make-organism.ts [--work .tmp/organism] [--out weights/organism] [--scenes 6000] [--seed 1001]`
+// `npx tsx scripts/make-organism.ts [--work .tmp/organism] [--out weights/organism] [--scenes 6000] [--seed 1001]
+//   [--wordings fixed|train|fixed,train] [--tokenizer DIR]`
 //
 // Step 1 of building the model organism (step 2 is scripts/train_organism.py):
 //   - renders a seeded synthetic training set (src/eval/synthetic.ts) into WORK/images and questions.jsonl;
@@ -9,11 +10,19 @@
 //   - tokenises every question (and sub-question) exactly as vlmscope will at evaluation time (LlavaProcessor
 //     with the folder's chat template) followed by the answer and </s>, into WORK/train.jsonl for the trainer.
 // Deterministic for given arguments.
+//
+// --wordings (src/eval/paraphrases.ts): fixed (the default, the original templates, byte-identical to the data made
+// before wordings existed) or train (each question in one of the wordings that are not held out); a comma list such
+// as fixed,train writes one training row per scene and set (the same scene, questions and answers, in each set's
+// wordings; rows of a scene adjacent, so the trainer's held-out tail holds whole scenes). Held-out wordings are never
+// written. --tokenizer DIR keeps the tokenizer and config of an existing folder (e.g. weights/organism, to continue
+// training its weights on new wordings): no BPE is learnt, and OUT gets DIR's config and tokenizer files unchanged.
 
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { WORDING_SETS, type WordingSet } from '../src/eval/paraphrases.js';
 import { COLOURS, SHAPES, iterateDataset, objectCovers, renderScene, sceneImagePath, type Scene, type SyntheticItem } from '../src/eval/synthetic.js';
 import { encodePng } from '../src/io/image.js';
 import { Tokenizer, type ChatMessage } from '../src/io/tokenizer.js';
@@ -42,8 +51,15 @@ async function main() {
       scenes: { type: 'string', default: '6000' },
       seed: { type: 'string', default: '1001' },
       patch: { type: 'string', default: String(ORGANISM_ARCH.patchSize) },
+      wordings: { type: 'string', default: 'fixed' },
+      tokenizer: { type: 'string' },
     },
   });
+  const wordingSets = values.wordings!.split(',') as WordingSet[];
+  for (const w of wordingSets) {
+    if (w !== 'fixed' && w !== 'train') throw new Error(`--wordings: each set must be fixed or train (held-out wordings are for evaluation only), got "${w}" (sets: ${WORDING_SETS.join(', ')})`);
+  }
+  if (new Set(wordingSets).size !== wordingSets.length) throw new Error(`--wordings: a set is repeated in "${values.wordings}"`);
   const work = resolve(values.work!);
   const out = resolve(values.out!);
   const scenes = Number(values.scenes);
@@ -52,28 +68,40 @@ async function main() {
   await mkdir(join(work, 'images'), { recursive: true });
   await mkdir(out, { recursive: true });
 
-  // 1. Training scenes and questions.
+  // 1. Training scenes and questions (per wording set: the same scenes and answers, the sets' wordings).
   const items: SyntheticItem[] = [];
   const patchLabelsOf = new Map<string, { colour: number[]; shape: number[] }>();
-  for (const s of iterateDataset({ seed, scenes, size: ORGANISM_ARCH.imageSize })) {
+  const streams = wordingSets.map((wordings) => iterateDataset({ seed, scenes, size: ORGANISM_ARCH.imageSize, wordings })[Symbol.iterator]());
+  for (;;) {
+    const got = streams.map((s) => s.next());
+    const first = got[0]!;
+    if (first.done) break;
+    const s = first.value;
     await writeFile(join(work, sceneImagePath(s.id)), encodePng(renderScene(s.scene)));
     patchLabelsOf.set(sceneImagePath(s.id), patchLabels(s.scene, patch));
-    items.push(...s.items);
+    for (const g of got) {
+      if (g.done || g.value.id !== s.id) throw new Error(`internal: wording sets ${values.wordings} disagree on scene ${s.id}`);
+      items.push(...g.value.items);
+    }
   }
   await writeFile(join(work, 'questions.jsonl'), items.map((i) => JSON.stringify(i)).join('\n') + '\n');
-  const flat = items.flatMap((it) => [
-    { image: it.image, question: it.question, answer: it.answer, type: it.type },
-    ...(it.sub_questions ?? []).map((q) => ({ image: it.image, question: q.question, answer: q.answer, type: `sub:${q.function}` })),
-  ]);
+  // One training row per (scene, wording set): `group` tells the sets of a scene apart.
+  const flat = items.flatMap((it) => {
+    const group = wordingSets.length > 1 ? `${it.image}#${it.wording === undefined ? 'fixed' : 'train'}` : it.image;
+    return [
+      { image: it.image, group, question: it.question, answer: it.answer, type: it.type },
+      ...(it.sub_questions ?? []).map((q) => ({ image: it.image, group, question: q.question, answer: q.answer, type: `sub:${q.function}` })),
+    ];
+  });
 
-  // 2. Tokenizer over what the model will read and write.
-  const corpus = [...new Set(flat.flatMap((f) => [`USER: ${f.question} ASSISTANT: ${f.answer}`]))];
-  const bpe = trainBpe(corpus, ORGANISM_ARCH.vocab - 2);
-  const tok = tokenizerFiles(bpe);
+  // 2. Tokenizer over what the model will read and write, or an existing folder's.
+  const given = values.tokenizer === undefined ? null : await readTokenizerFolder(resolve(values.tokenizer));
+  const bpe = given ? null : trainBpe([...new Set(flat.flatMap((f) => [`USER: ${f.question} ASSISTANT: ${f.answer}`]))], ORGANISM_ARCH.vocab - 2);
+  const tok = given ?? tokenizerFiles(bpe!);
 
   // 3. The Hugging Face folder, weights to come from the trainer.
   const A = ORGANISM_ARCH;
-  const config = {
+  const config = given?.config ?? {
     architectures: ['LlavaForConditionalGeneration'],
     model_type: 'llava',
     image_token_index: tok.imageId,
@@ -132,12 +160,12 @@ async function main() {
   };
   const json = (v: unknown) => JSON.stringify(v, null, 2) + '\n';
   const files: Record<string, string> = {
-    'config.json': json(config),
-    'preprocessor_config.json': json(preprocessor),
-    'generation_config.json': json({ bos_token_id: 1, eos_token_id: 2, pad_token_id: tok.padId }),
-    'tokenizer.json': json(tok.tokenizer),
-    'tokenizer_config.json': json(tok.tokenizerConfig),
-    'special_tokens_map.json': json(tok.specialTokensMap),
+    'config.json': given?.files['config.json'] ?? json(config),
+    'preprocessor_config.json': given?.files['preprocessor_config.json'] ?? json(preprocessor),
+    'generation_config.json': given?.files['generation_config.json'] ?? json({ bos_token_id: 1, eos_token_id: 2, pad_token_id: tok.padId }),
+    'tokenizer.json': given?.files['tokenizer.json'] ?? json(tok.tokenizer),
+    'tokenizer_config.json': given?.files['tokenizer_config.json'] ?? json(tok.tokenizerConfig),
+    'special_tokens_map.json': given?.files['special_tokens_map.json'] ?? json(tok.specialTokensMap),
   };
   for (const [name, data] of Object.entries(files)) await writeFile(join(out, name), data);
 
@@ -146,13 +174,19 @@ async function main() {
   // encoded once for ~10 answers, and the model learns both the single-turn prompt (the first turn, exactly
   // what `generate`/`eval` send) and chained turns (what `collect` sends for CogVSR sub-question chains).
   const tokenizer = Tokenizer.fromJson(tok.tokenizer, tok.tokenizerConfig, tok.specialTokensMap);
-  const processor = new LlavaProcessor(tokenizer, parseLlavaConfig(config), parseClipProcessorConfig(preprocessor, 'preprocessor_config.json'));
-  const byImage = new Map<string, typeof flat>();
-  for (const f of flat) byImage.set(f.image, [...(byImage.get(f.image) ?? []), f]);
+  const processor = new LlavaProcessor(
+    tokenizer,
+    parseLlavaConfig(config),
+    parseClipProcessorConfig(given ? JSON.parse(files['preprocessor_config.json']!) : preprocessor, 'preprocessor_config.json'),
+  );
+  const byGroup = new Map<string, typeof flat>();
+  for (const f of flat) byGroup.set(f.group, [...(byGroup.get(f.group) ?? []), f]);
   const lines: string[] = [];
   let longest = 0;
   let sceneIndex = 0;
-  for (const [image, questions] of byImage) {
+  let unknown = 0;
+  for (const questions of byGroup.values()) {
+    const image = questions[0]!.image;
     const order = shuffled(questions, seed * 7919 + sceneIndex++);
     const messages: ChatMessage[] = [];
     const spans: [number, number][] = [];
@@ -169,6 +203,7 @@ async function main() {
       ids = full;
     }
     longest = Math.max(longest, ids.length);
+    unknown += ids.filter((t) => t === 0).length;
     const labels = patchLabels_(patchLabelsOf, image);
     // The same questions as single-turn prompts, exactly what `generate` / `eval` send: the trainer packs them
     // after one shared image prefix, each turn seeing only the prefix and itself, so no answer can be read off an
@@ -192,10 +227,35 @@ async function main() {
     lines.push(JSON.stringify({ image, ids, spans, types, single_prefix, single, patch_colour: labels.colour, patch_shape: labels.shape }));
   }
   await writeFile(join(work, 'train.jsonl'), lines.join('\n') + '\n');
+  if (unknown) throw new Error(`${unknown} training tokens are <unk>: the tokenizer cannot spell some question text`);
+  const tokenizerNote = bpe ? `tokenizer ${tok.size} tokens (${bpe.merges.length} merges)` : `tokenizer of ${resolve(values.tokenizer!)} (${tok.size} tokens)`;
+  const rowsNote = wordingSets.length > 1 ? ` in ${lines.length} rows (${values.wordings} wordings)` : wordingSets[0] === 'fixed' ? '' : ` (${values.wordings} wordings)`;
   console.log(
-    `wrote ${scenes} scenes, ${items.length} questions (${flat.length} with sub-questions) to ${work}; tokenizer ${tok.size} tokens ` +
-      `(${bpe.merges.length} merges); longest conversation ${longest} tokens; folder ${out} (without weights)`,
+    `wrote ${scenes} scenes, ${items.length} questions (${flat.length} with sub-questions)${rowsNote} to ${work}; ${tokenizerNote}; ` +
+      `longest conversation ${longest} tokens; folder ${out} (without weights)`,
   );
+}
+
+/** An existing folder's tokenizer and config files (--tokenizer), with what step 3 needs from them. */
+async function readTokenizerFolder(dir: string) {
+  const files: Record<string, string> = {};
+  for (const name of ['config.json', 'preprocessor_config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) {
+    files[name] = await readFile(join(dir, name), 'utf8');
+  }
+  const config = JSON.parse(files['config.json']!);
+  const tokenizer = JSON.parse(files['tokenizer.json']!);
+  const size = Object.keys(tokenizer.model.vocab).length + (tokenizer.added_tokens ?? []).filter((t: { content: string }) => !(t.content in tokenizer.model.vocab)).length;
+  if (size !== config.vocab_size) throw new Error(`--tokenizer ${dir}: tokenizer.json has ${size} tokens, config.json vocab_size ${config.vocab_size}`);
+  return {
+    files,
+    config,
+    tokenizer,
+    tokenizerConfig: JSON.parse(files['tokenizer_config.json']!),
+    specialTokensMap: JSON.parse(files['special_tokens_map.json']!),
+    imageId: config.image_token_index as number,
+    padId: config.pad_token_id as number,
+    size,
+  };
 }
 
 /**

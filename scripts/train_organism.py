@@ -431,17 +431,29 @@ def main():
             # teaches the selective retrieval that position questions need (content questions can be answered from
             # a bag of patch features, which the model otherwise settles for); the MLPs learn the comparison.
             att = out.attentions[args.attn_layer]
-            terms = []
-            reads = []
+            targets = []
             for r in range(len(b)):
                 if not packed[r]:
                     continue
                 for q, groups, centres in attention_targets(ids[r], spans_of[r], colour_token, patch_labels[0][b[r][0]], image_id):
                     for h, g in enumerate(groups):
-                        terms.append(-torch.log(att[r, h, q, g.to(device)].sum() + 1e-6))
-                        if read_heads is not None:
-                            got = read_heads[h](probe_input(captured['heads'][r, q, h * head_dim : (h + 1) * head_dim], step))
-                            reads.append(((got - centres[h].to(device)) ** 2).sum())
+                        targets.append((r, h, q, g, centres[h]))
+            terms = []
+            reads = []
+            if targets:
+                # The supervised query rows are gathered once, then each term sums its object's patches: the same
+                # values and gradients as indexing the (batch, heads, L, L) attention per term, whose backward
+                # wrote a full-size gradient tensor per term (most of a step's time on long packed rows).
+                rr = torch.tensor([t[0] for t in targets], device=device)
+                hh = torch.tensor([t[1] for t in targets], device=device)
+                qq = torch.tensor([int(t[2]) for t in targets], device=device)
+                rows = att[rr, hh, qq]
+                head_out = captured['heads'][rr, qq] if read_heads is not None else None
+                for k, (r, h, q, g, centre) in enumerate(targets):
+                    terms.append(-torch.log(rows[k, g.to(device)].sum() + 1e-6))
+                    if read_heads is not None:
+                        got = read_heads[h](probe_input(head_out[k, h * head_dim : (h + 1) * head_dim], step))
+                        reads.append(((got - centre.to(device)) ** 2).sum())
             if terms:
                 a_loss = torch.stack(terms).mean()
                 attn_losses.append(a_loss.item())
