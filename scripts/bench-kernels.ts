@@ -1,6 +1,8 @@
 // `npm run bench:kernels` (also the last part of `npm run bench`): matmul GFLOP/s at transformer shapes (M = 1
 // decode GEMV, M = 64..1024 prefill, K/N = 256..4096; f32, f16 and bf16 weights as the engine stores them) against
-// @tensorflow/tfjs-backend-webgpu's matMul on the same GPUDevice in the same process, as ratios ours / tfjs.
+// @tensorflow/tfjs-backend-webgpu's matMul on the same GPUDevice in the same process, as ratios ours / tfjs; then
+// attention with and without per-head parameters and captures (scripts/bench-attention.ts) and the per-token decode
+// counts on the organism and a 7B-width LLaVA stack (scripts/bench-decode.ts).
 //
 // tfjs runs on the engine's own device: its WebGPUBackend is constructed with the GPUDevice that acquireGpu made
 // from the `webgpu` package (navigator.gpu only has to exist for tfjs to load; Node 20 has no navigator). tfjs has
@@ -10,10 +12,12 @@
 // reported, so machine load hits all of them alike.
 //
 // Env: BENCH_REPS (default 5; decode shapes run three times as many), BENCH_KERNEL_SHAPES=quick|default|full, BENCH_MIN_MS (default 150: per measurement),
-// BENCH_VARIANTS=1 also times every applicable forced variant, BENCH_ONLY (anything but 'kernels' skips this part).
-// Results: bench-results/kernels.json and a printed table.
+// BENCH_VARIANTS=1 also times every applicable forced variant, BENCH_ONLY (anything but 'kernels' skips this part),
+// BENCH_KERNELS (comma-separated parts, default matmul,attention,decode), BENCH_ATTENTION=quick|default|full,
+// BENCH_ATTENTION_REPS (default 9), BENCH_DECODE=organism|7b|all, BENCH_DECODE_LAYERS (default 2), BENCH_DECODE_STEPS.
+// Results: bench-results/kernels.json (matmul results, attention, decode) and printed tables.
 
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { acquireGpu } from '../src/gpu/device.js';
 import { GpuContext } from '../src/gpu/context.js';
@@ -22,6 +26,8 @@ import type { DType, Tensor } from '../src/gpu/tensor.js';
 import { dtypeBytes } from '../src/gpu/tensor.js';
 import { rows } from '../kernels/common.js';
 import { matmul, matmulPlan, type MatmulVariant, MATMUL_VARIANTS } from '../kernels/matmul.js';
+import { benchAttention, printAttentionTable } from './bench-attention.js';
+import { benchDecode, printDecode } from './bench-decode.js';
 
 const ONLY = process.env.BENCH_ONLY ?? '';
 if (ONLY && ONLY !== 'kernels') {
@@ -33,6 +39,9 @@ const MIN_MS = Number(process.env.BENCH_MIN_MS ?? 150);
 const SET = process.env.BENCH_KERNEL_SHAPES ?? 'default';
 const VARIANTS = process.env.BENCH_VARIANTS === '1';
 const DTYPES: DType[] = ['f32', 'f16', 'bf16'];
+const PARTS = new Set((process.env.BENCH_KERNELS ?? 'matmul,attention,decode').split(',').map((x) => x.trim()));
+const ATTENTION_SET = (process.env.BENCH_ATTENTION ?? 'default') as 'quick' | 'default' | 'full';
+const ATTENTION_REPS = Number(process.env.BENCH_ATTENTION_REPS ?? 9);
 
 interface Shape {
   M: number;
@@ -163,7 +172,7 @@ async function main() {
   const results: Record<string, unknown>[] = [];
   const table: string[][] = [];
 
-  for (const s of shapes()) {
+  for (const s of PARTS.has('matmul') ? shapes() : []) {
     const { M, K, N } = s;
     const flops = 2 * M * N * K;
     const xv = randomValues(M * K, 1 + M + K, 1);
@@ -302,22 +311,67 @@ async function main() {
       const ratios = r.map((x) => x.ratio_vs_tfjs as number);
       summary[`${kind} ${dtype}`] = { shapes: r.length, min_ratio: Math.min(...ratios), median_ratio: +median(ratios).toFixed(2) };
     }
+  // Attention and decode use the engine's context alone (tfjs idles meanwhile).
+  const attention = PARTS.has('attention')
+    ? await benchAttention(ctx, { reps: ATTENTION_REPS, minMs: 2 * MIN_MS, set: ATTENTION_SET, random: randomValues, median })
+    : null;
+  const decode = PARTS.has('decode')
+    ? await benchDecode(ctx, process.env.BENCH_DECODE ?? 'all', Number(process.env.BENCH_DECODE_LAYERS ?? 2), Number(process.env.BENCH_DECODE_STEPS ?? 4))
+    : null;
+
   await mkdir(join(repo, 'bench-results'), { recursive: true });
+  // Parts not run this time keep what an earlier run wrote (each part says when and on which adapter it ran).
+  const file = join(repo, 'bench-results/kernels.json');
+  let previous: Record<string, unknown> = {};
+  try {
+    previous = JSON.parse(await readFile(file, 'utf8'));
+  } catch {
+    // first run
+  }
+  const stamp = { date: new Date().toISOString(), adapter: gpu.adapterName };
   const out = {
-    summary,
-    date: new Date().toISOString(),
-    adapter: gpu.adapterName,
-    limits: gpu.limits,
-    tfjs: `@tensorflow/tfjs-backend-webgpu ${tf.version_core} (f32 weights: tfjs has no f16/bf16 tensors)`,
-    reps: REPS,
-    note: 'ms and GFLOP/s are medians over reps of (time of `inner` calls submitted together) / inner; ratio_vs_tfjs = tfjs ms / ours',
-    results,
+    ...previous,
+    ...(PARTS.has('matmul')
+      ? {
+          summary,
+          ...stamp,
+          limits: gpu.limits,
+          tfjs: `@tensorflow/tfjs-backend-webgpu ${tf.version_core} (f32 weights: tfjs has no f16/bf16 tensors)`,
+          reps: REPS,
+          note: 'ms and GFLOP/s are medians over reps of (time of `inner` calls submitted together) / inner; ratio_vs_tfjs = tfjs ms / ours',
+          results,
+        }
+      : {}),
+    ...(attention
+      ? {
+          attention: {
+            ...stamp,
+            set: ATTENTION_SET,
+            reps: ATTENTION_REPS,
+            note:
+              'per call: ms = median wall time, cpu_ms = median CPU time of the process; ratio_vs_plain = median over reps of ' +
+              'cpu(contender) / cpu(plain) in the same rep (ratio_q1..q3 their quartiles); prefill from L = 1024 times the last 32 query rows',
+            results: attention.rows,
+          },
+        }
+      : {}),
+    ...(decode ? { decode: { ...stamp, note: 'per decoded token unless named otherwise; bytes bound = storage binding sizes summed over dispatches', results: decode.rows } } : {}),
   };
-  await writeFile(join(repo, 'bench-results/kernels.json'), JSON.stringify(out, null, 2));
-  console.log('\nmatmul, ours vs tfjs-backend-webgpu (same device, same process; ratio = tfjs time / ours):');
-  printTable(table, true);
-  console.log('\nratio to tfjs (tfjs time / ours) per kind of shape and our weight dtype:');
-  for (const [k, v] of Object.entries(summary)) console.log(`  ${k.padEnd(13)} min ${v.min_ratio.toFixed(2)}x  median ${v.median_ratio.toFixed(2)}x  over ${v.shapes} shapes`);
+  await writeFile(file, JSON.stringify(out, null, 2));
+  if (PARTS.has('matmul')) {
+    console.log('\nmatmul, ours vs tfjs-backend-webgpu (same device, same process; ratio = tfjs time / ours):');
+    printTable(table, true);
+    console.log('\nratio to tfjs (tfjs time / ours) per kind of shape and our weight dtype:');
+    for (const [k, v] of Object.entries(summary)) console.log(`  ${k.padEnd(13)} min ${v.min_ratio.toFixed(2)}x  median ${v.median_ratio.toFixed(2)}x  over ${v.shapes} shapes`);
+  }
+  if (attention) {
+    console.log('\nattention, CPU-time ratios to plain (median over repetitions, quartiles in brackets):');
+    printAttentionTable(attention.table, attention.names, true);
+  }
+  if (decode) {
+    console.log('\nper decoded token:');
+    for (const r of decode.rows) printDecode(r);
+  }
   console.log(`wrote bench-results/kernels.json (adapter: ${gpu.adapterName})`);
   tf.engine().reset();
   gpu.destroy();
