@@ -237,7 +237,8 @@ describe('evaluate / eval / sweep with --scoring likelihood on the organism', ()
     expect(j.scoring).toBe('option likelihood');
     expect(j.alphas).toEqual([0.5, 1, 2]);
     // Every prediction is one of its question's options (the file's own, as eval reads them).
-    const options = new Map(readFileSync(data, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).map((q) => [q.id, q.options]));
+    const records = readFileSync(data, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const options = new Map<string, string[]>(records.flatMap((q) => [[q.id, q.options], ...(q.sub_questions ?? []).map((sq: { id: string; options: string[] }) => [sq.id, sq.options])]));
     for (const run of j.runs) {
       expect(run.examples).toHaveLength(4);
       run.examples.forEach((e: { prediction: string }, i: number) => expect(options.get(j.questions[i].id)).toContain(e.prediction));
