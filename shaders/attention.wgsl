@@ -204,11 +204,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let key = kc + t;
     var s = NEG_BIG;
     if (key < kend) {
-      s = score(i, key_of(key, i), kv_base, alpha);
 #if KNOCKOUT
+      // A blocked edge is masked like a key past the causal limit, and its q · k is not computed.
       if (knock_head && knocked(i, key)) {
-        s = NEG_BIG; // masked like a key past the causal limit
+        s = NEG_BIG;
+      } else {
+        s = score(i, key_of(key, i), kv_base, alpha);
       }
+#else
+      s = score(i, key_of(key, i), kv_base, alpha);
 #endif
 #if CAPTURE
       if (key - pat_off < p.pat_keys) {
