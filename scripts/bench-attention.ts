@@ -4,14 +4,15 @@
 // is timed on its last PREFILL_TAIL query rows (the rows that see the most keys: positions L - 32 .. L - 1 over
 // L keys), since a whole 2048-row prefill takes tens of seconds a call on a CPU adapter.
 //
-// Contenders (all in the same process on the same device, interleaved, medians of BENCH_REPS repetitions):
+// Contenders (all in the same process on the same device, interleaved, BENCH_ATTENTION_REPS repetitions):
 //   plain        what an un-intervened run records: neutral head params (scale 1, alpha 1), nothing else bound;
 //   all params   one spec with every per-head parameter the phase allows, through the engine's own tables
-//                (src/spec/head-params.ts): head_scale on every head, image_temperature on every head (all rows,
-//                image keys a block of half the sequence), mean_ablate on heads 1 mod 4, steer on heads 2 mod 4,
-//                attention knockout on every head of the edges from the last prompt row (prefill) or the generated
-//                rows (decode) to the image keys, and in prefill patch_z of the last row on heads 0 mod 4 (decode
-//                steps are never patched);
+//                (src/spec/head-params.ts). On every head the ones that keep the head's work: head_scale,
+//                image_temperature (all rows; image keys a block of half the sequence), steer (all rows), attention
+//                knockout of the edges from the last prompt row (prefill) or the generated rows (decode) to the image
+//                keys; and the ones that replace z_h, so that the kernel skips the head's keys (without a capture):
+//                mean_ablate on heads 1 mod 4, and in prefill patch_z of the last row on heads 0 mod 4 (decode steps
+//                are never patched). Prefill runs one head: there only its last row is patched;
 //   pattern      the plain call capturing the probabilities [heads, rows, L];
 //   z last       the plain call and the copy of z at the last position, as the decoder records a z capture;
 //   (BENCH_ATTENTION=full adds each parameter alone: temperature, vectors (mean_ablate + steer), knockout, patch_z.)
@@ -95,9 +96,7 @@ function allParamsSpec(c: Case, only: string | null, random: AttentionBenchOptio
   if (want('temperature')) spec.imageTemperature = { alpha: 1.5, queries: 'all', layers: null, heads: null };
   if (want('vectors')) {
     spec.meanAblate = heads.filter((h) => h % 4 === 1).map((h) => ({ tower: 'text', layer: 0, head: h, mean: random(c.hd, 100 + h, 0.5) }));
-    spec.steer = heads
-      .filter((h) => h % 4 === 2)
-      .map((h) => ({ tower: 'text', layer: 0, head: h, alpha: 2, sigma: 0.5, direction: random(c.hd, 200 + h, 1), queries: 'all' }));
+    spec.steer = heads.map((h) => ({ tower: 'text', layer: 0, head: h, alpha: 2, sigma: 0.5, direction: random(c.hd, 200 + h, 1), queries: 'all' }));
   }
   if (want('knockout')) spec.knockout = [{ layers: null, heads: null, queries: c.phase === 'prefill' ? 'last' : 'generated', keys: { kind: 'image' } }];
   if (want('patch') && c.phase === 'prefill') {
