@@ -145,14 +145,40 @@ for (const r of runs) {
   const j = r.result;
   const md = benchmarkMarkdown(j);
   doc += `## ${title[r.wording]}\n\n`;
-  const probe = j.methods.find((m) => m.method === 'probe' && m.ok);
+  // Reading: what each method's numbers say, from the result alone.
+  const reading = [];
+  const by = (name) => j.methods.find((m) => m.method === name && m.ok);
+  const known = new Set(j.known.heads.map(name));
+  if (j.ablation) reading.push(`The organism answers ${pct(j.ablation.baseline)} of the ${j.ablation.questions} spatial questions of the ablation at baseline${j.ablation.baseline < 0.5 ? ' (chance is 25%): it does not answer this wording of the questions, so the ablation cannot show a method\'s heads hurting the answers' : ''}.`);
+  const probe = by('probe');
   if (probe) {
     const best = probe.ranking[0].values[0];
-    const atTop = probe.ranking.filter((h) => Math.abs(h.values[0] - best) < 1e-9).length;
-    doc += `The linear probe's best held-out accuracy is ${best.toFixed(3)}, reached by ${atTop} of ${probe.ranking.length} heads (its ranking among them is the tie-break's, not the heads').`;
+    const high = probe.ranking.filter((h) => h.values[0] >= 0.9).length;
+    const layer0 = probe.ranking.slice(0, 8).filter((h) => h.layer === 0).length;
+    reading.push(`Linear probe: ${high} of ${probe.ranking.length} heads reach a held-out accuracy of 0.9 or more on their best target function (the best ${best.toFixed(3)}), ${layer0} of its top 8 in layer 0; the planted heads rank ${probe.known.map((k) => `${name(k)} ${k.rank} (${k.values[0].toFixed(3)})`).join(', ')}.`);
   }
-  if (j.ablation) doc += ` Baseline spatial accuracy of the ablation questions: ${pct(j.ablation.baseline)} (${j.ablation.questions} questions).`;
-  doc += '\n\n';
+  const sel = by('selectivity');
+  if (sel) {
+    const w = sel.settings.wording_only_accuracy ?? {};
+    const best = sel.ranking[0].values[0];
+    reading.push(`Probe with controls (split by ${sel.settings.split_by}): the wording-only probe scores ${Object.entries(w).map(([f, v]) => `${v.toFixed(2)} on ${f}`).join(', ')}; the best head's selectivity is ${best.toFixed(3)}${best <= 0.05 ? ': with one wording per function the template tells the functions apart and no head adds to it' : ''}.`);
+  }
+  const mlp = by('mlp');
+  if (mlp) {
+    const acc = mlp.settings.held_out_accuracy ?? [];
+    reading.push(`MLP probe: held-out accuracy ${acc.map((x) => x.toFixed(3)).join(', ')} over its seeds; its importance is highest for ${mlp.ranking.slice(0, 2).map(name).join(' and ')}; the planted heads rank ${mlp.known.map((k) => `${name(k)} ${k.rank}`).join(', ')}.`);
+  }
+  const patch = by('patching');
+  if (patch) {
+    const others = patch.ranking.filter((h) => !known.has(name(h))).slice(0, 1);
+    reading.push(`Patching (${patch.settings.pairs} pairs, LD clean ${patch.settings.ld_clean.toFixed(2)}, counterfactual ${patch.settings.ld_counterfactual.toFixed(2)}): ${patch.known.map((k) => `${name(k)} recovers ${k.values[0].toFixed(3)} (ranked ${k.rank})`).join(', ')}; the strongest other head is ${others.map((h) => `${name(h)} (${h.values[0].toFixed(3)}, ranked ${h.position})`).join('')}.`);
+  }
+  const att = by('attention');
+  if (att) {
+    const next = att.ranking.find((h) => !known.has(name(h)));
+    reading.push(`Attention: ${att.known.map((k) => `${name(k)} puts ${(100 * k.values[0]).toFixed(1)}%`).join(', ')} of the last row's attention on the two named objects, the next head ${next ? `${name(next)} ${(100 * next.values[0]).toFixed(1)}%` : 'none'}.`);
+  }
+  doc += reading.map((x) => `- ${x}`).join('\n') + '\n\n';
   doc += demote(md).trim() + '\n\n';
 }
 
