@@ -32,7 +32,8 @@
 // about 100 epochs x training rows x (forward + one W1 pass / batchSize), see README for measured times.
 
 import { mixSeed, mulberry32 } from '../eval/synthetic.js';
-import { type Interval, type TopSeparation, rankByCriteria, tInterval, topSeparation } from './probe-controls.js';
+import { type Interval, type TopSeparation, tInterval, topSeparation } from './probe-controls.js';
+import { rankByCriteria, topCount } from './ranking.js';
 import type { ProbeExample } from './probes.js';
 
 /** An example, with its wording's held-out flag for the split by wording. */
@@ -606,14 +607,7 @@ export function elbowIndex(y: readonly number[]): number {
 /** Ranks each function's heads by mean |importance| over seeds, then the interval's lower bound; selects the top topPercent% (or topK). */
 export function rankMlpHeads(result: MlpProbeResult, opts: { topPercent?: number; topK?: number; functions?: readonly string[] } = {}): MlpRanking {
   const { layers: L, heads: H } = result;
-  const total = L * H;
-  const topPercent = opts.topPercent ?? 10;
-  if (!(topPercent > 0 && topPercent <= 100)) throw new Error(`topPercent must be in (0, 100], got ${topPercent}`);
-  let k: number;
-  if (opts.topK !== undefined) {
-    if (!Number.isInteger(opts.topK) || opts.topK < 1 || opts.topK > total) throw new Error(`topK must be an integer in [1, ${total}], got ${opts.topK}`);
-    k = opts.topK;
-  } else k = Math.min(total, Math.max(1, Math.round((topPercent * total) / 100)));
+  const { topPercent, k } = topCount(L * H, opts);
   const wanted = opts.functions ?? result.classes;
   const functions = wanted.map((fn): MlpFunctionRanking => {
     const c = result.classes.indexOf(fn);

@@ -28,7 +28,7 @@ import { COLOURS, NUMBER_WORDS, SHAPES, mixSeed, mulberry32 } from '../eval/synt
 import { studentTwoSidedP } from './ablation.js';
 import { type LogisticFit, type ProbeTask, type ResolvedOptimizer, fitProbeBatchCpu, isConstantFeature, resolveOptimizer } from './probe-cpu.js';
 import type { ProbeExample, ProbeResult } from './probes.js';
-import { criteriaComparator, hashString, rankByCriteria, shuffleInPlace } from './ranking.js';
+import { criteriaComparator, hashString, rankByCriteria, shuffleInPlace, topCount } from './ranking.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Statistics
@@ -533,14 +533,7 @@ export function rankControlledHeads(
   controls: ProbeControls,
   opts: { topPercent?: number; topK?: number; rankBy?: RankCriterion } = {},
 ): ControlledRanking {
-  const total = result.layers * result.heads;
-  const topPercent = opts.topPercent ?? 10;
-  if (!(topPercent > 0 && topPercent <= 100)) throw new Error(`topPercent must be in (0, 100], got ${topPercent}`);
-  let k: number;
-  if (opts.topK !== undefined) {
-    if (!Number.isInteger(opts.topK) || opts.topK < 1 || opts.topK > total) throw new Error(`topK must be an integer in [1, ${total}], got ${opts.topK}`);
-    k = opts.topK;
-  } else k = Math.min(total, Math.max(1, Math.round((topPercent * total) / 100)));
+  const { topPercent, k } = topCount(result.layers * result.heads, opts);
   const rankBy = opts.rankBy ?? 'selectivity';
   const criteria = CRITERIA[rankBy];
   const criterionNames = criteria.map((c) => CRITERION_NAMES[c as keyof typeof CRITERION_NAMES]);

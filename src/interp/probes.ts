@@ -26,7 +26,7 @@ import type { GpuContext } from '../gpu/context.js';
 import { encodePng } from '../io/image.js';
 import { mixSeed, mulberry32 } from '../eval/synthetic.js';
 import { type LogisticFit, type ProbeOptimizerOptions, type ProbeTask, type ResolvedOptimizer, fitProbeBatchCpu, resolveOptimizer } from './probe-cpu.js';
-import { hashString, rankByCriteria } from './ranking.js';
+import { hashString, rankByCriteria, topCount } from './ranking.js';
 
 export interface ProbeExample {
   id: string | number;
@@ -376,16 +376,7 @@ export interface HeadRanking {
  * `probe --controls` reports.
  */
 export function rankHeads(result: Pick<ProbeResult, 'layers' | 'heads' | 'functions'>, opts: { topPercent?: number; topK?: number } = {}): HeadRanking {
-  const total = result.layers * result.heads;
-  const topPercent = opts.topPercent ?? 10;
-  if (!(topPercent > 0 && topPercent <= 100)) throw new Error(`topPercent must be in (0, 100], got ${topPercent}`);
-  let k: number;
-  if (opts.topK !== undefined) {
-    if (!Number.isInteger(opts.topK) || opts.topK < 1 || opts.topK > total) throw new Error(`topK must be an integer in [1, ${total}], got ${opts.topK}`);
-    k = opts.topK;
-  } else {
-    k = Math.min(total, Math.max(1, Math.round((topPercent * total) / 100)));
-  }
+  const { topPercent, k } = topCount(result.layers * result.heads, opts);
   const functions = result.functions.map((fp) => {
     const heads: RankedHead[] = [];
     for (let l = 0; l < result.layers; l++) for (let h = 0; h < result.heads; h++) heads.push({ layer: l, head: h, accuracy: fp.mean[l][h], std: fp.std[l][h], rank: 0 });

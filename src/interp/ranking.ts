@@ -50,3 +50,17 @@ export function rankByCriteria<T>(items: readonly T[], criteria: readonly ((t: T
   order.forEach((item, i) => out.push({ item, rank: i > 0 && compare(order[i - 1], item) === 0 ? out[i - 1].rank : i + 1 }));
   return out;
 }
+
+/**
+ * How many heads a top set holds: topK when given (an integer in [1, total]), else round(topPercent% of total),
+ * at least 1 (topPercent default 10, as CogVision).
+ */
+export function topCount(total: number, opts: { topPercent?: number; topK?: number }): { topPercent: number; k: number } {
+  const topPercent = opts.topPercent ?? 10;
+  if (!(topPercent > 0 && topPercent <= 100)) throw new Error(`topPercent must be in (0, 100], got ${topPercent}`);
+  if (opts.topK !== undefined) {
+    if (!Number.isInteger(opts.topK) || opts.topK < 1 || opts.topK > total) throw new Error(`topK must be an integer in [1, ${total}], got ${opts.topK}`);
+    return { topPercent, k: opts.topK };
+  }
+  return { topPercent, k: Math.min(total, Math.max(1, Math.round((topPercent * total) / 100))) };
+}
