@@ -20,8 +20,8 @@
 import type { ImageInput } from '../models/model.js';
 import type { PrefixHandle, VlmModel } from '../models/vlm.js';
 import type { VlmProcessor } from '../models/model.js';
-import { EMPTY_INTERVENTIONS, type InterventionSpec } from '../spec/spec.js';
-import { adaptVisBranch, checkAdaptVisOptions, roundConfidence, topProbability, type AdaptVisOptions } from '../generate/adaptvis.js';
+import type { InterventionSpec } from '../spec/spec.js';
+import { adaptVisBaseSpec, adaptVisGate, adaptVisSpec, type AdaptVisOptions } from '../generate/adaptvis.js';
 
 /** The token ids that write `candidate` after the prompt (see the file header). */
 export function continuationIds(processor: VlmProcessor, promptText: string, images: readonly ImageInput[], promptIds: readonly number[], candidate: string): number[] {
@@ -119,19 +119,11 @@ export interface AdaptVisScores extends OptionScores {
  * only; pass 2 reuses its prefix (the last prompt row is prefilled again, the temperature reaches it).
  */
 export async function adaptVisScoreOptions(model: VlmModel, args: Omit<ScoreOptionsArgs, 'reuse'> & AdaptVisOptions): Promise<AdaptVisScores> {
-  checkAdaptVisOptions(args);
-  const base: InterventionSpec = args.interventions ?? EMPTY_INTERVENTIONS;
-  if (base.imageTemperature) throw new Error('adaptVis: the interventions already set image_temperature; AdaptVis sets it (alpha_low / alpha_high)');
+  const base = adaptVisBaseSpec(args);
   const longest = Math.max(1, ...args.continuations.map((c) => c.length));
   const p1 = await model.run({ ids: args.ids, pixelValues: args.pixelValues, interventions: base, maxNewTokens: 0, reserveNewTokens: longest });
-  const top = topProbability(p1.logits!.data);
-  const confidence = roundConfidence(top.probability);
-  const { branch, alpha } = adaptVisBranch(confidence, args);
-  const interventions: InterventionSpec = {
-    ...base,
-    imageTemperature: { alpha, queries: args.queries ?? 'last', layers: args.layers ?? null, heads: args.heads ?? null },
-  };
-  const scores = await scoreOptions(model, { ...args, interventions, reuse: args.reusePrefix === false ? undefined : p1.prefix });
+  const { top, confidence, branch, alpha } = adaptVisGate(p1.logits!.data, args);
+  const scores = await scoreOptions(model, { ...args, interventions: adaptVisSpec(base, alpha, args), reuse: args.reusePrefix === false ? undefined : p1.prefix });
   // Plain scoring of the same candidates is pass 2 with pass 1's full prefill in place of pass 2's first prefill
   // (one row with the reuse, the whole prompt without): timed, so the vision tower and the prompt length are in it.
   const pass2 = scores.timings.reduce((a, t) => a + t.prefillMs + t.decodeMs, 0);

@@ -108,6 +108,32 @@ export function adaptVisBranch(confidence: number, o: Pick<AdaptVisOptions, 'thr
   return confidence < o.threshold ? { branch: 'low', alpha: o.alphaLow } : { branch: 'high', alpha: o.alphaHigh };
 }
 
+/**
+ * The gate on pass 1's first-token logits: the top-1 probability (raw and rounded as their code rounds) and the
+ * branch and alpha it picks.
+ */
+export function adaptVisGate(
+  logits: ArrayLike<number>,
+  o: Pick<AdaptVisOptions, 'threshold' | 'alphaLow' | 'alphaHigh'>,
+): { top: { probability: number; token: number }; confidence: number; branch: 'low' | 'high'; alpha: number } {
+  const top = topProbability(logits);
+  const confidence = roundConfidence(top.probability);
+  return { top, confidence, ...adaptVisBranch(confidence, o) };
+}
+
+/** The checked options' base spec (the run's other interventions), which must leave image_temperature to AdaptVis. */
+export function adaptVisBaseSpec(o: AdaptVisOptions & { interventions?: InterventionSpec }): InterventionSpec {
+  checkAdaptVisOptions(o);
+  const base = o.interventions ?? EMPTY_INTERVENTIONS;
+  if (base.imageTemperature) throw new Error('adaptVis: the interventions already set image_temperature; AdaptVis sets it (alpha_low / alpha_high)');
+  return base;
+}
+
+/** Pass 2's spec: the base spec with the chosen alpha on the options' rows, layers and heads (default: last, all). */
+export function adaptVisSpec(base: InterventionSpec, alpha: number, o: Pick<AdaptVisOptions, 'queries' | 'layers' | 'heads'>): InterventionSpec {
+  return { ...base, imageTemperature: { alpha, queries: o.queries ?? 'last', layers: o.layers ?? null, heads: o.heads ?? null } };
+}
+
 /** Checks the options; throws a one-line error naming the bad one. */
 export function checkAdaptVisOptions(o: AdaptVisOptions): void {
   for (const k of ['threshold', 'alphaLow', 'alphaHigh'] as const) {
@@ -141,9 +167,7 @@ export function parseAdaptVisTriple(text: string): Pick<AdaptVisOptions, 'thresh
  * which AdaptVis sets); `onText` streams pass 2 only.
  */
 export async function adaptVis(model: VlmModel, args: AdaptVisArgs): Promise<AdaptVisResult> {
-  checkAdaptVisOptions(args);
-  const base: InterventionSpec = args.interventions ?? EMPTY_INTERVENTIONS;
-  if (base.imageTemperature) throw new Error('adaptVis: the interventions already set image_temperature; AdaptVis sets it (alpha_low / alpha_high)');
+  const base = adaptVisBaseSpec(args);
   const { maxNewTokens, tokenizer } = args;
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new Error(`maxNewTokens must be a non-negative integer, got ${maxNewTokens}`);
 
@@ -170,15 +194,10 @@ export async function adaptVis(model: VlmModel, args: AdaptVisArgs): Promise<Ada
     prefix = r.prefix;
     pass1 = { prefillMs: r.timings.prefillMs, decodeMs: 0 };
   }
-  const top = topProbability(logits);
-  const confidence = roundConfidence(top.probability);
-  const { branch, alpha } = adaptVisBranch(confidence, args);
+  const { top, confidence, branch, alpha } = adaptVisGate(logits, args);
 
   // Pass 2: the answer, with the chosen temperature.
-  const interventions: InterventionSpec = {
-    ...base,
-    imageTemperature: { alpha, queries: args.queries ?? 'last', layers: args.layers ?? null, heads: args.heads ?? null },
-  };
+  const interventions = adaptVisSpec(base, alpha, args);
   const reuse = args.reusePrefix !== false;
   const r2 = await generate(model, { ...args, interventions, reuse: reuse ? prefix : undefined });
   const p1 = pass1.prefillMs + pass1.decodeMs;
