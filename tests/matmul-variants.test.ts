@@ -8,6 +8,7 @@ import { adapterProfile, GEMV_MAX_ROWS, GEMV_TARGET_WORKGROUPS, matmul, matmulPl
 import { rows, type Activation } from '../kernels/common.js';
 import { expectClose, gpuContext, randn, read, upload } from './helpers/gpu.js';
 import { RowSplitTensor, type DType } from '../src/gpu/tensor.js';
+import { decodeToF32 } from '../src/gpu/half.js';
 
 function refAct(v: number, a: Activation): number {
   if (a === 'silu') return v / (1 + Math.exp(-v));
@@ -136,6 +137,59 @@ describe('matmul variants vs float64 reference (forced on this adapter)', () => 
     rec.submit();
     expectClose(await read(ctx, y1), reference(xs, w1q, null, null, 1, N, K, 'none'), 3e-4, 3e-4, 'first');
     expectClose(await read(ctx, y2), reference(xs, w2q, null, null, 1, 3 * N, K, 'none'), 3e-4, 3e-4, 'second');
+  });
+});
+
+describe('f16 weights: every half through each variant', () => {
+  // Every finite half (63488 patterns: both signs, zeros, subnormals, the largest normals) as W[n][k] with K = 4,
+  // read back through x = the identity, so y[m][n] = W[n][m] exactly: each variant's vec4 path. (A cheaper
+  // bit-moving conversion for CPU adapters was measured and dropped: SwiftShader flushes f32 denormals, so only a
+  // branchy or select-heavy version is exact for subnormal halves, and those were no faster than unpack2x16float.)
+  const finite: number[] = [];
+  for (let h = 0; h < 65536; h++) if ((h & 0x7c00) !== 0x7c00) finite.push(h);
+  const halves = new Uint16Array(finite);
+  const N = halves.length / 4;
+  for (const variant of ['tiled', 'smem', 'gemv_rows', 'gemv_coop', 'gemv_splitk'] as MatmulVariant[]) {
+    it(`${variant}: every finite half exactly`, async () => {
+      const ctx = await gpuContext();
+      const bytes = new Uint8Array(halves.buffer.slice(0));
+      const want = decodeToF32(bytes, 'f16');
+      const w = ctx.uploadTensor(bytes, [N, 4], 'f16', 'w');
+      const M = variant.startsWith('gemv') ? 1 : 4;
+      const eye = new Float32Array(M * 4);
+      for (let m = 0; m < M; m++) eye[m * 4 + m] = 1;
+      const x = ctx.uploadF32(eye, [M, 4], 'x');
+      const y = ctx.activation([M, N], 'y');
+      const rec = ctx.recorder();
+      matmul(ctx, rec, { x: rows(x), w, out: rows(y), variant });
+      rec.submit();
+      const got = await read(ctx, y);
+      for (let m = 0; m < M; m++)
+        for (let n = 0; n < N; n++) {
+          const g = got[m * N + n];
+          const e = want[n * 4 + m];
+          if (g !== e) throw new Error(`${variant}: half 0x${halves[n * 4 + m].toString(16)} read as ${g}, expected ${e}`);
+        }
+    });
+  }
+
+  it('inf and NaN halves propagate', async () => {
+    const ctx = await gpuContext();
+    // Rows: +inf, -inf, NaN, and 65504 (the largest half) times x = 3e4.
+    const h = new Uint16Array([0x7c00, 0x3c00, 0x3c00, 0x3c00, 0xfc00, 0x3c00, 0x3c00, 0x3c00, 0x7e01, 0, 0, 0, 0x7bff, 0x7bff, 0, 0x8001]);
+    const w = ctx.uploadTensor(new Uint8Array(h.buffer), [4, 4], 'f16', 'w');
+    const x = ctx.uploadF32(new Float32Array([3e4, 1, 2, -1]), [1, 4], 'x');
+    for (const variant of ['tiled', 'smem', 'gemv_rows', 'gemv_coop', 'gemv_splitk'] as MatmulVariant[]) {
+      const y = ctx.activation([1, 4], 'y');
+      const rec = ctx.recorder();
+      matmul(ctx, rec, { x: rows(x), w, out: rows(y), variant });
+      rec.submit();
+      const g = await read(ctx, y);
+      expect(g[0], variant).toBe(Infinity);
+      expect(g[1], variant).toBe(-Infinity);
+      expect(Number.isNaN(g[2]), variant).toBe(true);
+      expect(Math.abs(g[3] / (65504 * 3e4 + 65504 + 2 ** -24) - 1), variant).toBeLessThan(1e-6);
+    }
   });
 });
 
