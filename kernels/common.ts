@@ -2,6 +2,7 @@
 
 import dtypeSource from '../shaders/dtype.wgsl';
 import activationSource from '../shaders/activations.wgsl';
+import type { GpuContext } from '../src/gpu/context.js';
 import type { DType, Tensor } from '../src/gpu/tensor.js';
 import type { Defines } from '../src/gpu/wgsl.js';
 export { type Activation, activationDefines, parseActivation } from './activation.js';
@@ -65,4 +66,28 @@ export function rows(t: Tensor, first = 0, count?: number): RowView {
 
 export function checkDtype(t: Tensor, allowed: DType[], what: string): void {
   if (!allowed.includes(t.dtype)) throw new Error(`${what}: tensor ${t.label} has dtype ${t.dtype}, expected ${allowed.join(' or ')}`);
+}
+
+/**
+ * Bytes [begin, end) of `buffer` as a storage binding, its start rounded down to the adapter's offset alignment.
+ * A kernel bound this way indexes from the binding's start, so its element offsets drop `skipped` (the elements
+ * of `elemBytes` before the binding). Binding only what a dispatch touches keeps the bytes bound per dispatch
+ * near what it reads: a decode step writes one row of the KV cache and reads one row of the embedding table,
+ * and binds those rather than the whole cache and table.
+ */
+export function bindRange(ctx: GpuContext, buffer: GPUBuffer, begin: number, end: number, elemBytes = 4): { binding: { buffer: GPUBuffer; offset: number; size: number }; skipped: number } {
+  if (!(begin >= 0 && end > begin && end <= buffer.size)) {
+    throw new Error(`bindRange: bytes [${begin}, ${end}) outside ${buffer.label || 'a buffer'} of ${buffer.size} bytes`);
+  }
+  const align = ctx.limits.minStorageBufferOffsetAlignment;
+  const offset = Math.floor(begin / align) * align;
+  // Storage binding sizes are multiples of 4; 16 keeps a vec4 array's last element whole.
+  const size = Math.min(buffer.size, Math.ceil(end / 16) * 16) - offset;
+  return { binding: { buffer, offset, size }, skipped: offset / elemBytes };
+}
+
+/** bindRange over the elements a row view covers (f32 activations). */
+export function bindView(ctx: GpuContext, v: RowView): { binding: { buffer: GPUBuffer; offset: number; size: number }; skipped: number } {
+  const end = v.rows === 0 ? v.offset + 1 : v.offset + (v.rows - 1) * v.stride + v.cols;
+  return bindRange(ctx, v.tensor.buffer, v.offset * 4, end * 4);
 }

@@ -3,9 +3,9 @@
 
 import source from '../shaders/embed.wgsl';
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
-import { Uniforms, fold } from '../src/gpu/context.js';
-import { type Tensor, type Weight, weightParts } from '../src/gpu/tensor.js';
-import { type RowView, assemble, checkDtype } from './common.js';
+import { Uniforms, fold, type BufferRef } from '../src/gpu/context.js';
+import { type Tensor, type Weight, dtypeBytes, weightParts } from '../src/gpu/tensor.js';
+import { type RowView, assemble, bindRange, checkDtype } from './common.js';
 
 const WG = 256;
 
@@ -27,6 +27,11 @@ export interface EmbedArgs {
   features?: EmbedFeatures | null;
   /** f32 output view, rows x D. */
   out: RowView;
+  /**
+   * The ids' values when the caller knows them (a decode step reads back the token it feeds): only the table rows
+   * they name are bound, not the whole table. They must equal ids[idsOffset..]; rows outside them read nothing.
+   */
+  knownIds?: readonly number[] | null;
 }
 
 /** out[r] = map[r] >= 0 ? data[map[r]] : table[ids[idsOffset + r]]. */
@@ -75,12 +80,34 @@ export function embed(ctx: GpuContext, rec: Recorder, a: EmbedArgs): void {
   if (weightParts(table).some((b) => b.tensor.buffer === out.tensor.buffer) || a.ids === out.tensor.buffer || f?.map === out.tensor.buffer) {
     throw new Error(`embed: output ${out.tensor.label} shares a buffer with the table, ids or feature map; write into another tensor`);
   }
+  const known = a.knownIds ?? null;
+  if (known) {
+    if (known.length !== rows) throw new Error(`embed: knownIds has ${known.length} ids for ${rows} rows`);
+    for (const id of known) {
+      if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new Error(`embed: known id ${id} is outside the vocabulary of ${table.label} (${vocab} rows)`);
+    }
+  }
   const total = rows * D;
   const parts = weightParts(table);
   if (total > 0xffffffff || Math.max(...parts.map((p) => p.tensor.numel)) > 0xffffffff) {
     throw new Error(`embed: ${table.label} is too large for the kernel's 32-bit index`);
   }
   const dispatch = (block: { tensor: Tensor; rowStart: number } | null, withFeatures: boolean, last: boolean) => {
+    // With known ids, the block's rows between the lowest and the highest of them (none: the block is skipped,
+    // unless image rows still have to be written by this dispatch).
+    let tableBinding: BufferRef | null = block?.tensor.buffer ?? null;
+    let tableSkipped = 0;
+    if (block && known) {
+      const n = block.tensor.shape[0];
+      const inBlock = known.map((id) => id - block.rowStart).filter((r) => r >= 0 && r < n);
+      if (!inBlock.length && !withFeatures) return;
+      const lo = inBlock.length ? Math.min(...inBlock) : 0;
+      const hi = inBlock.length ? Math.max(...inBlock) : 0;
+      const eb = dtypeBytes(block.tensor.dtype);
+      const r = bindRange(ctx, block.tensor.buffer, lo * D * eb, (hi + 1) * D * eb, eb);
+      tableBinding = r.binding;
+      tableSkipped = r.skipped;
+    }
     const asm = assemble(source, block ? { table: block.tensor.dtype } : {});
     const kernel = ctx.kernel({
       name: 'embed',
@@ -99,11 +126,12 @@ export function embed(ctx: GpuContext, rec: Recorder, a: EmbedArgs): void {
       .u32(out.stride)
       .u32(block?.rowStart ?? 0)
       .u32(last ? 1 : 0)
+      .u32(tableSkipped)
       .done();
     rec.dispatch(
       kernel,
       u,
-      [null, a.ids, block?.tensor.buffer ?? null, withFeatures ? f!.map : null, withFeatures ? f!.data.buffer : null, out.tensor.buffer],
+      [null, a.ids, tableBinding, withFeatures ? f!.map : null, withFeatures ? f!.data.buffer : null, out.tensor.buffer],
       fold(Math.ceil(total / WG), ctx.limits.maxComputeWorkgroupsPerDimension),
       `embed ${block?.tensor.label ?? 'image features'}`,
     );

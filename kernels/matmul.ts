@@ -17,7 +17,7 @@ import smemSource from '../shaders/matmul_smem.wgsl';
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
 import { Uniforms } from '../src/gpu/context.js';
 import { type Tensor, type Weight, weightParts } from '../src/gpu/tensor.js';
-import { type Activation, type RowView, activationDefines, assemble } from './common.js';
+import { type Activation, type RowView, activationDefines, assemble, bindView } from './common.js';
 
 export interface MatmulArgs {
   x: RowView;
@@ -222,15 +222,19 @@ function matmulBlock(ctx: GpuContext, rec: Recorder, a: MatmulArgs, w: Tensor, n
       ? ['uniform', 'read', 'read', null, null, null, 'write']
       : ['uniform', 'read', 'read', a.b ? 'read' : null, a.residual ? 'read' : null, 'write'],
   });
+  // x, the residual and the output are bound over the rows (and this block's columns) the call touches.
+  const xb = bindView(ctx, a.x);
+  const ob = bindView(ctx, { ...a.out, offset: a.out.offset + n0, cols: N });
+  const rb = a.residual ? bindView(ctx, { ...a.residual, offset: a.residual.offset + n0, cols: N }) : null;
   const u = new Uniforms()
     .u32(M)
     .u32(N)
     .u32(K)
-    .u32(a.x.offset)
+    .u32(a.x.offset - xb.skipped)
     .u32(a.x.stride)
-    .u32(a.out.offset + n0)
+    .u32(a.out.offset + n0 - ob.skipped)
     .u32(a.out.stride)
-    .u32((a.residual?.offset ?? 0) + n0)
+    .u32(rb ? a.residual!.offset + n0 - rb.skipped : 0)
     .u32(a.residual?.stride ?? 0)
     .u32(n0)
     .u32(plan.splits)
@@ -239,20 +243,20 @@ function matmulBlock(ctx: GpuContext, rec: Recorder, a: MatmulArgs, w: Tensor, n
   const label = `matmul ${w.label}`;
   switch (plan.variant) {
     case 'tiled':
-      rec.dispatch(kernel, u, [null, a.x.tensor.buffer, w.buffer, a.b?.buffer ?? null, a.residual?.tensor.buffer ?? null, a.out.tensor.buffer], [Math.ceil(N / (wgX * 4)), Math.ceil(M / (wgY * 4))], label);
+      rec.dispatch(kernel, u, [null, xb.binding, w.buffer, a.b?.buffer ?? null, rb?.binding ?? null, ob.binding], [Math.ceil(N / (wgX * 4)), Math.ceil(M / (wgY * 4))], label);
       return;
     case 'smem':
-      rec.dispatch(kernel, u, [null, a.x.tensor.buffer, w.buffer, a.b?.buffer ?? null, a.residual?.tensor.buffer ?? null, a.out.tensor.buffer], [Math.ceil(N / (wgX * 4)), Math.ceil(M / (wgY * 4))], label);
+      rec.dispatch(kernel, u, [null, xb.binding, w.buffer, a.b?.buffer ?? null, rb?.binding ?? null, ob.binding], [Math.ceil(N / (wgX * 4)), Math.ceil(M / (wgY * 4))], label);
       return;
     case 'gemv_rows':
-      rec.dispatch(kernel, u, [null, a.x.tensor.buffer, w.buffer, a.b?.buffer ?? null, a.residual?.tensor.buffer ?? null, a.out.tensor.buffer], [Math.ceil(N / (wgX * 8)), M], label);
+      rec.dispatch(kernel, u, [null, xb.binding, w.buffer, a.b?.buffer ?? null, rb?.binding ?? null, ob.binding], [Math.ceil(N / (wgX * 8)), M], label);
       return;
     case 'gemv_coop':
-      rec.dispatch(kernel, u, [null, a.x.tensor.buffer, w.buffer, a.b?.buffer ?? null, a.residual?.tensor.buffer ?? null, a.out.tensor.buffer], [Math.ceil(N / 4), M, 1], label);
+      rec.dispatch(kernel, u, [null, xb.binding, w.buffer, a.b?.buffer ?? null, rb?.binding ?? null, ob.binding], [Math.ceil(N / 4), M, 1], label);
       return;
     case 'gemv_splitk': {
       const part = splitScratch(ctx, plan.splits * M * N);
-      rec.dispatch(kernel, u, [null, a.x.tensor.buffer, w.buffer, null, null, null, part], [Math.ceil(N / 4), M, plan.splits], `${label} (split K)`);
+      rec.dispatch(kernel, u, [null, xb.binding, w.buffer, null, null, null, part], [Math.ceil(N / 4), M, plan.splits], `${label} (split K)`);
       const reduce = ctx.kernel({
         name: 'matmul_gemv_splitk_reduce',
         source: assemble(commonSource + '\n' + vecSource, a.b ? { b: a.b.dtype } : {}, { activations: true }).source,
@@ -261,7 +265,7 @@ function matmulBlock(ctx: GpuContext, rec: Recorder, a: MatmulArgs, w: Tensor, n
         constants: { WG: 64 },
         bindings: ['uniform', null, null, a.b ? 'read' : null, a.residual ? 'read' : null, 'write', 'read'],
       });
-      rec.dispatch(reduce, u, [null, null, null, a.b?.buffer ?? null, a.residual?.tensor.buffer ?? null, a.out.tensor.buffer, part], [Math.ceil((M * N) / 64)], `${label} (reduce)`);
+      rec.dispatch(reduce, u, [null, null, null, a.b?.buffer ?? null, rb?.binding ?? null, ob.binding, part], [Math.ceil((M * N) / 64)], `${label} (reduce)`);
       return;
     }
   }

@@ -5,7 +5,7 @@ import source from '../shaders/rope.wgsl';
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
 import { Uniforms, fold } from '../src/gpu/context.js';
 import type { Tensor } from '../src/gpu/tensor.js';
-import { checkDtype } from './common.js';
+import { bindRange, checkDtype } from './common.js';
 
 const WG = 256;
 
@@ -77,14 +77,17 @@ export function rope(ctx: GpuContext, rec: Recorder, a: RopeArgs): void {
     constants: { WG },
     bindings: ['uniform', 'read', 'write'],
   });
+  // Only the rotated rows are bound (a decode step turns one row of the K cache, not the whole cache).
+  const first = colOffset + rowOffset * rowStride;
+  const xb = bindRange(ctx, x.buffer, first * 4, end * 4);
   const u = new Uniforms()
     .u32(total)
     .u32(heads)
     .u32(headDim)
     .u32(half)
-    .u32(colOffset + rowOffset * rowStride)
+    .u32(first - xb.skipped)
     .u32(rowStride)
     .u32(tableRow)
     .done();
-  rec.dispatch(kernel, u, [null, table.buffer, x.buffer], fold(Math.ceil(total / WG), ctx.limits.maxComputeWorkgroupsPerDimension), label);
+  rec.dispatch(kernel, u, [null, table.buffer, xb.binding], fold(Math.ceil(total / WG), ctx.limits.maxComputeWorkgroupsPerDimension), label);
 }

@@ -16,6 +16,7 @@ struct Params {
   o_stride: u32,  // elements between rows of out
   id_base: u32,   // first vocabulary row held by this table block
   clamp_top: u32, // 1: ids past the block are clamped to its last row (the last block); 0: skipped
+  t_skip: u32,    // table elements before the binding's start (the launcher binds only the rows of known ids)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;                   // sizes and views
@@ -60,6 +61,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     local = p.vocab - 1u;
   }
-  o[dst] = load_table(local * p.cols + c);
+  o[dst] = load_table(local * p.cols + c - p.t_skip);
 #endif
 }

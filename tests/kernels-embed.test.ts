@@ -3,7 +3,7 @@ import { embed } from '../kernels/embed.js';
 import { rows, type RowView } from '../kernels/common.js';
 import { GpuContext } from '../src/gpu/context.js';
 import { expectClose, gpuContext, randn, read, rng, upload } from './helpers/gpu.js';
-import type { DType } from '../src/gpu/tensor.js';
+import { RowSplitTensor, type DType } from '../src/gpu/tensor.js';
 
 /** The same device seen with a lower workgroups-per-dimension limit, so the folded dispatch runs cheaply. */
 function lowLimit(ctx: GpuContext, max: number): GpuContext {
@@ -125,6 +125,71 @@ describe('embed kernel', () => {
     const out8 = ctx.activation([4, 8], 'hidden8');
     expect(() => embed(ctx, ctx.recorder(), { ids, idsOffset: 1, rows: 4, table, out: rows(out8) })).toThrow(
       /ids buffer token_ids holds 4 ids, needs 5/,
+    );
+  });
+
+  for (const dtype of ['f32', 'f16', 'bf16'] as DType[]) {
+    it(`known ids (decode): the same rows, binding only the table rows they name (${dtype}, rows not aligned)`, async () => {
+      const ctx = await gpuContext();
+      const [vocab, D] = [1000, 37];
+      const ids = new Uint32Array([5, 613, 999, 640, 0]);
+      const idsBuf = u32Buffer(ctx, ids, 'ids');
+      const [table, tq] = upload(ctx, randn(vocab * D, 77, 0.5), [vocab, D], dtype, 'embed_tokens.weight');
+      const c = ctx.countWork();
+      try {
+        for (const [off, R] of [[1, 1], [2, 1], [1, 3], [4, 1]] as const) {
+          const out = ctx.activation([R, D], 'h');
+          const before = c.snapshot();
+          const rec = ctx.recorder();
+          embed(ctx, rec, { ids: idsBuf, idsOffset: off, rows: R, table, out: rows(out), knownIds: [...ids.subarray(off, off + R)] });
+          rec.submit();
+          expectClose(await read(ctx, out), refEmbed(ids, off, R, tq, vocab, D), 0, 0, `ids ${off}..${off + R}`);
+          const known = [...ids.subarray(off, off + R)];
+          const spanBytes = (Math.max(...known) - Math.min(...known) + 1) * D * (dtype === 'f32' ? 4 : 2);
+          const bound = c.since(before).bound.get(table.buffer as GPUBuffer)!;
+          expect(bound).toBeGreaterThanOrEqual(spanBytes);
+          expect(bound).toBeLessThanOrEqual(spanBytes + ctx.limits.minStorageBufferOffsetAlignment + 16);
+        }
+      } finally {
+        ctx.counters = null;
+      }
+    });
+  }
+
+  it('known ids with a table split in row blocks: blocks without any of them are not dispatched', async () => {
+    const ctx = await gpuContext();
+    const [vocab, D] = [300, 20];
+    const values = randn(vocab * D, 88, 0.5);
+    const [, tq] = upload(ctx, values, [vocab, D], 'f16', 'w');
+    const starts = [0, 100, 200];
+    const parts = starts.map((r0, i) => upload(ctx, values.subarray(r0 * D, (starts[i + 1] ?? vocab) * D), [(starts[i + 1] ?? vocab) - r0, D], 'f16', `embed[${r0}..]`)[0]);
+    const table = new RowSplitTensor(parts, starts, [vocab, D], 'f16', 'embed_tokens.weight');
+    const ids = new Uint32Array([150, 299, 101]);
+    const idsBuf = u32Buffer(ctx, ids, 'ids');
+    const c = ctx.countWork();
+    try {
+      for (const [off, R, dispatches] of [[0, 1, 1], [0, 2, 2], [2, 1, 1]] as const) {
+        const out = ctx.activation([R, D], 'h');
+        const before = c.snapshot();
+        const rec = ctx.recorder();
+        embed(ctx, rec, { ids: idsBuf, idsOffset: off, rows: R, table, out: rows(out), knownIds: [...ids.subarray(off, off + R)] });
+        rec.submit();
+        expectClose(await read(ctx, out), refEmbed(ids, off, R, tq, vocab, D), 0, 0, `ids ${off}..${off + R}`);
+        expect(c.since(before).dispatches).toBe(dispatches);
+      }
+    } finally {
+      ctx.counters = null;
+    }
+  });
+
+  it('refuses known ids that do not match the rows or the vocabulary', async () => {
+    const ctx = await gpuContext();
+    const table = ctx.activation([10, 8], 'embed_tokens.weight');
+    const ids = u32Buffer(ctx, new Uint32Array(4), 'token_ids');
+    const out = ctx.activation([2, 8], 'hidden');
+    expect(() => embed(ctx, ctx.recorder(), { ids, rows: 2, table, out: rows(out), knownIds: [1] })).toThrow(/knownIds has 1 ids for 2 rows/);
+    expect(() => embed(ctx, ctx.recorder(), { ids, rows: 2, table, out: rows(out), knownIds: [1, 10] })).toThrow(
+      /known id 10 is outside the vocabulary of embed_tokens.weight \(10 rows\)/,
     );
   });
 });

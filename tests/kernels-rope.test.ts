@@ -90,12 +90,31 @@ describe('rope kernel vs float64 rotate_half reference', () => {
     { rows: 3, heads: 1, headDim: 4100 }, // one head wider than a workgroup
     { rows: 4, heads: 2, headDim: 6, rowStride: 37, rowOffset: 2, colOffset: 12, totalRows: 8 }, // K of a fused row, row subset
     { rows: 9, heads: 5, headDim: 10, rotaryDim: 4, rowStride: 53, colOffset: 1 },
+    { rows: 1, heads: 3, headDim: 6, rowOffset: 95, totalRows: 200 }, // a decode step's row of a KV cache, offset not aligned
+    { rows: 2, heads: 2, headDim: 8, rowOffset: 64, totalRows: 100 }, // starts on an aligned offset
   ];
   for (const c of cases) {
     it(JSON.stringify(c), async () => {
       await runCase(await gpuContext(), c, 7 + c.rows + c.headDim);
     });
   }
+
+  it('binds only the rotated rows (a decode step does not bind the whole K cache)', async () => {
+    const ctx = await gpuContext();
+    const c = ctx.countWork();
+    try {
+      const before = c.snapshot();
+      const { got, xs } = await runCase(ctx, { rows: 1, heads: 4, headDim: 16, rowOffset: 77, totalRows: 300 }, 5);
+      const d = c.since(before);
+      const [x] = [...d.kernels.get('rope')!.bound.entries()].filter(([b]) => b.size === xs.length * 4).map(([, n]) => n);
+      expect(x).toBeGreaterThanOrEqual(64 * 4);
+      expect(x).toBeLessThanOrEqual(64 * 4 + ctx.limits.minStorageBufferOffsetAlignment + 16);
+      // Rows outside the rotated one are untouched.
+      expect(Array.from(got.subarray(0, 77 * 64))).toEqual(Array.from(xs.subarray(0, 77 * 64)));
+    } finally {
+      ctx.counters = null;
+    }
+  });
 
   it('folds a large rotation count over a 2-D dispatch (limit lowered to 13)', async () => {
     // 50 rows x 7 heads x 16 pairs = 5600 rotations = 22 workgroups of 256 -> [11, 2]

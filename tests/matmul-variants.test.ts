@@ -122,6 +122,40 @@ describe('matmul variants vs float64 reference (forced on this adapter)', () => 
     });
   }
 
+  it('binds only the rows of x, the residual and the output it touches (one row of a KV cache)', async () => {
+    const ctx = await gpuContext();
+    const [N, K, rowsInCache] = [48, 36, 300];
+    const xs = randn(10 * K, 700);
+    const x = ctx.uploadF32(xs, [10, K], 'x');
+    const [w, wq] = upload(ctx, randn(N * K, 701), [N, K], 'f16', 'w');
+    const cache = ctx.uploadF32(new Float32Array(rowsInCache * N).fill(5), [rowsInCache, N], 'k_cache');
+    const rs = randn(20 * N, 702);
+    const r = ctx.uploadF32(rs, [20, N], 'r');
+    const c = ctx.countWork();
+    try {
+      for (const variant of ['tiled', 'smem', 'gemv_rows', 'gemv_coop', 'gemv_splitk'] as MatmulVariant[]) {
+        const before = c.snapshot();
+        const rec = ctx.recorder();
+        matmul(ctx, rec, { x: rows(x, 7, 1), w, residual: rows(r, 13, 1), out: rows(cache, 157, 1), variant });
+        rec.submit();
+        const d = c.since(before);
+        const slack = ctx.limits.minStorageBufferOffsetAlignment + 16;
+        for (const [buf, bytes] of [[cache.buffer, N * 4], [x.buffer, K * 4], [r.buffer, N * 4]] as const) {
+          const bound = d.bound.get(buf)!;
+          expect(bound, `${variant} ${buf.label}`).toBeGreaterThanOrEqual(bytes);
+          expect(bound, `${variant} ${buf.label}`).toBeLessThanOrEqual(bytes + slack);
+        }
+        const got = await read(ctx, cache);
+        const want = reference(xs.subarray(7 * K), wq, null, rs.subarray(13 * N), 1, N, K, 'none');
+        expectClose(got.subarray(157 * N, 158 * N), want, 1e-4, 1e-4, variant);
+        expect(got[157 * N - 1]).toBe(5);
+        expect(got[158 * N]).toBe(5);
+      }
+    } finally {
+      ctx.counters = null;
+    }
+  });
+
   it('two split-K matmuls in one step share the scratch and stay correct', async () => {
     const ctx = await gpuContext();
     const [N, K] = [9, 2048];

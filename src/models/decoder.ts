@@ -51,6 +51,8 @@ export interface DecoderStep {
   /** Token ids buffer (u32) and the element offset of this step's first id. */
   ids: GPUBuffer;
   idsOffset: number;
+  /** The step's ids when the caller knows them (decode): the embedding binds only their table rows. */
+  knownIds?: readonly number[] | null;
   /** Image features scattered over image-token rows: i32 row map and f32 data. */
   features?: { map: GPUBuffer; data: Tensor } | null;
   /** f32 rotary table [rows, headDim/2, 2] for this step's positions. */
@@ -218,6 +220,7 @@ export class Decoder {
       rows: n,
       table: this.embedTokens,
       features: step.features ?? null,
+      knownIds: step.knownIds ?? null,
       out: rows(h, 0, n),
     });
     step.captures?.residual?.get(0) && rec.copy(h.buffer, 0, step.captures.residual.get(0)!.buffer, 0, n * D * 4);

@@ -558,6 +558,7 @@ export class VlmModel {
           pos0: pos,
           ids: this.idsBuf!,
           idsOffset: pos,
+          knownIds: [tok],
           rotary: this.rotaryBuf!,
           knockout,
           tempRows: temperatureRows(spec.imageTemperature?.queries ?? null, 'decode', 1),
