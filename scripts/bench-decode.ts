@@ -8,7 +8,11 @@
 // A token's figures are the counts between two `onToken` callbacks, i.e. whole decode steps (the rotary upload, the
 // recorded step, its submit and the token readback), divided by the steps between them.
 //
-// Env: BENCH_DECODE=organism|7b|all (default all), BENCH_DECODE_LAYERS (7B-width stack, default 2),
+// Whole-model speed beside them: prefill tokens/s (the prompt's tokens over the time to the first token, vision
+// included) and decode tokens/s.
+//
+// Env: BENCH_DECODE=organism|7b|qwen7b|all (default all; 7b = LLaVA-1.5-7B width, qwen7b = Qwen2.5-VL-7B width),
+// BENCH_DECODE_LAYERS (7B-width stacks, default 2),
 // BENCH_DECODE_STEPS (decode steps counted, default 4).
 
 import { createHash } from 'node:crypto';
@@ -19,6 +23,7 @@ import { type GpuContext, type GpuCounters, fmtBytes } from '../src/gpu/context.
 import { type Weight, weightParts } from '../src/gpu/tensor.js';
 import { loadModel } from '../src/models/load.js';
 import { type RandomLlavaSpec, writeRandomLlava } from '../src/models/random-llava.js';
+import { type RandomQwenSpec, qwenTokenIds, writeRandomQwen } from '../src/models/random-qwen.js';
 import type { VlmModel } from '../src/models/vlm.js';
 import type { RgbImage } from '../src/io/image.js';
 
@@ -30,6 +35,10 @@ export interface DecodeRow {
   prompt_tokens: number;
   /** Decode steps counted (tokens fed back). */
   steps: number;
+  /** Run start to the first token (vision encoder + prefill + first argmax), and prompt tokens per second of it. */
+  prefill_ms: number;
+  prefill_tokens_per_s: number;
+  decode_tokens_per_s: number;
   /** Everything below is per decoded token (averaged over the counted steps) unless it says otherwise. */
   ms_per_token: number;
   dispatches: number;
@@ -63,6 +72,10 @@ export interface DecodeRow {
 interface Subject {
   name: string;
   folder: string;
+  /** The prompt's ids around `nImage` image tokens (default LLaVA's: bos, the image tokens, three text tokens). */
+  promptIds?: (model: VlmModel, nImage: number) => number[];
+  /** Side of the square test image (default 336; the processor resizes it). */
+  imageSize?: number;
 }
 
 /** A 7B-width LLaVA stack (LLaVA-1.5-7B's text dims) with a small vocab and a tiny vision tower, cached on disk. */
@@ -81,6 +94,36 @@ async function randomLlava7b(layers: number): Promise<Subject> {
     console.log(`  wrote ${folder} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
   }
   return { name: `random LLaVA, 7B width (4096 hidden, 11008 MLP, 32 heads), ${layers} layers, vocab 1024, tiny vision`, folder };
+}
+
+/**
+ * A Qwen2.5-VL-7B-width stack (3584 hidden, 18944 MLP, 28 heads over 4 KV heads, head dim 128, M-RoPE sections
+ * 16/24/24) with a small vocab and a tiny vision tower, cached on disk.
+ */
+async function randomQwen7b(layers: number): Promise<Subject> {
+  const spec: RandomQwenSpec = {
+    family: 'qwen2_5_vl',
+    seed: 16,
+    dtype: 'BF16',
+    minPixels: 56 * 56,
+    maxPixels: 56 * 56,
+    vision: { width: 32, heads: 2, depth: 1, intermediate: 64, windowSize: 56, fullattBlockIndexes: [0], patchSize: 14, mergeSize: 2 },
+    text: { hidden: 3584, intermediate: 18944, layers, heads: 28, kvHeads: 4, vocab: 1024, ropeTheta: 1000000, mropeSection: [16, 24, 24] },
+  };
+  const tag = createHash('sha256').update(JSON.stringify(spec)).digest('hex').slice(0, 12);
+  const folder = join(tmpdir(), `vlmscope-bench-qwen25-7b-width-${layers}l-${tag}`);
+  if (!existsSync(join(folder, 'model.safetensors'))) {
+    const t0 = performance.now();
+    await writeRandomQwen(folder, spec);
+    console.log(`  wrote ${folder} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+  }
+  const tok = qwenTokenIds(spec);
+  return {
+    name: `random Qwen2.5-VL, 7B width (3584 hidden, 18944 MLP, 28 heads / 4 KV), ${layers} layers, vocab 1024, tiny vision`,
+    folder,
+    imageSize: 56,
+    promptIds: (_model, n) => [5, tok.visionStart, ...Array(n).fill(tok.image), tok.visionEnd, 6, 7, 8],
+  };
 }
 
 /** Buffers of the text decoder's weights, with the bytes a token needs of each at least. */
@@ -113,13 +156,14 @@ async function measure(ctx: GpuContext, subject: Subject, steps: number): Promis
   try {
     const cfg = model.decoder.cfg;
     // A grey image and a short prompt: bos, the image tokens, a few text tokens.
-    const size = 336;
+    const size = subject.imageSize ?? 336;
     const img: RgbImage = { width: size, height: size, data: new Uint8Array(size * size * 3).fill(128) };
     const pixels = model.preprocess(img);
     const nImage = model.imageTokenCounts([pixels])[0];
-    const ids = [1, ...Array(nImage).fill(model.imageTokenId), 5, 6, 7];
+    const ids = subject.promptIds ? subject.promptIds(model, nImage) : [1, ...Array(nImage).fill(model.imageTokenId), 5, 6, 7];
     const maxNew = steps + 2;
     const snaps: { c: GpuCounters; t: number }[] = [];
+    const t0 = performance.now();
     await model.run({
       ids,
       pixelValues: [pixels],
@@ -161,6 +205,9 @@ async function measure(ctx: GpuContext, subject: Subject, steps: number): Promis
       weight_dtype: weightParts(model.decoder.layers[0].q)[0].tensor.dtype,
       prompt_tokens: L,
       steps,
+      prefill_ms: +(snaps[0].t - t0).toFixed(1),
+      prefill_tokens_per_s: +(L / ((snaps[0].t - t0) / 1000)).toFixed(2),
+      decode_tokens_per_s: +(1000 / per(b.t - a.t)).toFixed(3),
       ms_per_token: +per(b.t - a.t).toFixed(1),
       dispatches: per(d.dispatches),
       dispatches_per_layer: +(per(d.dispatches) / cfg.layers).toFixed(2),
@@ -193,6 +240,7 @@ export async function benchDecode(ctx: GpuContext, which: string, layers7b: numb
   const subjects: Subject[] = [];
   if (which === 'all' || which === 'organism') subjects.push({ name: 'organism (weights/organism: 4 layers, 128 hidden)', folder: 'weights/organism' });
   if (which === 'all' || which === '7b') subjects.push(await randomLlava7b(layers7b));
+  if (which === 'all' || which === 'qwen7b') subjects.push(await randomQwen7b(layers7b));
   const rows: DecodeRow[] = [];
   for (const s of subjects) {
     const r = await measure(ctx, s, steps);
@@ -218,5 +266,8 @@ export function printDecode(r: DecodeRow): void {
       .join(', ');
   console.log(`  weights bound by: ${by('weight_bytes_bound')}; KV bound by: ${by('kv_bytes_bound')}`);
   console.log(`  GPU bytes at most alive: ${fmtBytes(r.gpu_bytes_peak)} vs min ${fmtBytes(r.gpu_bytes_min)} (weights ${fmtBytes(r.weight_bytes_all)} + KV ${fmtBytes(r.kv_bytes_context)}): ${x(r.gpu_peak_vs_min)}`);
-  console.log(`  ${r.ms_per_token} ms per token on this adapter`);
+  console.log(
+    `  on this adapter: prefill ${r.prefill_tokens_per_s} tokens/s (${r.prompt_tokens} tokens in ${r.prefill_ms} ms, vision included), ` +
+      `decode ${r.decode_tokens_per_s} tokens/s (${r.ms_per_token} ms per token)`,
+  );
 }

@@ -14,7 +14,7 @@
 // Env: BENCH_REPS (default 5; decode shapes run three times as many), BENCH_KERNEL_SHAPES=quick|default|full, BENCH_MIN_MS (default 150: per measurement),
 // BENCH_VARIANTS=1 also times every applicable forced variant, BENCH_ONLY (anything but 'kernels' skips this part),
 // BENCH_KERNELS (comma-separated parts, default matmul,attention,decode), BENCH_ATTENTION=quick|default|full,
-// BENCH_ATTENTION_REPS (default 9), BENCH_DECODE=organism|7b|all, BENCH_DECODE_LAYERS (default 2), BENCH_DECODE_STEPS.
+// BENCH_ATTENTION_REPS (default 9), BENCH_DECODE=organism|7b|qwen7b|all, BENCH_DECODE_LAYERS (default 2), BENCH_DECODE_STEPS.
 // Results: bench-results/kernels.json (matmul results, attention, decode) and printed tables.
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
