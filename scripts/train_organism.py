@@ -166,6 +166,19 @@ def known_heads(args) -> dict:
                 'question_types': list(SUPERVISED_TYPES),
                 'losses': ['attention'] + (['read'] if args.read_sup > 0 else []) + (['position'] if args.pos_sup > 0 else []),
             })
+    # A stage continuing from --init keeps what earlier stages trained the same heads to do: its losses add to
+    # theirs and their description stays, with this stage's supervision appended.
+    previous = os.path.join(os.path.dirname(args.init), 'known_heads.json') if getattr(args, 'init', None) else None
+    if heads and previous and os.path.exists(previous):
+        with open(previous) as f:
+            before = {(h['tower'], h['layer'], h['head'], h['role']): h for h in json.load(f).get('heads', [])}
+        for h in heads:
+            old = before.get((h['tower'], h['layer'], h['head'], h['role']))
+            if old is None:
+                continue
+            h['losses'] = list(dict.fromkeys(old.get('losses', []) + h['losses']))
+            if old.get('trained_to') and old['trained_to'] != h['trained_to']:
+                h['trained_to'] = f"{old['trained_to']}; then continued with {h['trained_to'].split('(', 1)[-1].rstrip(')')}"
     return {'source': 'scripts/train_organism.py', 'heads': heads}
 
 
