@@ -78,6 +78,18 @@ interface Subject {
   imageSize?: number;
 }
 
+/** A random checkpoint written once per spec into the temp folder (named by a hash of the spec) and reused. */
+async function cachedCheckpoint(name: string, spec: object, write: (dir: string) => Promise<void>): Promise<string> {
+  const tag = createHash('sha256').update(JSON.stringify(spec)).digest('hex').slice(0, 12);
+  const folder = join(tmpdir(), `vlmscope-bench-${name}-${tag}`);
+  if (!existsSync(join(folder, 'model.safetensors'))) {
+    const t0 = performance.now();
+    await write(folder);
+    console.log(`  wrote ${folder} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+  }
+  return folder;
+}
+
 /** A 7B-width LLaVA stack (LLaVA-1.5-7B's text dims) with a small vocab and a tiny vision tower, cached on disk. */
 async function randomLlava7b(layers: number): Promise<Subject> {
   const spec: RandomLlavaSpec = {
@@ -86,13 +98,7 @@ async function randomLlava7b(layers: number): Promise<Subject> {
     vision: { hidden: 64, intermediate: 128, layers: 1, heads: 2, imageSize: 28, patchSize: 14 },
     text: { hidden: 4096, intermediate: 11008, layers, heads: 32, kvHeads: 32, vocab: 1024 },
   };
-  const tag = createHash('sha256').update(JSON.stringify(spec)).digest('hex').slice(0, 12);
-  const folder = join(tmpdir(), `vlmscope-bench-llava-7b-width-${layers}l-${tag}`);
-  if (!existsSync(join(folder, 'model.safetensors'))) {
-    const t0 = performance.now();
-    await writeRandomLlava(folder, spec);
-    console.log(`  wrote ${folder} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
-  }
+  const folder = await cachedCheckpoint(`llava-7b-width-${layers}l`, spec, (dir) => writeRandomLlava(dir, spec));
   return { name: `random LLaVA, 7B width (4096 hidden, 11008 MLP, 32 heads), ${layers} layers, vocab 1024, tiny vision`, folder };
 }
 
@@ -110,13 +116,7 @@ async function randomQwen7b(layers: number): Promise<Subject> {
     vision: { width: 32, heads: 2, depth: 1, intermediate: 64, windowSize: 56, fullattBlockIndexes: [0], patchSize: 14, mergeSize: 2 },
     text: { hidden: 3584, intermediate: 18944, layers, heads: 28, kvHeads: 4, vocab: 1024, ropeTheta: 1000000, mropeSection: [16, 24, 24] },
   };
-  const tag = createHash('sha256').update(JSON.stringify(spec)).digest('hex').slice(0, 12);
-  const folder = join(tmpdir(), `vlmscope-bench-qwen25-7b-width-${layers}l-${tag}`);
-  if (!existsSync(join(folder, 'model.safetensors'))) {
-    const t0 = performance.now();
-    await writeRandomQwen(folder, spec);
-    console.log(`  wrote ${folder} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
-  }
+  const folder = await cachedCheckpoint(`qwen25-7b-width-${layers}l`, spec, (dir) => writeRandomQwen(dir, spec));
   const tok = qwenTokenIds(spec);
   return {
     name: `random Qwen2.5-VL, 7B width (3584 hidden, 18944 MLP, 28 heads / 4 KV), ${layers} layers, vocab 1024, tiny vision`,

@@ -3,7 +3,7 @@ import { embed } from '../kernels/embed.js';
 import { rows, type RowView } from '../kernels/common.js';
 import { GpuContext } from '../src/gpu/context.js';
 import { expectClose, gpuContext, randn, read, rng, upload } from './helpers/gpu.js';
-import { RowSplitTensor, type DType } from '../src/gpu/tensor.js';
+import { RowSplitTensor, type DType, type Weight } from '../src/gpu/tensor.js';
 
 /** The same device seen with a lower workgroups-per-dimension limit, so the folded dispatch runs cheaply. */
 function lowLimit(ctx: GpuContext, max: number): GpuContext {
@@ -29,6 +29,26 @@ function refEmbed(ids: Uint32Array, off: number, R: number, table: Float32Array,
     }
   }
   return out;
+}
+
+/**
+ * Embed ids[off..off + R] with knownIds, counting the work: checks the rows against the reference and returns the
+ * counts of that one call.
+ */
+async function embedKnown(ctx: GpuContext, idsBuf: GPUBuffer, ids: Uint32Array, off: number, R: number, table: Weight, tq: Float32Array) {
+  const c = ctx.countWork();
+  try {
+    const [vocab, D] = table.shape;
+    const out = ctx.activation([R, D], 'h');
+    const before = c.snapshot();
+    const rec = ctx.recorder();
+    embed(ctx, rec, { ids: idsBuf, idsOffset: off, rows: R, table, out: rows(out), knownIds: [...ids.subarray(off, off + R)] });
+    rec.submit();
+    expectClose(await read(ctx, out), refEmbed(ids, off, R, tq, vocab, D), 0, 0, `ids ${off}..${off + R}`);
+    return c.since(before);
+  } finally {
+    ctx.counters = null;
+  }
 }
 
 describe('embed kernel', () => {
@@ -135,23 +155,13 @@ describe('embed kernel', () => {
       const ids = new Uint32Array([5, 613, 999, 640, 0]);
       const idsBuf = u32Buffer(ctx, ids, 'ids');
       const [table, tq] = upload(ctx, randn(vocab * D, 77, 0.5), [vocab, D], dtype, 'embed_tokens.weight');
-      const c = ctx.countWork();
-      try {
-        for (const [off, R] of [[1, 1], [2, 1], [1, 3], [4, 1]] as const) {
-          const out = ctx.activation([R, D], 'h');
-          const before = c.snapshot();
-          const rec = ctx.recorder();
-          embed(ctx, rec, { ids: idsBuf, idsOffset: off, rows: R, table, out: rows(out), knownIds: [...ids.subarray(off, off + R)] });
-          rec.submit();
-          expectClose(await read(ctx, out), refEmbed(ids, off, R, tq, vocab, D), 0, 0, `ids ${off}..${off + R}`);
-          const known = [...ids.subarray(off, off + R)];
-          const spanBytes = (Math.max(...known) - Math.min(...known) + 1) * D * (dtype === 'f32' ? 4 : 2);
-          const bound = c.since(before).bound.get(table.buffer as GPUBuffer)!;
-          expect(bound).toBeGreaterThanOrEqual(spanBytes);
-          expect(bound).toBeLessThanOrEqual(spanBytes + ctx.limits.minStorageBufferOffsetAlignment + 16);
-        }
-      } finally {
-        ctx.counters = null;
+      for (const [off, R] of [[1, 1], [2, 1], [1, 3], [4, 1]] as const) {
+        const d = await embedKnown(ctx, idsBuf, ids, off, R, table, tq);
+        const known = [...ids.subarray(off, off + R)];
+        const spanBytes = (Math.max(...known) - Math.min(...known) + 1) * D * (dtype === 'f32' ? 4 : 2);
+        const bound = d.bound.get(table.buffer as GPUBuffer)!;
+        expect(bound).toBeGreaterThanOrEqual(spanBytes);
+        expect(bound).toBeLessThanOrEqual(spanBytes + ctx.limits.minStorageBufferOffsetAlignment + 16);
       }
     });
   }
@@ -166,19 +176,8 @@ describe('embed kernel', () => {
     const table = new RowSplitTensor(parts, starts, [vocab, D], 'f16', 'embed_tokens.weight');
     const ids = new Uint32Array([150, 299, 101]);
     const idsBuf = u32Buffer(ctx, ids, 'ids');
-    const c = ctx.countWork();
-    try {
-      for (const [off, R, dispatches] of [[0, 1, 1], [0, 2, 2], [2, 1, 1]] as const) {
-        const out = ctx.activation([R, D], 'h');
-        const before = c.snapshot();
-        const rec = ctx.recorder();
-        embed(ctx, rec, { ids: idsBuf, idsOffset: off, rows: R, table, out: rows(out), knownIds: [...ids.subarray(off, off + R)] });
-        rec.submit();
-        expectClose(await read(ctx, out), refEmbed(ids, off, R, tq, vocab, D), 0, 0, `ids ${off}..${off + R}`);
-        expect(c.since(before).dispatches).toBe(dispatches);
-      }
-    } finally {
-      ctx.counters = null;
+    for (const [off, R, dispatches] of [[0, 1, 1], [0, 2, 2], [2, 1, 1]] as const) {
+      expect((await embedKnown(ctx, idsBuf, ids, off, R, table, tq)).dispatches).toBe(dispatches);
     }
   });
 
