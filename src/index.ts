@@ -44,6 +44,21 @@ export * from './interp/collect.js';
 export * from './interp/activation-store.js';
 export * from './interp/probes.js';
 export * from './interp/probe-cpu.js';
+export * from './interp/heads.js';
+export * from './interp/statistics.js';
+export {
+  type AblationStore,
+  type AblationStoreExample,
+  type AblationStoreInput,
+  type DirectionKind,
+  type ProbeWeights,
+  type SteeringDirection,
+  type SteeringOptions,
+  type StoreVectorOptions,
+  meanVectors,
+  steeringDirections,
+} from './interp/store-vectors.js';
+export * from './interp/ablation-spec.js';
 export * from './interp/ablation.js';
 export * from './interp/attention-map.js';
 export * from './io/cached-folder.js';

@@ -1,30 +1,19 @@
-// Head-intervention experiments (src/interp/ablation.ts): seeded random head draws, the t distribution (regularised
-// incomplete beta against closed forms and a numeric integration), Welch / one-sample t-tests, intervention specs,
-// mean vectors and steering directions on a synthetic store (hand computations), probes.json parsing, the
-// experiment's bookkeeping with a stand-in scorer, and runAblation on weights/tiny-llava (random weights: the
-// accuracies are noise there, so structure, determinism and the random-head exclusion are what is checked).
+// Head-intervention experiments (src/interp/ablation.ts, with heads.ts, statistics.ts, store-vectors.ts and
+// ablation-spec.ts): seeded random head draws, the t distribution (regularised incomplete beta against closed forms
+// and a numeric integration), Welch / one-sample t-tests, intervention specs, mean vectors and steering directions
+// on a synthetic store (hand computations), probes.json parsing, the experiment's bookkeeping with a stand-in
+// scorer, and runAblation on weights/tiny-llava (random weights: the accuracies are noise there, so structure,
+// determinism and the random-head exclusion are what is checked).
 
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import {
-  type AblationProbes,
-  type AblationStore,
-  type HeadRef,
-  buildIntervention,
-  headKey,
-  meanVectors,
-  planAblation,
-  probesFromJson,
-  randomHeads,
-  regularizedIncompleteBeta,
-  runAblation,
-  sampleStd,
-  steeringDirections,
-  studentTwoSidedP,
-  welchTTest,
-} from '../src/interp/ablation.js';
+import { type AblationProbes, planAblation, probesFromJson, runAblation } from '../src/interp/ablation.js';
+import { buildIntervention } from '../src/interp/ablation-spec.js';
+import { type HeadRef, headKey, randomHeads } from '../src/interp/heads.js';
+import { regularizedIncompleteBeta, sampleStd, studentTwoSidedP, welchTTest } from '../src/interp/statistics.js';
+import { type AblationStore, meanVectors, steeringDirections } from '../src/interp/store-vectors.js';
 import { SpecError, type ModelDims } from '../src/spec/spec.js';
 import { summarize, evaluate, type EvalExample, type EvalOptions } from '../src/eval/evaluate.js';
 import { readQuestions, type EvalItem } from '../src/eval/dataset.js';

@@ -14,10 +14,9 @@ import {
   questionTemplate,
   rankByCriteria,
   rankControlledHeads,
-  studentTQuantile,
-  tInterval,
   wordingIds,
 } from '../src/interp/probe-controls.js';
+import { studentTQuantile, tInterval } from '../src/interp/statistics.js';
 import { rng } from './helpers/gpu.js';
 
 const [L, H, F] = [2, 3, 4];

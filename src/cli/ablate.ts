@@ -16,19 +16,17 @@ import type { EvalItem } from '../eval/dataset.js';
 import { DEFAULT_EVAL_MAX_NEW_TOKENS, type Accuracy } from '../eval/evaluate.js';
 import {
   type AblationComparison,
-  type AblationMode,
   type AblationPlan,
   type AblationProbes,
   type AblationProgress,
   type AblationResult,
   type AccuracyBreakdown,
-  ABLATION_MODES,
   DEFAULT_ABLATION_SEEDS,
-  DEFAULT_STEER_ALPHA,
   executeAblation,
   planAblation,
   probesFromJson,
 } from '../interp/ablation.js';
+import { type AblationMode, ABLATION_MODES, DEFAULT_STEER_ALPHA } from '../interp/ablation-spec.js';
 import { readProbeStore } from './probe.js';
 import { readJsonFile, writeAtomic } from './files.js';
 import { configDims, dtypeOption, loadModel, modelOption, checkFolder, eosIds } from './load.js';

@@ -7,6 +7,7 @@
 import type { ActivationStore } from '../interp/activation-store.js';
 import type { ControlledRanking, ProbeControls, WordedProbeExample } from '../interp/probe-controls.js';
 import type { HeadRanking, ProbeExample, ProbeResult } from '../interp/probes.js';
+import { sampleMean } from '../interp/statistics.js';
 
 /** The probe examples with the question text of their store rows, for the wording control. */
 export function wordedExamples(examples: readonly ProbeExample[], store: ActivationStore): WordedProbeExample[] {
@@ -125,10 +126,7 @@ export function addControlsJson(json: { functions: Record<string, unknown> } & R
 
 const f3 = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : 'n/a');
 const ci = (lo: number, hi: number) => (Number.isFinite(lo) && Number.isFinite(hi) ? `[${f3(lo)}, ${f3(hi)}]` : '');
-const mean = (xs: readonly number[]) => {
-  const v = xs.filter(Number.isFinite);
-  return v.length ? v.reduce((a, b) => a + b, 0) / v.length : NaN;
-};
+const mean = (xs: readonly number[]) => sampleMean(xs.filter(Number.isFinite));
 
 const WORDING_SOURCE_TEXT: Record<ProbeControls['wordingSource'], string> = {
   wording: "the examples' wording ids (a paraphrase shared by two question types counts once)",

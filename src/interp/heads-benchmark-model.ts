@@ -20,7 +20,7 @@ import type { CaptureSpec } from '../spec/spec.js';
 import { type SceneRecord, type SpatialPair, pairForQuestion, renderPair, sceneFromRecord } from '../eval/counterfactual.js';
 import { answerTokenId, patchHeads, summarizePatching, type PatchingInput, type PatchingResult } from './patching.js';
 import { type Box, type SceneBoxes, boxToView, namedObjects, objectTokens, sceneIdOfImage } from './knockout.js';
-import { tInterval } from './probe-controls.js';
+import { tInterval } from './statistics.js';
 import type { ScoreTable } from './heads-benchmark-probes.js';
 
 /** The boxes knockout.ts reads, from a scenes.jsonl record (object "colour shape", box [x, y, x + d, y + d]). */

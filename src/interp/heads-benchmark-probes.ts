@@ -18,7 +18,8 @@
 import type { GpuContext } from '../gpu/context.js';
 import type { CollectRow } from './collect.js';
 import { fitProbes, type SplitBy } from './probes.js';
-import { DEFAULT_PERMUTATIONS, type WordedProbeExample, fitProbeControls, rankControlledHeads, tInterval } from './probe-controls.js';
+import { DEFAULT_PERMUTATIONS, type WordedProbeExample, fitProbeControls, rankControlledHeads } from './probe-controls.js';
+import { sampleMean, tInterval } from './statistics.js';
 import { MLP_PROBE_DEFAULTS, fitMlpProbes, rankMlpHeads, type MlpProbeExample } from './mlp-probe.js';
 import { combineFunctions } from './heads-benchmark-scoring.js';
 
@@ -138,7 +139,7 @@ export async function probeSelectivityScores(ctx: GpuContext | null, data: Probe
       backend: r.backend,
       wording_source: controls.wordingSource,
       templates: controls.templates,
-      wording_only_accuracy: Object.fromEntries(controls.functions.map((fc) => [fc.function, fc.wordingAccuracy.reduce((a, b) => a + b, 0) / fc.wordingAccuracy.length])),
+      wording_only_accuracy: Object.fromEntries(controls.functions.map((fc) => [fc.function, sampleMean(fc.wordingAccuracy)])),
     },
   };
 }

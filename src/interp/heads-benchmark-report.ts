@@ -3,7 +3,8 @@
 // full ranking) and heads-benchmark-summary.csv (one line per method).
 
 import type { HeadsBenchmarkResult, MethodResult } from './heads-benchmark.js';
-import { describeRanks, fmtP, fmtT, headName } from './heads-benchmark-scoring.js';
+import { describeRanks, fmtP, fmtT } from './heads-benchmark-scoring.js';
+import { headName } from './heads.js';
 
 const pct = (x: number) => (Number.isFinite(x) ? `${(100 * x).toFixed(1)}%` : 'n/a');
 const num = (x: number, d = 3) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');

@@ -16,7 +16,7 @@
 
 import { mixSeed } from '../eval/synthetic.js';
 import { rankByCriteria } from './probe-controls.js';
-import type { HeadRef } from './ablation.js';
+import { type HeadRef, headName } from './heads.js';
 
 /** One head of a ranking. */
 export interface RankedHeadScore {
@@ -32,8 +32,6 @@ export interface RankedHeadScore {
   /** Its criteria values, in the order given. */
   values: number[];
 }
-
-export const headName = (h: HeadRef): string => `L${h.layer}H${h.head}`;
 
 /** FNV-1a of a string, for per-method seeds. */
 export function hashLabel(s: string): number {

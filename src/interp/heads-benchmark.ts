@@ -31,7 +31,9 @@ import type { SceneRecord } from '../eval/counterfactual.js';
 import type { KnownHeads } from './known-heads.js';
 import { collectActivations, collectDims, type CollectRow } from './collect.js';
 import { isSpatialMain } from './knockout.js';
-import { type HeadRef, planAblation, sampleMean, sampleStd, welchTTest, DEFAULT_ABLATION_SEEDS } from './ablation.js';
+import { planAblation, DEFAULT_ABLATION_SEEDS } from './ablation.js';
+import type { HeadRef } from './heads.js';
+import { sampleMean, sampleStd, welchTTest } from './statistics.js';
 import { type ScoreTable, probeDataFromRows, probeAccuracyScores, probeSelectivityScores, mlpImportanceScores, DEFAULT_BENCHMARK_SEEDS, DEFAULT_MLP_SEEDS } from './heads-benchmark-probes.js';
 import { attentionScores, patchingScores, preparePairs } from './heads-benchmark-model.js';
 import {

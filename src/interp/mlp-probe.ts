@@ -32,7 +32,8 @@
 // about 100 epochs x training rows x (forward + one W1 pass / batchSize), see README for measured times.
 
 import { mixSeed, mulberry32 } from '../eval/synthetic.js';
-import { type Interval, type TopSeparation, tInterval, topSeparation } from './probe-controls.js';
+import { type TopSeparation, topSeparation } from './probe-controls.js';
+import { type Interval, sampleMean, tInterval } from './statistics.js';
 import { rankByCriteria, topCount } from './ranking.js';
 import type { ProbeExample } from './probes.js';
 
@@ -618,7 +619,7 @@ export function rankMlpHeads(result: MlpProbeResult, opts: { topPercent?: number
       for (let h = 0; h < H; h++) {
         const iv = intervals[l][h];
         const signed = result.fits.map((f) => f.importance[c][l][h]).filter(Number.isFinite);
-        heads.push({ layer: l, head: h, rank: 0, importance: iv.mean, importanceLow: iv.low, importanceHigh: iv.high, signedImportance: signed.length ? signed.reduce((a, b) => a + b, 0) / signed.length : NaN });
+        heads.push({ layer: l, head: h, rank: 0, importance: iv.mean, importanceLow: iv.low, importanceHigh: iv.high, signedImportance: sampleMean(signed) });
       }
     const ranked = rankByCriteria(heads, [(x) => x.importance, (x) => x.importanceLow], mixSeed(result.seeds[0] >>> 0, c + 1));
     const ranking = ranked.map(({ item, rank }) => ({ ...item, rank }));

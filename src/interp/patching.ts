@@ -34,6 +34,7 @@ import type { VlmModel } from '../models/vlm.js';
 import type { ImageInput } from '../models/model.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import { type PatchRows, type PatchZ, EMPTY_INTERVENTIONS, parseCapture, resolvePatchRows } from '../spec/spec.js';
+import { sampleMean } from './statistics.js';
 
 /** Heads' variants per forward in a last-row sweep (patchHeads' `batch`). */
 export const DEFAULT_PATCH_BATCH = 256;
@@ -252,8 +253,7 @@ export function summarizePatching(results: readonly PatchingResult[]): PatchingS
   const span = ldCounterfactual - ldClean;
   const recovery = grid((li, hi) => (span === 0 ? NaN : (ldPatched[li]![hi]! - ldClean) / span));
   const meanRecovery = grid((li, hi) => {
-    const vals = results.map((r) => r.recovery[li]![hi]!).filter((x) => !Number.isNaN(x));
-    return vals.length ? vals.reduce((a, b) => a + b, 0) / vals.length : NaN;
+    return sampleMean(results.map((r) => r.recovery[li]![hi]!).filter((x) => !Number.isNaN(x)));
   });
   return {
     layers: first.layers,

@@ -25,57 +25,10 @@
 import type { GpuContext } from '../gpu/context.js';
 import { wordingById } from '../eval/paraphrases.js';
 import { COLOURS, NUMBER_WORDS, SHAPES, mixSeed, mulberry32 } from '../eval/synthetic.js';
-import { studentTwoSidedP } from './ablation.js';
 import { type LogisticFit, type ProbeTask, type ResolvedOptimizer, fitProbeBatchCpu, isConstantFeature, resolveOptimizer } from './probe-cpu.js';
 import type { ProbeExample, ProbeResult } from './probes.js';
 import { criteriaComparator, hashString, rankByCriteria, shuffleInPlace, topCount } from './ranking.js';
-
-// ---------------------------------------------------------------------------------------------------------------
-// Statistics
-
-/** Student t quantile: the t with P(T <= t) = p for df degrees of freedom (p in (0, 1), df > 0), by bisection. */
-export function studentTQuantile(p: number, df: number): number {
-  if (!(p > 0 && p < 1)) throw new Error(`studentTQuantile: p must be in (0, 1), got ${p}`);
-  if (!(df > 0)) throw new Error(`studentTQuantile: df must be > 0, got ${df}`);
-  if (p === 0.5) return 0;
-  // Upper tail probability of |T| >= t is 2 (1 - p) for p > 0.5.
-  const tail = 2 * (p > 0.5 ? 1 - p : p);
-  let lo = 0;
-  let hi = 1;
-  while (studentTwoSidedP(hi, df) > tail) hi *= 2;
-  for (let i = 0; i < 200 && hi - lo > 1e-12 * hi; i++) {
-    const mid = (lo + hi) / 2;
-    if (studentTwoSidedP(mid, df) > tail) lo = mid;
-    else hi = mid;
-  }
-  const t = (lo + hi) / 2;
-  return p > 0.5 ? t : -t;
-}
-
-/** Mean and two-sided t-interval of independent repeats; with fewer than 2 values the interval is NaN (unknown). */
-export interface Interval {
-  mean: number;
-  /** Sample standard deviation (n - 1); NaN for n < 2. */
-  std: number;
-  low: number;
-  high: number;
-  n: number;
-}
-
-export const CI_LEVEL = 0.95;
-
-/** mean ± t_{(1+level)/2, n-1} * std / sqrt(n) over the finite values (NaN values, e.g. empty held-out sides, are left out). */
-export function tInterval(values: readonly number[], level = CI_LEVEL): Interval {
-  if (!(level > 0 && level < 1)) throw new Error(`tInterval: level must be in (0, 1), got ${level}`);
-  const xs = values.filter((v) => Number.isFinite(v));
-  const n = xs.length;
-  if (n === 0) return { mean: NaN, std: NaN, low: NaN, high: NaN, n };
-  const mean = xs.reduce((a, b) => a + b, 0) / n;
-  if (n < 2) return { mean, std: NaN, low: NaN, high: NaN, n };
-  const std = Math.sqrt(xs.reduce((a, x) => a + (x - mean) ** 2, 0) / (n - 1));
-  const half = studentTQuantile((1 + level) / 2, n - 1) * (std / Math.sqrt(n));
-  return { mean, std, low: mean - half, high: mean + half, n };
-}
+import { CI_LEVEL, type Interval, sampleMean, sampleStd, tInterval } from './statistics.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Question templates
@@ -421,16 +374,8 @@ export async function fitProbeControls(ctx: GpuContext | null, result: ProbeResu
     const cell = <T>(f: (l: number, h: number) => T): T[][] => Array.from({ length: L }, (_, l) => Array.from({ length: H }, (_, h) => f(l, h)));
     const permutationMeanPerSeed = permutationAccuracy.map((perm) => cell((l, h) => perm.reduce((a, g) => a + g[l][h], 0) / permutations));
     const pooled = (l: number, h: number) => permutationAccuracy.flatMap((perm) => perm.map((g) => g[l][h]));
-    const permutationMean = cell((l, h) => {
-      const xs = pooled(l, h);
-      return xs.reduce((a, b) => a + b, 0) / xs.length;
-    });
-    const permutationStd = cell((l, h) => {
-      const xs = pooled(l, h);
-      if (xs.length < 2) return NaN;
-      const m = permutationMean[l][h];
-      return Math.sqrt(xs.reduce((a, x) => a + (x - m) ** 2, 0) / (xs.length - 1));
-    });
+    const permutationMean = cell((l, h) => sampleMean(pooled(l, h)));
+    const permutationStd = cell((l, h) => sampleStd(pooled(l, h)));
     const control = permutationMeanPerSeed.map((pm, s) => cell((l, h) => Math.max(pm[l][h], wordingAccuracy[s])));
     const selectivity = control.map((c, s) => cell((l, h) => fp.accuracy[s][l][h] - c[l][h]));
     let wordingWins = 0;
