@@ -9,6 +9,9 @@
 //                                          with few outputs and a long K)
 // Workgroup sizes and tiles come from the adapter's limits; whether the adapter is a CPU (SwiftShader, llvmpipe,
 // WARP) decides between the register-only and the workgroup-memory kernels.
+// `matmulGated` is the gated MLP's act(x · Wgᵀ + bg) * (x · Wuᵀ + bu) in one dispatch (the GATED define): both
+// weights bound as the checkpoint stores them, x read once for both, no gate / up intermediates. Every variant but
+// gemv_splitk has the gated form; the rest falls back to two matmuls and gatedAct (`planMatmulGated` says which).
 
 import commonSource from '../shaders/matmul_common.wgsl';
 import tiledSource from '../shaders/matmul.wgsl';
@@ -16,8 +19,9 @@ import vecSource from '../shaders/matmul_vec.wgsl';
 import smemSource from '../shaders/matmul_smem.wgsl';
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
 import { Uniforms } from '../src/gpu/context.js';
-import { type Tensor, type Weight, weightParts } from '../src/gpu/tensor.js';
+import { type Weight, RowSplitTensor, Tensor, weightParts } from '../src/gpu/tensor.js';
 import { type Activation, type RowView, activationDefines, assemble, bindView } from './common.js';
+import { gatedAct } from './elementwise.js';
 
 export interface MatmulArgs {
   x: RowView;
@@ -28,6 +32,22 @@ export interface MatmulArgs {
   out: RowView;
   act?: Activation;
   /** Force a variant (tests, benchmarks); by default `planMatmul` picks one for the shape and the adapter. */
+  variant?: MatmulVariant;
+}
+
+export interface MatmulGatedArgs {
+  x: RowView;
+  /** Gate projection [F, K] (Linear layout), possibly split in row blocks. */
+  gate: Weight;
+  /** Up projection, the same shape as gate. */
+  up: Weight;
+  gateBias?: Tensor | null;
+  upBias?: Tensor | null;
+  /** Applied to the gate projection: out = act(gate) * up (SwiGLU with silu, GeGLU with gelu / gelu_tanh). */
+  act: Activation;
+  /** [M, F]; must not share a buffer with x. */
+  out: RowView;
+  /** Force a variant (tests, benchmarks); gemv_splitk forces the fallback. */
   variant?: MatmulVariant;
 }
 
@@ -71,6 +91,11 @@ export const GEMV_MAX_ROWS = { cpu: 1, gpu: 4 } as const;
 export const GEMV_TARGET_WORKGROUPS = 256;
 /** The smem tiles pay off from this many rows and columns; below, the register tiles waste less. */
 export const SMEM_MIN = 32;
+/**
+ * Output columns per gemv_rows thread. Gated: four (gate, up) pairs, the same eight accumulators and eight weight
+ * rows per x load as the plain kernel's eight outputs.
+ */
+export const GEMV_ROWS_COLS = { plain: 8, gated: 4 } as const;
 
 const CPU_ADAPTER = /swiftshader|llvmpipe|lavapipe|softpipe|microsoft basic render|\bwarp\b/i;
 
@@ -99,6 +124,26 @@ function pow2AtMost(n: number): number {
  * profiles to cover both sides of every rule.
  */
 export function planMatmul(profile: AdapterProfile, M: number, N: number, K: number, forced?: MatmulVariant): MatmulPlan {
+  return plan(profile, M, N, K, forced, false);
+}
+
+export interface GatedPlan extends MatmulPlan {
+  /** One dispatch per weight block computes act(gate) * up; false: two matmuls into scratch, then gatedAct. */
+  fused: boolean;
+}
+
+/**
+ * planMatmul for the gated MLP's two projections at M x K by K x N each: the same variant rule (the fused kernels
+ * keep each variant's tiles and access pattern, with a second weight), and whether the variant has a gated form.
+ */
+export function planMatmulGated(profile: AdapterProfile, M: number, N: number, K: number, forced?: MatmulVariant): GatedPlan {
+  const p = plan(profile, M, N, K, forced, true);
+  // Split K would need partial sums of both projections and a gated reduce; it only serves small N on GPUs.
+  if (p.variant === 'gemv_splitk') return { ...p, fused: false, reason: `${p.reason}; split K has no gated form: gate, up, then gatedAct` };
+  return { ...p, fused: true, reason: `${p.reason}; gate and up in one dispatch` };
+}
+
+function plan(profile: AdapterProfile, M: number, N: number, K: number, forced: MatmulVariant | undefined, gated: boolean): MatmulPlan {
   const gemvMax = profile.cpu ? GEMV_MAX_ROWS.cpu : GEMV_MAX_ROWS.gpu;
   const applicable: MatmulVariant[] = M <= 8 ? ['tiled', 'smem', 'gemv_rows', 'gemv_coop', 'gemv_splitk'] : ['tiled', 'smem'];
   let variant: MatmulVariant;
@@ -115,7 +160,7 @@ export function planMatmul(profile: AdapterProfile, M: number, N: number, K: num
   } else if (M <= gemvMax && (profile.cpu || Math.ceil(N / 4) <= (profile.maxWorkgroups ?? 65535))) {
     if (profile.cpu) {
       variant = 'gemv_rows';
-      reason = `M=${M} <= ${gemvMax} on a CPU adapter: one thread per eight outputs, no barriers`;
+      reason = `M=${M} <= ${gemvMax} on a CPU adapter: one thread per ${gated ? 'four gate/up pairs' : 'eight outputs'}, no barriers`;
     } else if (wantSplits > 1) {
       variant = 'gemv_splitk';
       reason = `M=${M} <= ${gemvMax}, ${coopWorkgroups} workgroups < ${GEMV_TARGET_WORKGROUPS}: K split ${wantSplits} ways`;
@@ -139,15 +184,18 @@ export function planMatmul(profile: AdapterProfile, M: number, N: number, K: num
       workgroup = M <= 4 ? [Math.min(64, profile.maxInvocations), 1] : [8, 8];
       break;
     case 'smem': {
-      // 16 x 16 threads (64 x 64 tiles, 8 KiB of workgroup memory) where the adapter allows, else 8 x 8.
-      const big = profile.maxInvocations >= 256 && profile.maxWorkgroupStorage >= 2 * 16 * 64 * 4;
+      // 16 x 16 threads (64 x 64 tiles, 8 KiB of workgroup memory; 12 KiB gated: a second W tile) where the
+      // adapter allows, else 8 x 8.
+      const big = profile.maxInvocations >= 256 && profile.maxWorkgroupStorage >= (gated ? 3 : 2) * 16 * 64 * 4;
       workgroup = big ? [16, 16] : [8, 8];
       break;
     }
-    case 'gemv_rows':
-      // Eight outputs per thread; about 16 workgroups so every core of a CPU adapter gets some, 16..64 threads each.
-      workgroup = [Math.min(pow2AtMost(profile.maxInvocations), Math.max(16, Math.min(64, pow2AtMost(N / (8 * 16))))), 1];
+    case 'gemv_rows': {
+      // About 16 workgroups so every core of a CPU adapter gets some, 16..64 threads each.
+      const cols = gated ? GEMV_ROWS_COLS.gated : GEMV_ROWS_COLS.plain;
+      workgroup = [Math.min(pow2AtMost(profile.maxInvocations), Math.max(16, Math.min(64, pow2AtMost(N / (cols * 16))))), 1];
       break;
+    }
     case 'gemv_coop':
     case 'gemv_splitk':
       workgroup = [coopWg, 1];
@@ -165,6 +213,72 @@ export function planMatmul(profile: AdapterProfile, M: number, N: number, K: num
 /** The plan `matmul` uses for this shape on this context's adapter. */
 export function matmulPlan(ctx: GpuContext, M: number, N: number, K: number, forced?: MatmulVariant): MatmulPlan {
   return planMatmul(adapterProfile(ctx), M, N, K, forced);
+}
+
+/**
+ * How `matmulGated` runs this call: fused (one dispatch per weight block) or the fallback, with the reason. The
+ * weights decide first (one shader reads both, so one dtype and the same row blocks), then each block's plan.
+ */
+export function matmulGatedPlan(ctx: GpuContext, a: Pick<MatmulGatedArgs, 'x' | 'gate' | 'up' | 'variant'>): GatedPlan {
+  const plans = blockPlans(ctx, a).map((b) => b.plan);
+  const mismatch = weightsMismatch(a.gate, a.up);
+  if (mismatch) return { ...plans[0], fused: false, reason: `${mismatch}: gate, up, then gatedAct` };
+  return plans.find((p) => !p.fused) ?? plans[0];
+}
+
+/** The gate's row blocks with each one's gated plan (a block's N sets its workgroups, on a GPU its variant). */
+function blockPlans(ctx: GpuContext, a: Pick<MatmulGatedArgs, 'x' | 'gate' | 'variant'>): { tensor: Tensor; rowStart: number; plan: GatedPlan }[] {
+  const K = a.gate.shape[1];
+  return weightParts(a.gate).map((b) => ({ ...b, plan: planMatmulGated(adapterProfile(ctx), a.x.rows, b.tensor.shape[0], K, a.variant) }));
+}
+
+/** Why gate and up cannot share one shader, or null. */
+function weightsMismatch(gate: Weight, up: Weight): string | null {
+  if (gate.dtype !== up.dtype) return `gate ${gate.label} is ${gate.dtype}, up ${up.label} ${up.dtype}`;
+  const g = weightParts(gate);
+  const u = weightParts(up);
+  if (g.length !== u.length || g.some((b, i) => b.rowStart !== u[i].rowStart || b.tensor.shape[0] !== u[i].tensor.shape[0])) {
+    const starts = (w: Weight) => (w instanceof RowSplitTensor ? w.rowStarts.join(', ') : '0');
+    return `gate ${gate.label} and up ${up.label} are split in different row blocks (first rows ${starts(gate)} vs ${starts(up)})`;
+  }
+  return null;
+}
+
+/** y = act(x · gateᵀ + gateBias) * (x · upᵀ + upBias): the gated MLP's first half, one dispatch where it fuses. */
+export function matmulGated(ctx: GpuContext, rec: Recorder, a: MatmulGatedArgs): void {
+  const { gate, up } = a;
+  const M = a.x.rows;
+  if (gate.shape.length !== 2) throw new Error(`matmulGated: gate ${gate.label} must be 2-D, got [${gate.shape.join(', ')}]`);
+  const [N, K] = gate.shape;
+  if (up.shape.length !== 2 || up.shape[0] !== N || up.shape[1] !== K) {
+    throw new Error(`matmulGated: up ${up.label} is [${up.shape.join(', ')}] but gate ${gate.label} is [${N}, ${K}]; both must be [F, D]`);
+  }
+  if (a.x.cols !== K) throw new Error(`matmulGated: ${a.x.tensor.label} has ${a.x.cols} columns but gate ${gate.label} expects ${K}`);
+  if (a.out.rows !== M || a.out.cols !== N) {
+    throw new Error(`matmulGated: output ${a.out.tensor.label} view is ${a.out.rows}x${a.out.cols}, expected ${M}x${N}`);
+  }
+  for (const [b, what] of [[a.gateBias, 'gate'], [a.upBias, 'up']] as const) {
+    if (b && b.numel !== N) throw new Error(`matmulGated: ${what} bias ${b.label} has ${b.numel} elements, expected ${N}`);
+  }
+  if (a.out.tensor.buffer === a.x.tensor.buffer) {
+    throw new Error(`matmulGated: input ${a.x.tensor.label} and output ${a.out.tensor.label} share a buffer; write into another tensor`);
+  }
+  if (!matmulGatedPlan(ctx, a).fused) {
+    // Both projections into scratch, then the element-wise gate: three dispatches (more with split K).
+    const s = gatedScratch(ctx, M * N);
+    const g: RowView = { tensor: s, rows: M, cols: N, offset: 0, stride: N };
+    const u: RowView = { ...g, offset: M * N };
+    matmul(ctx, rec, { x: a.x, w: gate, b: a.gateBias, out: g, variant: a.variant });
+    matmul(ctx, rec, { x: a.x, w: up, b: a.upBias, out: u, variant: a.variant });
+    gatedAct(ctx, rec, { gate: g, up: u, out: a.out, act: a.act });
+    return;
+  }
+  // One dispatch per row block, gate block i beside up block i (weightsMismatch checked they match).
+  const ups = weightParts(up);
+  blockPlans(ctx, a).forEach(({ tensor, rowStart, plan }, i) => {
+    const args: MatmulArgs = { x: a.x, w: tensor, b: a.gateBias, out: a.out, act: a.act };
+    matmulBlock(ctx, rec, args, tensor, rowStart, tensor.shape[0], M, K, plan, { w: ups[i].tensor, b: a.upBias ?? null });
+  });
 }
 
 export function matmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
@@ -194,20 +308,38 @@ const SOURCES: Record<MatmulVariant, { source: string; entry: string }> = {
   gemv_splitk: { source: vecSource, entry: 'gemv_coop' },
 };
 
-function matmulBlock(ctx: GpuContext, rec: Recorder, a: MatmulArgs, w: Tensor, n0: number, N: number, M: number, K: number, plan: MatmulPlan): void {
+/**
+ * One dispatch (two for split K) over the rows [n0, n0 + N) of the weight, held in `w`. `up`: the gated form, `w`
+ * being the gate block and `up.w` the matching block of the up projection (same dtype and rows).
+ */
+function matmulBlock(
+  ctx: GpuContext,
+  rec: Recorder,
+  a: MatmulArgs,
+  w: Tensor,
+  n0: number,
+  N: number,
+  M: number,
+  K: number,
+  plan: MatmulPlan,
+  up: { w: Tensor; b: Tensor | null } | null = null,
+): void {
   // Vector loads need K, the x view and (for 16-bit weights, two per u32) every W row on 4-element boundaries.
   const vec4 = K % 4 === 0 && a.x.offset % 4 === 0 && a.x.stride % 4 === 0;
   const split = plan.variant === 'gemv_splitk';
-  const weights: Record<string, Tensor['dtype']> = vec4 ? {} : { w: w.dtype };
+  if (up && (split || a.residual)) throw new Error(`matmul ${w.label}: the gated form has no split K and no residual`);
+  const weights: Record<string, Tensor['dtype']> = vec4 ? {} : { w: w.dtype, ...(up ? { wu: up.w.dtype } : {}) };
   if (a.b && !split) weights.b = a.b.dtype;
+  if (up?.b) weights.bu = up.b.dtype;
   const { source, entry } = SOURCES[plan.variant];
+  const gatedRows = !!up && plan.variant === 'gemv_rows';
   const asm = assemble(commonSource + '\n' + source, weights, { activations: !split });
   const [wgX, wgY] = plan.workgroup;
   const constants: Record<string, number> = plan.variant === 'smem' ? { TX: wgX, TY: wgY } : plan.variant === 'tiled' ? { WG_X: wgX, WG_Y: wgY } : { WG: wgX };
   const kernel = ctx.kernel({
-    name: `matmul_${plan.variant === 'gemv_splitk' ? 'gemv_splitk_partial' : plan.variant}`,
+    name: `matmul_${split ? 'gemv_splitk_partial' : plan.variant}${up ? '_gated' : ''}`,
     source: asm.source,
-    entryPoint: entry,
+    entryPoint: gatedRows ? 'gemv_rows_gated' : entry,
     defines: {
       ...asm.defines,
       ...(split ? {} : activationDefines(a.act ?? 'none')),
@@ -215,12 +347,14 @@ function matmulBlock(ctx: GpuContext, rec: Recorder, a: MatmulArgs, w: Tensor, n
       HAS_RESIDUAL: !!a.residual && !split,
       PARTIALS_OUT: split,
       VEC4: vec4,
+      GATED: !!up,
+      HAS_UP_BIAS: !!up?.b,
       [`W_${w.dtype.toUpperCase()}`]: true,
     },
     constants,
     bindings: split
       ? ['uniform', 'read', 'read', null, null, null, 'write']
-      : ['uniform', 'read', 'read', a.b ? 'read' : null, a.residual ? 'read' : null, 'write'],
+      : ['uniform', 'read', 'read', a.b ? 'read' : null, a.residual ? 'read' : null, 'write', ...(up ? [null, 'read', up.b ? 'read' : null] as const : [])],
   });
   // x, the residual and the output are bound over the rows (and this block's columns) the call touches.
   const xb = bindView(ctx, a.x);
@@ -240,19 +374,18 @@ function matmulBlock(ctx: GpuContext, rec: Recorder, a: MatmulArgs, w: Tensor, n
     .u32(plan.splits)
     .u32(plan.kChunk)
     .done();
-  const label = `matmul ${w.label}`;
+  const label = up ? `matmul ${w.label} * ${up.w.label}` : `matmul ${w.label}`;
+  const resources = [null, xb.binding, w.buffer, a.b?.buffer ?? null, rb?.binding ?? null, ob.binding, ...(up ? [null, up.w.buffer, up.b?.buffer ?? null] : [])];
   switch (plan.variant) {
     case 'tiled':
-      rec.dispatch(kernel, u, [null, xb.binding, w.buffer, a.b?.buffer ?? null, rb?.binding ?? null, ob.binding], [Math.ceil(N / (wgX * 4)), Math.ceil(M / (wgY * 4))], label);
-      return;
     case 'smem':
-      rec.dispatch(kernel, u, [null, xb.binding, w.buffer, a.b?.buffer ?? null, rb?.binding ?? null, ob.binding], [Math.ceil(N / (wgX * 4)), Math.ceil(M / (wgY * 4))], label);
+      rec.dispatch(kernel, u, resources, [Math.ceil(N / (wgX * 4)), Math.ceil(M / (wgY * 4))], label);
       return;
     case 'gemv_rows':
-      rec.dispatch(kernel, u, [null, xb.binding, w.buffer, a.b?.buffer ?? null, rb?.binding ?? null, ob.binding], [Math.ceil(N / (wgX * 8)), M], label);
+      rec.dispatch(kernel, u, resources, [Math.ceil(N / (wgX * (up ? GEMV_ROWS_COLS.gated : GEMV_ROWS_COLS.plain))), M], label);
       return;
     case 'gemv_coop':
-      rec.dispatch(kernel, u, [null, xb.binding, w.buffer, a.b?.buffer ?? null, rb?.binding ?? null, ob.binding], [Math.ceil(N / 4), M, 1], label);
+      rec.dispatch(kernel, u, resources, [Math.ceil(N / 4), M, 1], label);
       return;
     case 'gemv_splitk': {
       const part = splitScratch(ctx, plan.splits * M * N);
@@ -287,4 +420,22 @@ function splitScratch(ctx: GpuContext, floats: number): GPUBuffer {
     scratch.set(ctx, s);
   }
   return s.buffer;
+}
+
+/**
+ * Scratch for matmulGated's fallback: the gate and up projections, [2, M, N] floats, one per context, grown on
+ * demand and shared like the split-K scratch (dispatches run in recording order). Only the fallback allocates it.
+ */
+const gated = new WeakMap<GpuContext, { tensor: Tensor; retired: GPUBuffer[] }>();
+
+function gatedScratch(ctx: GpuContext, floatsEach: number): Tensor {
+  let s = gated.get(ctx);
+  const cap = s ? s.tensor.numel / 2 : 0;
+  if (!s || cap < floatsEach) {
+    const each = Math.max(floatsEach, cap * 2, 1024);
+    const buffer = ctx.createBuffer(2 * each * 4, GPUBufferUsage.STORAGE, 'matmul-gated-scratch');
+    s = { tensor: new Tensor(buffer, [2 * each], 'f32', 'matmul-gated-scratch'), retired: s ? [...s.retired, s.tensor.buffer] : [] };
+    gated.set(ctx, s);
+  }
+  return s.tensor;
 }

@@ -2,6 +2,7 @@
 // block, a workgroup covers (WG_Y*TM) x (WG_X*TN) outputs. The variant for CPU adapters (where workgroup memory
 // and barriers cost more than they save) and for shapes too small for the workgroup-memory tiles.
 // VEC4: x and W are read four k at a time, four times fewer loads than the scalar path that serves any shape.
+// GATED: the same tiles over both projections, each x load serving both (a second accumulator per output).
 
 override WG_X: u32 = 8u;
 override WG_Y: u32 = 8u;
@@ -25,6 +26,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     wrow[j] = min(n0 + j, p.N - 1u) * p.K;
   }
   var acc: array<array<f32, TN>, TM>;
+#if GATED
+  var acc_u: array<array<f32, TN>, TM>;
+#endif
 #if VEC4
   // Named registers rather than indexed private arrays (which compilers may spill): row i of the block
   // accumulates x_i · [w_0 w_1 w_2 w_3] as one vector-matrix product per four k.
@@ -40,18 +44,46 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   var acc1 = vec4<f32>();
   var acc2 = vec4<f32>();
   var acc3 = vec4<f32>();
+#if GATED
+  var up0 = vec4<f32>();
+  var up1 = vec4<f32>();
+  var up2 = vec4<f32>();
+  var up3 = vec4<f32>();
+#endif
   for (var k4 = 0u; k4 < p.K / 4u; k4++) {
     let bm = mat4x4<f32>(load_w4(w0 + k4), load_w4(w1 + k4), load_w4(w2 + k4), load_w4(w3 + k4));
+#if GATED
+    let xv0 = x[x0 + k4];
+    let xv1 = x[x1 + k4];
+    let xv2 = x[x2 + k4];
+    let xv3 = x[x3 + k4];
+    acc0 += xv0 * bm;
+    acc1 += xv1 * bm;
+    acc2 += xv2 * bm;
+    acc3 += xv3 * bm;
+    let um = mat4x4<f32>(load_w4u(w0 + k4), load_w4u(w1 + k4), load_w4u(w2 + k4), load_w4u(w3 + k4));
+    up0 += xv0 * um;
+    up1 += xv1 * um;
+    up2 += xv2 * um;
+    up3 += xv3 * um;
+#else
     acc0 += x[x0 + k4] * bm;
     acc1 += x[x1 + k4] * bm;
     acc2 += x[x2 + k4] * bm;
     acc3 += x[x3 + k4] * bm;
+#endif
   }
   for (var j = 0u; j < TN; j++) {
     acc[0][j] = acc0[j];
     acc[1][j] = acc1[j];
     acc[2][j] = acc2[j];
     acc[3][j] = acc3[j];
+#if GATED
+    acc_u[0][j] = up0[j];
+    acc_u[1][j] = up1[j];
+    acc_u[2][j] = up2[j];
+    acc_u[3][j] = up3[j];
+#endif
   }
 #else
   for (var k = 0u; k < p.K; k++) {
@@ -68,6 +100,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         acc[i][j] = fma(a[i], bw[j], acc[i][j]);
       }
     }
+#if GATED
+    for (var j = 0u; j < TN; j++) {
+      bw[j] = load_wu(wrow[j] + k);
+    }
+    for (var i = 0u; i < TM; i++) {
+      for (var j = 0u; j < TN; j++) {
+        acc_u[i][j] = fma(a[i], bw[j], acc_u[i][j]);
+      }
+    }
+#endif
   }
 #endif
   for (var i = 0u; i < TM; i++) {
@@ -80,7 +122,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
       if (n >= p.N) {
         break;
       }
+#if GATED
+      store_gated(m, n, acc[i][j], acc_u[i][j]);
+#else
       store_out(m, n, acc[i][j]);
+#endif
     }
   }
 }

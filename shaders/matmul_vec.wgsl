@@ -7,6 +7,8 @@
 //   PARTIALS_OUT the workgroups of one output split K (wg.z = split) and write partial sums.
 // - splitk_reduce (REDUCE): sums the splits' partial sums of one output, then bias, activation, residual.
 // Every W element is read once per row of x in all three.
+// GATED (matmul_common.wgsl): gemv_rows_gated, four (gate, up) output pairs per thread; gemv_coop with a second
+// accumulator and reduction for the up projection. Split K has no gated form (the launcher falls back).
 
 override WG: u32 = 64u;
 
@@ -91,7 +93,69 @@ fn gemv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
 }
 #endif
 
+#if GATED
+// Four outputs per thread, each a (gate, up) pair: eight accumulators and eight weight rows per x load, as many
+// as gemv_rows holds; eight pairs would double the live registers.
+@compute @workgroup_size(WG)
+fn gemv_rows_gated(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let n0 = (wg.x * WG + lid.x) * 4u;
+  let m = wg.y;
+  if (n0 >= p.N) {
+    return;
+  }
+  let xr = p.x_off + m * p.x_stride;
+  let r0 = row_base(n0);
+  let r1 = row_base(n0 + 1u);
+  let r2 = row_base(n0 + 2u);
+  let r3 = row_base(n0 + 3u);
+  var g0 = 0.0;
+  var g1 = 0.0;
+  var g2 = 0.0;
+  var g3 = 0.0;
+  var u0 = 0.0;
+  var u1 = 0.0;
+  var u2 = 0.0;
+  var u3 = 0.0;
+#if VEC4
+  let xb = xr / 4u;
+  for (var k4 = 0u; k4 < p.K / 4u; k4++) {
+    let xv = x[xb + k4];
+    g0 += dot(xv, load_w4(r0 / 4u + k4));
+    g1 += dot(xv, load_w4(r1 / 4u + k4));
+    g2 += dot(xv, load_w4(r2 / 4u + k4));
+    g3 += dot(xv, load_w4(r3 / 4u + k4));
+    u0 += dot(xv, load_w4u(r0 / 4u + k4));
+    u1 += dot(xv, load_w4u(r1 / 4u + k4));
+    u2 += dot(xv, load_w4u(r2 / 4u + k4));
+    u3 += dot(xv, load_w4u(r3 / 4u + k4));
+  }
+#else
+  for (var k = 0u; k < p.K; k++) {
+    let xv = x[xr + k];
+    g0 = fma(xv, load_w(r0 + k), g0);
+    g1 = fma(xv, load_w(r1 + k), g1);
+    g2 = fma(xv, load_w(r2 + k), g2);
+    g3 = fma(xv, load_w(r3 + k), g3);
+    u0 = fma(xv, load_wu(r0 + k), u0);
+    u1 = fma(xv, load_wu(r1 + k), u1);
+    u2 = fma(xv, load_wu(r2 + k), u2);
+    u3 = fma(xv, load_wu(r3 + k), u3);
+  }
+#endif
+  let gate = array<f32, 4>(g0, g1, g2, g3);
+  let up = array<f32, 4>(u0, u1, u2, u3);
+  for (var j = 0u; j < 4u; j++) {
+    if (n0 + j < p.N) {
+      store_gated(m, n0 + j, gate[j], up[j]);
+    }
+  }
+}
+#endif
+
 var<workgroup> red: array<vec4<f32>, WG>;
+#if GATED
+var<workgroup> red_u: array<vec4<f32>, WG>;
+#endif
 
 // WG must be a power of two (the launcher picks it).
 @compute @workgroup_size(WG)
@@ -108,6 +172,9 @@ fn gemv_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
   let k_begin = s * p.k_chunk;
   let k_end = min(p.K, k_begin + p.k_chunk);
   var acc = vec4<f32>();
+#if GATED
+  var acc_u = vec4<f32>();
+#endif
 #if VEC4
   let xb = xr / 4u;
   let w0 = r0 / 4u;
@@ -117,18 +184,30 @@ fn gemv_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
   for (var k4 = k_begin / 4u + t; k4 < k_end / 4u; k4 += WG) {
     let xv = x[xb + k4];
     acc += vec4<f32>(dot(xv, load_w4(w0 + k4)), dot(xv, load_w4(w1 + k4)), dot(xv, load_w4(w2 + k4)), dot(xv, load_w4(w3 + k4)));
+#if GATED
+    acc_u += vec4<f32>(dot(xv, load_w4u(w0 + k4)), dot(xv, load_w4u(w1 + k4)), dot(xv, load_w4u(w2 + k4)), dot(xv, load_w4u(w3 + k4)));
+#endif
   }
 #else
   for (var k = k_begin + t; k < k_end; k += WG) {
     let xv = x[xr + k];
     acc += xv * vec4<f32>(load_w(r0 + k), load_w(r1 + k), load_w(r2 + k), load_w(r3 + k));
+#if GATED
+    acc_u += xv * vec4<f32>(load_wu(r0 + k), load_wu(r1 + k), load_wu(r2 + k), load_wu(r3 + k));
+#endif
   }
 #endif
   red[t] = acc;
+#if GATED
+  red_u[t] = acc_u;
+#endif
   workgroupBarrier();
   for (var h = WG / 2u; h > 0u; h >>= 1u) {
     if (t < h) {
       red[t] += red[t + h];
+#if GATED
+      red_u[t] += red_u[t + h];
+#endif
     }
     workgroupBarrier();
   }
@@ -136,6 +215,8 @@ fn gemv_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
     let v = red[0][t];
 #if PARTIALS_OUT
     part[(s * p.M + m) * p.N + n0 + t] = v;
+#elif GATED
+    store_gated(m, n0 + t, v, red_u[0][t]);
 #else
     store_out(m, n0 + t, v);
 #endif

@@ -132,7 +132,7 @@ describe('tiny-llava golden with every weight split in row blocks', () => {
   it('refuses at once, with the numbers, a model that does not fit the memory budget', async () => {
     const ctx = await gpuContext();
     await expect(LlavaModel.load(ctx, dir, { memoryBudget: 100_000 })).rejects.toThrow(
-      /needs [\d.]+ MiB of GPU memory \(weights [\d.]+ KiB \+ KV cache [\d.]+ KiB for 512 tokens \+ activations [\d.]+ MiB\) but the given memory budget is 97\.7 KiB; try --dtype f16/,
+      /needs [\d.]+ MiB of GPU memory \(weights [\d.]+ KiB \+ KV cache [\d.]+ KiB for 512 tokens \+ activations [\d.]+ (KiB|MiB)\) but the given memory budget is 97\.7 KiB; try --dtype f16/,
     );
   });
 });

@@ -6,11 +6,10 @@
 import type { GpuContext, Recorder } from '../gpu/context.js';
 import type { Tensor, Weight } from '../gpu/tensor.js';
 import { rows } from '../../kernels/common.js';
-import { matmul } from '../../kernels/matmul.js';
+import { matmul, matmulGated } from '../../kernels/matmul.js';
 import { rmsNorm } from '../../kernels/norm.js';
 import { rope } from '../../kernels/rope.js';
 import { attention } from '../../kernels/attention.js';
-import { gatedAct } from '../../kernels/elementwise.js';
 import { embed } from '../../kernels/embed.js';
 import type { DecoderConfig } from './config.js';
 import type { WeightLoader } from './weights.js';
@@ -87,7 +86,7 @@ export class Decoder {
   maxLen = 0;
   /** Scratch activations, sized for `scratchRows`. */
   private scratchRows = 0;
-  private s!: Record<'h' | 'h2' | 'n' | 'q' | 'z' | 'g' | 'u' | 'a', Tensor>;
+  private s!: Record<'h' | 'h2' | 'n' | 'q' | 'z' | 'a', Tensor>;
   /** [layers] x 256-byte-aligned slots of HeadParams per head (head-params.ts). */
   headParams!: GPUBuffer;
   /** [layers] x 256-byte-aligned slots of [heads, 2, headDim] f32 (mean, add); allocated when a spec first needs it. */
@@ -190,7 +189,7 @@ export class Decoder {
     if (this.s) for (const t of Object.values(this.s)) this.ctx.destroyBuffer(t.buffer);
     const { hidden: D, intermediate: F, heads: H, headDim: hd } = this.cfg;
     const a = (cols: number, label: string) => this.ctx.activation([n, cols], `text.${label}`);
-    this.s = { h: a(D, 'h'), h2: a(D, 'h2'), n: a(D, 'normed'), q: a(H * hd, 'q'), z: a(H * hd, 'z'), g: a(F, 'gate'), u: a(F, 'up'), a: a(F, 'mlp_act') };
+    this.s = { h: a(D, 'h'), h2: a(D, 'h2'), n: a(D, 'normed'), q: a(H * hd, 'q'), z: a(H * hd, 'z'), a: a(F, 'mlp_act') };
     this.scratchRows = n;
   }
 
@@ -208,7 +207,7 @@ export class Decoder {
     const n = step.rows;
     if (step.pos0 + n > this.maxLen) throw new Error(`positions ${step.pos0}..${step.pos0 + n - 1} exceed the KV cache of ${this.maxLen}`);
     this.ensureScratch(n);
-    const { h, h2, n: normed, q, z, g, u, a: act } = this.s;
+    const { h, h2, n: normed, q, z, a: act } = this.s;
     const ctx = this.ctx;
     const kvWidth = KV * hd;
     const slot = headParamSlotBytes(H);
@@ -269,9 +268,7 @@ export class Decoder {
       }
       matmul(ctx, rec, { x: rows(z, 0, n), w: L.o, b: L.oBias, residual: rows(h, 0, n), out: rows(h2, 0, n) });
       rmsNorm(ctx, rec, { x: rows(h2, 0, n), w: L.postNorm, eps, out: rows(normed, 0, n) });
-      matmul(ctx, rec, { x: rows(normed, 0, n), w: L.gate, b: L.gateBias, out: rows(g, 0, n) });
-      matmul(ctx, rec, { x: rows(normed, 0, n), w: L.up, b: L.upBias, out: rows(u, 0, n) });
-      gatedAct(ctx, rec, { gate: rows(g, 0, n), up: rows(u, 0, n), out: rows(act, 0, n), act: this.cfg.act });
+      matmulGated(ctx, rec, { x: rows(normed, 0, n), gate: L.gate, up: L.up, gateBias: L.gateBias, upBias: L.upBias, act: this.cfg.act, out: rows(act, 0, n) });
       matmul(ctx, rec, { x: rows(act, 0, n), w: L.down, b: L.downBias, residual: rows(h2, 0, n), out: rows(h, 0, n) });
       const res = step.captures?.residual?.get(l + 1);
       if (res) rec.copy(h.buffer, 0, res.buffer, 0, n * D * 4);

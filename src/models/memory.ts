@@ -9,13 +9,14 @@ import type { LoadOptions, MemoryPlan } from './model.js';
 import { WeightLoader } from './weights.js';
 
 /**
- * The decoder's share of a plan: the KV cache for `context` tokens, the per-row scratch (h, h2, normed, q, z, gate,
- * up, act) over a prefill of `context` rows, and one row of logits. `visionScratch`: what the family's vision pass
- * needs when it is fixed (images of a variable size are checked per run instead).
+ * The decoder's share of a plan: the KV cache for `context` tokens, the per-row scratch (h, h2, normed, q, z, and
+ * the MLP's act(gate) * up, which matmulGated writes without gate / up intermediates) over a prefill of `context`
+ * rows, and one row of logits. `visionScratch`: what the family's vision pass needs when it is fixed (images of a
+ * variable size are checked per run instead).
  */
 export function planTextMemory(t: DecoderConfig, weightBytes: number, context: number, visionScratch = 0): MemoryPlan {
   const kvCache = 2 * t.layers * context * t.kvHeads * t.headDim * 4;
-  const textScratch = context * (3 * t.hidden + 2 * t.heads * t.headDim + 3 * t.intermediate) * 4;
+  const textScratch = context * (3 * t.hidden + 2 * t.heads * t.headDim + t.intermediate) * 4;
   const activations = textScratch + visionScratch + t.vocab * 4 * 2;
   return { weights: weightBytes, kvCache, activations, total: weightBytes + kvCache + activations };
 }

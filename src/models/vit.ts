@@ -11,10 +11,9 @@ import type { BufferRef, GpuContext, Recorder } from '../gpu/context.js';
 import type { Tensor, Weight } from '../gpu/tensor.js';
 import type { Activation } from '../../kernels/activation.js';
 import { rows, type RowView } from '../../kernels/common.js';
-import { matmul } from '../../kernels/matmul.js';
+import { matmul, matmulGated } from '../../kernels/matmul.js';
 import { layerNorm, rmsNorm } from '../../kernels/norm.js';
 import { attention } from '../../kernels/attention.js';
-import { gatedAct } from '../../kernels/elementwise.js';
 import { rope } from '../../kernels/rope.js';
 import type { WeightLoader } from './weights.js';
 import { headParamSlotBytes, headParamTable, headVectorSlotBytes, headVectorTable } from '../spec/head-params.js';
@@ -100,7 +99,7 @@ export class VitEncoder {
   private noImageKeys: GPUBuffer | null = null;
   private noImageKeysLen = 0;
   private scratchRows = 0;
-  private s!: Record<'h2' | 'n' | 'qkv' | 'z' | 'f' | 'g' | 'a', Tensor>;
+  private s!: Record<'h2' | 'n' | 'qkv' | 'z' | 'f', Tensor>;
 
   constructor(
     private ctx: GpuContext,
@@ -203,7 +202,7 @@ export class VitEncoder {
   /** Bytes of scratch a pass over n tokens allocates, and its largest tensor (for the per-run memory check). */
   scratchBytes(n: number): { total: number; largest: number } {
     const { hidden: E, intermediate: F } = this.cfg;
-    return { total: n * (E * 6 + F * 3 + 1) * 4, largest: n * Math.max(3 * E, F) * 4 };
+    return { total: n * (E * 6 + F + 1) * 4, largest: n * Math.max(3 * E, F) * 4 };
   }
 
   private ensureScratch(n: number): void {
@@ -212,8 +211,8 @@ export class VitEncoder {
     const { ctx } = this;
     const { hidden: E, intermediate: F } = this.cfg;
     const a = (cols: number, label: string) => ctx.activation([n, cols], `vision.${label}`);
-    const G = this.cfg.mlp === 'gated' ? F : 1;
-    this.s = { h2: a(E, 'h2'), n: a(E, 'normed'), qkv: a(3 * E, 'qkv'), z: a(E, 'z'), f: a(F, 'mlp'), g: a(G, 'mlp_gate'), a: a(G, 'mlp_act') };
+    // f: the MLP's hidden activations, act(fc1) or the fused act(gate) * up.
+    this.s = { h2: a(E, 'h2'), n: a(E, 'normed'), qkv: a(3 * E, 'qkv'), z: a(E, 'z'), f: a(F, 'mlp') };
     this.noImageKeys = ctx.createBuffer(n * 4, GPUBufferUsage.STORAGE, 'vision.key_is_image');
     this.noImageKeysLen = n;
     this.scratchRows = n;
@@ -298,14 +297,11 @@ export class VitEncoder {
       matmul(ctx, rec, { x: rows(s.z, 0, n), w: B.o, b: B.ob, residual: hv, out: rows(s.h2, 0, n) });
       this.norm(rec, rows(s.h2, 0, n), B.norm2, rows(s.n, 0, n));
       if (B.gate) {
-        matmul(ctx, rec, { x: rows(s.n, 0, n), w: B.gate, b: B.gateBias, out: rows(s.g, 0, n) });
-        matmul(ctx, rec, { x: rows(s.n, 0, n), w: B.up, b: B.upBias, out: rows(s.f, 0, n) });
-        gatedAct(ctx, rec, { gate: rows(s.g, 0, n), up: rows(s.f, 0, n), out: rows(s.a, 0, n), act: cfg.act });
-        matmul(ctx, rec, { x: rows(s.a, 0, n), w: B.down, b: B.downBias, residual: rows(s.h2, 0, n), out: hv });
+        matmulGated(ctx, rec, { x: rows(s.n, 0, n), gate: B.gate, up: B.up, gateBias: B.gateBias, upBias: B.upBias, act: cfg.act, out: rows(s.f, 0, n) });
       } else {
         matmul(ctx, rec, { x: rows(s.n, 0, n), w: B.up, b: B.upBias, out: rows(s.f, 0, n), act: cfg.act });
-        matmul(ctx, rec, { x: rows(s.f, 0, n), w: B.down, b: B.downBias, residual: rows(s.h2, 0, n), out: hv });
       }
+      matmul(ctx, rec, { x: rows(s.f, 0, n), w: B.down, b: B.downBias, residual: rows(s.h2, 0, n), out: hv });
       copyState(l + 1);
     }
     return h;
