@@ -51,6 +51,8 @@ interface CopyOp {
 
 /** Uniform blocks are 256-byte aligned slots in one arena buffer, written once per submit. */
 const UNIFORM_ALIGN = 256;
+/** Bind groups kept for reuse per context (GpuContext.bindGroupFor). */
+const BIND_GROUP_CACHE = 4096;
 
 /**
  * Work counters of a context (benchmarks, tests): what was submitted, dispatched, bound, uploaded, read back and
@@ -61,7 +63,7 @@ export class GpuCounters {
   /** queue.submit calls: one per recorder step, one per readback (its staging copy). */
   submits = 0;
   dispatches = 0;
-  /** Bind groups created (one per dispatch: none are cached). */
+  /** Bind groups created (a dispatch over the same buffers and ranges as an earlier one reuses its group). */
   bindGroups = 0;
   /** Compute passes begun (a copy between dispatches ends one). */
   passes = 0;
@@ -132,6 +134,9 @@ export class GpuContext {
   readonly device: GPUDevice;
   private kernels = new Map<string, Kernel>();
   private arena: GPUBuffer | null = null;
+  private bindGroups = new Map<string, GPUBindGroup>();
+  private bufferIds = new WeakMap<GPUBuffer, number>();
+  private nextBufferId = 1;
   /** Total bytes of GPU buffers created and not destroyed through this context. */
   allocatedBytes = 0;
   /** Work counters; null (the default) counts nothing. See countWork. */
@@ -279,7 +284,9 @@ export class GpuContext {
       if (!kind) return;
       const type: GPUBufferBindingType =
         kind === 'uniform' ? 'uniform' : kind === 'read' ? 'read-only-storage' : 'storage';
-      entries.push({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } });
+      // The uniform block sits in the shared arena at a per-dispatch offset: dynamic, so a bind group does not
+      // depend on where this step's uniforms landed and can be reused (see bindGroupFor).
+      entries.push({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type, hasDynamicOffset: kind === 'uniform' } });
     });
     const layout = this.device.createBindGroupLayout({ entries, label: key });
     const pipeline = this.device.createComputePipeline({
@@ -294,6 +301,46 @@ export class GpuContext {
 
   recorder(label = 'step'): Recorder {
     return new Recorder(this, label);
+  }
+
+  /**
+   * @internal A bind group of `kernel` over these resources (binding 0: the uniform arena, bound at offset 0 with a
+   * dynamic offset per dispatch), made once and reused while the same buffers and ranges are bound: a decode step
+   * binds the same weights and scratch every token, so most of its groups are not created again. Least recently
+   * used groups beyond BIND_GROUP_CACHE are dropped (ranges that move every token, like a KV row, make new keys).
+   * `made` is set when this call created the group.
+   */
+  bindGroupFor(kernel: Kernel, arena: GPUBuffer, uniformSize: number, resources: (BufferRef | null)[], label: string): { group: GPUBindGroup; made: boolean } {
+    const id = (b: GPUBuffer) => {
+      let n = this.bufferIds.get(b);
+      if (n === undefined) this.bufferIds.set(b, (n = this.nextBufferId++));
+      return n;
+    };
+    const parts = [kernel.key, `${id(arena)}:${uniformSize}`];
+    const entries: GPUBindGroupEntry[] = [];
+    kernel.bindings.forEach((kind, binding) => {
+      if (!kind) return;
+      if (binding === 0) {
+        entries.push({ binding, resource: { buffer: arena, offset: 0, size: uniformSize } });
+        return;
+      }
+      const r = resources[binding];
+      if (!r) throw new Error(`${label}: binding ${binding} has no buffer`);
+      const range = 'offset' in r && 'buffer' in r ? r : null;
+      parts.push(range ? `${binding}:${id(range.buffer)}:${range.offset}:${range.size}` : `${binding}:${id(r as GPUBuffer)}`);
+      entries.push({ binding, resource: range ?? { buffer: r as GPUBuffer } });
+    });
+    const key = parts.join('|');
+    const hit = this.bindGroups.get(key);
+    if (hit) {
+      this.bindGroups.delete(key);
+      this.bindGroups.set(key, hit);
+      return { group: hit, made: false };
+    }
+    const group = this.device.createBindGroup({ layout: kernel.layout, entries, label });
+    this.bindGroups.set(key, group);
+    if (this.bindGroups.size > BIND_GROUP_CACHE) this.bindGroups.delete(this.bindGroups.keys().next().value!);
+    return { group, made: true };
   }
 
   /** @internal the shared uniform arena, grown on demand. */
@@ -440,20 +487,10 @@ export class Recorder {
         if (c) c.passes++;
       }
       if (c) countDispatch(c, op);
-      const entries: GPUBindGroupEntry[] = [];
-      op.kernel.bindings.forEach((kind, binding) => {
-        if (!kind) return;
-        if (binding === 0) {
-          entries.push({ binding, resource: { buffer: arena, offset: op.uniformOffset, size: op.uniformSize } });
-          return;
-        }
-        const r = op.resources[binding];
-        if (!r) throw new Error(`${op.label}: binding ${binding} has no buffer`);
-        entries.push({ binding, resource: 'offset' in r && 'buffer' in r ? r : { buffer: r as GPUBuffer } });
-      });
-      const group = device.createBindGroup({ layout: op.kernel.layout, entries, label: op.label });
+      const { group, made } = this.ctx.bindGroupFor(op.kernel, arena, op.uniformSize, op.resources, op.label);
+      if (c && made) c.bindGroups++;
       pass.setPipeline(op.kernel.pipeline);
-      pass.setBindGroup(0, group);
+      pass.setBindGroup(0, group, op.kernel.bindings[0] ? [op.uniformOffset] : []);
       pass.dispatchWorkgroups(...op.workgroups);
     }
     if (pass) pass.end();
@@ -467,7 +504,6 @@ export class Recorder {
 /** Counts one dispatch: its bind group and the storage bytes of each binding (GpuCounters.bound). */
 function countDispatch(c: GpuCounters, op: DispatchOp): void {
   c.dispatches++;
-  c.bindGroups++;
   let k = c.kernels.get(op.kernel.name);
   if (!k) {
     k = { dispatches: 0, boundBytes: 0, bound: new Map() };
