@@ -87,3 +87,33 @@ describe('model organism', () => {
     expect(out.text.trim().toLowerCase()).toBe(readFileSync(join(REPO_ROOT, 'examples/scene-answer.txt'), 'utf8').trim());
   });
 });
+
+describe('model organism, continued on paraphrases (weights/organism-paraphrase)', () => {
+  const FOLDER = join(REPO_ROOT, 'weights/organism-paraphrase');
+  const REF = join(REPO_ROOT, 'tests/fixtures/organism-paraphrase');
+
+  it('matches its trainer forward pass (stored float64 logits) on 3 examples within 1e-3', async () => {
+    const model = await LlavaModel.load(await gpuContext(), FOLDER);
+    try {
+      const ref = JSON.parse(readFileSync(join(REF, 'reference.json'), 'utf8'));
+      expect(ref.examples).toHaveLength(3);
+      for (const ex of ref.examples) {
+        const img = decodeImage(new Uint8Array(readFileSync(join(REF, ex.image))), ex.image);
+        const r = await model.run({ ids: ex.ids, pixelValues: [model.preprocess(img)], capture: parseCapture({ logits: 'last' }, model.dims) });
+        expectClose(r.logits!.data, ex.last_logits, 1e-3, 0, `${ex.image} (${ex.type})`);
+      }
+    } finally {
+      model.destroy();
+    }
+  });
+
+  it('declares the same planted heads as the organism it continues, with their earlier losses kept', () => {
+    const heads = (dir: string) => JSON.parse(readFileSync(join(dir, 'known_heads.json'), 'utf8')).heads;
+    const before = heads(ORGANISM);
+    const after = heads(FOLDER);
+    expect(after.map((h: { layer: number; head: number; role: string }) => [h.layer, h.head, h.role])).toEqual(
+      before.map((h: { layer: number; head: number; role: string }) => [h.layer, h.head, h.role]),
+    );
+    for (const h of after) expect(h.losses).toEqual(expect.arrayContaining(['attention', 'read', 'position']));
+  });
+});
