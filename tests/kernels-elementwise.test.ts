@@ -3,38 +3,14 @@ import { add, copyRows, gatedAct } from '../kernels/elementwise.js';
 import { rows, type Activation, type RowView } from '../kernels/common.js';
 import { GpuContext } from '../src/gpu/context.js';
 import { expectClose, gpuContext, randn, read } from './helpers/gpu.js';
+import { activation } from './helpers/reference-math.js';
+
+/** The float64 reference of an activation (Hugging Face ACT2FN semantics). */
+const refAct = (v: number, a: Activation): number => activation(a)(v);
 
 /** The same device seen with a lower workgroups-per-dimension limit, so the folded dispatch runs cheaply. */
 function lowLimit(ctx: GpuContext, max: number): GpuContext {
   return new GpuContext({ ...ctx.gpu, limits: { ...ctx.gpu.limits, maxComputeWorkgroupsPerDimension: max } });
-}
-
-function erf(x: number): number {
-  // Abramowitz & Stegun 7.1.26-style rational fit, |error| < 1.2e-7 (the matmul test's reference)
-  const t = 1 / (1 + 0.5 * Math.abs(x));
-  const y =
-    1 -
-    t *
-      Math.exp(
-        -x * x - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 +
-          t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
-      );
-  return x >= 0 ? y : -y;
-}
-
-function refAct(v: number, a: Activation): number {
-  switch (a) {
-    case 'gelu':
-      return 0.5 * v * (1 + erf(v / Math.SQRT2));
-    case 'gelu_tanh':
-      return 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
-    case 'quick_gelu':
-      return v / (1 + Math.exp(-1.702 * v));
-    case 'silu':
-      return v / (1 + Math.exp(-v));
-    default:
-      return v;
-  }
 }
 
 /** Values of a view, row-major. */

@@ -3,34 +3,10 @@ import { matmul } from '../kernels/matmul.js';
 import { rows, type Activation } from '../kernels/common.js';
 import { expectClose, gpuContext, randn, read, upload } from './helpers/gpu.js';
 import { RowSplitTensor, type DType } from '../src/gpu/tensor.js';
+import { activation } from './helpers/reference-math.js';
 
-function erf(x: number): number {
-  // float64 reference erf (series / continued fraction would do; this uses a high-precision rational fit)
-  const t = 1 / (1 + 0.5 * Math.abs(x));
-  const y =
-    1 -
-    t *
-      Math.exp(
-        -x * x - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 +
-          t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
-      );
-  return x >= 0 ? y : -y;
-}
-
-export function refAct(v: number, a: Activation): number {
-  switch (a) {
-    case 'gelu':
-      return 0.5 * v * (1 + erf(v / Math.SQRT2));
-    case 'gelu_tanh':
-      return 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
-    case 'quick_gelu':
-      return v / (1 + Math.exp(-1.702 * v));
-    case 'silu':
-      return v / (1 + Math.exp(-v));
-    default:
-      return v;
-  }
-}
+/** The float64 reference of an activation (Hugging Face ACT2FN semantics). */
+const refAct = (v: number, a: Activation): number => activation(a)(v);
 
 function refMatmul(x: Float32Array, w: Float32Array, b: Float32Array | null, r: Float32Array | null, M: number, N: number, K: number, act: Activation) {
   const y = new Float64Array(M * N);

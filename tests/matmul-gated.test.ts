@@ -12,42 +12,10 @@ import { rows, type Activation, type RowView } from '../kernels/common.js';
 import type { GpuContext } from '../src/gpu/context.js';
 import { RowSplitTensor, type DType, type Tensor } from '../src/gpu/tensor.js';
 import { expectClose, gpuContext, randn, read, upload } from './helpers/gpu.js';
+import { activation } from './helpers/reference-math.js';
 
-/** erf to ~1e-16 (Taylor series near 0, continued fraction beyond): the reference for exact GELU. */
-function erf(x: number): number {
-  const a = Math.abs(x);
-  let r: number;
-  if (a < 2.5) {
-    let term = a;
-    let sum = a;
-    for (let n = 1; n < 60; n++) {
-      term *= (-a * a) / n;
-      sum += term / (2 * n + 1);
-    }
-    r = (2 / Math.sqrt(Math.PI)) * sum;
-  } else {
-    // erfc(a) = exp(-a²)/√π · 1/(a + 1/2/(a + 1/(a + 3/2/(a + ...))))
-    let f = a;
-    for (let n = 60; n >= 1; n--) f = a + n / 2 / f;
-    r = 1 - Math.exp(-a * a) / Math.sqrt(Math.PI) / f;
-  }
-  return x < 0 ? -r : r;
-}
-
-function refAct(v: number, a: Activation): number {
-  switch (a) {
-    case 'gelu':
-      return 0.5 * v * (1 + erf(v / Math.SQRT2));
-    case 'gelu_tanh':
-      return 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
-    case 'quick_gelu':
-      return v / (1 + Math.exp(-1.702 * v));
-    case 'silu':
-      return v / (1 + Math.exp(-v));
-    case 'none':
-      return v;
-  }
-}
+/** The float64 reference of an activation (Hugging Face ACT2FN semantics). */
+const refAct = (v: number, a: Activation): number => activation(a)(v);
 
 /** float64 act(x Wgᵀ + bg) * (x Wuᵀ + bu) over the M rows of a row-major [M, K] array. */
 function reference(x: Float32Array, wg: Float32Array, wu: Float32Array, bg: Float32Array | null, bu: Float32Array | null, M: number, N: number, K: number, act: Activation): Float64Array {

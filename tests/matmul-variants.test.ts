@@ -9,14 +9,10 @@ import { rows, type Activation } from '../kernels/common.js';
 import { expectClose, gpuContext, randn, read, upload } from './helpers/gpu.js';
 import { RowSplitTensor, type DType } from '../src/gpu/tensor.js';
 import { decodeToF32 } from '../src/gpu/half.js';
+import { activation } from './helpers/reference-math.js';
 
-function refAct(v: number, a: Activation): number {
-  if (a === 'silu') return v / (1 + Math.exp(-v));
-  if (a === 'gelu_tanh') return 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
-  if (a === 'quick_gelu') return v / (1 + Math.exp(-1.702 * v));
-  if (a !== 'none') throw new Error(`no reference for ${a}`);
-  return v;
-}
+/** The float64 reference of an activation (Hugging Face ACT2FN semantics). */
+const refAct = (v: number, a: Activation): number => activation(a)(v);
 
 /** float64 y = act(x W^T + b) + r over x rows [x0, x0+M) of a row-major [*, K] array. */
 function reference(x: Float32Array, w: Float32Array, b: Float32Array | null, r: Float32Array | null, M: number, N: number, K: number, act: Activation): Float64Array {
