@@ -22,6 +22,17 @@ const REFERENCE = join(REPO_ROOT, 'tests/fixtures/organism');
 /** The held-out seed: the organism was trained on seed 1001 (scripts/make-organism.ts). */
 const HELD_OUT_SEED = 2002;
 
+/** The engine's last-position logits on the trainer's reference examples (reference.json + images in `dir`). */
+async function expectTrainerReference(model: LlavaModel, dir: string): Promise<void> {
+  const ref = JSON.parse(readFileSync(join(dir, 'reference.json'), 'utf8'));
+  expect(ref.examples).toHaveLength(3);
+  for (const ex of ref.examples) {
+    const img = decodeImage(new Uint8Array(readFileSync(join(dir, ex.image))), ex.image);
+    const r = await model.run({ ids: ex.ids, pixelValues: [model.preprocess(img)], capture: parseCapture({ logits: 'last' }, model.dims) });
+    expectClose(r.logits!.data, ex.last_logits, 1e-3, 0, `${ex.image} (${ex.type})`);
+  }
+}
+
 describe('model organism', () => {
   let model: LlavaModel;
   let tokenizer: Tokenizer;
@@ -33,13 +44,7 @@ describe('model organism', () => {
   });
 
   it('matches the trainer forward pass (stored float64 logits) on 3 examples within 1e-3', async () => {
-    const ref = JSON.parse(readFileSync(join(REFERENCE, 'reference.json'), 'utf8'));
-    expect(ref.examples).toHaveLength(3);
-    for (const ex of ref.examples) {
-      const img = decodeImage(new Uint8Array(readFileSync(join(REFERENCE, ex.image))), ex.image);
-      const r = await model.run({ ids: ex.ids, pixelValues: [model.preprocess(img)], capture: parseCapture({ logits: 'last' }, model.dims) });
-      expectClose(r.logits!.data, ex.last_logits, 1e-3, 0, `${ex.image} (${ex.type})`);
-    }
+    await expectTrainerReference(model, REFERENCE);
   });
 
   it('answers a held-out slice of synthetic questions (and sub-questions) accurately', async () => {
@@ -95,13 +100,7 @@ describe('model organism, continued on paraphrases (weights/organism-paraphrase)
   it('matches its trainer forward pass (stored float64 logits) on 3 examples within 1e-3', async () => {
     const model = await LlavaModel.load(await gpuContext(), FOLDER);
     try {
-      const ref = JSON.parse(readFileSync(join(REF, 'reference.json'), 'utf8'));
-      expect(ref.examples).toHaveLength(3);
-      for (const ex of ref.examples) {
-        const img = decodeImage(new Uint8Array(readFileSync(join(REF, ex.image))), ex.image);
-        const r = await model.run({ ids: ex.ids, pixelValues: [model.preprocess(img)], capture: parseCapture({ logits: 'last' }, model.dims) });
-        expectClose(r.logits!.data, ex.last_logits, 1e-3, 0, `${ex.image} (${ex.type})`);
-      }
+      await expectTrainerReference(model, REF);
     } finally {
       model.destroy();
     }
