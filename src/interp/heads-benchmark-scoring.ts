@@ -16,6 +16,7 @@
 
 import { mixSeed } from '../eval/synthetic.js';
 import { rankByCriteria } from './probe-controls.js';
+import { hashString } from './ranking.js';
 import { type HeadRef, headName } from './heads.js';
 
 /** One head of a ranking. */
@@ -33,15 +34,8 @@ export interface RankedHeadScore {
   values: number[];
 }
 
-/** FNV-1a of a string, for per-method seeds. */
-export function hashLabel(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
-}
+/** FNV-1a of a string, for per-method seeds (the ranking's hash, exported under the benchmark's name). */
+export const hashLabel = hashString;
 
 function checkGrids(grids: readonly (readonly (readonly number[])[])[], what: string): { layers: number; heads: number } {
   if (grids.length === 0) throw new Error(`${what}: no criteria`);
