@@ -7,6 +7,7 @@ import source from '../shaders/attention.wgsl';
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
 import { Uniforms, fold, type BufferRef } from '../src/gpu/context.js';
 import type { Tensor } from '../src/gpu/tensor.js';
+import { bindRange } from './common.js';
 
 /** Largest workgroup (threads per query row and head); each thread owns up to 4 of the head's dims. */
 const MAX_WG = 64;
@@ -233,7 +234,7 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
   // K and V are bound up to the last key attended (a KV cache bigger than the context binds only its live rows).
   const keysBound = (t: Tensor, off: number): BufferRef => {
     const elems = a.nKeys === 0 ? 1 : kvView ? off + (a.nKeys - 1) * kvStride + kvWidth : a.nKeys * kvWidth;
-    return { buffer: t.buffer, offset: 0, size: Math.min(t.buffer.size, elems * 4) };
+    return bindRange(ctx, t.buffer, 0, Math.min(t.buffer.size, elems * 4)).binding;
   };
   rec.dispatch(
     kernel,

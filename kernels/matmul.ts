@@ -220,10 +220,16 @@ export function matmulPlan(ctx: GpuContext, M: number, N: number, K: number, for
  * weights decide first (one shader reads both, so one dtype and the same row blocks), then each block's plan.
  */
 export function matmulGatedPlan(ctx: GpuContext, a: Pick<MatmulGatedArgs, 'x' | 'gate' | 'up' | 'variant'>): GatedPlan {
-  const plans = blockPlans(ctx, a).map((b) => b.plan);
+  return gatedPlans(ctx, a).plan;
+}
+
+/** The call's plan (matmulGatedPlan) and the per-block plans it was decided from. */
+function gatedPlans(ctx: GpuContext, a: Pick<MatmulGatedArgs, 'x' | 'gate' | 'up' | 'variant'>): { plan: GatedPlan; blocks: ReturnType<typeof blockPlans> } {
+  const blocks = blockPlans(ctx, a);
+  const plans = blocks.map((b) => b.plan);
   const mismatch = weightsMismatch(a.gate, a.up);
-  if (mismatch) return { ...plans[0], fused: false, reason: `${mismatch}: gate, up, then gatedAct` };
-  return plans.find((p) => !p.fused) ?? plans[0];
+  if (mismatch) return { plan: { ...plans[0], fused: false, reason: `${mismatch}: gate, up, then gatedAct` }, blocks };
+  return { plan: plans.find((p) => !p.fused) ?? plans[0], blocks };
 }
 
 /** The gate's row blocks with each one's gated plan (a block's N sets its workgroups, on a GPU its variant). */
@@ -263,7 +269,8 @@ export function matmulGated(ctx: GpuContext, rec: Recorder, a: MatmulGatedArgs):
   if (a.out.tensor.buffer === a.x.tensor.buffer) {
     throw new Error(`matmulGated: input ${a.x.tensor.label} and output ${a.out.tensor.label} share a buffer; write into another tensor`);
   }
-  if (!matmulGatedPlan(ctx, a).fused) {
+  const { plan, blocks } = gatedPlans(ctx, a);
+  if (!plan.fused) {
     // Both projections into scratch, then the element-wise gate: three dispatches (more with split K).
     const s = gatedScratch(ctx, M * N);
     const g: RowView = { tensor: s, rows: M, cols: N, offset: 0, stride: N };
@@ -275,9 +282,9 @@ export function matmulGated(ctx: GpuContext, rec: Recorder, a: MatmulGatedArgs):
   }
   // One dispatch per row block, gate block i beside up block i (weightsMismatch checked they match).
   const ups = weightParts(up);
-  blockPlans(ctx, a).forEach(({ tensor, rowStart, plan }, i) => {
+  blocks.forEach(({ tensor, rowStart, plan: p }, i) => {
     const args: MatmulArgs = { x: a.x, w: tensor, b: a.gateBias, out: a.out, act: a.act };
-    matmulBlock(ctx, rec, args, tensor, rowStart, tensor.shape[0], M, K, plan, { w: ups[i].tensor, b: a.upBias ?? null });
+    matmulBlock(ctx, rec, args, tensor, rowStart, tensor.shape[0], M, K, p, { w: ups[i].tensor, b: a.upBias ?? null });
   });
 }
 
@@ -388,7 +395,7 @@ function matmulBlock(
       rec.dispatch(kernel, u, resources, [Math.ceil(N / 4), M, 1], label);
       return;
     case 'gemv_splitk': {
-      const part = splitScratch(ctx, plan.splits * M * N);
+      const part = scratchBuffer(ctx, 'matmul-splitk-partials', plan.splits * M * N);
       rec.dispatch(kernel, u, [null, xb.binding, w.buffer, null, null, null, part], [Math.ceil(N / 4), M, plan.splits], `${label} (split K)`);
       const reduce = ctx.kernel({
         name: 'matmul_gemv_splitk_reduce',
@@ -405,37 +412,29 @@ function matmulBlock(
 }
 
 /**
- * Scratch for split-K partial sums, one per context, grown on demand. Dispatches run in recording order, so
- * successive split-K matmuls of one step can share it. A grown-out buffer may still be referenced by a recorded,
- * not yet submitted step, so it is kept (the sizes are small: splits x M x N floats).
+ * Scratch buffers of the matmul launchers, one per context and purpose, grown on demand: the split-K partial sums
+ * and matmulGated's fallback (gate and up projections). Dispatches run in recording order, so successive calls of
+ * one step can share a buffer. A grown-out buffer may still be referenced by a recorded, not yet submitted step,
+ * so it is kept (the sizes are small: splits x M x N floats; 2 x M x N for the fallback, which only mixed-dtype or
+ * differently split gate / up weights and split-K plans take).
  */
-const scratch = new WeakMap<GpuContext, { buffer: GPUBuffer; floats: number; retired: GPUBuffer[] }>();
+const scratch = new WeakMap<GpuContext, Map<string, { buffer: GPUBuffer; floats: number; retired: GPUBuffer[] }>>();
 
-function splitScratch(ctx: GpuContext, floats: number): GPUBuffer {
-  let s = scratch.get(ctx);
+function scratchBuffer(ctx: GpuContext, label: string, floats: number): GPUBuffer {
+  let mine = scratch.get(ctx);
+  if (!mine) scratch.set(ctx, (mine = new Map()));
+  let s = mine.get(label);
   if (!s || s.floats < floats) {
     const size = Math.max(floats, (s?.floats ?? 0) * 2, 1024);
-    const buffer = ctx.createBuffer(size * 4, GPUBufferUsage.STORAGE, 'matmul-splitk-partials');
+    const buffer = ctx.createBuffer(size * 4, GPUBufferUsage.STORAGE, label);
     s = { buffer, floats: size, retired: s ? [...s.retired, s.buffer] : [] };
-    scratch.set(ctx, s);
+    mine.set(label, s);
   }
   return s.buffer;
 }
 
-/**
- * Scratch for matmulGated's fallback: the gate and up projections, [2, M, N] floats, one per context, grown on
- * demand and shared like the split-K scratch (dispatches run in recording order). Only the fallback allocates it.
- */
-const gated = new WeakMap<GpuContext, { tensor: Tensor; retired: GPUBuffer[] }>();
-
+/** [2 * M * N] f32 for the fallback's gate (first half) and up (second half) projections. */
 function gatedScratch(ctx: GpuContext, floatsEach: number): Tensor {
-  let s = gated.get(ctx);
-  const cap = s ? s.tensor.numel / 2 : 0;
-  if (!s || cap < floatsEach) {
-    const each = Math.max(floatsEach, cap * 2, 1024);
-    const buffer = ctx.createBuffer(2 * each * 4, GPUBufferUsage.STORAGE, 'matmul-gated-scratch');
-    s = { tensor: new Tensor(buffer, [2 * each], 'f32', 'matmul-gated-scratch'), retired: s ? [...s.retired, s.tensor.buffer] : [] };
-    gated.set(ctx, s);
-  }
-  return s.tensor;
+  const buffer = scratchBuffer(ctx, 'matmul-gated-scratch', 2 * floatsEach);
+  return new Tensor(buffer, [buffer.size / 4], 'f32', 'matmul-gated-scratch');
 }

@@ -122,6 +122,11 @@ export class GpuCounters {
   }
 }
 
+/** A binding as a range: a whole buffer is [0, size). */
+function asRange(r: BufferRef): { buffer: GPUBuffer; offset: number; size: number } {
+  return 'offset' in r && 'buffer' in r ? r : { buffer: r, offset: 0, size: r.size };
+}
+
 function subtract(from: Map<GPUBuffer, number>, earlier: Map<GPUBuffer, number>): void {
   for (const [b, n] of earlier) {
     const left = (from.get(b) ?? 0) - n;
@@ -317,18 +322,14 @@ export class GpuContext {
       return n;
     };
     const parts = [kernel.key, `${id(arena)}:${uniformSize}`];
-    const entries: GPUBindGroupEntry[] = [];
+    const bound: [number, { buffer: GPUBuffer; offset: number; size: number }][] = [];
     kernel.bindings.forEach((kind, binding) => {
-      if (!kind) return;
-      if (binding === 0) {
-        entries.push({ binding, resource: { buffer: arena, offset: 0, size: uniformSize } });
-        return;
-      }
+      if (!kind || binding === 0) return;
       const r = resources[binding];
       if (!r) throw new Error(`${label}: binding ${binding} has no buffer`);
-      const range = 'offset' in r && 'buffer' in r ? r : null;
-      parts.push(range ? `${binding}:${id(range.buffer)}:${range.offset}:${range.size}` : `${binding}:${id(r as GPUBuffer)}`);
-      entries.push({ binding, resource: range ?? { buffer: r as GPUBuffer } });
+      const range = asRange(r);
+      parts.push(`${binding}:${id(range.buffer)}:${range.offset}:${range.size}`);
+      bound.push([binding, range]);
     });
     const key = parts.join('|');
     const hit = this.bindGroups.get(key);
@@ -337,6 +338,8 @@ export class GpuContext {
       this.bindGroups.set(key, hit);
       return { group: hit, made: false };
     }
+    const entries: GPUBindGroupEntry[] = bound.map(([binding, resource]) => ({ binding, resource }));
+    if (kernel.bindings[0]) entries.unshift({ binding: 0, resource: { buffer: arena, offset: 0, size: uniformSize } });
     const group = this.device.createBindGroup({ layout: kernel.layout, entries, label });
     this.bindGroups.set(key, group);
     if (this.bindGroups.size > BIND_GROUP_CACHE) this.bindGroups.delete(this.bindGroups.keys().next().value!);
@@ -514,7 +517,7 @@ function countDispatch(c: GpuCounters, op: DispatchOp): void {
     if (!kind || kind === 'uniform') return;
     const r = op.resources[binding];
     if (!r) return;
-    const [buffer, size] = 'offset' in r && 'buffer' in r ? [r.buffer, r.size] : [r as GPUBuffer, (r as GPUBuffer).size];
+    const { buffer, size } = asRange(r);
     c.bound.set(buffer, (c.bound.get(buffer) ?? 0) + size);
     k.bound.set(buffer, (k.bound.get(buffer) ?? 0) + size);
     k.boundBytes += size;
