@@ -1,7 +1,7 @@
 // The engine's GPU context: buffer creation checked against the adapter's limits, a pipeline cache with
 // explicit bind-group layouts, a recorder that turns one forward step into one command encoder, and readback.
 
-import { type Gpu } from './device.js';
+import { type Gpu, subgroupsOffByEnv } from './device.js';
 import { preprocess, definesKey, type Defines } from './wgsl.js';
 import { Tensor, type DType, dtypeBytes, numel } from './tensor.js';
 
@@ -18,6 +18,11 @@ export interface KernelSpec {
   constants?: Record<string, number>;
   /** Binding kinds, indexed by binding number; `null` marks a binding this variant does not declare. */
   bindings: (BindingKind | null)[];
+  /**
+   * Compile the kernel's subgroup form: the SUBGROUPS define is set (and keys the pipeline) and the source is
+   * prefixed with the directives it needs. Launchers pass `ctx.subgroups`; refused on a context without them.
+   */
+  subgroups?: boolean;
 }
 
 export interface Kernel {
@@ -27,6 +32,31 @@ export interface Kernel {
   pipeline: GPUComputePipeline;
   layout: GPUBindGroupLayout;
   bindings: (BindingKind | null)[];
+  /** Compiled in its subgroup form (KernelSpec.subgroups). */
+  subgroups: boolean;
+}
+
+/**
+ * The directives a subgroup form starts with: the 'subgroups' extension, and the `subgroup_id` / `num_subgroups`
+ * builtins, without which the spec does not say which invocations share a subgroup, so subgroups could not be
+ * combined through workgroup memory in a fixed order. One line, so compiler messages are off by one line at most.
+ */
+const SUBGROUP_DIRECTIVES = 'enable subgroups; requires subgroup_id;\n';
+
+/**
+ * Whether kernels may use their subgroup forms on this device: the device has the 'subgroups' feature, WGSL offers
+ * the `subgroup_id` builtin, and the caller has not turned them off (`wanted`). Pure, for tests.
+ */
+export function subgroupsUsable(gpu: Pick<Gpu, 'features' | 'wgslFeatures'>, wanted: boolean): boolean {
+  return wanted && gpu.features.has('subgroups') && gpu.wgslFeatures.has('subgroup_id');
+}
+
+export interface ContextOptions {
+  /**
+   * Use the kernels' subgroup forms where the device has subgroups (default: yes, unless VLMSCOPE_NO_SUBGROUPS=1).
+   * False runs the plain forms on the same device, e.g. to compare the two.
+   */
+  subgroups?: boolean;
 }
 
 export type BufferRef = GPUBuffer | { buffer: GPUBuffer; offset: number; size: number };
@@ -73,6 +103,8 @@ export class GpuCounters {
   /** queue.writeBuffer calls from the host (uniform arena included) and their bytes. */
   uploads = 0;
   uploadBytes = 0;
+  /** Dispatches of kernels compiled in their subgroup form (KernelSpec.subgroups). */
+  subgroupDispatches = 0;
   /** Readbacks (mapped staging copies) and their bytes. */
   readbacks = 0;
   readbackBytes = 0;
@@ -98,7 +130,7 @@ export class GpuCounters {
   /** The counts since `earlier` (a snapshot of this object); peakAllocatedBytes stays this one's. */
   since(earlier: GpuCounters): GpuCounters {
     const d = this.snapshot();
-    for (const k of ['submits', 'dispatches', 'bindGroups', 'passes', 'copies', 'copyBytes', 'uploads', 'uploadBytes', 'readbacks', 'readbackBytes', 'buffersCreated'] as const) {
+    for (const k of ['submits', 'dispatches', 'bindGroups', 'passes', 'copies', 'copyBytes', 'uploads', 'uploadBytes', 'subgroupDispatches', 'readbacks', 'readbackBytes', 'buffersCreated'] as const) {
       d[k] -= earlier[k];
     }
     subtract(d.bound, earlier.bound);
@@ -148,9 +180,18 @@ export class GpuContext {
   counters: GpuCounters | null = null;
   /** WebGPU reports shader and command errors asynchronously; they are collected here and thrown at the next sync. */
   private pendingErrors: Promise<string | null>[] = [];
+  /**
+   * Whether this context's kernels use their subgroup forms (the one question launchers ask: `subgroups:
+   * ctx.subgroups` in their KernelSpec). Fixed at construction: see subgroupsUsable and ContextOptions.
+   */
+  readonly subgroups: boolean;
 
-  constructor(readonly gpu: Gpu) {
+  constructor(
+    readonly gpu: Gpu,
+    options: ContextOptions = {},
+  ) {
     this.device = gpu.device;
+    this.subgroups = subgroupsUsable(gpu, options.subgroups ?? !subgroupsOffByEnv());
   }
 
   /** Run `fn` inside validation + out-of-memory error scopes whose result is checked at the next `checkErrors`. */
@@ -269,19 +310,25 @@ export class GpuContext {
   }
 
   kernel(spec: KernelSpec): Kernel {
+    const subgroups = !!spec.subgroups;
+    if (subgroups && !this.subgroups) {
+      throw new Error(`kernel ${spec.name}: its subgroup form was asked for, but this context does not use subgroups (ctx.subgroups is false)`);
+    }
     const constants = spec.constants ?? {};
     const constKey = Object.keys(constants)
       .sort()
       .map((k) => `${k}=${constants[k]}`)
       .join(',');
-    const key = `${spec.name}:${spec.entryPoint ?? 'main'}[${definesKey(spec.defines ?? {})}][${constKey}]`;
+    // SUBGROUPS is a define like any other, so it is part of the key: the two forms are two pipelines.
+    const defines = { ...spec.defines, SUBGROUPS: subgroups };
+    const key = `${spec.name}:${spec.entryPoint ?? 'main'}[${definesKey(defines)}][${constKey}]`;
     const cached = this.kernels.get(key);
     if (cached) return cached;
-    const code = preprocess(spec.source, spec.defines ?? {}, `${spec.name}.wgsl`);
-    return this.scoped(`compiling ${key}`, () => this.createKernel(key, code, spec));
+    const code = (subgroups ? SUBGROUP_DIRECTIVES : '') + preprocess(spec.source, defines, `${spec.name}.wgsl`);
+    return this.scoped(`compiling ${key}`, () => this.createKernel(key, code, spec, subgroups));
   }
 
-  private createKernel(key: string, code: string, spec: KernelSpec): Kernel {
+  private createKernel(key: string, code: string, spec: KernelSpec, subgroups: boolean): Kernel {
     const constants = spec.constants ?? {};
     const module = this.device.createShaderModule({ code, label: key });
     const entries: GPUBindGroupLayoutEntry[] = [];
@@ -299,7 +346,7 @@ export class GpuContext {
       layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout], label: key }),
       compute: { module, entryPoint: spec.entryPoint ?? 'main', constants },
     });
-    const kernel = { key, name: spec.name, pipeline, layout, bindings: spec.bindings };
+    const kernel = { key, name: spec.name, pipeline, layout, bindings: spec.bindings, subgroups };
     this.kernels.set(key, kernel);
     return kernel;
   }
@@ -507,6 +554,7 @@ export class Recorder {
 /** Counts one dispatch: its bind group and the storage bytes of each binding (GpuCounters.bound). */
 function countDispatch(c: GpuCounters, op: DispatchOp): void {
   c.dispatches++;
+  if (op.kernel.subgroups) c.subgroupDispatches++;
   let k = c.kernels.get(op.kernel.name);
   if (!k) {
     k = { dispatches: 0, boundBytes: 0, bound: new Map() };

@@ -19,6 +19,10 @@ export interface Gpu {
   adapterName: string;
   /** Set when the device was lost; kernels refuse to run after that. */
   lost: string | null;
+  /** Optional WebGPU features the device was created with (only 'subgroups' is requested, when offered). */
+  features: ReadonlySet<string>;
+  /** WGSL language extensions the WebGPU implementation offers (`wgslLanguageFeatures`), e.g. 'subgroup_id'. */
+  wgslFeatures: ReadonlySet<string>;
   destroy(): void;
 }
 
@@ -26,6 +30,19 @@ export interface AcquireOptions {
   /** Force the SwiftShader Vulkan ICD (Node only). Default: used when no other Vulkan driver is installed. */
   swiftshader?: boolean;
   powerPreference?: GPUPowerPreference;
+  /**
+   * Request the 'subgroups' feature when the adapter offers it, so kernels may use their subgroup forms (default:
+   * yes, unless VLMSCOPE_NO_SUBGROUPS=1). Whether a context uses them is GpuContext's `subgroups`.
+   */
+  subgroups?: boolean;
+}
+
+/**
+ * VLMSCOPE_NO_SUBGROUPS=1 turns subgroup use off for the process: devices are created without the feature and
+ * contexts default to the plain kernels. (No `process` in a browser: never set there.)
+ */
+export function subgroupsOffByEnv(): boolean {
+  return typeof process !== 'undefined' && process.env?.VLMSCOPE_NO_SUBGROUPS === '1';
 }
 
 /** Error raised when no WebGPU adapter can be found; its message says what to install. */
@@ -49,10 +66,14 @@ const isNode = typeof process !== 'undefined' && !!process.versions?.node;
 export async function acquireGpu(options: AcquireOptions = {}): Promise<Gpu> {
   const powerPreference = options.powerPreference ?? 'high-performance';
   let adapter: GPUAdapter | null;
+  let gpuApi: GPU | null = null;
   if (!isNode && typeof navigator !== 'undefined' && navigator.gpu) {
+    gpuApi = navigator.gpu;
     adapter = await navigator.gpu.requestAdapter({ powerPreference });
   } else if (isNode) {
-    adapter = await nodeAdapter(options, powerPreference);
+    const found = await nodeAdapter(options, powerPreference);
+    gpuApi = found.instance;
+    adapter = found.adapter;
   } else {
     throw new NoGpuError(
       'WebGPU is not available in this browser: use a recent Chrome/Edge (or Chromium with --enable-unsafe-webgpu).',
@@ -75,7 +96,11 @@ export async function acquireGpu(options: AcquireOptions = {}): Promise<Gpu> {
     const v = (adapter.limits as unknown as Record<string, number>)[name];
     if (typeof v === 'number') requiredLimits[name] = v;
   }
-  const device = await adapter.requestDevice({ requiredLimits });
+  // Subgroups (a row reduction in one subgroup operation instead of a workgroup-memory tree) are optional: asked
+  // for only where the adapter offers them, so every adapter gets a device and the kernels keep their plain forms.
+  const requiredFeatures: GPUFeatureName[] = [];
+  if ((options.subgroups ?? !subgroupsOffByEnv()) && adapter.features.has('subgroups')) requiredFeatures.push('subgroups' as GPUFeatureName);
+  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
   const limits = {} as GpuLimits;
   for (const name of LIMIT_NAMES) limits[name] = (device.limits as unknown as Record<string, number>)[name];
   const info = (adapter as GPUAdapter & { info?: GPUAdapterInfo }).info;
@@ -86,6 +111,8 @@ export async function acquireGpu(options: AcquireOptions = {}): Promise<Gpu> {
     limits,
     adapterName,
     lost: null,
+    features: new Set(device.features),
+    wgslFeatures: new Set(gpuApi?.wgslLanguageFeatures ?? []),
     destroy() {
       device.destroy();
     },
@@ -116,7 +143,8 @@ function hasGpuDeviceNode(fs: typeof import('node:fs')): boolean {
   }
 }
 
-async function nodeAdapter(options: AcquireOptions, powerPreference: GPUPowerPreference): Promise<GPUAdapter | null> {
+/** The adapter and the Dawn instance it came from (which answers `wgslLanguageFeatures`). */
+async function nodeAdapter(options: AcquireOptions, powerPreference: GPUPowerPreference): Promise<{ adapter: GPUAdapter | null; instance: GPU }> {
   const fs = await import('node:fs');
   const os = await import('node:os');
   // SwiftShader complains unless XDG_RUNTIME_DIR names a writable folder.
@@ -133,11 +161,11 @@ async function nodeAdapter(options: AcquireOptions, powerPreference: GPUPowerPre
 
   const userChoseDriver = !!(process.env.VK_ICD_FILENAMES || process.env.VK_DRIVER_FILES);
   const swiftshader = SWIFTSHADER_ICDS.find((p) => fs.existsSync(p));
-  const request = () => {
+  const request = async () => {
     // The Dawn instance must outlive its devices (its event loop resolves mapAsync): keep it referenced.
     const instance = webgpu.create([]);
     liveInstances.push(instance);
-    return instance.requestAdapter({ powerPreference });
+    return { adapter: await instance.requestAdapter({ powerPreference }), instance };
   };
   const useSwiftshader = () => {
     // The Vulkan loader reads this when Dawn creates its instance, so it is set before `create()`.
@@ -148,7 +176,7 @@ async function nodeAdapter(options: AcquireOptions, powerPreference: GPUPowerPre
   // Without GPU device nodes there is no hardware to find: go straight to SwiftShader. (Trying the installed
   // Vulkan drivers first and then a second Dawn instance can crash Dawn; Mesa's lavapipe is rejected anyway.)
   if (options.swiftshader || !hasGpuDeviceNode(fs)) return useSwiftshader();
-  const adapter = await request();
-  if (adapter) return adapter;
+  const found = await request();
+  if (found.adapter) return found;
   return useSwiftshader();
 }
