@@ -1,7 +1,9 @@
 // Launcher for shaders/norm.wgsl: LayerNorm (torch) and RMSNorm (HF Llama) over the rows of a view, one
-// workgroup per row; weights in their stored dtype.
+// workgroup per row; weights in their stored dtype. The row sums use subgroups where the context does
+// (ctx.subgroups), else workgroup memory alone (shaders/workgroup.wgsl).
 
 import source from '../shaders/norm.wgsl';
+import workgroupSource from '../shaders/workgroup.wgsl';
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
 import { Uniforms, fold } from '../src/gpu/context.js';
 import type { Tensor } from '../src/gpu/tensor.js';
@@ -65,13 +67,14 @@ function norm(
   }
   const weights: Record<string, Tensor['dtype']> = { w: w.dtype };
   if (b) weights.b = b.dtype;
-  const asm = assemble(source, weights);
+  const asm = assemble(`${workgroupSource}\n${source}`, weights);
   const kernel = ctx.kernel({
     name: 'norm',
     source: asm.source,
     defines: { ...asm.defines, RMS: fn === 'rmsNorm', HAS_BIAS: !!b },
     bindings: ['uniform', 'read', 'read', b ? 'read' : null, 'write'],
     constants: normWorkgroup(D),
+    subgroups: ctx.subgroups,
   });
   const u = new Uniforms()
     .u32(x.rows)
@@ -91,7 +94,10 @@ function norm(
   );
 }
 
-/** Threads per row: WG = PARTS^2, 64 up to 1024 columns (at most 16 values per thread), else 256. */
+/**
+ * Threads per row: WG = PARTS^2, 64 up to 1024 columns (at most 16 values per thread), else 256. The same in the
+ * subgroup form (which ignores PARTS): fewer threads would leave a wide row's loads to too few of them.
+ */
 export function normWorkgroup(cols: number): { WG: number; PARTS: number } {
   return cols <= 1024 ? { WG: 64, PARTS: 8 } : { WG: 256, PARTS: 16 };
 }
