@@ -1,7 +1,9 @@
 // Launcher for shaders/reduce.wgsl: greedy-decoding argmax on the GPU, written straight into a u32 id buffer
-// (the next step's embedding input), so decoding reads back one u32 per token.
+// (the next step's embedding input), so decoding reads back one u32 per token. Threads are combined with
+// subgroups where the context uses them (ctx.subgroups), else by a tree in workgroup memory.
 
 import source from '../shaders/reduce.wgsl';
+import workgroupSource from '../shaders/workgroup.wgsl';
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
 import { Uniforms, fold } from '../src/gpu/context.js';
 import { type RowView, checkDtype } from './common.js';
@@ -37,7 +39,13 @@ export function argmax(ctx: GpuContext, rec: Recorder, a: ArgmaxArgs): void {
     throw new Error(`argmax: output buffer ${outName} holds ${Math.floor(out.size / 4)} u32, index ${outIndex + x.rows - 1} is past its end`);
   }
   if (out === t.buffer) throw new Error(`argmax: output buffer ${outName} is the buffer of ${t.label}`);
-  const kernel = ctx.kernel({ name: 'reduce', source, entryPoint: 'main', bindings: ['uniform', 'read', 'write'] });
+  const kernel = ctx.kernel({
+    name: 'reduce',
+    source: `${workgroupSource}\n${source}`,
+    entryPoint: 'main',
+    bindings: ['uniform', 'read', 'write'],
+    subgroups: ctx.subgroups,
+  });
   const u = new Uniforms().u32(x.rows).u32(x.cols).u32(x.offset).u32(x.stride).u32(outIndex).done();
   rec.dispatch(kernel, u, [null, t.buffer, out], fold(x.rows, ctx.limits.maxComputeWorkgroupsPerDimension), `argmax ${t.label}`);
 }

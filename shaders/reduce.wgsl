@@ -2,6 +2,9 @@
 // out[out_index + r] = the lowest index of the largest value of row r. Values are compared as order-preserving
 // u32 keys built from their bits, so the result is exact and well defined on every driver: NaN maps below
 // -inf (never chosen over a number), -0 equals +0. (WGSL lets a compiler assume no NaN in float compares.)
+// The threads' candidates are combined by a tree in workgroup memory (log2 WG barriers) or, in the subgroup form,
+// by subgroup max/min and one slot per subgroup (one barrier); shaders/workgroup.wgsl (prepended) has Invocation.
+// Both give the same index: the comparison is exact and the tie rule does not depend on the order.
 
 struct Params {
   rows: u32,
@@ -17,8 +20,27 @@ struct Params {
 
 const WG: u32 = 256u;
 
+#if SUBGROUPS
+var<workgroup> best_key: array<u32, WG / 4u>; // one slot per subgroup (subgroups have at least 4 invocations)
+var<workgroup> best_idx: array<u32, WG / 4u>;
+#else
 var<workgroup> best_key: array<u32, WG>;
 var<workgroup> best_idx: array<u32, WG>;
+#endif
+
+// Does candidate (ko, io) beat (km, im)? A larger key, or the same key at a lower index. Threads without elements
+// carry index 0xffffffff and key 0: they lose every tie.
+fn beats(ko: u32, io: u32, km: u32, im: u32) -> bool {
+  return ko > km || (ko == km && io < im);
+}
+
+#if SUBGROUPS
+// The best (key, index) over the subgroup's active invocations: the largest key, the lowest index holding it.
+fn subgroup_best(k: u32, idx: u32) -> vec2<u32> {
+  let km = subgroupMax(k);
+  return vec2<u32>(km, subgroupMin(select(0xffffffffu, idx, k == km)));
+}
+#endif
 
 // Monotonic map of f32 bits to u32: larger float -> larger key; NaN -> 0; -0 -> the key of +0.
 fn order_key(bits: u32) -> u32 {
@@ -35,8 +57,8 @@ fn order_key(bits: u32) -> u32 {
 }
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) t: u32) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, ids: Invocation) {
+  let t = ids.t;
   let row = wg.y * nwg.x + wg.x;
   if (row >= p.rows) {
     return; // uniform per workgroup: safe before barriers
@@ -52,6 +74,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       idx = c;
     }
   }
+#if SUBGROUPS
+  let mine = subgroup_best(k, idx);
+  if (subgroupElect()) {
+    best_key[ids.sg] = mine.x;
+    best_idx[ids.sg] = mine.y;
+  }
+  workgroupBarrier();
+  // Every subgroup folds the slots (lane j takes j, j + lanes, ...) and combines its lanes; thread 0 writes.
+  var bk = 0u;
+  var bi = 0xffffffffu;
+  for (var s = ids.lane; s < ids.sgs; s += ids.lanes) {
+    if (beats(best_key[s], best_idx[s], bk, bi)) {
+      bk = best_key[s];
+      bi = best_idx[s];
+    }
+  }
+  let best = subgroup_best(bk, bi);
+  if (t == 0u) {
+    out[p.out_index + row] = best.y;
+  }
+#else
   best_key[t] = k;
   best_idx[t] = idx;
   workgroupBarrier();
@@ -59,9 +102,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (t < s) {
       let ko = best_key[t + s];
       let io = best_idx[t + s];
-      let km = best_key[t];
-      // Threads without elements carry idx 0xffffffff and key 0: they lose every tie.
-      if (ko > km || (ko == km && io < best_idx[t])) {
+      if (beats(ko, io, best_key[t], best_idx[t])) {
         best_key[t] = ko;
         best_idx[t] = io;
       }
@@ -71,4 +112,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   if (t == 0u) {
     out[p.out_index + row] = best_idx[0];
   }
+#endif
 }
