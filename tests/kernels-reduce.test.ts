@@ -3,20 +3,11 @@ import { argmax } from '../kernels/reduce.js';
 import { rows, type RowView } from '../kernels/common.js';
 import { GpuContext } from '../src/gpu/context.js';
 import { gpuContext, randn } from './helpers/gpu.js';
+import { argmax as refArgmax } from './helpers/reference-math.js';
 
 /** The same device seen with a lower workgroups-per-dimension limit, so the folded dispatch runs cheaply. */
 function lowLimit(ctx: GpuContext, max: number): GpuContext {
   return new GpuContext({ ...ctx.gpu, limits: { ...ctx.gpu.limits, maxComputeWorkgroupsPerDimension: max } });
-}
-
-/** Lowest index of the largest value; NaN never wins (index 0 when everything is NaN). */
-function refArgmax(x: ArrayLike<number>): number {
-  let best = -1;
-  for (let i = 0; i < x.length; i++) {
-    if (Number.isNaN(x[i])) continue;
-    if (best < 0 || x[i] > x[best]) best = i;
-  }
-  return Math.max(best, 0);
 }
 
 function idsBuffer(ctx: GpuContext, n: number, label = 'token_ids'): GPUBuffer {

@@ -77,6 +77,16 @@ export function linear(x: Float64Array, n: number, inDim: number, w: Float64Arra
   return y;
 }
 
+/** Lowest index of the largest value; NaN never wins (index 0 when everything is NaN). */
+export function argmax(x: ArrayLike<number>): number {
+  let best = -1;
+  for (let i = 0; i < x.length; i++) {
+    if (Number.isNaN(x[i])) continue;
+    if (best < 0 || x[i] > x[best]) best = i;
+  }
+  return Math.max(best, 0);
+}
+
 /** torch.nn.LayerNorm: (x - mean) / sqrt(biased var + eps) * w + b over rows of width d. */
 export function layerNorm(x: Float64Array, d: number, w: Float64Array, b: Float64Array, eps: number): Float64Array {
   const y = new Float64Array(x.length);
