@@ -2,12 +2,16 @@
 // image-key temperature, mean ablation, steering) and pattern capture are kernel inputs. Optional per-query key
 // ranges and strided q/k/v views let the same kernel serve the Qwen2-VL / 2.5-VL vision towers (block-diagonal
 // per image, windowed, from one fused qkv matmul output) instead of a second kernel.
+// Two ways to run a call (`planAttention` picks): the single-pass kernel (entry point main, one workgroup per query
+// row and head), or split KV ("flash decoding": split_partial over (row, head, key slice), then split_merge) when the
+// single pass would leave a GPU mostly idle: few rows and heads (a decode step) over many keys.
 
 import source from '../shaders/attention.wgsl';
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
 import { Uniforms, fold, type BufferRef } from '../src/gpu/context.js';
 import type { Tensor } from '../src/gpu/tensor.js';
-import { bindRange } from './common.js';
+import { bindRange, scratchBuffer } from './common.js';
+import { type AdapterProfile, adapterProfile } from './matmul.js';
 
 /** Largest workgroup (threads per query row and head); each thread owns up to 4 of the head's dims. */
 const MAX_WG = 64;
@@ -22,6 +26,81 @@ export function attentionWorkgroup(headDim: number): number {
   let wg = 16;
   while (wg * 4 < headDim) wg *= 2;
   return Math.min(wg, MAX_WG);
+}
+
+/**
+ * Workgroups a split call aims for: enough to fill a large GPU (an H100 has 132 SMs, each running several
+ * workgroups at once; a decode step of 32 heads in the single pass gives 32).
+ */
+export const SPLIT_TARGET_WORKGROUPS = 256;
+/**
+ * Fewest keys per slice the rule picks: each slice also loads q, writes 2 + head_dim floats and is read back by the
+ * merge, which a slice of a few hundred keys (each a head_dim dot product and a head_dim FMA) amortises.
+ */
+export const SPLIT_MIN_KEYS = 256;
+
+/** How a call is run: split KV or the single pass, with the slicing and the reason. */
+export interface AttentionPlan {
+  split: boolean;
+  /** Split only: slices per (row, head), and stream indices (keys) per slice; 1 and nKeys for the single pass. */
+  splits: number;
+  chunk: number;
+  /** One line: why. */
+  reason: string;
+}
+
+/** What the split rule needs to know about a call. */
+export interface AttentionShape {
+  rows: number;
+  heads: number;
+  headDim: number;
+  nKeys: number;
+  /** A pattern capture is requested. */
+  capture: boolean;
+  /** Storage buffers split_partial would bind (6 + key ranges + knockout). */
+  partialBuffers: number;
+}
+
+/** false: the single pass; true: split KV sliced as the rule would (at least two slices); { chunk }: keys per slice. */
+export type AttentionSplit = boolean | { chunk: number };
+
+/**
+ * Split KV or the single pass for a call on an adapter. Pure: the tests call it on made-up profiles to cover both
+ * sides of every rule. Never split: a pattern capture (see below), no (row, head) at all, more storage bindings than
+ * the adapter allows. Forced (`force`): as forced. Otherwise split only on a GPU (a CPU adapter runs a workgroup per
+ * core anyway: there the extra pass and partials cost more than they free), when the single pass has at most half
+ * SPLIT_TARGET_WORKGROUPS workgroups and there are at least two slices of SPLIT_MIN_KEYS keys; the slice count is
+ * what reaches the target, at most one per SPLIT_MIN_KEYS keys, and a slice is a whole number of the kernel's key
+ * chunks (its workgroup size), so each slice streams the chunks the single pass would.
+ */
+export function planAttention(profile: AdapterProfile & { maxStorageBuffers?: number }, s: AttentionShape, force?: AttentionSplit): AttentionPlan {
+  const plain = (reason: string): AttentionPlan => ({ split: false, splits: 1, chunk: s.nKeys, reason });
+  const items = s.rows * s.heads;
+  if (force === false) return plain('forced single pass');
+  // The pattern holds exp(s - m) / l with the row's final m and l, which exist only after the merge: it would take a
+  // third pass re-reading every stored score. A capture run writes heads x keys per row anyway, so the single pass
+  // (which normalises its stored scores in place) serves it.
+  if (s.capture) return plain('pattern capture: the single pass (probabilities need the merged normaliser)');
+  if (items === 0) return plain('no query rows');
+  const maxBuffers = profile.maxStorageBuffers ?? 8;
+  if (s.partialBuffers > maxBuffers) return plain(`split_partial would bind ${s.partialBuffers} storage buffers, the adapter allows ${maxBuffers}`);
+  const wg = attentionWorkgroup(s.headDim);
+  const slices = (want: number): AttentionPlan => {
+    const chunk = Math.max(wg, Math.ceil(Math.ceil(s.nKeys / want) / wg) * wg);
+    const splits = Math.max(1, Math.ceil(s.nKeys / chunk));
+    return { split: true, splits, chunk, reason: '' };
+  };
+  const want = Math.max(1, Math.min(Math.floor(s.nKeys / SPLIT_MIN_KEYS), Math.ceil(SPLIT_TARGET_WORKGROUPS / items)));
+  if (force === true) return { ...slices(Math.max(2, want)), reason: 'forced split' };
+  if (force) {
+    if (!Number.isInteger(force.chunk) || force.chunk < 1) throw new Error(`attention: split chunk ${force.chunk} is not a positive integer`);
+    return { split: true, splits: Math.max(1, Math.ceil(s.nKeys / force.chunk)), chunk: force.chunk, reason: `forced split, ${force.chunk} keys per slice` };
+  }
+  if (profile.cpu) return plain('CPU adapter: the single pass');
+  if (2 * items > SPLIT_TARGET_WORKGROUPS) return plain(`${items} (row, head) workgroups already fill the GPU`);
+  if (s.nKeys < 2 * SPLIT_MIN_KEYS) return plain(`${s.nKeys} keys: fewer than two slices of ${SPLIT_MIN_KEYS}`);
+  const p = slices(want);
+  return { ...p, reason: `${items} (row, head) workgroups over ${s.nKeys} keys: ${p.splits} slices of ${p.chunk}` };
 }
 
 export interface AttentionArgs {
@@ -99,7 +178,25 @@ export interface AttentionArgs {
    */
   patternKeys?: number;
   scale?: number;
+  /** Force split KV (true, or { chunk } keys per slice) or the single pass (false); default: planAttention decides. */
+  split?: AttentionSplit;
   label?: string;
+}
+
+/** The plan `attention` follows for this call on this context's adapter. */
+export function attentionPlan(ctx: GpuContext, a: Pick<AttentionArgs, 'rows' | 'heads' | 'headDim' | 'nKeys' | 'pattern' | 'keyRanges' | 'knockout' | 'split'>): AttentionPlan {
+  return planAttention(
+    { ...adapterProfile(ctx), maxStorageBuffers: ctx.limits.maxStorageBuffersPerShaderStage },
+    {
+      rows: a.rows,
+      heads: a.heads,
+      headDim: a.headDim,
+      nKeys: a.nKeys,
+      capture: !!a.pattern,
+      partialBuffers: 6 + (a.keyRanges ? 1 : 0) + (a.knockout ? 1 : 0),
+    },
+    a.split,
+  );
 }
 
 export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): void {
@@ -192,13 +289,8 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
   const steerRows = a.steerRows ?? [];
   if (steerRows.length > 3) throw new Error(`${label}: ${steerRows.length} steering row ranges, the kernel has 3 scopes`);
   const sr = (j: number, e: 0 | 1) => Math.max(0, steerRows[j]?.[e] ?? 0);
-  const kernel = ctx.kernel({
-    name: 'attention',
-    source,
-    defines: { CAPTURE: capture, HEAD_VECTORS: !!vectors, PATCH: !!patch, KEY_RANGES: !!ranges, KNOCKOUT: !!ko, VARIANTS: !!variants },
-    constants: { WG: attentionWorkgroup(a.headDim) },
-    bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', 'write', capture ? 'write' : null, vectors ? 'read' : null, ranges ? 'read' : null, ko ? 'read' : null],
-  });
+  const plan = attentionPlan(ctx, a);
+  const constants = { WG: attentionWorkgroup(a.headDim) };
   const [tb, te] = a.tempRows ?? [0, 0];
   const u = new Uniforms()
     .u32(a.rows)
@@ -230,17 +322,50 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
     .u32(patch?.map ?? 0)
     .u32(patch?.vectors ?? 0)
     .u32(variants?.prefix ?? 0)
+    .u32(plan.splits)
+    .u32(plan.chunk)
     .done();
   // K and V are bound up to the last key attended (a KV cache bigger than the context binds only its live rows).
   const keysBound = (t: Tensor, off: number): BufferRef => {
     const elems = a.nKeys === 0 ? 1 : kvView ? off + (a.nKeys - 1) * kvStride + kvWidth : a.nKeys * kvWidth;
     return bindRange(ctx, t.buffer, 0, Math.min(t.buffer.size, elems * 4)).binding;
   };
-  rec.dispatch(
-    kernel,
-    u,
-    [null, a.q.buffer, keysBound(a.k, kOffset), keysBound(a.v, vOffset), a.headParams, a.keyIsImage, a.z.buffer, a.pattern?.buffer ?? null, vectors, ranges, ko?.bits ?? null],
-    fold(a.rows * a.heads, ctx.limits.maxComputeWorkgroupsPerDimension),
-    label,
-  );
+  const resources = [null, a.q.buffer, keysBound(a.k, kOffset), keysBound(a.v, vOffset), a.headParams, a.keyIsImage, a.z.buffer, a.pattern?.buffer ?? null, vectors, ranges, ko?.bits ?? null];
+  const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
+  if (!plan.split) {
+    const kernel = ctx.kernel({
+      name: 'attention',
+      source,
+      defines: { CAPTURE: capture, HEAD_VECTORS: !!vectors, PATCH: !!patch, KEY_RANGES: !!ranges, KNOCKOUT: !!ko, VARIANTS: !!variants },
+      constants,
+      bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', 'write', capture ? 'write' : null, vectors ? 'read' : null, ranges ? 'read' : null, ko ? 'read' : null],
+    });
+    rec.dispatch(kernel, u, resources, fold(a.rows * a.heads, maxGroups), label);
+    return;
+  }
+  // Split KV: slices' (m, l, acc) in the context's scratch, written by split_partial and read by split_merge in
+  // recording order (the next call's split_partial comes after this merge), bound only as far as this call's part.
+  const partialFloats = a.rows * a.heads * plan.splits * (2 + a.headDim);
+  const partials = bindRange(ctx, scratchBuffer(ctx, 'attention-split-partials', partialFloats), 0, partialFloats * 4).binding;
+  // split_partial is compiled without PATCH (no head-vector binding: the patch map is read by the merge); with
+  // HEAD_VECTORS it still skips mean-ablated heads' keys (the replace bit is in head_params).
+  const partial = ctx.kernel({
+    name: 'attention_split_partial',
+    source,
+    entryPoint: 'split_partial',
+    defines: { SPLIT: true, HEAD_VECTORS: !!vectors, KEY_RANGES: !!ranges, KNOCKOUT: !!ko, VARIANTS: !!variants },
+    constants,
+    bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', null, null, null, ranges ? 'read' : null, ko ? 'read' : null, 'write'],
+  });
+  const merge = ctx.kernel({
+    name: 'attention_split_merge',
+    source,
+    entryPoint: 'split_merge',
+    defines: { SPLIT: true, HEAD_VECTORS: !!vectors, PATCH: !!patch },
+    constants,
+    bindings: ['uniform', null, null, null, 'read', null, 'write', null, vectors ? 'read' : null, null, null, 'write'],
+  });
+  resources.push(partials);
+  rec.dispatch(partial, u, resources, fold(a.rows * a.heads * plan.splits, maxGroups), `${label} (split KV x${plan.splits})`);
+  rec.dispatch(merge, u, resources, fold(a.rows * a.heads, maxGroups), `${label} (split KV merge)`);
 }

@@ -91,3 +91,24 @@ export function bindView(ctx: GpuContext, v: RowView): { binding: { buffer: GPUB
   const end = v.rows === 0 ? v.offset + 1 : v.offset + (v.rows - 1) * v.stride + v.cols;
   return bindRange(ctx, v.tensor.buffer, v.offset * 4, end * 4);
 }
+
+/**
+ * A launcher's scratch buffer, one per context and purpose (label), grown on demand to at least `floats` f32.
+ * Dispatches run in recording order, so successive calls of one step can share it. A grown-out buffer may still be
+ * referenced by a recorded, not yet submitted step, so it is kept, not destroyed (scratch is small: partial sums).
+ * (kernels/matmul.ts still has its own copy of this for the split-K partials and the gated fallback.)
+ */
+const scratch = new WeakMap<GpuContext, Map<string, { buffer: GPUBuffer; floats: number; retired: GPUBuffer[] }>>();
+
+export function scratchBuffer(ctx: GpuContext, label: string, floats: number): GPUBuffer {
+  let mine = scratch.get(ctx);
+  if (!mine) scratch.set(ctx, (mine = new Map()));
+  let s = mine.get(label);
+  if (!s || s.floats < floats) {
+    const size = Math.max(floats, (s?.floats ?? 0) * 2, 1024);
+    const buffer = ctx.createBuffer(size * 4, GPUBufferUsage.STORAGE, label);
+    s = { buffer, floats: size, retired: s ? [...s.retired, s.buffer] : [] };
+    mine.set(label, s);
+  }
+  return s.buffer;
+}

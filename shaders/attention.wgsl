@@ -19,6 +19,13 @@
 // variants of the last prompt row): row i sees the shared prefix keys [0, self_prefix) and its own key pos0 + i, and
 // no other row's. The keys stream in the order 0..self_prefix-1 then its own, exactly as a lone row at position
 // self_prefix streams keys 0..self_prefix, so each row computes what a separate one-row run would.
+// Split KV (flash decoding; entry points split_partial and split_merge, define SPLIT): with one query row a call has
+// only `heads` workgroups, far too few for a GPU, and each streams every key. split_partial runs a workgroup per
+// (row, head, split) over the split's slice [begin + s * split_keys, ..) of the row's stream (the same per-key rules
+// and online softmax as main) and writes the slice's running max, sum and unnormalised softmax · V; split_merge, one
+// workgroup per (row, head), rescales the slices to their common max as the online softmax does between chunks and
+// applies what main applies after softmax · V (head scale, mean replacement, patch, steer). No pattern capture: the
+// launcher runs main for those (see kernels/attention.ts).
 
 struct Params {
   q_rows: u32,     // query rows in this call
@@ -51,6 +58,8 @@ struct Params {
   patch_map: u32,  // PATCH: element offset of the row map [q_rows, heads] in head_vectors
   patch_vecs: u32, // PATCH: element offset of the patch vectors [.., head_dim] in head_vectors
   self_prefix: u32, // VARIANTS: keys every row shares; row i's own key is pos0 + i
+  splits: u32,     // SPLIT: slices per (row, head)
+  split_keys: u32, // SPLIT: stream indices per slice
 }
 
 struct HeadParams {
@@ -85,12 +94,26 @@ fn knocked(i: u32, key: u32) -> bool {
 }
 #endif
 
+#if SPLIT
+// [q_rows * heads, splits, 2 + head_dim]: the slice's running max m, sum l, then acc (softmax · V unnormalised, at m).
+@group(0) @binding(11) var<storage, read_write> partials: array<f32>;
+#endif
+
 override WG: u32 = 64u;
 const MAX_DIMS_PER_THREAD: u32 = 4u; // head_dim <= 4 * WG (256 with WG = 64); the launcher checks
 const NEG_BIG: f32 = -3.0e38;
 
 var<workgroup> q_row: array<f32, 256>;
 var<workgroup> scores: array<f32, WG>;
+
+// Query row i of head h into q_row (every thread of the workgroup calls it: it ends with a barrier).
+fn load_q(t: u32, i: u32, h: u32) {
+  let q_base = p.q_off + i * p.q_stride + h * p.head_dim;
+  for (var d = t; d < p.head_dim; d += WG) {
+    q_row[d] = q[q_base + d];
+  }
+  workgroupBarrier();
+}
 
 fn score(qi: u32, key: u32, kv_base: u32, alpha: f32) -> f32 {
   let kb = p.k_off + key * p.kv_stride + kv_base;
@@ -127,24 +150,14 @@ fn in_steer_rows(code: u32, i: u32) -> bool {
 }
 #endif
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) t: u32) {
-  let item = wg.y * nwg.x + wg.x;
-  if (item >= p.q_rows * p.heads) {
-    return; // uniform per workgroup: safe before barriers
-  }
-  let i = item / p.heads;
-  let h = item % p.heads;
-  let kvh = h / (p.heads / p.kv_heads);
-  let kv_base = kvh * p.head_dim;
-  let q_base = p.q_off + i * p.q_stride + h * p.head_dim;
-  for (var d = t; d < p.head_dim; d += WG) {
-    q_row[d] = q[q_base + d];
-  }
-  workgroupBarrier();
+// The stream indices [begin, end) query row i reads, and its image-key temperature under head params hp.
+struct RowKeys {
+  begin: u32,
+  end: u32,
+  alpha: f32,
+}
 
-  let hp = head_params[h];
+fn row_keys(i: u32, hp: HeadParams) -> RowKeys {
   var alpha = 1.0;
   if (i >= p.temp_begin && i < p.temp_end) {
     alpha = hp.alpha;
@@ -163,39 +176,44 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 #if VARIANTS
   kend = p.self_prefix + 1u; // stream indices: the shared keys, then the row's own
 #endif
+  return RowKeys(kbegin, kend, alpha);
+}
 
+// PATCH: the vector index + 1 that replaces z of (row i, head h); 0 = not patched.
+fn patch_index(i: u32, h: u32) -> u32 {
+#if PATCH
+  return u32(head_vectors[p.patch_map + i * p.heads + h]);
+#else
+  return 0u;
+#endif
+}
+
+// z of a head scaled by 0, mean-ablated or patched does not depend on softmax · V: such a (row, head) need stream no
+// keys (uniform per workgroup).
+fn discarded(hp: HeadParams, patch_k: u32) -> bool {
+  var d = hp.scale == 0.0;
+#if HEAD_VECTORS
+  d = d || (hp.replace & 1u) != 0u || patch_k != 0u;
+#endif
+  return d;
+}
+
+// An online softmax's state: running max m, running sum l of exp(s - m), and this thread's dims (t + c * WG) of
+// the unnormalised softmax · V at m.
+struct Running {
+  m: f32,
+  l: f32,
+  acc: array<f32, MAX_DIMS_PER_THREAD>,
+}
+
+// Streams stream indices [keys.begin, keys.end) of row i (kv head at kv_base) through the online softmax in chunks of
+// WG; every thread of the workgroup calls it (barriers). With CAPTURE the scores are stored in the pattern row at
+// pat_base (entry j = key j + pat_off) as they stream.
+fn stream(t: u32, i: u32, kv_base: u32, keys: RowKeys, hp: HeadParams, pat_base: u32, pat_off: u32) -> Running {
+  let kbegin = keys.begin;
+  let kend = keys.end;
 #if KNOCKOUT
   let knock_head = (hp.replace & 2u) != 0u;
-#endif
-#if HEAD_VECTORS
-  let replaced = (hp.replace & 1u) != 0u;
-#if PATCH
-  // Uniform per workgroup: one (row, head) reads one map entry.
-  let patch_k = u32(head_vectors[p.patch_map + i * p.heads + h]);
-  let patched = patch_k != 0u;
-#else
-  let patched = false;
-#endif
-#endif
-#if !CAPTURE
-  // z of a head scaled by 0, mean-ablated or patched does not depend on softmax · V: such a workgroup streams no
-  // keys (uniform per workgroup). With CAPTURE it does, for the pattern.
-  var discarded = hp.scale == 0.0;
-#if HEAD_VECTORS
-  discarded = discarded || replaced || patched;
-#endif
-  if (discarded) {
-    kend = kbegin;
-  }
-#endif
-#if CAPTURE
-  // Pattern row of (h, i); entry j holds key j + pat_off. The scores are stored there as they stream and turned
-  // into probabilities once m and l are final (no second pass over q · k).
-  let pat_base = (h * p.q_rows + i) * p.pat_keys;
-  var pat_off = 0u;
-  if (p.pat_rel != 0u) {
-    pat_off = kbegin;
-  }
 #endif
   var m = NEG_BIG;
   var l = 0.0;
@@ -209,10 +227,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       if (knock_head && knocked(i, key)) {
         s = NEG_BIG;
       } else {
-        s = score(i, key_of(key, i), kv_base, alpha);
+        s = score(i, key_of(key, i), kv_base, keys.alpha);
       }
 #else
-      s = score(i, key_of(key, i), kv_base, alpha);
+      s = score(i, key_of(key, i), kv_base, keys.alpha);
 #endif
 #if CAPTURE
       if (key - pat_off < p.pat_keys) {
@@ -258,12 +276,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     m = m_new;
     workgroupBarrier();
   }
+  return Running(m, l, acc);
+}
 
+// What follows softmax · V for (row i, head h), written to z: normalise by l, head scale, and with HEAD_VECTORS the
+// patch or mean replacement and the steering vector.
+fn finish(t: u32, i: u32, h: u32, hp: HeadParams, patch_k: u32, l: f32, acc: array<f32, MAX_DIMS_PER_THREAD>) {
   // l >= 1 whenever a key was seen; no keys (an empty range) gives acc = 0 and z = 0, not 0 / 0.
   let out_scale = select(0.0, hp.scale / l, l > 0.0);
   let z_base = i * p.z_stride + h * p.head_dim;
 #if HEAD_VECTORS
   // Uniform per workgroup: heads without mean_ablate / steer read no vector.
+  let replaced = (hp.replace & 1u) != 0u;
+  let patched = patch_k != 0u;
   let vec_base = h * 2u * p.head_dim;
   let steered = in_steer_rows(hp.steer, i);
   var patch_base = 0u;
@@ -290,6 +315,43 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       z[z_base + d] = zv;
     }
   }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) t: u32) {
+  let item = wg.y * nwg.x + wg.x;
+  if (item >= p.q_rows * p.heads) {
+    return; // uniform per workgroup: safe before barriers
+  }
+  let i = item / p.heads;
+  let h = item % p.heads;
+  let kv_base = (h / (p.heads / p.kv_heads)) * p.head_dim; // GQA
+  load_q(t, i, h);
+  let hp = head_params[h];
+  var keys = row_keys(i, hp);
+  // Uniform per workgroup: one (row, head) reads one map entry.
+  let patch_k = patch_index(i, h);
+#if !CAPTURE
+  // With CAPTURE every head streams its keys, for the pattern.
+  if (discarded(hp, patch_k)) {
+    keys.end = keys.begin;
+  }
+#endif
+  let kbegin = keys.begin;
+  let kend = keys.end;
+  var pat_base = 0u;
+  var pat_off = 0u;
+#if CAPTURE
+  // Pattern row of (h, i); entry j holds key j + pat_off. The scores are stored there as they stream and turned
+  // into probabilities once m and l are final (no second pass over q · k).
+  pat_base = (h * p.q_rows + i) * p.pat_keys;
+  if (p.pat_rel != 0u) {
+    pat_off = kbegin;
+  }
+#endif
+  let run = stream(t, i, kv_base, keys, hp, pat_base, pat_off);
+  finish(t, i, h, hp, patch_k, run.l, run.acc);
 
 #if CAPTURE
   // Probabilities after the temperature and the mask, i.e. what multiplied V (before head_scale); 0 outside
@@ -300,8 +362,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (j < p.pat_keys) {
       let s = pattern[pat_base + j];
       var prob = 0.0;
-      if (l > 0.0 && s > NEG_BIG) {
-        prob = exp(s - m) / l;
+      if (run.l > 0.0 && s > NEG_BIG) {
+        prob = exp(s - run.m) / run.l;
       }
       pattern[pat_base + j] = prob;
     }
@@ -314,3 +376,80 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
 #endif
 }
+
+#if SPLIT
+// Phase 1 of split KV: workgroup (row i, head h, slice s) streams stream indices [begin + s * split_keys, ..) of the
+// row's [begin, end) and stores its Running state. The launcher compiles it without PATCH (the head vectors are not
+// bound here, keeping the storage bindings of this phase within the adapter's limit), so a patched head streams its
+// keys and split_merge drops them; scaled-0 and mean-ablated heads stream none, as in main.
+@compute @workgroup_size(WG)
+fn split_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) t: u32) {
+  let item = wg.y * nwg.x + wg.x;
+  if (item >= p.q_rows * p.heads * p.splits) {
+    return; // uniform per workgroup: safe before barriers
+  }
+  let s = item % p.splits;
+  let ih = item / p.splits;
+  let i = ih / p.heads;
+  let h = ih % p.heads;
+  let kv_base = (h / (p.heads / p.kv_heads)) * p.head_dim;
+  load_q(t, i, h);
+  let hp = head_params[h];
+  var keys = row_keys(i, hp);
+  if (discarded(hp, 0u)) {
+    keys.end = keys.begin;
+  }
+  // The slice, clamped into [begin, end): slices past a short row's end (and every slice of an empty or inverted
+  // range) are empty and store m = NEG_BIG, l = 0, acc = 0, which the merge weighs 0.
+  let begin = min(keys.end, keys.begin + s * p.split_keys);
+  let end = min(keys.end, begin + p.split_keys);
+  let run = stream(t, i, kv_base, RowKeys(begin, end, keys.alpha), hp, 0u, 0u);
+  let base = item * (2u + p.head_dim);
+  if (t == 0u) {
+    partials[base] = run.m;
+    partials[base + 1u] = run.l;
+  }
+  for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
+    let d = t + c * WG;
+    if (d < p.head_dim) {
+      partials[base + 2u + d] = run.acc[c];
+    }
+  }
+}
+
+// Phase 2 of split KV: workgroup (row i, head h) merges its slices into one Running state, m = the slices' max and
+// each slice's l and acc rescaled by exp(m_s - m) (the correction main applies between chunks), then finishes z as
+// main does. Empty slices (m_s = NEG_BIG) weigh 0 next to a seen key; a row with no key at all keeps l = 0 and acc = 0,
+// so finish writes z = 0 before the head vectors.
+@compute @workgroup_size(WG)
+fn split_merge(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) t: u32) {
+  let item = wg.y * nwg.x + wg.x;
+  if (item >= p.q_rows * p.heads) {
+    return;
+  }
+  let i = item / p.heads;
+  let h = item % p.heads;
+  let stride = 2u + p.head_dim;
+  let first = item * p.splits * stride;
+  var m = NEG_BIG;
+  for (var s = 0u; s < p.splits; s++) {
+    m = max(m, partials[first + s * stride]);
+  }
+  var l = 0.0;
+  var acc: array<f32, MAX_DIMS_PER_THREAD>;
+  for (var s = 0u; s < p.splits; s++) {
+    let base = first + s * stride;
+    let w = exp(partials[base] - m);
+    l = fma(w, partials[base + 1u], l);
+    for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
+      let d = t + c * WG;
+      if (d < p.head_dim) {
+        acc[c] = fma(w, partials[base + 2u + d], acc[c]);
+      }
+    }
+  }
+  finish(t, i, h, head_params[h], patch_index(i, h), l, acc);
+}
+#endif
