@@ -95,8 +95,8 @@ function norm(
 }
 
 /**
- * Threads per row: WG = PARTS^2, 64 up to 1024 columns (at most 16 values per thread), else 256. The same in the
- * subgroup form (which ignores PARTS): fewer threads would leave a wide row's loads to too few of them.
+ * Threads per row: WG = PARTS^2, 64 up to 1024 columns (at most 16 values per thread), else 256. The subgroup form
+ * takes the same WG (and ignores PARTS), so both forms stride over a row alike and differ only in the reduction.
  */
 export function normWorkgroup(cols: number): { WG: number; PARTS: number } {
   return cols <= 1024 ? { WG: 64, PARTS: 8 } : { WG: 256, PARTS: 16 };

@@ -1,8 +1,9 @@
 // `npm run bench:kernels` (also the last part of `npm run bench`): matmul GFLOP/s at transformer shapes (M = 1
 // decode GEMV, M = 64..1024 prefill, K/N = 256..4096; f32, f16 and bf16 weights as the engine stores them) against
 // @tensorflow/tfjs-backend-webgpu's matMul on the same GPUDevice in the same process, as ratios ours / tfjs; then
-// attention with and without per-head parameters and captures (scripts/bench-attention.ts) and the per-token decode
-// counts on the organism and a 7B-width LLaVA stack (scripts/bench-decode.ts).
+// attention with and without per-head parameters and captures (scripts/bench-attention.ts), the per-token decode
+// counts on the organism and a 7B-width LLaVA stack (scripts/bench-decode.ts), and rmsNorm / argmax in their
+// subgroup form against their plain form (scripts/bench-norm.ts; skipped on an adapter without subgroups).
 //
 // tfjs runs on the engine's own device: its WebGPUBackend is constructed with the GPUDevice that acquireGpu made
 // from the `webgpu` package (navigator.gpu only has to exist for tfjs to load; Node 20 has no navigator). tfjs has
@@ -13,9 +14,10 @@
 //
 // Env: BENCH_REPS (default 5; decode shapes run three times as many), BENCH_KERNEL_SHAPES=quick|default|full, BENCH_MIN_MS (default 150: per measurement),
 // BENCH_VARIANTS=1 also times every applicable forced variant, BENCH_ONLY (anything but 'kernels' skips this part),
-// BENCH_KERNELS (comma-separated parts, default matmul,attention,decode), BENCH_ATTENTION=quick|default|full,
-// BENCH_ATTENTION_REPS (default 9), BENCH_DECODE=organism|7b|qwen7b|all, BENCH_DECODE_LAYERS (default 2), BENCH_DECODE_STEPS.
-// Results: bench-results/kernels.json (matmul results, attention, decode) and printed tables.
+// BENCH_KERNELS (comma-separated parts, default matmul,attention,decode,norm), BENCH_ATTENTION=quick|default|full,
+// BENCH_ATTENTION_REPS (default 9), BENCH_DECODE=organism|7b|qwen7b|all, BENCH_DECODE_LAYERS (default 2), BENCH_DECODE_STEPS,
+// BENCH_NORM_REPS (default 15).
+// Results: bench-results/kernels.json (matmul results, attention, decode, norm) and printed tables.
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -28,6 +30,7 @@ import { rows } from '../kernels/common.js';
 import { matmul, matmulPlan, type MatmulVariant, MATMUL_VARIANTS } from '../kernels/matmul.js';
 import { benchAttention, printAttentionTable } from './bench-attention.js';
 import { benchDecode, printDecode } from './bench-decode.js';
+import { benchNorm, printNorm } from './bench-norm.js';
 
 const ONLY = process.env.BENCH_ONLY ?? '';
 if (ONLY && ONLY !== 'kernels') {
@@ -39,9 +42,10 @@ const MIN_MS = Number(process.env.BENCH_MIN_MS ?? 150);
 const SET = process.env.BENCH_KERNEL_SHAPES ?? 'default';
 const VARIANTS = process.env.BENCH_VARIANTS === '1';
 const DTYPES: DType[] = ['f32', 'f16', 'bf16'];
-const PARTS = new Set((process.env.BENCH_KERNELS ?? 'matmul,attention,decode').split(',').map((x) => x.trim()));
+const PARTS = new Set((process.env.BENCH_KERNELS ?? 'matmul,attention,decode,norm').split(',').map((x) => x.trim()));
 const ATTENTION_SET = (process.env.BENCH_ATTENTION ?? 'default') as 'quick' | 'default' | 'full';
 const ATTENTION_REPS = Number(process.env.BENCH_ATTENTION_REPS ?? 9);
+const NORM_REPS = Number(process.env.BENCH_NORM_REPS ?? 15);
 
 interface Shape {
   M: number;
@@ -82,6 +86,13 @@ function shapes(): Shape[] {
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/** Linear interpolation between order statistics: quantile(xs, 0.5) is the median. */
+function quantile(xs: number[], f: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const at = f * (s.length - 1);
+  return s[Math.floor(at)] + (s[Math.ceil(at)] - s[Math.floor(at)]) * (at - Math.floor(at));
 }
 
 function randomValues(n: number, seed: number, scale: number): Float32Array {
@@ -318,6 +329,8 @@ async function main() {
   const decode = PARTS.has('decode')
     ? await benchDecode(ctx, process.env.BENCH_DECODE ?? 'all', Number(process.env.BENCH_DECODE_LAYERS ?? 2), Number(process.env.BENCH_DECODE_STEPS ?? 4))
     : null;
+  const norm = PARTS.has('norm') ? await benchNorm(ctx, { reps: NORM_REPS, minMs: MIN_MS, random: randomValues, median, quantile }) : null;
+  if (PARTS.has('norm') && !norm) console.log('\nnorm: skipped (this device has no subgroups to compare with)');
 
   await mkdir(join(repo, 'bench-results'), { recursive: true });
   // Parts not run this time keep what an earlier run wrote (each part says when and on which adapter it ran).
@@ -356,6 +369,18 @@ async function main() {
         }
       : {}),
     ...(decode ? { decode: { ...stamp, note: 'per decoded token unless named otherwise; bytes bound = storage binding sizes summed over dispatches', results: decode.rows } } : {}),
+    ...(norm
+      ? {
+          norm: {
+            ...stamp,
+            reps: NORM_REPS,
+            note:
+              'subgroup form vs plain form on one device (two contexts): per call, *_cpu_ms = median CPU time of the process, *_ms = median ' +
+              'wall time; ratio = median over reps of subgroup CPU / plain CPU in the same rep (< 1: subgroups faster), ratio_q1..q3 its quartiles',
+            results: norm.rows,
+          },
+        }
+      : {}),
   };
   await writeFile(file, JSON.stringify(out, null, 2));
   if (PARTS.has('matmul')) {
@@ -371,6 +396,10 @@ async function main() {
   if (decode) {
     console.log('\nper decoded token:');
     for (const r of decode.rows) printDecode(r);
+  }
+  if (norm) {
+    console.log('\nrow reductions, subgroup form / plain form (CPU time, median over repetitions, quartiles in brackets):');
+    printNorm(norm.rows, true);
   }
   console.log(`wrote bench-results/kernels.json (adapter: ${gpu.adapterName})`);
   tf.engine().reset();
