@@ -16,6 +16,10 @@
 //   pattern      the plain call capturing the probabilities [heads, rows, L];
 //   z last       the plain call and the copy of z at the last position, as the decoder records a z capture;
 //   (BENCH_ATTENTION=full adds each parameter alone: temperature, vectors (mean_ablate + steer), knockout, patch_z.)
+// Split KV (every set): decode at L = 1024, 2048 (head_dim 64; default and full also 128), the split-KV path forced
+// on (split_partial + split_merge, sliced as planAttention slices on a GPU) against the single pass forced on, as
+// its own table ('split-KV / single pass'; rows with contender 'split-KV' in the JSON). Where the adapter's own rule
+// would pick split KV for a decode step, 'plain' above is already split KV.
 // Shapes: decode over 512 / head_dim heads (8 of 64, 4 of 128), prefill over one head (PREFILL_HEADS), so that the
 // long lengths stay affordable on a CPU adapter: a (row, head) is one workgroup whose work does not depend on the
 // others, so the ratios hold for any head count.
@@ -25,7 +29,7 @@
 
 import type { GpuContext } from '../src/gpu/context.js';
 import type { Tensor } from '../src/gpu/tensor.js';
-import { attention, type AttentionArgs } from '../kernels/attention.js';
+import { attention, attentionPlan, type AttentionArgs } from '../kernels/attention.js';
 import { type InterventionSpec, EMPTY_INTERVENTIONS } from '../src/spec/spec.js';
 import { headParamTable, headVectorTable, knockoutBits, patchCall, steerRows, temperatureRows } from '../src/spec/head-params.js';
 
@@ -76,7 +80,12 @@ interface Case {
   L: number;
   hd: number;
   heads: number;
+  /** The split-KV comparison (decode): single pass vs split KV, both forced. */
+  splitKV?: boolean;
 }
+
+/** Decode lengths of the split-KV comparison: at least two slices of SPLIT_MIN_KEYS. */
+const SPLIT_LENGTHS = [1024, 2048];
 
 function cases(set: AttentionBenchOptions['set']): Case[] {
   const lengths = set === 'quick' ? [64, 256] : [64, 256, 1024, 2048];
@@ -84,6 +93,7 @@ function cases(set: AttentionBenchOptions['set']): Case[] {
   const out: Case[] = [];
   for (const phase of ['decode', 'prefill'] as const)
     for (const hd of dims) for (const L of lengths) out.push({ phase, L, hd, heads: phase === 'decode' ? DECODE_WIDTH / hd : PREFILL_HEADS });
+  for (const hd of dims) for (const L of SPLIT_LENGTHS) out.push({ phase: 'decode', L, hd, heads: DECODE_WIDTH / hd, splitKV: true });
   return out;
 }
 
@@ -111,9 +121,13 @@ interface Contender {
   z: Tensor;
 }
 
-export async function benchAttention(ctx: GpuContext, o: AttentionBenchOptions): Promise<{ rows: AttentionRow[]; table: string[][]; names: string[] }> {
+export async function benchAttention(
+  ctx: GpuContext,
+  o: AttentionBenchOptions,
+): Promise<{ rows: AttentionRow[]; table: string[][]; names: string[]; splitTable: string[][] }> {
   const rows: AttentionRow[] = [];
   const table: string[][] = [];
+  const splitTable: string[][] = [];
   let names: string[] = [];
   for (const c of cases(o.set)) {
     const { L, hd, heads } = c;
@@ -197,13 +211,22 @@ export async function benchAttention(ctx: GpuContext, o: AttentionBenchOptions):
         steerRows: steerRows(c.phase, qRows),
       });
     };
-    add('plain', {});
-    intervened('all params', null);
-    const pattern = ctx.activation([heads, qRows, L], 'capture.pattern');
-    owned.push(pattern.buffer);
-    add('pattern', { pattern });
-    add('z last', {}, true);
-    if (o.set === 'full') {
+    let splitNote = '';
+    if (c.splitKV) {
+      add('single pass', { split: false });
+      add('split-KV', { split: true });
+      const plan = attentionPlan(ctx, { ...base, split: true });
+      const own = attentionPlan(ctx, base);
+      splitNote = `${plan.splits} x ${plan.chunk} keys; this adapter's rule: ${own.split ? 'split' : 'single pass'}`;
+    } else {
+      add('plain', {});
+      intervened('all params', null);
+      const pattern = ctx.activation([heads, qRows, L], 'capture.pattern');
+      owned.push(pattern.buffer);
+      add('pattern', { pattern });
+      add('z last', {}, true);
+    }
+    if (o.set === 'full' && !c.splitKV) {
       for (const only of ['temperature', 'vectors', 'knockout', ...(c.phase === 'prefill' ? ['patch'] : [])]) intervened(only, only);
     }
 
@@ -230,8 +253,13 @@ export async function benchAttention(ctx: GpuContext, o: AttentionBenchOptions):
     const ref = zs.get(contenders[0])!;
     const diff = (z: Float32Array) => z.reduce((m, x, i) => Math.max(m, Math.abs(x - ref[i])), 0);
     for (const name of ['pattern', 'z last']) {
-      const x = contenders.find((y) => y.name === name)!;
-      if (diff(zs.get(x)!) !== 0) throw new Error(`bench-attention: ${name} changed z at ${c.phase} L ${L} head_dim ${hd}`);
+      const x = contenders.find((y) => y.name === name);
+      if (x && diff(zs.get(x)!) !== 0) throw new Error(`bench-attention: ${name} changed z at ${c.phase} L ${L} head_dim ${hd}`);
+    }
+    // Split KV merges the slices in another order than the single pass accumulates: equal to rounding.
+    const splitX = contenders.find((y) => y.name === 'split-KV');
+    if (splitX && !(diff(zs.get(splitX)!) <= 1e-5 * Math.max(1, ...ref.map(Math.abs)))) {
+      throw new Error(`bench-attention: split KV differs from the single pass by ${diff(zs.get(splitX)!)} at L ${L} head_dim ${hd}`);
     }
     const wall = new Map<Contender, number[]>(contenders.map((x) => [x, []]));
     const cpu = new Map<Contender, number[]>(contenders.map((x) => [x, []]));
@@ -281,13 +309,29 @@ export async function benchAttention(ctx: GpuContext, o: AttentionBenchOptions):
       });
       if (x !== contenders[0]) line.push(`${ratio.toFixed(3)} (${quartile(paired, 0.25).toFixed(2)}-${quartile(paired, 0.75).toFixed(2)})`);
     }
+    if (c.splitKV) {
+      line.push(splitNote);
+      splitTable.push(line);
+      printSplitTable([line], splitTable.length === 1);
+      for (const b of owned) ctx.destroyBuffer(b);
+      continue;
+    }
     table.push(line);
     // Decode has no patch_z contender: the columns of the first case (prefill's extra one last) head the table.
     if (contenders.length - 1 > names.length) names = contenders.slice(1).map((x) => x.name);
     printAttentionTable([line], names, table.length === 1);
     for (const b of owned) ctx.destroyBuffer(b);
   }
-  return { rows, table, names };
+  return { rows, table, names, splitTable };
+}
+
+/** The split-KV comparison: decode, split KV forced against the single pass forced, CPU-time ratio. */
+export function printSplitTable(body: string[][], header: boolean): void {
+  const head = ['phase', 'L', 'query rows', 'head_dim', 'heads', 'single pass ms', 'single pass CPU ms', 'split-KV / single pass', 'slices'];
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => (r[i] ?? '').length)));
+  const fmt = (r: string[]) => r.map((x, i) => (i === 0 || i === r.length - 1 ? x.padEnd(widths[i]) : x.padStart(widths[i]))).join('  ');
+  if (header) console.log(`\nsplit KV (forced) against the single pass (forced), decode:\n${fmt(head)}`);
+  for (const r of body) console.log(fmt(r));
 }
 
 export function printAttentionTable(body: string[][], names: string[], header: boolean): void {
