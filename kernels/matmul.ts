@@ -29,7 +29,11 @@ export interface MatmulArgs {
   w: Weight;
   b?: Tensor | null;
   residual?: RowView | null;
-  out: RowView;
+  /**
+   * [M, N], or the product's columns split over two or three views in different buffers (the first view takes
+   * the first `cols` columns, and so on): a weight of stacked projections (q, k, v) writes each where it belongs.
+   */
+  out: RowView | RowView[];
   act?: Activation;
   /** Force a variant (tests, benchmarks); by default `planMatmul` picks one for the shape and the adapter. */
   variant?: MatmulVariant;
@@ -293,8 +297,19 @@ export function matmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
   const M = a.x.rows;
   if (a.w.shape.length !== 2) throw new Error(`matmul: weight ${a.w.label} must be 2-D, got [${a.w.shape.join(', ')}]`);
   if (a.x.cols !== K) throw new Error(`matmul: ${a.x.tensor.label} has ${a.x.cols} columns but ${a.w.label} expects ${K}`);
-  if (a.out.rows !== M || a.out.cols !== N) {
-    throw new Error(`matmul: output ${a.out.tensor.label} view is ${a.out.rows}x${a.out.cols}, expected ${M}x${N}`);
+  const outs = outputViews(a.out);
+  if (outs.length > 3) throw new Error(`matmul: ${outs.length} output views for ${a.w.label}; at most three`);
+  const outCols = outs.reduce((c, o) => c + o.cols, 0);
+  if (outs.some((o) => o.rows !== M) || outCols !== N) {
+    const views = outs.map((o) => `${o.tensor.label} ${o.rows}x${o.cols}`).join(' + ');
+    throw new Error(`matmul: output ${views} does not make ${M}x${N}`);
+  }
+  if (outs.length > 1) {
+    // Two writable bindings of one buffer in a dispatch are an aliasing error in WebGPU.
+    const bufs = new Set(outs.map((o) => o.tensor.buffer));
+    if (bufs.size < outs.length) throw new Error(`matmul: the split outputs of ${a.w.label} must lie in different buffers (one buffer: use one view)`);
+    if (a.residual) throw new Error(`matmul: ${a.w.label} has split outputs and a residual; a residual needs one output`);
+    if (bufs.has(a.x.tensor.buffer)) throw new Error(`matmul: an output of ${a.w.label} shares a buffer with its input ${a.x.tensor.label}`);
   }
   if (a.b && a.b.numel !== N) throw new Error(`matmul: bias ${a.b.label} has ${a.b.numel} elements, expected ${N}`);
   if (a.residual && (a.residual.rows !== M || a.residual.cols !== N)) {
@@ -305,6 +320,10 @@ export function matmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
     const n = tensor.shape[0];
     matmulBlock(ctx, rec, a, tensor, rowStart, n, M, K, matmulPlan(ctx, M, n, K, a.variant));
   }
+}
+
+function outputViews(out: RowView | RowView[]): RowView[] {
+  return Array.isArray(out) ? out : [out];
 }
 
 const SOURCES: Record<MatmulVariant, { source: string; entry: string }> = {
@@ -340,11 +359,14 @@ function matmulBlock(
   if (up?.b) weights.bu = up.b.dtype;
   const { source, entry } = SOURCES[plan.variant];
   const gatedRows = !!up && plan.variant === 'gemv_rows';
+  const outs = outputViews(a.out);
+  const splitOut = outs.length > 1;
+  if (splitOut && up) throw new Error(`matmul ${w.label}: the gated form has one output`);
   const asm = assemble(commonSource + '\n' + source, weights, { activations: !split });
   const [wgX, wgY] = plan.workgroup;
   const constants: Record<string, number> = plan.variant === 'smem' ? { TX: wgX, TY: wgY } : plan.variant === 'tiled' ? { WG_X: wgX, WG_Y: wgY } : { WG: wgX };
   const kernel = ctx.kernel({
-    name: `matmul_${split ? 'gemv_splitk_partial' : plan.variant}${up ? '_gated' : ''}`,
+    name: `matmul_${split ? 'gemv_splitk_partial' : plan.variant}${up ? '_gated' : ''}${splitOut && !split ? `_out${outs.length}` : ''}`,
     source: asm.source,
     entryPoint: gatedRows ? 'gemv_rows_gated' : entry,
     defines: {
@@ -356,33 +378,50 @@ function matmulBlock(
       VEC4: vec4,
       GATED: !!up,
       HAS_UP_BIAS: !!up?.b,
+      SPLIT_OUT: splitOut && !split,
+      SPLIT_OUT3: outs.length === 3 && !split,
       [`W_${w.dtype.toUpperCase()}`]: true,
     },
     constants,
     bindings: split
       ? ['uniform', 'read', 'read', null, null, null, 'write']
-      : ['uniform', 'read', 'read', a.b ? 'read' : null, a.residual ? 'read' : null, 'write', ...(up ? [null, 'read', up.b ? 'read' : null] as const : [])],
+      : [
+          'uniform', 'read', 'read', a.b ? 'read' : null, a.residual ? 'read' : null, 'write',
+          ...(up ? ([null, 'read', up.b ? 'read' : null] as const) : splitOut ? ([null, null, null, 'write', outs.length === 3 ? 'write' : null] as const) : []),
+        ],
   });
-  // x, the residual and the output are bound over the rows (and this block's columns) the call touches.
+  // x, the residual and the output are bound over the rows (and this block's columns) the call touches. Split
+  // outputs are addressed by the column of the whole product, so each is bound whole.
   const xb = bindView(ctx, a.x);
-  const ob = bindView(ctx, { ...a.out, offset: a.out.offset + n0, cols: N });
+  const out0 = outs[0];
+  const ob = splitOut ? bindView(ctx, out0) : bindView(ctx, { ...out0, offset: out0.offset + n0, cols: N });
+  const extra = outs.slice(1).map((o) => ({ view: o, bound: bindView(ctx, o) }));
   const rb = a.residual ? bindView(ctx, { ...a.residual, offset: a.residual.offset + n0, cols: N }) : null;
+  const n1 = out0.cols;
+  const n2 = n1 + (outs[1]?.cols ?? 0);
   const u = new Uniforms()
     .u32(M)
     .u32(N)
     .u32(K)
     .u32(a.x.offset - xb.skipped)
     .u32(a.x.stride)
-    .u32(a.out.offset + n0 - ob.skipped)
-    .u32(a.out.stride)
+    .u32(out0.offset + (splitOut ? 0 : n0) - ob.skipped)
+    .u32(out0.stride)
     .u32(rb ? a.residual!.offset + n0 - rb.skipped : 0)
     .u32(a.residual?.stride ?? 0)
     .u32(n0)
     .u32(plan.splits)
     .u32(plan.kChunk)
+    .u32(n1)
+    .u32(n2)
+    .u32(extra[0] ? extra[0].view.offset - extra[0].bound.skipped : 0)
+    .u32(extra[0]?.view.stride ?? 0)
+    .u32(extra[1] ? extra[1].view.offset - extra[1].bound.skipped : 0)
+    .u32(extra[1]?.view.stride ?? 0)
     .done();
   const label = up ? `matmul ${w.label} * ${up.w.label}` : `matmul ${w.label}`;
-  const resources = [null, xb.binding, w.buffer, a.b?.buffer ?? null, rb?.binding ?? null, ob.binding, ...(up ? [null, up.w.buffer, up.b?.buffer ?? null] : [])];
+  const outExtra = splitOut ? [null, null, null, extra[0].bound.binding, extra[1]?.bound.binding ?? null] : [];
+  const resources = [null, xb.binding, w.buffer, a.b?.buffer ?? null, rb?.binding ?? null, ob.binding, ...(up ? [null, up.w.buffer, up.b?.buffer ?? null] : outExtra)];
   switch (plan.variant) {
     case 'tiled':
     case 'smem':
@@ -401,11 +440,20 @@ function matmulBlock(
         name: 'matmul_gemv_splitk_reduce',
         source: assemble(commonSource + '\n' + vecSource, a.b ? { b: a.b.dtype } : {}, { activations: true }).source,
         entryPoint: 'splitk_reduce',
-        defines: { ...activationDefines(a.act ?? 'none'), REDUCE: true, HAS_BIAS: !!a.b, HAS_RESIDUAL: !!a.residual, ...(a.b ? { [`B_${a.b.dtype.toUpperCase()}`]: true } : {}) },
+        defines: {
+          ...activationDefines(a.act ?? 'none'),
+          REDUCE: true,
+          HAS_BIAS: !!a.b,
+          HAS_RESIDUAL: !!a.residual,
+          SPLIT_OUT: splitOut,
+          SPLIT_OUT3: outs.length === 3,
+          ...(a.b ? { [`B_${a.b.dtype.toUpperCase()}`]: true } : {}),
+        },
         constants: { WG: 64 },
-        bindings: ['uniform', null, null, a.b ? 'read' : null, a.residual ? 'read' : null, 'write', 'read'],
+        bindings: ['uniform', null, null, a.b ? 'read' : null, a.residual ? 'read' : null, 'write', 'read', ...(splitOut ? ([null, null, 'write', outs.length === 3 ? 'write' : null] as const) : [])],
       });
-      rec.dispatch(reduce, u, [null, null, null, a.b?.buffer ?? null, rb?.binding ?? null, ob.binding, part], [Math.ceil((M * N) / 64)], `${label} (reduce)`);
+      const reduceExtra = splitOut ? [null, null, extra[0].bound.binding, extra[1]?.bound.binding ?? null] : [];
+      rec.dispatch(reduce, u, [null, null, null, a.b?.buffer ?? null, rb?.binding ?? null, ob.binding, part, ...reduceExtra], [Math.ceil((M * N) / 64)], `${label} (reduce)`);
       return;
     }
   }

@@ -133,7 +133,9 @@ function textWeights(model: VlmModel): { buffers: Set<GPUBuffer>; min: number } 
   const add = (w: Weight | null | undefined) => {
     if (w) for (const p of weightParts(w)) buffers.add(p.tensor.buffer);
   };
-  for (const l of d.layers) for (const w of Object.values(l)) add(w as Weight | null);
+  for (const { qkv, ...rest } of d.layers) {
+    for (const w of [...Object.values(qkv), ...Object.values(rest)]) add(w as Weight | null);
+  }
   add(d.finalNorm);
   add(d.lmHead);
   let min = 0;
@@ -202,7 +204,7 @@ async function measure(ctx: GpuContext, subject: Subject, steps: number): Promis
       model: subject.name,
       layers: cfg.layers,
       hidden: cfg.hidden,
-      weight_dtype: weightParts(model.decoder.layers[0].q)[0].tensor.dtype,
+      weight_dtype: model.decoder.layers[0].o.dtype,
       prompt_tokens: L,
       steps,
       prefill_ms: +(snaps[0].t - t0).toFixed(1),

@@ -7,6 +7,9 @@
 // GATED (the gated MLP's gate and up projections in one pass): W is the gate projection, Wu (binding 7, same
 // dtype and shape) the up projection, bu (binding 8) its bias; y = act(x · Wᵀ + b) * (x · Wuᵀ + bu), so x is read
 // once for both and neither projection is written out. No residual, no split K.
+// SPLIT_OUT (fused q/k/v: one weight whose rows are the projections stacked): output column c of the whole product
+// goes to y for c < n1, to y2 (binding 9) at column c - n1 after that (SPLIT_OUT3: up to n2, then y3, binding 10, at
+// c - n2), each with its own offset and row stride, so q lands in its scratch and k / v in their cache rows directly.
 
 struct Params {
   M: u32,
@@ -21,6 +24,12 @@ struct Params {
   b_off: u32,     // first bias element of this call (a weight split in row blocks runs block by block)
   splits: u32,    // matmul_vec split-K: workgroups that share one output (1: none)
   k_chunk: u32,   // matmul_vec split-K: k per split, a multiple of 4
+  n1: u32,        // SPLIT_OUT: first column of y2
+  n2: u32,        // SPLIT_OUT: first column of y3
+  y2_off: u32,
+  y2_stride: u32,
+  y3_off: u32,
+  y3_stride: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;                 // sizes and views
@@ -54,7 +63,13 @@ alias W4 = vec2<u32>;                                         // four halves
 @group(0) @binding(4) var<storage, read> r: array<f32>;       // [M, N] residual added after act
 #endif
 #if !PARTIALS_OUT
-@group(0) @binding(5) var<storage, read_write> y: array<f32>; // [M, N] output
+@group(0) @binding(5) var<storage, read_write> y: array<f32>; // [M, N] output (SPLIT_OUT: columns [0, n1))
+#if SPLIT_OUT
+@group(0) @binding(9) var<storage, read_write> y2: array<f32>;  // SPLIT_OUT: columns [n1, n2) (two outputs: [n1, N))
+#endif
+#if SPLIT_OUT3
+@group(0) @binding(10) var<storage, read_write> y3: array<f32>; // SPLIT_OUT3: columns [n2, N)
+#endif
 #endif
 
 #if PARTIALS_OUT
@@ -96,7 +111,25 @@ fn store_out(m: u32, n: u32, acc: f32) {
 #if HAS_RESIDUAL
   v += r[p.r_off + m * p.r_stride + n];
 #endif
+#if SPLIT_OUT
+  // b_off is the block's first row of the stacked weight: c is the column of the whole product.
+  let c = p.b_off + n;
+  if (c < p.n1) {
+    y[p.y_off + m * p.y_stride + c] = v;
+#if SPLIT_OUT3
+  } else if (c < p.n2) {
+    y2[p.y2_off + m * p.y2_stride + c - p.n1] = v;
+  } else {
+    y3[p.y3_off + m * p.y3_stride + c - p.n2] = v;
+  }
+#else
+  } else {
+    y2[p.y2_off + m * p.y2_stride + c - p.n1] = v;
+  }
+#endif
+#else
   y[p.y_off + m * p.y_stride + n] = v;
+#endif
 }
 #endif
 

@@ -122,7 +122,10 @@ describe('tiny-llava golden with every weight split in row blocks', () => {
   it('converts f16 weights to f32 storage on load (--dtype f32) with the same results', async () => {
     const ctx = await gpuContext();
     const model = await LlavaModel.load(ctx, dir, { dtype: 'f32' });
-    expect(model.text.layers[0].q.dtype).toBe('f32');
+    const L = model.text.layers[0];
+    expect(L.o.dtype).toBe('f32');
+    // q, k and v stacked in one weight (one matmul per layer for the three), converted like the rest.
+    expect('fused' in L.qkv && L.qkv.fused.dtype).toBe('f32');
     const img = decodeImage(new Uint8Array(await readFile(join(dir, 'image.png'))), 'image.png');
     const r = await model.run({ ids: g.input_ids, pixelValues: [model.preprocess(img)], capture: parseCapture({ logits: 'all' }, model.dims), maxNewTokens: 6 });
     expectClose(r.logits!.data, flat(g.logits), 1e-3, 0, 'logits (f32 storage)');

@@ -4,7 +4,7 @@
 // calls only; the KV cache lives here.
 
 import type { GpuContext, Recorder } from '../gpu/context.js';
-import type { Tensor, Weight } from '../gpu/tensor.js';
+import { RowSplitTensor, type Tensor, type Weight } from '../gpu/tensor.js';
 import { rows } from '../../kernels/common.js';
 import { matmul, matmulGated } from '../../kernels/matmul.js';
 import { rmsNorm } from '../../kernels/norm.js';
@@ -15,15 +15,19 @@ import type { DecoderConfig } from './config.js';
 import type { WeightLoader } from './weights.js';
 import { headParamSlotBytes, headVectorSlotBytes } from '../spec/head-params.js';
 
+/**
+ * The q, k and v projections: stacked by rows in one weight [(heads + 2 kvHeads) * headDim, hidden] where the
+ * checkpoint allows (WeightLoader.stackReason), so one matmul reads the normed row once and writes q, k and v
+ * where each belongs (split outputs); else the three as stored.
+ */
+export type AttentionInput =
+  | { fused: Weight; bias: Tensor | null }
+  | { q: Weight; k: Weight; v: Weight; qb: Tensor | null; kb: Tensor | null; vb: Tensor | null };
+
 interface LayerWeights {
   inputNorm: Tensor;
-  q: Weight;
-  k: Weight;
-  v: Weight;
+  qkv: AttentionInput;
   o: Weight;
-  qBias: Tensor | null;
-  kBias: Tensor | null;
-  vBias: Tensor | null;
   oBias: Tensor | null;
   postNorm: Tensor;
   gate: Weight;
@@ -114,15 +118,30 @@ export class Decoder {
       const p = `layers.${l}.`;
       const qb = cfg.qkvBias;
       const mb = cfg.mlpBias;
+      const inputNorm = await w.loadTensor(name(p + 'input_layernorm.weight'), [D]);
+      const proj = (x: string, kind: 'weight' | 'bias', n: number) => ({ name: name(`${p}self_attn.${x}_proj.${kind}`), expected: kind === 'weight' ? [n, D] : [n] });
+      const stack = (kind: 'weight' | 'bias') => [proj('q', kind, H * hd), proj('k', kind, KV * hd), proj('v', kind, KV * hd)];
+      const stackLabel = (kind: string) => name(`${p}self_attn.q_proj.${kind}`).replace(/q_proj\.(\w+)$/, `{q,k,v}_proj.$1`);
+      let qkv: AttentionInput;
+      if (!w.stackReason(stack('weight')) && !(qb && w.stackReason(stack('bias')))) {
+        const fused = await w.loadStacked(stack('weight'), stackLabel('weight'));
+        const bias = qb ? await w.loadStacked(stack('bias'), stackLabel('bias')) : null;
+        if (bias instanceof RowSplitTensor) throw new Error(`internal: ${bias.label} is too large for one binding`);
+        qkv = { fused, bias };
+      } else {
+        qkv = {
+          q: await w.load(name(p + 'self_attn.q_proj.weight'), [H * hd, D]),
+          k: await w.load(name(p + 'self_attn.k_proj.weight'), [KV * hd, D]),
+          v: await w.load(name(p + 'self_attn.v_proj.weight'), [KV * hd, D]),
+          qb: await opt(p + 'self_attn.q_proj.bias', [H * hd], qb),
+          kb: await opt(p + 'self_attn.k_proj.bias', [KV * hd], qb),
+          vb: await opt(p + 'self_attn.v_proj.bias', [KV * hd], qb),
+        };
+      }
       dec.layers.push({
-        inputNorm: await w.loadTensor(name(p + 'input_layernorm.weight'), [D]),
-        q: await w.load(name(p + 'self_attn.q_proj.weight'), [H * hd, D]),
-        k: await w.load(name(p + 'self_attn.k_proj.weight'), [KV * hd, D]),
-        v: await w.load(name(p + 'self_attn.v_proj.weight'), [KV * hd, D]),
+        inputNorm,
+        qkv,
         o: await w.load(name(p + 'self_attn.o_proj.weight'), [D, H * hd]),
-        qBias: await opt(p + 'self_attn.q_proj.bias', [H * hd], qb),
-        kBias: await opt(p + 'self_attn.k_proj.bias', [KV * hd], qb),
-        vBias: await opt(p + 'self_attn.v_proj.bias', [KV * hd], qb),
         oBias: await opt(p + 'self_attn.o_proj.bias', [D], cfg.oBias),
         postNorm: await w.loadTensor(name(p + 'post_attention_layernorm.weight'), [D]),
         gate: await w.load(name(p + 'mlp.gate_proj.weight'), [F, D]),
@@ -229,9 +248,16 @@ export class Decoder {
       const kc = this.kCache[l];
       const vc = this.vCache[l];
       const cacheRows = { rows: n, cols: kvWidth, offset: step.pos0 * kvWidth, stride: kvWidth };
-      matmul(ctx, rec, { x: rows(normed, 0, n), w: L.q, b: L.qBias, out: rows(q, 0, n) });
-      matmul(ctx, rec, { x: rows(normed, 0, n), w: L.k, b: L.kBias, out: { tensor: kc, ...cacheRows } });
-      matmul(ctx, rec, { x: rows(normed, 0, n), w: L.v, b: L.vBias, out: { tensor: vc, ...cacheRows } });
+      const qOut = rows(q, 0, n);
+      const kOut = { tensor: kc, ...cacheRows };
+      const vOut = { tensor: vc, ...cacheRows };
+      if ('fused' in L.qkv) {
+        matmul(ctx, rec, { x: rows(normed, 0, n), w: L.qkv.fused, b: L.qkv.bias, out: [qOut, kOut, vOut] });
+      } else {
+        matmul(ctx, rec, { x: rows(normed, 0, n), w: L.qkv.q, b: L.qkv.qb, out: qOut });
+        matmul(ctx, rec, { x: rows(normed, 0, n), w: L.qkv.k, b: L.qkv.kb, out: kOut });
+        matmul(ctx, rec, { x: rows(normed, 0, n), w: L.qkv.v, b: L.qkv.vb, out: vOut });
+      }
       rope(ctx, rec, { x: q, rows: n, heads: H, headDim: hd, table: step.rotary });
       rope(ctx, rec, { x: kc, rowOffset: step.pos0, rows: n, heads: KV, headDim: hd, table: step.rotary });
       const patchSlot = step.patch?.slots.get(l);

@@ -18,6 +18,12 @@ export interface WeightLoaderOptions {
   maxBindingBytes?: number;
 }
 
+/** One tensor of a stack (WeightLoader.loadStacked): its checkpoint name and the shape the config implies. */
+export interface StackPart {
+  name: string;
+  expected: number[];
+}
+
 export class WeightError extends Error {
   override name = 'WeightError';
 }
@@ -115,12 +121,67 @@ export class WeightLoader {
     }
     const stored = info.dtype.toLowerCase() as DType;
     const dtype = this.options.dtype ?? stored;
-    const elements = numel(shape);
-    const bytes = elements * dtypeBytes(dtype);
-    this.bytesNeeded += bytes;
+    this.bytesNeeded += numel(shape) * dtypeBytes(dtype);
     this.sourceBytes += info.end - info.begin;
     if (!this.ctx) return placeholder(name, shape, dtype);
-    const ctx = this.ctx;
+    return this.upload(name, [name], shape, dtype);
+  }
+
+  /** Why `parts` cannot be stacked into one buffer (loadStacked), or null when they can. Reads headers only. */
+  stackReason(parts: StackPart[]): string | null {
+    if (!parts.length) return 'nothing to stack';
+    const rest = parts[0].expected.slice(1);
+    if (parts.some((q) => q.expected.length !== rest.length + 1 || q.expected.slice(1).some((d, i) => d !== rest[i]))) return 'their trailing dimensions differ';
+    const present = parts.filter((q) => !this.checkOnly || this.ckpt.has(q.name));
+    const dtype = this.stackDtype(present);
+    const other = present.find((q) => this.storedDtype(q.name) !== dtype);
+    if (!this.options.dtype && other) return `${other.name} is ${this.storedDtype(other.name)}, ${present[0].name} ${dtype}`;
+    const odd = parts.find((q) => (numel(q.expected) * dtypeBytes(dtype)) % 4 !== 0);
+    if (odd) return `${odd.name} does not end on a 4-byte boundary in ${dtype}`;
+    return null;
+  }
+
+  private storedDtype(name: string): DType {
+    return this.ckpt.info(name).dtype.toLowerCase() as DType;
+  }
+
+  /** The dtype a stack is held in: the loader's conversion, else the first present part's stored dtype. */
+  private stackDtype(present: StackPart[]): DType {
+    return this.options.dtype ?? (present.length ? this.storedDtype(present[0].name) : 'f32');
+  }
+
+  /**
+   * Tensors [n_i, ...rest] stacked by rows into one weight [sum n_i, ...rest], in the order given: a decoder layer's
+   * q, k and v projections (or their biases) in one buffer, so one matmul reads x once for all three and writes
+   * each part's columns where they belong. The same bytes as loading them one by one. Only for parts that
+   * `stackReason` accepts: one stored dtype (or a loader conversion), the same trailing dimensions, each part
+   * ending on a 4-byte boundary (16-bit values are packed two per u32 word). Shapes are checked as `load` does.
+   */
+  async loadStacked(parts: StackPart[], label: string): Promise<Weight> {
+    const why = this.stackReason(parts);
+    if (why) throw new Error(`internal: ${label} cannot be stacked: ${why}`);
+    const rest = parts[0].expected.slice(1);
+    const present = parts.filter((q) => !this.checkOnly || this.ckpt.has(q.name));
+    const dtype = this.stackDtype(present);
+    for (const q of present) {
+      const info = this.ckpt.info(q.name);
+      if (info.shape.length !== q.expected.length || info.shape.some((d, i) => d !== q.expected[i])) {
+        const msg = `tensor ${q.name} in ${info.file} has shape [${info.shape.join(', ')}], but the config implies [${q.expected.join(', ')}]`;
+        if (!this.checkOnly) throw new WeightError(msg);
+        this.problems.push(msg);
+      }
+    }
+    const shape = [parts.reduce((n, q) => n + q.expected[0], 0), ...rest];
+    this.bytesNeeded += numel(shape) * dtypeBytes(dtype);
+    for (const q of present) this.sourceBytes += this.ckpt.info(q.name).end - this.ckpt.info(q.name).begin;
+    if (!this.ctx) return placeholder(label, shape, dtype);
+    return this.upload(label, parts.map((q) => q.name), shape, dtype);
+  }
+
+  /** Allocate `shape` in `dtype` (row blocks within the binding limit) and stream the named tensors into it in order. */
+  private async upload(name: string, sources: string[], shape: number[], dtype: DType): Promise<Weight> {
+    const ctx = this.ctx!;
+    const bytes = numel(shape) * dtypeBytes(dtype);
 
     // Row blocks, each within one binding; an even row count keeps 16-bit pairs inside one u32 word.
     const rows = shape[0];
@@ -158,13 +219,19 @@ export class WeightLoader {
           data = data.subarray(n);
         }
       };
-      const want = Math.min(CHUNK_BYTES, info.end - info.begin);
-      if (this.scratch.byteLength < want) this.scratch = new Uint8Array(Math.max(want, Math.min(CHUNK_BYTES, this.scratch.byteLength * 2)));
-      const ratio = dtypeBytes(dtype) / dtypeBytes(stored);
-      for await (const chunk of this.ckpt.readChunks(name, CHUNK_BYTES, this.scratch)) {
-        write(chunk.offset * ratio, dtype === stored ? chunk.bytes : this.convert(chunk.bytes, stored, dtype, name));
-        this.bytesLoaded += chunk.bytes.byteLength;
-        this.onProgress?.({ tensor: name, bytesDone: this.bytesLoaded, bytesTotal: this.bytesTotal });
+      let base = 0; // storage byte offset of the current source
+      for (const source of sources) {
+        const info = this.ckpt.info(source);
+        const stored = info.dtype.toLowerCase() as DType;
+        const want = Math.min(CHUNK_BYTES, info.end - info.begin);
+        if (this.scratch.byteLength < want) this.scratch = new Uint8Array(Math.max(want, Math.min(CHUNK_BYTES, this.scratch.byteLength * 2)));
+        const ratio = dtypeBytes(dtype) / dtypeBytes(stored);
+        for await (const chunk of this.ckpt.readChunks(source, CHUNK_BYTES, this.scratch)) {
+          write(base + chunk.offset * ratio, dtype === stored ? chunk.bytes : this.convert(chunk.bytes, stored, dtype, source));
+          this.bytesLoaded += chunk.bytes.byteLength;
+          this.onProgress?.({ tensor: source, bytesDone: this.bytesLoaded, bytesTotal: this.bytesTotal });
+        }
+        base += numel(info.shape) * dtypeBytes(dtype);
       }
       // An allocation the device could not satisfy is reported here, with how far loading got.
       await ctx.checkErrors().catch((e: Error) => {
