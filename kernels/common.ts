@@ -96,7 +96,6 @@ export function bindView(ctx: GpuContext, v: RowView): { binding: { buffer: GPUB
  * A launcher's scratch buffer, one per context and purpose (label), grown on demand to at least `floats` f32.
  * Dispatches run in recording order, so successive calls of one step can share it. A grown-out buffer may still be
  * referenced by a recorded, not yet submitted step, so it is kept, not destroyed (scratch is small: partial sums).
- * (kernels/matmul.ts still has its own copy of this for the split-K partials and the gated fallback.)
  */
 const scratch = new WeakMap<GpuContext, Map<string, { buffer: GPUBuffer; floats: number; retired: GPUBuffer[] }>>();
 

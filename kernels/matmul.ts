@@ -20,7 +20,7 @@ import smemSource from '../shaders/matmul_smem.wgsl';
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
 import { Uniforms } from '../src/gpu/context.js';
 import { type Weight, RowSplitTensor, Tensor, weightParts } from '../src/gpu/tensor.js';
-import { type Activation, type RowView, activationDefines, assemble, bindView } from './common.js';
+import { type Activation, type RowView, activationDefines, assemble, bindView, scratchBuffer } from './common.js';
 import { gatedAct } from './elementwise.js';
 
 export interface MatmulArgs {
@@ -459,27 +459,8 @@ function matmulBlock(
   }
 }
 
-/**
- * Scratch buffers of the matmul launchers, one per context and purpose, grown on demand: the split-K partial sums
- * and matmulGated's fallback (gate and up projections). Dispatches run in recording order, so successive calls of
- * one step can share a buffer. A grown-out buffer may still be referenced by a recorded, not yet submitted step,
- * so it is kept (the sizes are small: splits x M x N floats; 2 x M x N for the fallback, which only mixed-dtype or
- * differently split gate / up weights and split-K plans take).
- */
-const scratch = new WeakMap<GpuContext, Map<string, { buffer: GPUBuffer; floats: number; retired: GPUBuffer[] }>>();
-
-function scratchBuffer(ctx: GpuContext, label: string, floats: number): GPUBuffer {
-  let mine = scratch.get(ctx);
-  if (!mine) scratch.set(ctx, (mine = new Map()));
-  let s = mine.get(label);
-  if (!s || s.floats < floats) {
-    const size = Math.max(floats, (s?.floats ?? 0) * 2, 1024);
-    const buffer = ctx.createBuffer(size * 4, GPUBufferUsage.STORAGE, label);
-    s = { buffer, floats: size, retired: s ? [...s.retired, s.buffer] : [] };
-    mine.set(label, s);
-  }
-  return s.buffer;
-}
+// Scratch (common.ts scratchBuffer): the split-K partial sums (splits x M x N floats) and matmulGated's fallback
+// (2 x M x N: gate and up projections; only mixed-dtype or differently split gate / up weights and split-K plans take it).
 
 /** [2 * M * N] f32 for the fallback's gate (first half) and up (second half) projections. */
 function gatedScratch(ctx: GpuContext, floatsEach: number): Tensor {

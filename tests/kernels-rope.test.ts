@@ -144,6 +144,54 @@ describe('rope kernel vs float64 rotate_half reference', () => {
     expectClose(await read(ctx, x), want, 2e-6, 2e-6);
   });
 
+  // `also`: a second tensor's rows in the same dispatch (a decoder's q rows and its K-cache rows at the step's
+  // positions): its own heads and view, the same rows, table and rotary dims; both against the reference.
+  const pairs: [Case, Case][] = [
+    [{ rows: 1, heads: 4, headDim: 16 }, { rows: 1, heads: 2, headDim: 16, rowOffset: 37, totalRows: 60 }], // decode, GQA
+    [{ rows: 5, heads: 3, headDim: 8, rotaryDim: 4 }, { rows: 5, heads: 1, headDim: 8, rotaryDim: 4, rowOffset: 2, totalRows: 9 }], // partial rotary
+    [{ rows: 33, heads: 4, headDim: 64 }, { rows: 33, heads: 4, headDim: 64, rowStride: 300, colOffset: 7, rowOffset: 1, totalRows: 40 }], // many workgroups, a strided view
+    [{ rows: 2, heads: 1, headDim: 2 }, { rows: 2, heads: 5, headDim: 2 }], // the second larger than the first
+  ];
+  for (const [a, b] of pairs) {
+    it(`two tensors in one dispatch: ${JSON.stringify(a)} + ${JSON.stringify(b)}`, async () => {
+      const ctx = await gpuContext();
+      const rd = a.rotaryDim ?? a.headDim;
+      const make = (c: Case, seed: number, label: string) => {
+        const stride = c.rowStride ?? c.heads * c.headDim;
+        const xs = randn(((c.totalRows ?? (c.rowOffset ?? 0) + c.rows) * stride) + (c.colOffset ?? 0), seed);
+        return { xs, x: ctx.uploadF32(xs, [xs.length], label) };
+      };
+      const q = make(a, 21 + a.rows, 'q');
+      const k = make(b, 22 + b.rows, 'k_cache');
+      const tab = rotaryTable(Array.from({ length: a.rows }, (_, r) => 5 * r + 2), inverseFrequencies(rd, 10000));
+      const table = ctx.uploadF32(tab, [a.rows, rd / 2, 2], 'rope.table');
+      const angles = (r: number, j: number): [number, number] => [tab[(r * (rd / 2) + j) * 2], tab[(r * (rd / 2) + j) * 2 + 1]];
+      const c = ctx.countWork();
+      try {
+        const before = c.snapshot();
+        const rec = ctx.recorder();
+        rope(ctx, rec, { ...a, x: q.x, table, also: { x: k.x, heads: b.heads, rowOffset: b.rowOffset, rowStride: b.rowStride, colOffset: b.colOffset } });
+        rec.submit();
+        expect(c.since(before).dispatches).toBe(1);
+      } finally {
+        ctx.counters = null;
+      }
+      expectClose(await read(ctx, q.x), refRope(a, q.xs, angles), 1e-6, 1e-6, 'first tensor');
+      expectClose(await read(ctx, k.x), refRope(b, k.xs, angles), 1e-6, 1e-6, 'second tensor');
+    });
+  }
+
+  it('refuses a second tensor in the same buffer or with a view past its end, naming it', async () => {
+    const ctx = await gpuContext();
+    const x = ctx.activation([4, 16], 'q');
+    const k = ctx.activation([6, 8], 'k_cache');
+    const table = ctx.activation([4, 4, 2], 'cos_sin');
+    expect(() => rope(ctx, ctx.recorder(), { x, rows: 4, heads: 2, headDim: 8, table, also: { x, heads: 2 } })).toThrow(/must not share a buffer/);
+    expect(() => rope(ctx, ctx.recorder(), { x, rows: 4, heads: 2, headDim: 8, table, also: { x: k, heads: 1, rowOffset: 3 } })).toThrow(
+      /end at element 56 but k_cache \[6, 8\] has 48/,
+    );
+  });
+
   it('refuses a table that does not match rotaryDim, naming it', async () => {
     const ctx = await gpuContext();
     const x = ctx.activation([4, 2 * 8], 'q');

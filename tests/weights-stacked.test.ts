@@ -139,7 +139,7 @@ describe('a decoder whose q / k / v cannot be stacked', () => {
     const tensors: Parameters<typeof encodeSafetensors>[0] = {};
     for (const [name, t] of Object.entries(header)) {
       if (name === '__metadata__') continue;
-      let data = bytes.slice(8 + n + t.data_offsets[0], 8 + n + t.data_offsets[1]);
+      let data: Uint8Array = bytes.slice(8 + n + t.data_offsets[0], 8 + n + t.data_offsets[1]);
       let dtype = t.dtype;
       if (name === widened) {
         expect(dtype).toBe('F16');

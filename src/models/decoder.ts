@@ -258,8 +258,8 @@ export class Decoder {
         matmul(ctx, rec, { x: rows(normed, 0, n), w: L.qkv.k, b: L.qkv.kb, out: kOut });
         matmul(ctx, rec, { x: rows(normed, 0, n), w: L.qkv.v, b: L.qkv.vb, out: vOut });
       }
-      rope(ctx, rec, { x: q, rows: n, heads: H, headDim: hd, table: step.rotary });
-      rope(ctx, rec, { x: kc, rowOffset: step.pos0, rows: n, heads: KV, headDim: hd, table: step.rotary });
+      // q rows and this step's K-cache rows turn in one dispatch (same positions, same table).
+      rope(ctx, rec, { x: q, rows: n, heads: H, headDim: hd, table: step.rotary, also: { x: kc, rowOffset: step.pos0, heads: KV } });
       const patchSlot = step.patch?.slots.get(l);
       attention(ctx, rec, {
         q,
