@@ -4,7 +4,8 @@
 //   smem         shaders/matmul_smem.wgsl  workgroup-memory tiles (GPU prefill)
 //   gemv_rows    shaders/matmul_vec.wgsl   one thread per eight outputs over all of K (CPU decode)
 //   gemv_coop    shaders/matmul_vec.wgsl   one workgroup per four outputs, K strided over its threads and
-//                                          reduced in workgroup memory (GPU decode)
+//                                          reduced in workgroup memory, with subgroups where the context
+//                                          uses them (GPU decode)
 //   gemv_splitk  matmul_vec.wgsl, twice    gemv_coop with K split over workgroups, then a reduce pass (GPU decode
 //                                          with few outputs and a long K)
 // Workgroup sizes and tiles come from the adapter's limits; whether the adapter is a CPU (SwiftShader, llvmpipe,
@@ -17,6 +18,7 @@ import commonSource from '../shaders/matmul_common.wgsl';
 import tiledSource from '../shaders/matmul.wgsl';
 import vecSource from '../shaders/matmul_vec.wgsl';
 import smemSource from '../shaders/matmul_smem.wgsl';
+import workgroupSource from '../shaders/workgroup.wgsl';
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
 import { Uniforms } from '../src/gpu/context.js';
 import { type Weight, RowSplitTensor, Tensor, weightParts } from '../src/gpu/tensor.js';
@@ -326,13 +328,27 @@ function outputViews(out: RowView | RowView[]): RowView[] {
   return Array.isArray(out) ? out : [out];
 }
 
+// gemv_coop takes workgroup.wgsl's Invocation and vec4 sums; gemv_rows shares its file, so the whole file gets them.
+const vecModule = `${workgroupSource}\n${vecSource}`;
+
 const SOURCES: Record<MatmulVariant, { source: string; entry: string }> = {
   tiled: { source: tiledSource, entry: 'main' },
   smem: { source: smemSource, entry: 'main' },
-  gemv_rows: { source: vecSource, entry: 'gemv_rows' },
-  gemv_coop: { source: vecSource, entry: 'gemv_coop' },
-  gemv_splitk: { source: vecSource, entry: 'gemv_coop' },
+  gemv_rows: { source: vecModule, entry: 'gemv_rows' },
+  gemv_coop: { source: vecModule, entry: 'gemv_coop' },
+  gemv_splitk: { source: vecModule, entry: 'gemv_coop' },
 };
+
+/**
+ * Whether this block runs its subgroup form: gemv_coop and split K's partial pass (the gemv_coop entry) reduce a
+ * workgroup's partial sums with subgroupAdd where the context uses subgroups; the other variants have no
+ * cross-thread reduction to speed up. Not part of MatmulPlan: the plan is a pure function of the adapter's
+ * profile and the shape (tested on made-up profiles), while subgroups are the context's choice (ContextOptions,
+ * VLMSCOPE_NO_SUBGROUPS) and change neither the variant nor its sizes, only how the workgroup sums.
+ */
+function subgroupForm(ctx: GpuContext, variant: MatmulVariant): boolean {
+  return ctx.subgroups && (variant === 'gemv_coop' || variant === 'gemv_splitk');
+}
 
 /**
  * One dispatch (two for split K) over the rows [n0, n0 + N) of the weight, held in `w`. `up`: the gated form, `w`
@@ -383,6 +399,7 @@ function matmulBlock(
       [`W_${w.dtype.toUpperCase()}`]: true,
     },
     constants,
+    subgroups: subgroupForm(ctx, plan.variant),
     bindings: split
       ? ['uniform', 'read', 'read', null, null, null, 'write']
       : [

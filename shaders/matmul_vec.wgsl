@@ -3,7 +3,8 @@
 //   No workgroup memory and no barrier: the variant for CPU adapters, where a lane's loads cost the same
 //   whether or not its neighbours read adjacent words.
 // - gemv_coop: a workgroup owns four output columns for one row of x; its WG threads stride over K (adjacent
-//   threads read adjacent words of a W row: coalesced on GPUs) and reduce through workgroup memory. With
+//   threads read adjacent words of a W row: coalesced on GPUs) and reduce their vec4 of partial sums: by a tree in
+//   workgroup memory, or in the subgroup form (SUBGROUPS) by workgroup.wgsl's workgroup_sum4 (one barrier). With
 //   PARTIALS_OUT the workgroups of one output split K (wg.z = split) and write partial sums.
 // - splitk_reduce (REDUCE): sums the splits' partial sums of one output, then bias, activation, residual.
 // Every W element is read once per row of x in all three.
@@ -152,15 +153,18 @@ fn gemv_rows_gated(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
 }
 #endif
 
-var<workgroup> red: array<vec4<f32>, WG>;
+#if !SUBGROUPS
+// The plain form's tree (workgroup.wgsl, prepended, declares its own `red` for workgroup_sum).
+var<workgroup> red4: array<vec4<f32>, WG>;
 #if GATED
-var<workgroup> red_u: array<vec4<f32>, WG>;
+var<workgroup> red4_u: array<vec4<f32>, WG>;
+#endif
 #endif
 
-// WG must be a power of two (the launcher picks it).
+// WG must be a power of two (the launcher picks it). `ids` (workgroup.wgsl) is the same parameter in both forms.
 @compute @workgroup_size(WG)
-fn gemv_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let t = lid.x;
+fn gemv_coop(@builtin(workgroup_id) wg: vec3<u32>, ids: Invocation) {
+  let t = ids.t;
   let n0 = wg.x * 4u;
   let m = wg.y;
   let s = wg.z;
@@ -197,26 +201,43 @@ fn gemv_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
 #endif
   }
 #endif
-  red[t] = acc;
+  // The four columns' sums over the workgroup (total[j]: output n0 + j; total_u: the up projection's).
+#if SUBGROUPS
+  // subgroupAdd, one slot per subgroup, one barrier (also for the pair).
 #if GATED
-  red_u[t] = acc_u;
+  let sums = workgroup_sum4x2(acc, acc_u, ids);
+  let total = sums[0];
+  let total_u = sums[1];
+#else
+  let total = workgroup_sum4(acc, ids);
+#endif
+#else
+  // A tree in workgroup memory, log2(WG) barriers, both accumulators in the same steps.
+  red4[t] = acc;
+#if GATED
+  red4_u[t] = acc_u;
 #endif
   workgroupBarrier();
   for (var h = WG / 2u; h > 0u; h >>= 1u) {
     if (t < h) {
-      red[t] += red[t + h];
+      red4[t] += red4[t + h];
 #if GATED
-      red_u[t] += red_u[t + h];
+      red4_u[t] += red4_u[t + h];
 #endif
     }
     workgroupBarrier();
   }
+  let total = red4[0];
+#if GATED
+  let total_u = red4_u[0];
+#endif
+#endif
   if (t < 4u && n0 + t < p.N) {
-    let v = red[0][t];
+    let v = total[t];
 #if PARTIALS_OUT
     part[(s * p.M + m) * p.N + n0 + t] = v;
 #elif GATED
-    store_gated(m, n0 + t, v, red_u[0][t]);
+    store_gated(m, n0 + t, v, total_u[t]);
 #else
     store_out(m, n0 + t, v);
 #endif

@@ -1,7 +1,9 @@
-// Pieces shared by the kernels that reduce over a workgroup (norm, reduce), in two forms picked by the launcher:
-// plain (workgroup memory and barriers only) and, with the SUBGROUPS define (set by GpuContext.kernel when
-// KernelSpec.subgroups is on, with `enable subgroups;` prepended), subgroup operations combined through
-// workgroup memory. The kernel file declares WG (threads per workgroup); the launcher prepends this file.
+// Pieces shared by the kernels that reduce over a workgroup (norm, reduce, matmul's gemv_coop), in two forms picked
+// by the launcher: plain (workgroup memory and barriers only) and, with the SUBGROUPS define (set by
+// GpuContext.kernel when KernelSpec.subgroups is on, with `enable subgroups;` prepended), subgroup operations
+// combined through workgroup memory. The kernel file declares WG (threads per workgroup); the launcher prepends
+// this file. The vec4 sums (workgroup_sum4, workgroup_sum4x2) exist in the subgroup form only: gemv_coop's plain
+// form keeps its own tree, which reduces both of the GATED form's accumulators in the same log2(WG) steps.
 //
 // The subgroup size is not fixed: WebGPU allows 4..128 and lets it differ between pipelines, so everything here
 // reads it from the subgroup_size builtin and sizes its slots for the smallest, 4 (at most WG / 4 subgroups). A
@@ -52,6 +54,42 @@ fn workgroup_sum(v: f32, ids: Invocation) -> f32 {
     acc += sg_partial[base + k];
   }
   return subgroupAdd(acc);
+}
+
+// Sums of one or two vec4 per invocation (gemv_coop: four output columns, GATED also the up projection's four), with
+// one barrier in either case: each vec4 goes through a subgroupAdd into its own set of WG / 4 slots, then every
+// subgroup adds each set's slots as workgroup_sum does. One call per kernel invocation: the sets are fixed, so a
+// second call could overwrite slots a slower subgroup still reads (workgroup_sum alternates its sets for that).
+var<workgroup> sg_partial4: array<vec4<f32>, WG / 2u>;
+
+// The subgroup's sum of `v` into slot ids.sg of slot set `slots` (0 or 1).
+fn subgroup_slot4(v: vec4<f32>, slots: u32, ids: Invocation) {
+  let s = subgroupAdd(v);
+  if (subgroupElect()) {
+    sg_partial4[slots * (WG / 4u) + ids.sg] = s;
+  }
+}
+
+// The total of slot set `slots`, in every invocation; after the barrier that follows the subgroup_slot4 calls.
+fn slots_total4(slots: u32, ids: Invocation) -> vec4<f32> {
+  var acc = vec4<f32>();
+  for (var k = ids.lane; k < ids.sgs; k += ids.lanes) {
+    acc += sg_partial4[slots * (WG / 4u) + k];
+  }
+  return subgroupAdd(acc);
+}
+
+fn workgroup_sum4(v: vec4<f32>, ids: Invocation) -> vec4<f32> {
+  subgroup_slot4(v, 0u, ids);
+  workgroupBarrier();
+  return slots_total4(0u, ids);
+}
+
+fn workgroup_sum4x2(a: vec4<f32>, b: vec4<f32>, ids: Invocation) -> array<vec4<f32>, 2> {
+  subgroup_slot4(a, 0u, ids);
+  subgroup_slot4(b, 1u, ids);
+  workgroupBarrier();
+  return array<vec4<f32>, 2>(slots_total4(0u, ids), slots_total4(1u, ids));
 }
 #else
 var<workgroup> red: array<f32, WG>;
