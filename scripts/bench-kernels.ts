@@ -3,7 +3,9 @@
 // @tensorflow/tfjs-backend-webgpu's matMul on the same GPUDevice in the same process, as ratios ours / tfjs; then
 // attention with and without per-head parameters and captures (scripts/bench-attention.ts), the per-token decode
 // counts on the organism and a 7B-width LLaVA stack (scripts/bench-decode.ts), and rmsNorm / argmax in their
-// subgroup form against their plain form (scripts/bench-norm.ts; skipped on an adapter without subgroups).
+// subgroup form against their plain form (scripts/bench-norm.ts; skipped on an adapter without subgroups). The
+// matmul part ends with gemv_coop (the GPU decode kernel) forced in its subgroup form against its plain form at the
+// set's decode shapes (scripts/bench-matmul-subgroups.ts; also skipped without subgroups).
 //
 // tfjs runs on the engine's own device: its WebGPUBackend is constructed with the GPUDevice that acquireGpu made
 // from the `webgpu` package (navigator.gpu only has to exist for tfjs to load; Node 20 has no navigator). tfjs has
@@ -16,8 +18,9 @@
 // BENCH_VARIANTS=1 also times every applicable forced variant, BENCH_ONLY (anything but 'kernels' skips this part),
 // BENCH_KERNELS (comma-separated parts, default matmul,attention,decode,norm), BENCH_ATTENTION=quick|default|full,
 // BENCH_ATTENTION_REPS (default 9), BENCH_DECODE=organism|7b|qwen7b|all, BENCH_DECODE_LAYERS (default 2), BENCH_DECODE_STEPS,
-// BENCH_NORM_REPS (default 15).
-// Results: bench-results/kernels.json (matmul results, attention, decode, norm) and printed tables.
+// BENCH_NORM_REPS (default 15), BENCH_MATMUL_SUBGROUPS=0 skips the gemv_coop subgroup / plain comparison,
+// BENCH_MATMUL_SUBGROUPS_REPS (default 15).
+// Results: bench-results/kernels.json (matmul results, matmul_subgroups, attention, decode, norm) and printed tables.
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -31,6 +34,7 @@ import { matmul, matmulPlan, type MatmulVariant, MATMUL_VARIANTS } from '../kern
 import { benchAttention, printAttentionTable } from './bench-attention.js';
 import { benchDecode, printDecode } from './bench-decode.js';
 import { benchNorm, printNorm } from './bench-norm.js';
+import { benchMatmulSubgroups, printMatmulSubgroups } from './bench-matmul-subgroups.js';
 
 const ONLY = process.env.BENCH_ONLY ?? '';
 if (ONLY && ONLY !== 'kernels') {
@@ -46,6 +50,8 @@ const PARTS = new Set((process.env.BENCH_KERNELS ?? 'matmul,attention,decode,nor
 const ATTENTION_SET = (process.env.BENCH_ATTENTION ?? 'default') as 'quick' | 'default' | 'full';
 const ATTENTION_REPS = Number(process.env.BENCH_ATTENTION_REPS ?? 9);
 const NORM_REPS = Number(process.env.BENCH_NORM_REPS ?? 15);
+const MATMUL_SUBGROUPS = PARTS.has('matmul') && process.env.BENCH_MATMUL_SUBGROUPS !== '0';
+const MATMUL_SUBGROUPS_REPS = Number(process.env.BENCH_MATMUL_SUBGROUPS_REPS ?? 15);
 
 interface Shape {
   M: number;
@@ -322,6 +328,15 @@ async function main() {
       const ratios = r.map((x) => x.ratio_vs_tfjs as number);
       summary[`${kind} ${dtype}`] = { shapes: r.length, min_ratio: Math.min(...ratios), median_ratio: +median(ratios).toFixed(2) };
     }
+  // gemv_coop's two forms on the engine's device (tfjs idles meanwhile), at the decode shapes of the set.
+  const matmulSubgroups = MATMUL_SUBGROUPS
+    ? await benchMatmulSubgroups(
+        ctx,
+        shapes().filter((s) => s.M === 1),
+        { reps: MATMUL_SUBGROUPS_REPS, minMs: MIN_MS, random: randomValues, median, quantile },
+      )
+    : null;
+  if (MATMUL_SUBGROUPS && !matmulSubgroups) console.log('\nmatmul subgroups: skipped (this device has no subgroups to compare with)');
   // Attention and decode use the engine's context alone (tfjs idles meanwhile).
   const attention = PARTS.has('attention')
     ? await benchAttention(ctx, { reps: ATTENTION_REPS, minMs: 2 * MIN_MS, set: ATTENTION_SET, random: randomValues, median })
@@ -353,6 +368,20 @@ async function main() {
           reps: REPS,
           note: 'ms and GFLOP/s are medians over reps of (time of `inner` calls submitted together) / inner; ratio_vs_tfjs = tfjs ms / ours',
           results,
+        }
+      : {}),
+    ...(matmulSubgroups
+      ? {
+          matmul_subgroups: {
+            ...stamp,
+            set: SET,
+            reps: MATMUL_SUBGROUPS_REPS,
+            note:
+              'gemv_coop forced, subgroup form (subgroupAdd, one slot per subgroup, one barrier) vs plain form (log2(WG)-step tree) on one ' +
+              'device (two contexts): per call, *_cpu_ms = median CPU time of the process, *_ms = median wall time; ratio = median over ' +
+              'reps of subgroup CPU / plain CPU in the same rep (< 1: subgroups faster), ratio_q1..q3 its quartiles; gated = silu(x Wgᵀ) * (x Wuᵀ)',
+            results: matmulSubgroups.rows,
+          },
         }
       : {}),
     ...(attention
@@ -388,6 +417,10 @@ async function main() {
     printTable(table, true);
     console.log('\nratio to tfjs (tfjs time / ours) per kind of shape and our weight dtype:');
     for (const [k, v] of Object.entries(summary)) console.log(`  ${k.padEnd(13)} min ${v.min_ratio.toFixed(2)}x  median ${v.median_ratio.toFixed(2)}x  over ${v.shapes} shapes`);
+  }
+  if (matmulSubgroups) {
+    console.log('\ngemv_coop, subgroup form / plain form (CPU time, median over repetitions, quartiles in brackets):');
+    printMatmulSubgroups(matmulSubgroups.rows, true);
   }
   if (attention) {
     console.log('\nattention, CPU-time ratios to plain (median over repetitions, quartiles in brackets):');

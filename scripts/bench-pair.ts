@@ -1,0 +1,106 @@
+// Paired timing of one kernel call in its plain and its subgroup form on the same device in the same process: two
+// GpuContexts over one Gpu, one with ContextOptions.subgroups, one without. Shared by the norm part
+// (scripts/bench-norm.ts) and the matmul part's gemv_coop comparison (scripts/bench-matmul-subgroups.ts).
+//
+// `inner` calls are recorded into one step, submitted and waited for; per call, the CPU time of this process
+// (SwiftShader runs the kernels on its threads) and the wall time. One `inner` for both forms, from the plain one.
+// The ratio is the median over repetitions of (subgroup / plain in the same repetition), so machine load that
+// drifts between repetitions hits both alike; < 1 means the subgroup form is faster. The order alternates.
+
+import { GpuContext } from '../src/gpu/context.js';
+import type { Recorder } from '../src/gpu/context.js';
+
+export interface PairOptions {
+  reps: number;
+  /** Per measurement: calls are repeated until one measurement takes about this long. */
+  minMs: number;
+  median(xs: number[]): number;
+  /** The f-quantile of xs (0.25, 0.75: quartiles). */
+  quantile(xs: number[], f: number): number;
+}
+
+export interface PairTiming {
+  /** Calls per measurement. */
+  inner: number;
+  plain_cpu_ms: number;
+  subgroup_cpu_ms: number;
+  plain_ms: number;
+  subgroup_ms: number;
+  /** Median over repetitions of subgroup CPU time / plain CPU time in the same repetition. */
+  ratio: number;
+  ratio_q1: number;
+  ratio_q3: number;
+  /** Median wall time, subgroup / plain. */
+  wall_ratio: number;
+}
+
+/** The two contexts over `base`'s device, or null when the device has no subgroups (nothing to compare). */
+export function subgroupPair(base: GpuContext): { plain: GpuContext; sg: GpuContext } | null {
+  const sg = new GpuContext(base.gpu, { subgroups: true });
+  return sg.subgroups ? { plain: new GpuContext(base.gpu, { subgroups: false }), sg } : null;
+}
+
+/** Record `inner` calls of `record` on `ctx`, submit, wait; per call wall and CPU time in ms. */
+export async function timeCalls(ctx: GpuContext, record: (ctx: GpuContext, rec: Recorder) => void, inner: number): Promise<{ wall: number; cpu: number }> {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  const rec = ctx.recorder('bench-pair');
+  for (let i = 0; i < inner; i++) record(ctx, rec);
+  rec.submit();
+  await ctx.sync();
+  const cpu = process.cpuUsage(c0);
+  return { wall: (performance.now() - t0) / inner, cpu: (cpu.user + cpu.system) / 1000 / inner };
+}
+
+/**
+ * Time `record` on both contexts. The caller runs each form once before (its cross-check of the two outputs), which
+ * compiles the pipelines outside the timing.
+ */
+export async function timePair(pair: { plain: GpuContext; sg: GpuContext }, record: (ctx: GpuContext, rec: Recorder) => void, o: PairOptions): Promise<PairTiming> {
+  const { plain, sg } = pair;
+  // Small dispatches need many calls to reach minMs.
+  const once = (await timeCalls(plain, record, 8)).wall;
+  const inner = Math.max(1, Math.min(1024, Math.round(o.minMs / Math.max(once, 0.01))));
+  const cpu = { plain: [] as number[], sg: [] as number[] };
+  const wall = { plain: [] as number[], sg: [] as number[] };
+  for (let r = 0; r < o.reps; r++) {
+    const order: ['plain' | 'sg', GpuContext][] = [
+      ['plain', plain],
+      ['sg', sg],
+    ];
+    if (r % 2) order.reverse();
+    for (const [name, ctx] of order) {
+      const t = await timeCalls(ctx, record, inner);
+      cpu[name].push(t.cpu);
+      wall[name].push(t.wall);
+    }
+  }
+  const paired = cpu.sg.map((t, r) => t / cpu.plain[r]);
+  return {
+    inner,
+    plain_cpu_ms: +o.median(cpu.plain).toFixed(4),
+    subgroup_cpu_ms: +o.median(cpu.sg).toFixed(4),
+    plain_ms: +o.median(wall.plain).toFixed(4),
+    subgroup_ms: +o.median(wall.sg).toFixed(4),
+    ratio: +o.median(paired).toFixed(3),
+    ratio_q1: +o.quantile(paired, 0.25).toFixed(3),
+    ratio_q3: +o.quantile(paired, 0.75).toFixed(3),
+    wall_ratio: +(o.median(wall.sg) / o.median(wall.plain)).toFixed(3),
+  };
+}
+
+/** A table with the kernel's own columns first (left-aligned), then the timing columns; `header` prints the head. */
+export function printPairs(keyHead: string[], body: { key: string[]; t: PairTiming }[], header: boolean): void {
+  const head = [...keyHead, 'plain CPU ms', 'subgroup CPU ms', 'subgroup / plain (CPU)', 'wall ratio'];
+  const cells = body.map(({ key, t }) => [
+    ...key,
+    t.plain_cpu_ms.toFixed(3),
+    t.subgroup_cpu_ms.toFixed(3),
+    `${t.ratio.toFixed(3)} (${t.ratio_q1.toFixed(2)}-${t.ratio_q3.toFixed(2)})`,
+    t.wall_ratio.toFixed(3),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i].length)));
+  const fmt = (r: string[]) => r.map((x, i) => (i < keyHead.length ? x.padEnd(widths[i]) : x.padStart(widths[i]))).join('  ');
+  if (header) console.log(fmt(head));
+  for (const r of cells) console.log(fmt(r));
+}
