@@ -2,9 +2,11 @@
 // image-key temperature, mean ablation, steering) and pattern capture are kernel inputs. Optional per-query key
 // ranges and strided q/k/v views let the same kernel serve the Qwen2-VL / 2.5-VL vision towers (block-diagonal
 // per image, windowed, from one fused qkv matmul output) instead of a second kernel.
-// Two ways to run a call (`planAttention` picks): the single-pass kernel (entry point main, one workgroup per query
-// row and head), or split KV ("flash decoding": split_partial over (row, head, key slice), then split_merge) when the
-// single pass would leave a GPU mostly idle: few rows and heads (a decode step) over many keys.
+// Three ways to run a call (`planAttention` picks): the single-pass kernel (entry point main, one workgroup per query
+// row and head); split KV ("flash decoding": split_partial over (row, head, key slice), then split_merge) when the
+// single pass would leave a GPU mostly idle: few rows and heads (a decode step) over many keys; or tiled (entry point
+// tiled: a workgroup per block of query rows and head, K / V tiles in workgroup memory shared by the block's rows)
+// for a prefill of many rows over many keys, where main would read every K / V row once per query row.
 
 import source from '../shaders/attention.wgsl';
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
@@ -39,12 +41,37 @@ export const SPLIT_TARGET_WORKGROUPS = 256;
  */
 export const SPLIT_MIN_KEYS = 256;
 
-/** How a call is run: split KV or the single pass, with the slicing and the reason. */
+/**
+ * Tiled path: query rows that a block of rows must reach before a GPU takes it (below: a decode step or a few rows,
+ * where a block would be mostly empty and main or split KV fill the GPU better).
+ */
+export const TILED_MIN_ROWS = 16;
+/** Tiled path: fewest keys for the rule, a few tiles (below, the q block load and barriers are not amortised). */
+export const TILED_MIN_KEYS = 128;
+/** Rows per block at most (MAX_TILE_ROWS in the shader: each thread keeps every row's key range in registers). */
+export const TILE_MAX_ROWS = 16;
+/** Rows per block the rule keeps at least while it shrinks blocks to give the GPU more workgroups. */
+export const TILE_MIN_ROWS = 4;
+/** Keys per tile at most: past this the tile's workgroup memory buys no more reuse, only fewer barriers. */
+export const TILE_MAX_KEYS = 64;
+
+/** A tiled call's blocking: rows per workgroup, keys per tile, threads per row (lanes) and in all, workgroup bytes. */
+export interface AttentionTile {
+  rows: number;
+  keys: number;
+  lanes: number;
+  threads: number;
+  bytes: number;
+}
+
+/** How a call is run: split KV, tiled or the single pass, with the slicing or blocking and the reason. */
 export interface AttentionPlan {
   split: boolean;
   /** Split only: slices per (row, head), and stream indices (keys) per slice; 1 and nKeys for the single pass. */
   splits: number;
   chunk: number;
+  /** The tiled path's blocking; null for main and split KV. */
+  tile: AttentionTile | null;
   /** One line: why. */
   reason: string;
 }
@@ -59,48 +86,130 @@ export interface AttentionShape {
   capture: boolean;
   /** Storage buffers split_partial would bind (6 + key ranges + knockout). */
   partialBuffers: number;
+  /** Storage buffers the tiled kernel would bind (6 + head vectors + key ranges + knockout); default partialBuffers. */
+  tiledBuffers?: number;
+  /** VARIANTS rows (each reads its own key sequence): never tiled. */
+  variants?: boolean;
 }
 
 /** false: the single pass; true: split KV sliced as the rule would (at least two slices); { chunk }: keys per slice. */
 export type AttentionSplit = boolean | { chunk: number };
 
 /**
- * Split KV or the single pass for a call on an adapter. Pure: the tests call it on made-up profiles to cover both
- * sides of every rule. Never split: a pattern capture (see below), no (row, head) at all, more storage bindings than
- * the adapter allows. Forced (`force`): as forced. Otherwise split only on a GPU (a CPU adapter runs a workgroup per
- * core anyway: there the extra pass and partials cost more than they free), when the single pass has at most half
- * SPLIT_TARGET_WORKGROUPS workgroups and there are at least two slices of SPLIT_MIN_KEYS keys; the slice count is
- * what reaches the target, at most one per SPLIT_MIN_KEYS keys, and a slice is a whole number of the kernel's key
- * chunks (its workgroup size), so each slice streams the chunks the single pass would.
+ * false: never tiled; true: tiled, blocked as the rule would block; { rows, keys }: rows per block and keys per tile
+ * (either may be left to the rule). Forced, it still runs main where the tiled kernel does not apply (a pattern capture,
+ * variants, no rows, too many bindings, a tile that does not fit the adapter), with the reason in the plan.
  */
-export function planAttention(profile: AdapterProfile & { maxStorageBuffers?: number }, s: AttentionShape, force?: AttentionSplit): AttentionPlan {
-  const plain = (reason: string): AttentionPlan => ({ split: false, splits: 1, chunk: s.nKeys, reason });
+export type AttentionTiled = boolean | { rows?: number; keys?: number };
+
+/** Workgroup memory of a tile: the block's q rows, one K-or-V tile of padded rows, scores and probabilities (f32). */
+export function tileBytes(rows: number, keys: number, headDim: number): number {
+  return 4 * (rows * headDim + keys * (headDim + 1) + 2 * rows * keys);
+}
+
+function pow2AtMost(n: number): number {
+  return 2 ** Math.floor(Math.log2(Math.max(1, n)));
+}
+
+/**
+ * The blocking of a tiled call on an adapter, or why there is none. Lanes per row: attentionWorkgroup's (each owns at
+ * most 4 dims of the row's acc, as in main). Rows: what maxComputeInvocationsPerWorkgroup allows with those lanes (4 of
+ * 64 lanes for head_dim 256), at most TILE_MAX_ROWS, halved (not below TILE_MIN_ROWS) while the blocks x heads
+ * workgroups fall short of SPLIT_TARGET_WORKGROUPS or the block is twice the rows. Keys: the largest power of two up
+ * to TILE_MAX_KEYS whose tileBytes fit maxComputeWorkgroupStorageSize, so tiles shrink as head_dim grows (16 KiB,
+ * the WebGPU minimum: 16 keys at head_dim 64 and 128 with 16 and 8 rows, 8 keys at 256 with 4 rows).
+ */
+function tileFor(profile: AdapterProfile, s: AttentionShape, want: { rows?: number; keys?: number }): AttentionTile | string {
+  const lanes = attentionWorkgroup(s.headDim);
+  const maxRows = Math.min(TILE_MAX_ROWS, Math.floor(profile.maxInvocations / lanes));
+  for (const [what, n, max] of [['rows', want.rows, TILE_MAX_ROWS], ['keys', want.keys, Infinity]] as const) {
+    if (n !== undefined && (!Number.isInteger(n) || n < 1 || n > max)) throw new Error(`attention: tile ${what} ${n} is not an integer in 1..${max}`);
+  }
+  let rows = want.rows ?? pow2AtMost(maxRows);
+  if (want.rows === undefined) {
+    while (rows > TILE_MIN_ROWS && (Math.ceil(s.rows / rows) * s.heads < SPLIT_TARGET_WORKGROUPS || rows >= 2 * s.rows)) rows /= 2;
+  }
+  if (rows > maxRows || rows < 1) return `${rows} rows of ${lanes} lanes exceed the adapter's ${profile.maxInvocations} invocations per workgroup`;
+  let keys = want.keys ?? TILE_MAX_KEYS;
+  if (want.keys === undefined) while (keys > 1 && tileBytes(rows, keys, s.headDim) > profile.maxWorkgroupStorage) keys /= 2;
+  const bytes = tileBytes(rows, keys, s.headDim);
+  if (bytes > profile.maxWorkgroupStorage) return `a tile of ${rows} rows x ${keys} keys at head_dim ${s.headDim} needs ${bytes} bytes of workgroup memory, the adapter has ${profile.maxWorkgroupStorage}`;
+  return { rows, keys, lanes, threads: rows * lanes, bytes };
+}
+
+/**
+ * Split KV, tiled or the single pass for a call on an adapter. Pure: the tests call it on made-up profiles to cover
+ * both sides of every rule. Never split nor tiled: a pattern capture (see below), no (row, head) at all. Split KV
+ * forced (`split` true or { chunk }): split, unless split_partial would bind more storage buffers than the adapter
+ * allows. Tiled forced (`tiled` true or { rows, keys }): tiled, unless the call has variants or the tiled kernel
+ * would bind too many buffers or its tile does not fit (see tileFor); both forced is an error. Otherwise neither on a
+ * CPU adapter (it runs a workgroup per core anyway: there the extra pass and partials, or the tiles' barriers, cost
+ * more than they free). On a GPU, split KV first: when the single pass has at most half SPLIT_TARGET_WORKGROUPS
+ * workgroups and there are at least two slices of SPLIT_MIN_KEYS keys; the slice count is what reaches the target,
+ * at most one per SPLIT_MIN_KEYS keys, and a slice is a whole number of the kernel's key chunks (its workgroup size),
+ * so each slice streams the chunks the single pass would. Then tiled (unless `tiled` is false): at least
+ * TILED_MIN_ROWS query rows and TILED_MIN_KEYS keys. `split` false only rules split KV out, `tiled` false tiled.
+ */
+export function planAttention(
+  profile: AdapterProfile & { maxStorageBuffers?: number },
+  s: AttentionShape,
+  force?: AttentionSplit,
+  tiled?: AttentionTiled,
+): AttentionPlan {
+  const plain = (reason: string): AttentionPlan => ({ split: false, splits: 1, chunk: s.nKeys, tile: null, reason });
+  const forcedSplit = force !== undefined && force !== false;
+  const forcedTiled = tiled !== undefined && tiled !== false;
+  if (forcedSplit && forcedTiled) throw new Error('attention: split KV and tiled are both forced');
   const items = s.rows * s.heads;
-  if (force === false) return plain('forced single pass');
-  // The pattern holds exp(s - m) / l with the row's final m and l, which exist only after the merge: it would take a
-  // third pass re-reading every stored score. A capture run writes heads x keys per row anyway, so the single pass
-  // (which normalises its stored scores in place) serves it.
+  // The pattern holds exp(s - m) / l with the row's final m and l, which exist only after the merge (split KV) or
+  // after the last tile (tiled): it would take another pass re-reading every stored score. A capture run writes heads
+  // x keys per row anyway, so the single pass (which normalises its stored scores in place) serves it.
   if (s.capture) return plain('pattern capture: the single pass (probabilities need the merged normaliser)');
   if (items === 0) return plain('no query rows');
+  if (force === false && tiled === false) return plain('forced single pass');
   const maxBuffers = profile.maxStorageBuffers ?? 8;
-  if (s.partialBuffers > maxBuffers) return plain(`split_partial would bind ${s.partialBuffers} storage buffers, the adapter allows ${maxBuffers}`);
+  const tiledPlan = (why: string): AttentionPlan => {
+    if (s.variants) return plain(`${why}variants: the single pass (each row reads its own key sequence: no tile is shared)`);
+    const buffers = s.tiledBuffers ?? s.partialBuffers;
+    if (buffers > maxBuffers) return plain(`${why}the tiled kernel would bind ${buffers} storage buffers, the adapter allows ${maxBuffers}`);
+    const tile = tileFor(profile, s, typeof tiled === 'object' ? tiled : {});
+    if (typeof tile === 'string') return plain(`${why}${tile}`);
+    const blocks = Math.ceil(s.rows / tile.rows);
+    return { split: false, splits: 1, chunk: s.nKeys, tile, reason: `${why}tiled: ${blocks} blocks of ${tile.rows} rows x ${s.heads} heads, tiles of ${tile.keys} keys` };
+  };
+  if (forcedTiled) return tiledPlan('forced ');
   const wg = attentionWorkgroup(s.headDim);
   const slices = (want: number): AttentionPlan => {
     const chunk = Math.max(wg, Math.ceil(Math.ceil(s.nKeys / want) / wg) * wg);
     const splits = Math.max(1, Math.ceil(s.nKeys / chunk));
-    return { split: true, splits, chunk, reason: '' };
+    return { split: true, splits, chunk, tile: null, reason: '' };
   };
-  const want = Math.max(1, Math.min(Math.floor(s.nKeys / SPLIT_MIN_KEYS), Math.ceil(SPLIT_TARGET_WORKGROUPS / items)));
-  if (force === true) return { ...slices(Math.max(2, want)), reason: 'forced split' };
-  if (force) {
-    if (!Number.isInteger(force.chunk) || force.chunk < 1) throw new Error(`attention: split chunk ${force.chunk} is not a positive integer`);
-    return { split: true, splits: Math.max(1, Math.ceil(s.nKeys / force.chunk)), chunk: force.chunk, reason: `forced split, ${force.chunk} keys per slice` };
+  let noSplit = 'split KV forced off';
+  if (force !== false) {
+    if (s.partialBuffers > maxBuffers) {
+      noSplit = `split_partial would bind ${s.partialBuffers} storage buffers, the adapter allows ${maxBuffers}`;
+      if (forcedSplit) return plain(noSplit);
+    } else {
+      const want = Math.max(1, Math.min(Math.floor(s.nKeys / SPLIT_MIN_KEYS), Math.ceil(SPLIT_TARGET_WORKGROUPS / items)));
+      if (force === true) return { ...slices(Math.max(2, want)), reason: 'forced split' };
+      if (force) {
+        if (!Number.isInteger(force.chunk) || force.chunk < 1) throw new Error(`attention: split chunk ${force.chunk} is not a positive integer`);
+        return { split: true, splits: Math.max(1, Math.ceil(s.nKeys / force.chunk)), chunk: force.chunk, tile: null, reason: `forced split, ${force.chunk} keys per slice` };
+      }
+      if (profile.cpu) return plain('CPU adapter: the single pass');
+      if (2 * items > SPLIT_TARGET_WORKGROUPS) noSplit = `${items} (row, head) workgroups already fill the GPU`;
+      else if (s.nKeys < 2 * SPLIT_MIN_KEYS) noSplit = `${s.nKeys} keys: fewer than two slices of ${SPLIT_MIN_KEYS}`;
+      else {
+        const p = slices(want);
+        return { ...p, reason: `${items} (row, head) workgroups over ${s.nKeys} keys: ${p.splits} slices of ${p.chunk}` };
+      }
+    }
   }
+  if (tiled === false) return plain(`${noSplit}; tiled forced off`);
   if (profile.cpu) return plain('CPU adapter: the single pass');
-  if (2 * items > SPLIT_TARGET_WORKGROUPS) return plain(`${items} (row, head) workgroups already fill the GPU`);
-  if (s.nKeys < 2 * SPLIT_MIN_KEYS) return plain(`${s.nKeys} keys: fewer than two slices of ${SPLIT_MIN_KEYS}`);
-  const p = slices(want);
-  return { ...p, reason: `${items} (row, head) workgroups over ${s.nKeys} keys: ${p.splits} slices of ${p.chunk}` };
+  if (s.rows < TILED_MIN_ROWS) return plain(`${noSplit}; ${s.rows} query rows: fewer than a block of ${TILED_MIN_ROWS} to tile`);
+  if (s.nKeys < TILED_MIN_KEYS) return plain(`${noSplit}; ${s.nKeys} keys: fewer than ${TILED_MIN_KEYS} to tile`);
+  return tiledPlan(`${noSplit}; `);
 }
 
 export interface AttentionArgs {
@@ -178,13 +287,20 @@ export interface AttentionArgs {
    */
   patternKeys?: number;
   scale?: number;
-  /** Force split KV (true, or { chunk } keys per slice) or the single pass (false); default: planAttention decides. */
+  /** Force split KV (true, or { chunk } keys per slice) or rule it out (false); default: planAttention decides. */
   split?: AttentionSplit;
+  /** Force the tiled path (true, or { rows, keys } per block and tile) or rule it out (false); default: the rule. */
+  tiled?: AttentionTiled;
   label?: string;
 }
 
 /** The plan `attention` follows for this call on this context's adapter. */
-export function attentionPlan(ctx: GpuContext, a: Pick<AttentionArgs, 'rows' | 'heads' | 'headDim' | 'nKeys' | 'pattern' | 'keyRanges' | 'knockout' | 'split'>): AttentionPlan {
+export function attentionPlan(
+  ctx: GpuContext,
+  a: Pick<AttentionArgs, 'rows' | 'heads' | 'headDim' | 'nKeys' | 'pattern' | 'keyRanges' | 'knockout' | 'split'> &
+    Partial<Pick<AttentionArgs, 'headVectors' | 'variants' | 'tiled'>>,
+): AttentionPlan {
+  const perRow = (a.keyRanges ? 1 : 0) + (a.knockout ? 1 : 0);
   return planAttention(
     { ...adapterProfile(ctx), maxStorageBuffers: ctx.limits.maxStorageBuffersPerShaderStage },
     {
@@ -193,10 +309,27 @@ export function attentionPlan(ctx: GpuContext, a: Pick<AttentionArgs, 'rows' | '
       headDim: a.headDim,
       nKeys: a.nKeys,
       capture: !!a.pattern,
-      partialBuffers: 6 + (a.keyRanges ? 1 : 0) + (a.knockout ? 1 : 0),
+      partialBuffers: 6 + perRow,
+      tiledBuffers: 6 + perRow + (a.headVectors ? 1 : 0),
+      variants: !!a.variants,
     },
     a.split,
+    a.tiled,
   );
+}
+
+/**
+ * K and V rows (head_dim floats of one kv head each) a call reads from global memory, summed over query heads: a
+ * device-independent count of what tiling saves. main and split KV read every key a row sees once per (row, head);
+ * tiled once per (block, head), the keys from the block's first needed one to its last row's limit. Counts the plain
+ * case (no key ranges, knockout, or heads that skip their keys).
+ */
+export function attentionKvReads(plan: AttentionPlan, s: { rows: number; heads: number; nKeys: number; pos0: number; causal: boolean }): number {
+  const seen = (i: number) => (s.causal ? Math.min(s.nKeys, s.pos0 + i + 1) : s.nKeys);
+  let rows = 0;
+  if (plan.tile) for (let b = 0; b < s.rows; b += plan.tile.rows) rows += seen(Math.min(s.rows, b + plan.tile.rows) - 1);
+  else for (let i = 0; i < s.rows; i++) rows += seen(i);
+  return 2 * s.heads * rows;
 }
 
 export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): void {
@@ -332,6 +465,29 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
   };
   const resources = [null, a.q.buffer, keysBound(a.k, kOffset), keysBound(a.v, vOffset), a.headParams, a.keyIsImage, a.z.buffer, a.pattern?.buffer ?? null, vectors, ranges, ko?.bits ?? null];
   const maxGroups = ctx.limits.maxComputeWorkgroupsPerDimension;
+  if (plan.tile) {
+    // The tile's sizes are override constants (one pipeline per blocking and head_dim); the workgroup arrays are sized
+    // from them, as tileBytes counts them, so they stay within the limit planAttention checked.
+    const tl = plan.tile;
+    const kernel = ctx.kernel({
+      name: 'attention_tiled',
+      source,
+      entryPoint: 'tiled',
+      defines: { TILED: true, HEAD_VECTORS: !!vectors, PATCH: !!patch, KEY_RANGES: !!ranges, KNOCKOUT: !!ko },
+      constants: {
+        TILE_ROWS: tl.rows,
+        TILE_LANES: tl.lanes,
+        TILE_THREADS: tl.threads,
+        TILE_KEYS: tl.keys,
+        TILE_Q: tl.rows * a.headDim,
+        TILE_KV: tl.keys * (a.headDim + 1),
+        TILE_S: tl.rows * tl.keys,
+      },
+      bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', 'write', null, vectors ? 'read' : null, ranges ? 'read' : null, ko ? 'read' : null],
+    });
+    rec.dispatch(kernel, u, resources, fold(Math.ceil(a.rows / tl.rows) * a.heads, maxGroups), `${label} (tiled ${tl.rows} rows x ${tl.keys} keys)`);
+    return;
+  }
   if (!plan.split) {
     const kernel = ctx.kernel({
       name: 'attention',

@@ -26,6 +26,8 @@
 // workgroup per (row, head), rescales the slices to their common max as the online softmax does between chunks and
 // applies what main applies after softmax · V (head scale, mean replacement, patch, steer). No pattern capture: the
 // launcher runs main for those (see kernels/attention.ts).
+// Tiled prefill (entry point tiled, define TILED; at the end of this file): a workgroup per block of query rows and
+// head, sharing K / V tiles in workgroup memory among the block's rows, with main's per-key and per-head rules.
 
 struct Params {
   q_rows: u32,     // query rows in this call
@@ -115,18 +117,23 @@ fn load_q(t: u32, i: u32, h: u32) {
   workgroupBarrier();
 }
 
+// q · k of a key scaled, then the image-key temperature: what main and tiled both do to a dot product.
+fn tempered(dot: f32, key: u32, alpha: f32) -> f32 {
+  var s = dot * p.scale;
+  // Rows and heads without a temperature (alpha 1: uniform per row and head) read no key flag.
+  if (alpha != 1.0 && key_is_image[key] != 0u) {
+    s *= alpha;
+  }
+  return s;
+}
+
 fn score(qi: u32, key: u32, kv_base: u32, alpha: f32) -> f32 {
   let kb = p.k_off + key * p.kv_stride + kv_base;
   var s = 0.0;
   for (var d = 0u; d < p.head_dim; d++) {
     s = fma(q_row[d], k[kb + d], s);
   }
-  s *= p.scale;
-  // alpha is uniform per workgroup: rows and heads without a temperature read no key flag.
-  if (alpha != 1.0 && key_is_image[key] != 0u) {
-    s *= alpha;
-  }
-  return s;
+  return tempered(s, key, alpha);
 }
 
 // The key a row reads at stream index j: j itself, except under VARIANTS where index self_prefix is the row's own key.
@@ -280,8 +287,9 @@ fn stream(t: u32, i: u32, kv_base: u32, keys: RowKeys, hp: HeadParams, pat_base:
 }
 
 // What follows softmax · V for (row i, head h), written to z: normalise by l, head scale, and with HEAD_VECTORS the
-// patch or mean replacement and the steering vector.
-fn finish(t: u32, i: u32, h: u32, hp: HeadParams, patch_k: u32, l: f32, acc: array<f32, MAX_DIMS_PER_THREAD>) {
+// patch or mean replacement and the steering vector. The calling thread owns dims lane + c * lanes (main and the split
+// merge: lane t of WG; tiled: lane t % TILE_LANES of its row's TILE_LANES).
+fn finish(lane: u32, lanes: u32, i: u32, h: u32, hp: HeadParams, patch_k: u32, l: f32, acc: array<f32, MAX_DIMS_PER_THREAD>) {
   // l >= 1 whenever a key was seen; no keys (an empty range) gives acc = 0 and z = 0, not 0 / 0.
   let out_scale = select(0.0, hp.scale / l, l > 0.0);
   let z_base = i * p.z_stride + h * p.head_dim;
@@ -299,7 +307,7 @@ fn finish(t: u32, i: u32, h: u32, hp: HeadParams, patch_k: u32, l: f32, acc: arr
 #endif
 #endif
   for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
-    let d = t + c * WG;
+    let d = lane + c * lanes;
     if (d < p.head_dim) {
       var zv = acc[c] * out_scale;
 #if HEAD_VECTORS
@@ -351,7 +359,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
 #endif
   let run = stream(t, i, kv_base, keys, hp, pat_base, pat_off);
-  finish(t, i, h, hp, patch_k, run.l, run.acc);
+  finish(t, WG, i, h, hp, patch_k, run.l, run.acc);
 
 #if CAPTURE
   // Probabilities after the temperature and the mask, i.e. what multiplied V (before head_scale); 0 outside
@@ -450,6 +458,195 @@ fn split_merge(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
       }
     }
   }
-  finish(t, i, h, head_params[h], patch_index(i, h), l, acc);
+  finish(t, WG, i, h, head_params[h], patch_index(i, h), l, acc);
+}
+#endif
+
+#if TILED
+// Tiled prefill (FlashAttention-style; entry point tiled, define TILED): main streams every key a row sees from global
+// memory once per (row, head), so a prefill of R rows reads K and V R times over. Here one workgroup serves a block of
+// TILE_ROWS consecutive query rows of one head: tiles of up to TILE_KEYS keys are loaded into workgroup memory once
+// (coalesced) and every row of the block scores against them, all TILE_ROWS x TILE_KEYS (row, key) pairs spread over
+// the workgroup's threads. Each row keeps its own online softmax (m, l, acc) across the tiles, in the TILE_LANES
+// threads that own its dims (lane + c * TILE_LANES, as finish takes them), and applies main's per-key rules per pair:
+// the row's own causal limit and key range (keys outside it are masked, not scored), knockout, the temperature of
+// its row; then finish applies head scale, mean replacement, patch and steer. A (row, head) whose z ignores
+// softmax · V (scale 0, mean-ablated, patched) gets an empty range, as in main.
+// The tiles walk the keys that some row of the block needs, in order: each tile starts at the first such key at or
+// after the previous tile's end, so rows with disjoint key ranges (a block that straddles two images of a vision
+// tower, a row whose window lies far behind the others) cost their ranges, not the span between them.
+// Not here (the launcher runs main for them): pattern capture (every (row, key) probability would need the row's
+// final normaliser after the tiles, i.e. main's stored-score pass per row) and VARIANTS (rows read different key
+// sequences, so no tile is shared).
+override TILE_ROWS: u32 = 4u;    // query rows per workgroup (<= MAX_TILE_ROWS)
+override TILE_LANES: u32 = 16u;  // threads per row: TILE_LANES * MAX_DIMS_PER_THREAD >= head_dim
+override TILE_THREADS: u32 = 64u; // TILE_ROWS * TILE_LANES
+override TILE_KEYS: u32 = 16u;   // keys per tile
+// Workgroup array lengths (set by the launcher, which checks them against maxComputeWorkgroupStorageSize): the block's
+// q rows [TILE_ROWS, head_dim], one K-or-V tile [TILE_KEYS, head_dim + 1] (a padded row: the threads scoring
+// consecutive keys of a row read addresses head_dim + 1 apart, not in one memory bank), scores and probabilities.
+override TILE_Q: u32 = 1024u;
+override TILE_KV: u32 = 1040u;
+override TILE_S: u32 = 64u;
+const MAX_TILE_ROWS: u32 = 16u;
+const NO_KEY: u32 = 0xffffffffu;
+
+var<workgroup> q_blk: array<f32, TILE_Q>;
+var<workgroup> kv_tile: array<f32, TILE_KV>;
+var<workgroup> tile_s: array<f32, TILE_S>; // [TILE_ROWS, TILE_KEYS] scores (NEG_BIG: masked)
+var<workgroup> tile_p: array<f32, TILE_S>; // [TILE_ROWS, TILE_KEYS] exp(s - m) of the row's pairs
+
+// Keys first .. first + n - 1 of K (or V) of the kv head at kv_base into kv_tile rows 0 .. n - 1; every thread calls
+// it, consecutive threads reading consecutive elements of a key row (coalesced).
+fn load_tile(t: u32, src_is_v: bool, first: u32, n: u32, kv_base: u32) {
+  let kstride = p.head_dim + 1u;
+  for (var e = t; e < n * p.head_dim; e += TILE_THREADS) {
+    let c = e / p.head_dim;
+    let d = e - c * p.head_dim;
+    let row = (first + c) * p.kv_stride + kv_base + d;
+    if (src_is_v) {
+      kv_tile[c * kstride + d] = v[p.v_off + row];
+    } else {
+      kv_tile[c * kstride + d] = k[p.k_off + row];
+    }
+  }
+}
+
+@compute @workgroup_size(TILE_THREADS)
+fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) t: u32) {
+  let blocks = (p.q_rows + TILE_ROWS - 1u) / TILE_ROWS;
+  let item = wg.y * nwg.x + wg.x;
+  if (item >= blocks * p.heads) {
+    return; // uniform per workgroup: safe before barriers
+  }
+  // Neighbouring workgroups take the same head (the same K and V rows) for other blocks: they share the cache.
+  let h = item / blocks;
+  let i0 = (item % blocks) * TILE_ROWS;
+  let kv_base = (h / (p.heads / p.kv_heads)) * p.head_dim;
+  let hp = head_params[h];
+#if KNOCKOUT
+  let knock_head = (hp.replace & 2u) != 0u;
+#endif
+
+  // Every row's keys [rb, re) and temperature, in every thread (uniform: the tile walk below has barriers and
+  // depends on all of them); rows past q_rows and rows whose z ignores softmax · V are empty.
+  var rb: array<u32, MAX_TILE_ROWS>;
+  var re: array<u32, MAX_TILE_ROWS>;
+  var ra: array<f32, MAX_TILE_ROWS>;
+  var last = 0u; // the end of the block's last range
+  for (var r = 0u; r < TILE_ROWS; r++) {
+    let i = i0 + r;
+    if (i < p.q_rows) {
+      let keys = row_keys(i, hp);
+      rb[r] = keys.begin;
+      re[r] = select(keys.begin, keys.end, keys.end > keys.begin && !discarded(hp, patch_index(i, h)));
+      ra[r] = keys.alpha;
+      if (re[r] > rb[r]) {
+        last = max(last, re[r]); // an empty range may start past n_keys: it sets no bound on the keys loaded
+      }
+    }
+  }
+
+  for (var e = t; e < TILE_ROWS * p.head_dim; e += TILE_THREADS) {
+    let r = e / p.head_dim;
+    let i = i0 + r;
+    var x = 0.0;
+    if (i < p.q_rows) {
+      x = q[p.q_off + i * p.q_stride + h * p.head_dim + (e - r * p.head_dim)];
+    }
+    q_blk[e] = x;
+  }
+
+  // This thread's row and lane (the pairs it exponentiates, the dims of z it owns).
+  let r_own = t / TILE_LANES;
+  let lane = t % TILE_LANES;
+  let i_own = i0 + r_own;
+  var m = NEG_BIG;
+  var l = 0.0;
+  var acc: array<f32, MAX_DIMS_PER_THREAD>;
+  let kstride = p.head_dim + 1u;
+
+  var next = 0u;
+  loop {
+    // The tile: from the first key at or after `next` that some row needs, TILE_KEYS keys (clipped at `last`).
+    var first = NO_KEY;
+    for (var r = 0u; r < TILE_ROWS; r++) {
+      if (re[r] > next && re[r] > rb[r]) {
+        first = min(first, max(next, rb[r]));
+      }
+    }
+    if (first == NO_KEY) {
+      break;
+    }
+    let n = min(TILE_KEYS, last - first);
+    next = first + n;
+
+    load_tile(t, false, first, n, kv_base);
+    workgroupBarrier(); // also orders the q block's stores before the first scores
+
+    // Scores of the (row, key) pairs, spread over all threads; a key outside its row's range (or knocked out for the
+    // row) is masked without its q · k.
+    for (var e = t; e < TILE_ROWS * TILE_KEYS; e += TILE_THREADS) {
+      let r = e / TILE_KEYS;
+      let c = e - r * TILE_KEYS;
+      let key = first + c;
+      var s = NEG_BIG;
+      var seen = c < n && key >= rb[r] && key < re[r];
+#if KNOCKOUT
+      seen = seen && !(knock_head && knocked(i0 + r, key));
+#endif
+      if (seen) {
+        var dot = 0.0;
+        let qb = r * p.head_dim;
+        let kb = c * kstride;
+        for (var d = 0u; d < p.head_dim; d++) {
+          dot = fma(q_blk[qb + d], kv_tile[kb + d], dot);
+        }
+        s = tempered(dot, key, ra[r]);
+      }
+      tile_s[e] = s;
+    }
+    workgroupBarrier();
+
+    // Online softmax per row, in each of the row's lanes (the same values in all of them): the row's keys in this
+    // tile [lo, hi), their max, the rescaling of l and acc; each lane exponentiates its own pairs once.
+    let lo = min(max(rb[r_own], first), next) - first;
+    let hi = max(min(re[r_own], next), first) - first;
+    var m_new = m;
+    for (var c = lo; c < hi; c++) {
+      m_new = max(m_new, tile_s[r_own * TILE_KEYS + c]);
+    }
+    let correction = exp(m - m_new);
+    l *= correction;
+    for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
+      acc[c] *= correction;
+    }
+    for (var c = lo + lane; c < hi; c += TILE_LANES) {
+      let s = tile_s[r_own * TILE_KEYS + c];
+      // A masked key (knocked out) weighs 0 even while every key so far is masked (m_new still NEG_BIG), as in main.
+      tile_p[r_own * TILE_KEYS + c] = select(0.0, exp(s - m_new), s > NEG_BIG);
+    }
+    m = m_new;
+    // K is no longer read (the scores are in tile_s): V takes its place.
+    load_tile(t, true, first, n, kv_base);
+    workgroupBarrier();
+
+    for (var c = lo; c < hi; c++) {
+      let pc = tile_p[r_own * TILE_KEYS + c];
+      l += pc;
+      for (var j = 0u; j < MAX_DIMS_PER_THREAD; j++) {
+        let d = lane + j * TILE_LANES;
+        if (d < p.head_dim) {
+          acc[j] = fma(pc, kv_tile[c * kstride + d], acc[j]);
+        }
+      }
+    }
+    workgroupBarrier(); // before the next tile's K overwrites V
+  }
+
+  if (i_own < p.q_rows) {
+    finish(lane, TILE_LANES, i_own, h, hp, patch_index(i_own, h), l, acc);
+  }
 }
 #endif
