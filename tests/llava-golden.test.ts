@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { LlavaModel, type RunResult } from '../src/models/llava.js';
+import { LlavaModel, LlavaVision, type RunResult } from '../src/models/llava.js';
 import { decodeImage } from '../src/io/image.js';
 import { clipPreprocess } from '../src/io/clip-processor.js';
 import { parseCapture, parseInterventions } from '../src/spec/spec.js';
@@ -126,6 +126,9 @@ describe('tiny-llava golden with every weight split in row blocks', () => {
     expect(L.o.dtype).toBe('f32');
     // q, k and v stacked in one weight (one matmul per layer for the three), converted like the rest.
     expect('fused' in L.qkv && L.qkv.fused.dtype).toBe('f32');
+    // CLIP's separate q / k / v stacked the same way: one [3E, E] matmul per vision block.
+    const block = (model.visionEncoder as LlavaVision).tower.encoder.blocks[0];
+    expect('fused' in block.qkv && block.qkv.fused.shape).toEqual([3 * model.cfg.vision.hidden, model.cfg.vision.hidden]);
     const img = decodeImage(new Uint8Array(await readFile(join(dir, 'image.png'))), 'image.png');
     const r = await model.run({ ids: g.input_ids, pixelValues: [model.preprocess(img)], capture: parseCapture({ logits: 'all' }, model.dims), maxNewTokens: 6 });
     expectClose(r.logits!.data, flat(g.logits), 1e-3, 0, 'logits (f32 storage)');

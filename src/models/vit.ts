@@ -8,14 +8,14 @@
 // kernel inputs as in the decoder.
 
 import type { BufferRef, GpuContext, Recorder } from '../gpu/context.js';
-import type { Tensor, Weight } from '../gpu/tensor.js';
+import { RowSplitTensor, type Tensor, type Weight } from '../gpu/tensor.js';
 import type { Activation } from '../../kernels/activation.js';
 import { rows, type RowView } from '../../kernels/common.js';
 import { matmul, matmulGated } from '../../kernels/matmul.js';
 import { layerNorm, rmsNorm } from '../../kernels/norm.js';
 import { attention } from '../../kernels/attention.js';
 import { rope } from '../../kernels/rope.js';
-import type { WeightLoader } from './weights.js';
+import type { StackPart, WeightLoader } from './weights.js';
 import { headParamSlotBytes, headParamTable, headVectorSlotBytes, headVectorTable } from '../spec/head-params.js';
 import type { InterventionSpec, TowerDims } from '../spec/spec.js';
 
@@ -119,6 +119,11 @@ export class VitEncoder {
     const enc = new VitEncoder(ctx, cfg);
     const { hidden: E, intermediate: F } = cfg;
     const bias = (n: string, shape: number[]) => (names.bias ? w.loadTensor(name(n + '.bias'), shape) : Promise.resolve(null));
+    const stackedBias = async (parts: StackPart[]): Promise<Tensor> => {
+      const b = await w.loadStacked(parts, `${parts[0].name} + k + v`);
+      if (b instanceof RowSplitTensor) throw new Error(`internal: ${b.label} is too large for one binding`);
+      return b;
+    };
     for (let l = 0; l < layers; l++) {
       const p = blockPrefix(l);
       const norm = async (n: string): Promise<NormW> => ({
@@ -126,10 +131,17 @@ export class VitEncoder {
         b: cfg.norm === 'layernorm' ? await w.loadTensor(name(p + n + '.bias'), [E]) : null,
       });
       const qn = names.qkv;
+      // Separate q / k / v are stacked into one [3E, E] weight where the checkpoint allows (WeightLoader.stackReason):
+      // one matmul into the [n, 3E] scratch instead of three.
+      const stack = (kind: 'weight' | 'bias') =>
+        'fused' in qn ? [] : [qn.q, qn.k, qn.v].map((t) => ({ name: name(`${p}${t}.${kind}`), expected: kind === 'weight' ? [E, E] : [E] }));
+      const stackable = !('fused' in qn) && !w.stackReason(stack('weight')) && !(names.bias && w.stackReason(stack('bias')));
       const qkv =
         'fused' in qn
           ? { fused: await w.load(name(p + qn.fused + '.weight'), [3 * E, E]), bias: await bias(p + qn.fused, [3 * E]) }
-          : {
+          : stackable
+            ? { fused: await w.loadStacked(stack('weight'), `${name(p + qn.q + '.weight')} + k + v`), bias: names.bias ? await stackedBias(stack('bias')) : null }
+            : {
               q: await w.load(name(p + qn.q + '.weight'), [E, E]),
               qb: await bias(p + qn.q, [E]),
               k: await w.load(name(p + qn.k + '.weight'), [E, E]),
@@ -261,8 +273,8 @@ export class VitEncoder {
         matmul(ctx, rec, { x, w: B.qkv.v, b: B.qkv.vb, out: col(2) });
       }
       if (pass.rotary) {
-        rope(ctx, rec, { x: s.qkv, rows: n, heads: H, headDim: hd, rowStride: 3 * E, colOffset: 0, table: pass.rotary });
-        rope(ctx, rec, { x: s.qkv, rows: n, heads: H, headDim: hd, rowStride: 3 * E, colOffset: E, table: pass.rotary });
+        // q and k sit side by side in each [3E] row: their 2H heads turn in one call with the same table.
+        rope(ctx, rec, { x: s.qkv, rows: n, heads: 2 * H, headDim: hd, rowStride: 3 * E, colOffset: 0, table: pass.rotary });
       }
       attention(ctx, rec, {
         q: s.qkv,
