@@ -20,6 +20,11 @@
 // on (split_partial + split_merge, sliced as planAttention slices on a GPU) against the single pass forced on, as
 // its own table ('split-KV / single pass'; rows with contender 'split-KV' in the JSON). Where the adapter's own rule
 // would pick split KV for a decode step, 'plain' above is already split KV.
+// Tiled (every set): prefill at L = 256 (quick) or 256, 1024, 2048 (default, full), over 512 / head_dim heads, the
+// tiled path forced on (blocked as planAttention blocks this shape on this adapter) against main forced on, as its own
+// table ('tiled / main'; rows with contender 'tiled' in the JSON), with the K / V rows each reads from global memory
+// per call (attentionKvReads: main once per (row, head), tiled once per (block, head); a device-independent figure,
+// since the bytes bound are the same for both). Where the adapter's own rule would tile, 'plain' above is tiled.
 // Shapes: decode over 512 / head_dim heads (8 of 64, 4 of 128), prefill over one head (PREFILL_HEADS), so that the
 // long lengths stay affordable on a CPU adapter: a (row, head) is one workgroup whose work does not depend on the
 // others, so the ratios hold for any head count.
@@ -29,7 +34,7 @@
 
 import type { GpuContext } from '../src/gpu/context.js';
 import type { Tensor } from '../src/gpu/tensor.js';
-import { attention, attentionPlan, type AttentionArgs } from '../kernels/attention.js';
+import { attention, attentionKvReads, attentionPlan, type AttentionArgs } from '../kernels/attention.js';
 import { type InterventionSpec, EMPTY_INTERVENTIONS } from '../src/spec/spec.js';
 import { headParamTable, headVectorTable, knockoutBits, patchCall, steerRows, temperatureRows } from '../src/spec/head-params.js';
 
@@ -64,6 +69,9 @@ export interface AttentionRow {
   wall_ratio_vs_plain: number;
   max_abs_diff_vs_plain: number | null;
   samples_cpu_ms: number[];
+  /** Tiled comparison: the blocking, and the K / V rows (head_dim floats each) this contender reads per call. */
+  tile?: string;
+  kv_rows_read?: number;
 }
 
 const PREFILL_HEADS = 1;
@@ -82,10 +90,14 @@ interface Case {
   heads: number;
   /** The split-KV comparison (decode): single pass vs split KV, both forced. */
   splitKV?: boolean;
+  /** The tiled comparison (prefill): main vs tiled, both forced. */
+  tiled?: boolean;
 }
 
 /** Decode lengths of the split-KV comparison: at least two slices of SPLIT_MIN_KEYS. */
 const SPLIT_LENGTHS = [1024, 2048];
+/** Prefill lengths of the tiled comparison (from 1024 on, the last PREFILL_TAIL rows, as above). */
+const TILED_LENGTHS = { quick: [256], default: [256, 1024, 2048], full: [256, 1024, 2048] } as const;
 
 function cases(set: AttentionBenchOptions['set']): Case[] {
   const lengths = set === 'quick' ? [64, 256] : [64, 256, 1024, 2048];
@@ -94,6 +106,7 @@ function cases(set: AttentionBenchOptions['set']): Case[] {
   for (const phase of ['decode', 'prefill'] as const)
     for (const hd of dims) for (const L of lengths) out.push({ phase, L, hd, heads: phase === 'decode' ? DECODE_WIDTH / hd : PREFILL_HEADS });
   for (const hd of dims) for (const L of SPLIT_LENGTHS) out.push({ phase: 'decode', L, hd, heads: DECODE_WIDTH / hd, splitKV: true });
+  for (const hd of dims) for (const L of TILED_LENGTHS[set]) out.push({ phase: 'prefill', L, hd, heads: DECODE_WIDTH / hd, tiled: true });
   return out;
 }
 
@@ -124,10 +137,11 @@ interface Contender {
 export async function benchAttention(
   ctx: GpuContext,
   o: AttentionBenchOptions,
-): Promise<{ rows: AttentionRow[]; table: string[][]; names: string[]; splitTable: string[][] }> {
+): Promise<{ rows: AttentionRow[]; table: string[][]; names: string[]; splitTable: string[][]; tiledTable: string[][] }> {
   const rows: AttentionRow[] = [];
   const table: string[][] = [];
   const splitTable: string[][] = [];
+  const tiledTable: string[][] = [];
   let names: string[] = [];
   for (const c of cases(o.set)) {
     const { L, hd, heads } = c;
@@ -212,7 +226,23 @@ export async function benchAttention(
       });
     };
     let splitNote = '';
-    if (c.splitKV) {
+    let tiledNote = '';
+    const kvRead = new Map<string, number>();
+    const tileOf = new Map<string, string>();
+    if (c.tiled) {
+      add('main', { split: false, tiled: false });
+      add('tiled', { tiled: true });
+      const shape = { rows: qRows, heads, nKeys: L, pos0, causal: true };
+      const mainPlan = attentionPlan(ctx, { ...base, split: false, tiled: false });
+      const plan = attentionPlan(ctx, { ...base, tiled: true });
+      const own = attentionPlan(ctx, base);
+      if (!plan.tile) throw new Error(`bench-attention: tiled forced at L ${L} head_dim ${hd} ran main: ${plan.reason}`);
+      kvRead.set('main', attentionKvReads(mainPlan, shape));
+      kvRead.set('tiled', attentionKvReads(plan, shape));
+      tileOf.set('tiled', `${plan.tile.rows} rows x ${plan.tile.keys} keys`);
+      const [km, kt] = [kvRead.get('main')!, kvRead.get('tiled')!];
+      tiledNote = `${tileOf.get('tiled')}; K/V rows read ${km} / ${kt} (${(km / kt).toFixed(1)}x fewer, ${((km - kt) * hd * 4 / 2 ** 20).toFixed(1)} MiB less); this adapter's rule: ${own.tile ? 'tiled' : own.split ? 'split' : 'main'}`;
+    } else if (c.splitKV) {
       add('single pass', { split: false });
       add('split-KV', { split: true });
       const plan = attentionPlan(ctx, { ...base, split: true });
@@ -226,7 +256,7 @@ export async function benchAttention(
       add('pattern', { pattern });
       add('z last', {}, true);
     }
-    if (o.set === 'full' && !c.splitKV) {
+    if (o.set === 'full' && !c.splitKV && !c.tiled) {
       for (const only of ['temperature', 'vectors', 'knockout', ...(c.phase === 'prefill' ? ['patch'] : [])]) intervened(only, only);
     }
 
@@ -256,10 +286,14 @@ export async function benchAttention(
       const x = contenders.find((y) => y.name === name);
       if (x && diff(zs.get(x)!) !== 0) throw new Error(`bench-attention: ${name} changed z at ${c.phase} L ${L} head_dim ${hd}`);
     }
-    // Split KV merges the slices in another order than the single pass accumulates: equal to rounding.
-    const splitX = contenders.find((y) => y.name === 'split-KV');
-    if (splitX && !(diff(zs.get(splitX)!) <= 1e-5 * Math.max(1, ...ref.map(Math.abs)))) {
-      throw new Error(`bench-attention: split KV differs from the single pass by ${diff(zs.get(splitX)!)} at L ${L} head_dim ${hd}`);
+    // Split KV merges the slices in another order than the single pass accumulates, tiled rescales at other keys:
+    // equal to rounding.
+    const refMax = ref.reduce((m, x) => Math.max(m, Math.abs(x)), 1); // not Math.max(...ref): a prefill's z overflows the stack
+    for (const name of ['split-KV', 'tiled']) {
+      const x = contenders.find((y) => y.name === name);
+      if (x && !(diff(zs.get(x)!) <= 1e-5 * refMax)) {
+        throw new Error(`bench-attention: ${name} differs from ${contenders[0].name} by ${diff(zs.get(x)!)} at L ${L} head_dim ${hd}`);
+      }
     }
     const wall = new Map<Contender, number[]>(contenders.map((x) => [x, []]));
     const cpu = new Map<Contender, number[]>(contenders.map((x) => [x, []]));
@@ -306,8 +340,17 @@ export async function benchAttention(
         wall_ratio_vs_plain: +(o.median(wall.get(x)!) / plainWall).toFixed(3),
         max_abs_diff_vs_plain: x === contenders[0] ? 0 : +diff(zs.get(x)!).toExponential(2),
         samples_cpu_ms: cpu.get(x)!.map((t) => +t.toFixed(3)),
+        ...(tileOf.has(x.name) ? { tile: tileOf.get(x.name) } : {}),
+        ...(kvRead.has(x.name) ? { kv_rows_read: kvRead.get(x.name) } : {}),
       });
       if (x !== contenders[0]) line.push(`${ratio.toFixed(3)} (${quartile(paired, 0.25).toFixed(2)}-${quartile(paired, 0.75).toFixed(2)})`);
+    }
+    if (c.tiled) {
+      line.push(tiledNote);
+      tiledTable.push(line);
+      printTiledTable([line], tiledTable.length === 1);
+      for (const b of owned) ctx.destroyBuffer(b);
+      continue;
     }
     if (c.splitKV) {
       line.push(splitNote);
@@ -322,7 +365,16 @@ export async function benchAttention(
     printAttentionTable([line], names, table.length === 1);
     for (const b of owned) ctx.destroyBuffer(b);
   }
-  return { rows, table, names, splitTable };
+  return { rows, table, names, splitTable, tiledTable };
+}
+
+/** The tiled comparison: prefill, tiled forced against main forced, CPU-time ratio, blocking and K / V rows read. */
+export function printTiledTable(body: string[][], header: boolean): void {
+  const head = ['phase', 'L', 'query rows', 'head_dim', 'heads', 'main ms', 'main CPU ms', 'tiled / main', 'blocking, K/V rows read (main / tiled)'];
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => (r[i] ?? '').length)));
+  const fmt = (r: string[]) => r.map((x, i) => (i === 0 || i === r.length - 1 ? x.padEnd(widths[i]) : x.padStart(widths[i]))).join('  ');
+  if (header) console.log(`\ntiled (forced) against main (forced), prefill:\n${fmt(head)}`);
+  for (const r of body) console.log(fmt(r));
 }
 
 /** The split-KV comparison: decode, split KV forced against the single pass forced, CPU-time ratio. */

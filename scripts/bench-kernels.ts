@@ -31,7 +31,7 @@ import type { DType, Tensor } from '../src/gpu/tensor.js';
 import { dtypeBytes } from '../src/gpu/tensor.js';
 import { rows } from '../kernels/common.js';
 import { matmul, matmulPlan, type MatmulVariant, MATMUL_VARIANTS } from '../kernels/matmul.js';
-import { benchAttention, printAttentionTable } from './bench-attention.js';
+import { benchAttention, printAttentionTable, printTiledTable } from './bench-attention.js';
 import { benchDecode, printDecode } from './bench-decode.js';
 import { benchNorm, printNorm } from './bench-norm.js';
 import { benchMatmulSubgroups, printMatmulSubgroups } from './bench-matmul-subgroups.js';
@@ -392,7 +392,9 @@ async function main() {
             reps: ATTENTION_REPS,
             note:
               'per call: ms = median wall time, cpu_ms = median CPU time of the process; ratio_vs_plain = median over reps of ' +
-              'cpu(contender) / cpu(plain) in the same rep (ratio_q1..q3 their quartiles); prefill from L = 1024 times the last 32 query rows',
+              'cpu(contender) / cpu(plain) in the same rep (ratio_q1..q3 their quartiles); prefill from L = 1024 times the last 32 query rows; ' +
+              "split-KV and tiled rows compare against the first contender of their case ('single pass', 'main'); kv_rows_read = K / V rows " +
+              '(head_dim floats each) read from global memory per call (main once per (row, head), tiled once per (block, head))',
             results: attention.rows,
           },
         }
@@ -425,6 +427,7 @@ async function main() {
   if (attention) {
     console.log('\nattention, CPU-time ratios to plain (median over repetitions, quartiles in brackets):');
     printAttentionTable(attention.table, attention.names, true);
+    if (attention.tiledTable.length) printTiledTable(attention.tiledTable, true);
   }
   if (decode) {
     console.log('\nper decoded token:');
