@@ -13,7 +13,7 @@ import type { GpuContext, Recorder } from '../src/gpu/context.js';
 import { Uniforms, fold, type BufferRef } from '../src/gpu/context.js';
 import type { Tensor } from '../src/gpu/tensor.js';
 import { bindRange, scratchBuffer } from './common.js';
-import { type AdapterProfile, adapterProfile } from './matmul.js';
+import { type AdapterProfile, adapterProfile } from './adapter.js';
 
 /** Largest workgroup (threads per query row and head); each thread owns up to 4 of the head's dims. */
 const MAX_WG = 64;

@@ -23,6 +23,9 @@ import type { GpuContext, Recorder } from '../src/gpu/context.js';
 import { Uniforms } from '../src/gpu/context.js';
 import { type Weight, RowSplitTensor, Tensor, weightParts } from '../src/gpu/tensor.js';
 import { type Activation, type RowView, activationDefines, assemble, bindView, scratchBuffer } from './common.js';
+import { type AdapterProfile, adapterProfile } from './adapter.js';
+
+export { type AdapterProfile, adapterProfile } from './adapter.js';
 import { gatedAct } from './elementwise.js';
 
 export interface MatmulArgs {
@@ -60,16 +63,6 @@ export interface MatmulGatedArgs {
 export type MatmulVariant = 'tiled' | 'smem' | 'gemv_rows' | 'gemv_coop' | 'gemv_splitk';
 export const MATMUL_VARIANTS: readonly MatmulVariant[] = ['tiled', 'smem', 'gemv_rows', 'gemv_coop', 'gemv_splitk'];
 
-/** What the variant choice needs to know about an adapter. */
-export interface AdapterProfile {
-  /** A CPU implementation (SwiftShader, llvmpipe/lavapipe, WARP): workgroup memory and barriers cost more than they save. */
-  cpu: boolean;
-  maxInvocations: number;
-  maxWorkgroupStorage: number;
-  /** maxComputeWorkgroupsPerDimension (65535 when not given). */
-  maxWorkgroups?: number;
-}
-
 export interface MatmulPlan {
   variant: MatmulVariant;
   /** Variants that are worth timing at this shape (all are correct at any shape). */
@@ -102,24 +95,6 @@ export const SMEM_MIN = 32;
  * rows per x load as the plain kernel's eight outputs.
  */
 export const GEMV_ROWS_COLS = { plain: 8, gated: 4 } as const;
-
-const CPU_ADAPTER = /swiftshader|llvmpipe|lavapipe|softpipe|microsoft basic render|\bwarp\b/i;
-
-const profiles = new WeakMap<GpuContext, AdapterProfile>();
-
-export function adapterProfile(ctx: GpuContext): AdapterProfile {
-  let p = profiles.get(ctx);
-  if (!p) {
-    p = {
-      cpu: CPU_ADAPTER.test(ctx.gpu.adapterName),
-      maxInvocations: ctx.limits.maxComputeInvocationsPerWorkgroup,
-      maxWorkgroupStorage: ctx.limits.maxComputeWorkgroupStorageSize,
-      maxWorkgroups: ctx.limits.maxComputeWorkgroupsPerDimension,
-    };
-    profiles.set(ctx, p);
-  }
-  return p;
-}
 
 function pow2AtMost(n: number): number {
   return 2 ** Math.floor(Math.log2(Math.max(1, n)));

@@ -4,7 +4,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { attention, attentionPlan, planAttention, SPLIT_MIN_KEYS, SPLIT_TARGET_WORKGROUPS, attentionWorkgroup, type AttentionArgs, type AttentionShape, type AttentionSplit } from '../kernels/attention.js';
-import { adapterProfile } from '../kernels/matmul.js';
+import { adapterProfile } from '../kernels/adapter.js';
 import type { GpuContext } from '../src/gpu/context.js';
 import { type Case as AttentionCase, HP, expected, inputs, segments, upload } from './helpers/attention-cases.js';
 import { expectClose, gpuContext, read } from './helpers/gpu.js';

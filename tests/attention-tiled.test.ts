@@ -21,7 +21,7 @@ import {
   type AttentionShape,
   type AttentionTiled,
 } from '../kernels/attention.js';
-import { adapterProfile } from '../kernels/matmul.js';
+import { adapterProfile } from '../kernels/adapter.js';
 import type { GpuContext } from '../src/gpu/context.js';
 import { type Case as AttentionCase, HP, expected, inputs, segments, upload } from './helpers/attention-cases.js';
 import { expectClose, gpuContext, read, rng } from './helpers/gpu.js';

@@ -7,6 +7,7 @@ import type { Checkpoint } from '../io/checkpoint.js';
 import type { DecoderConfig } from './config.js';
 import type { LoadOptions, MemoryPlan } from './model.js';
 import { WeightLoader } from './weights.js';
+import { isCpuAdapter } from '../../kernels/adapter.js';
 
 /**
  * The decoder's share of a plan: the KV cache for `context` tokens, the per-row scratch (h, h2, normed, q, z, and
@@ -57,7 +58,7 @@ export async function checkMemory(
   let what = 'the given memory budget';
   // A CPU adapter's "GPU memory" is system RAM: in Node its free memory, in a browser half of what
   // navigator.deviceMemory reports (a rounded, capped figure). WebGPU does not tell a real GPU's memory.
-  if (budget === undefined && /swiftshader|llvmpipe|lavapipe|cpu/i.test(ctx.gpu.adapterName)) {
+  if (budget === undefined && isCpuAdapter(ctx.gpu.adapterName)) {
     if (typeof process !== 'undefined' && process.versions?.node) {
       const os = await import('node:os');
       budget = os.freemem();
