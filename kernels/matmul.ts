@@ -13,6 +13,9 @@
 // `matmulGated` is the gated MLP's act(x · Wgᵀ + bg) * (x · Wuᵀ + bu) in one dispatch (the GATED define): both
 // weights bound as the checkpoint stores them, x read once for both, no gate / up intermediates. Every variant but
 // gemv_splitk has the gated form; the rest falls back to two matmuls and gatedAct (`planMatmulGated` says which).
+// `norm` (both entry points): RMS-normalise x's rows first. gemv_rows and gemv_coop can fold it into the kernel
+// (the NORM define: a decode step's norm costs no dispatch and no normalised row written and read back), which
+// `normFolds` does on GPUs; otherwise rmsNorm writes the caller's scratch first.
 
 import commonSource from '../shaders/matmul_common.wgsl';
 import tiledSource from '../shaders/matmul.wgsl';
@@ -27,6 +30,42 @@ import { type AdapterProfile, adapterProfile } from './adapter.js';
 
 export { type AdapterProfile, adapterProfile } from './adapter.js';
 import { gatedAct } from './elementwise.js';
+import { rmsNorm } from './norm.js';
+
+/**
+ * An RMSNorm (HF Llama: w * (x * rsqrt(mean(x²) + eps))) applied to x's rows on the way into a matmul. Variants
+ * without the prologue (normPrologue) write the normalised rows into `scratch` first: rows x K, not x's buffer nor
+ * an output's.
+ */
+export interface RowNorm {
+  /** Scale [K], any weight dtype. */
+  w: Tensor;
+  eps: number;
+  scratch: RowView;
+  /**
+   * Fold the norm into the kernel: true wherever the variant can (tests, benchmarks), false never; by default the
+   * context's ContextOptions.foldNorms, else the adapter's rule (normFolds).
+   */
+  fold?: boolean;
+}
+
+/** Whether a variant can normalise x in the kernel (else the norm runs as its own pass into the scratch first). */
+export function normPrologue(variant: MatmulVariant): boolean {
+  return variant === 'gemv_rows' || variant === 'gemv_coop';
+}
+
+/**
+ * Whether a call folds its norm into the kernel. By default on GPUs only: their decode GEMV (gemv_coop) waits on
+ * weight bytes, so the prologue's arithmetic (the scale on each x load, a sum of squares reduced with the dot
+ * products) hides behind the loads, and the step loses a dispatch and the normalised row's write and read. A CPU
+ * adapter pays every operation: each GEMV thread would redo the row's normalisation (N / 8 times over in gemv_rows),
+ * measured 0.98-1.34x the time of rmsNorm then the GEMV on SwiftShader (scripts/bench-matmul-norm.ts), so it keeps
+ * the separate pass.
+ */
+export function normFolds(profile: AdapterProfile, variant: MatmulVariant, fold?: boolean): boolean {
+  if (!normPrologue(variant) || fold === false) return false;
+  return fold === true || !profile.cpu;
+}
 
 export interface MatmulArgs {
   x: RowView;
@@ -42,6 +81,8 @@ export interface MatmulArgs {
   act?: Activation;
   /** Force a variant (tests, benchmarks); by default `planMatmul` picks one for the shape and the adapter. */
   variant?: MatmulVariant;
+  /** RMS-normalise x's rows first (RowNorm); the product then reads the normalised rows. */
+  norm?: RowNorm | null;
 }
 
 export interface MatmulGatedArgs {
@@ -58,6 +99,8 @@ export interface MatmulGatedArgs {
   out: RowView;
   /** Force a variant (tests, benchmarks); gemv_splitk forces the fallback. */
   variant?: MatmulVariant;
+  /** RMS-normalise x's rows first (RowNorm). */
+  norm?: RowNorm | null;
 }
 
 export type MatmulVariant = 'tiled' | 'smem' | 'gemv_rows' | 'gemv_coop' | 'gemv_splitk';
@@ -250,21 +293,23 @@ export function matmulGated(ctx: GpuContext, rec: Recorder, a: MatmulGatedArgs):
   if (a.out.tensor.buffer === a.x.tensor.buffer) {
     throw new Error(`matmulGated: input ${a.x.tensor.label} and output ${a.out.tensor.label} share a buffer; write into another tensor`);
   }
+  if (a.norm) checkNorm(`matmulGated ${gate.label}`, a.x, a.norm, [a.out]);
   const { plan, blocks } = gatedPlans(ctx, a);
+  const x = normFirst(ctx, rec, a.x, a.norm, plan.fused && blocks.every((b) => normFolds(adapterProfile(ctx), b.plan.variant, a.norm?.fold ?? ctx.foldNorms)));
   if (!plan.fused) {
     // Both projections into scratch, then the element-wise gate: three dispatches (more with split K).
     const s = gatedScratch(ctx, M * N);
     const g: RowView = { tensor: s, rows: M, cols: N, offset: 0, stride: N };
     const u: RowView = { ...g, offset: M * N };
-    matmul(ctx, rec, { x: a.x, w: gate, b: a.gateBias, out: g, variant: a.variant });
-    matmul(ctx, rec, { x: a.x, w: up, b: a.upBias, out: u, variant: a.variant });
+    matmul(ctx, rec, { x, w: gate, b: a.gateBias, out: g, variant: a.variant });
+    matmul(ctx, rec, { x, w: up, b: a.upBias, out: u, variant: a.variant });
     gatedAct(ctx, rec, { gate: g, up: u, out: a.out, act: a.act });
     return;
   }
   // One dispatch per row block, gate block i beside up block i (weightsMismatch checked they match).
   const ups = weightParts(up);
   blocks.forEach(({ tensor, rowStart, plan: p }, i) => {
-    const args: MatmulArgs = { x: a.x, w: tensor, b: a.gateBias, out: a.out, act: a.act };
+    const args: MatmulArgs = { x, w: tensor, b: a.gateBias, out: a.out, act: a.act, norm: x === a.x ? a.norm : null };
     matmulBlock(ctx, rec, args, tensor, rowStart, tensor.shape[0], M, K, p, { w: ups[i].tensor, b: a.upBias ?? null });
   });
 }
@@ -292,11 +337,39 @@ export function matmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
   if (a.residual && (a.residual.rows !== M || a.residual.cols !== N)) {
     throw new Error(`matmul: residual ${a.residual.tensor.label} view is ${a.residual.rows}x${a.residual.cols}, expected ${M}x${N}`);
   }
+  if (a.norm) checkNorm(`matmul ${a.w.label}`, a.x, a.norm, outs);
   // A weight split in row blocks is N = sum of block rows: one dispatch per block into its output columns.
-  for (const { tensor, rowStart } of weightParts(a.w)) {
-    const n = tensor.shape[0];
-    matmulBlock(ctx, rec, a, tensor, rowStart, n, M, K, matmulPlan(ctx, M, n, K, a.variant));
+  const blocks = weightParts(a.w).map((b) => ({ ...b, plan: matmulPlan(ctx, M, b.tensor.shape[0], K, a.variant) }));
+  const x = normFirst(ctx, rec, a.x, a.norm, blocks.every((b) => normFolds(adapterProfile(ctx), b.plan.variant, a.norm?.fold ?? ctx.foldNorms)));
+  const args = x === a.x ? a : { ...a, x, norm: null };
+  for (const { tensor, rowStart, plan } of blocks) matmulBlock(ctx, rec, args, tensor, rowStart, tensor.shape[0], M, K, plan);
+}
+
+/** A RowNorm's scale and scratch fit x, and the scratch is no buffer the call writes or x's own. */
+function checkNorm(what: string, x: RowView, n: RowNorm, outs: RowView[]): void {
+  const K = x.cols;
+  if (n.w.numel !== K) throw new Error(`${what}: norm weight ${n.w.label} has ${n.w.numel} elements, expected ${K} (the columns of ${x.tensor.label})`);
+  if (!(n.eps >= 0) || !Number.isFinite(n.eps)) throw new Error(`${what}: norm eps must be a finite number >= 0, got ${n.eps}`);
+  const s = n.scratch;
+  if (s.rows !== x.rows || s.cols !== K) {
+    throw new Error(`${what}: norm scratch ${s.tensor.label} view is ${s.rows}x${s.cols}, expected ${x.rows}x${K} like ${x.tensor.label}`);
   }
+  if (s.tensor.buffer === x.tensor.buffer || outs.some((o) => o.tensor.buffer === s.tensor.buffer)) {
+    throw new Error(`${what}: norm scratch ${s.tensor.label} shares a buffer with the input or an output; give it its own`);
+  }
+}
+
+/** x for the product: x itself when the kernel normalises (or there is no norm), else the scratch after rmsNorm. */
+function normFirst(ctx: GpuContext, rec: Recorder, x: RowView, norm: RowNorm | null | undefined, inKernel: boolean): RowView {
+  if (!norm || inKernel) return x;
+  rmsNorm(ctx, rec, { x, w: norm.w, eps: norm.eps, out: norm.scratch });
+  return norm.scratch;
+}
+
+/** A binding list with the norm scale's entry at binding 11 (matmul_common.wgsl), padded with unused slots. */
+function withNormBinding<T>(list: readonly (T | null)[], normEntry: T | null): (T | null)[] {
+  if (normEntry === null) return [...list];
+  return [...list, ...new Array<null>(11 - list.length).fill(null), normEntry];
 }
 
 function outputViews(out: RowView | RowView[]): RowView[] {
@@ -348,6 +421,10 @@ function matmulBlock(
   const weights: Record<string, Tensor['dtype']> = vec4 ? {} : { w: w.dtype, ...(up ? { wu: up.w.dtype } : {}) };
   if (a.b && !split) weights.b = a.b.dtype;
   if (up?.b) weights.bu = up.b.dtype;
+  const norm = a.norm ?? null;
+  if (norm && !normPrologue(plan.variant)) throw new Error(`matmul ${w.label}: ${plan.variant} has no norm prologue`);
+  // The scale's loads: vector ones on the VEC4 path (its dtype define by hand, as for W), else the generated load_g.
+  if (norm && !vec4) weights.g = norm.w.dtype;
   const { source, entry } = SOURCES[plan.variant];
   const gatedRows = !!up && plan.variant === 'gemv_rows';
   const outs = outputViews(a.out);
@@ -357,7 +434,7 @@ function matmulBlock(
   const [wgX, wgY] = plan.workgroup;
   const constants: Record<string, number> = plan.variant === 'smem' ? { TX: wgX, TY: wgY } : plan.variant === 'tiled' ? { WG_X: wgX, WG_Y: wgY } : { WG: wgX };
   const kernel = ctx.kernel({
-    name: `matmul_${split ? 'gemv_splitk_partial' : plan.variant}${up ? '_gated' : ''}${splitOut && !split ? `_out${outs.length}` : ''}`,
+    name: `matmul_${split ? 'gemv_splitk_partial' : plan.variant}${up ? '_gated' : ''}${splitOut && !split ? `_out${outs.length}` : ''}${norm ? '_norm' : ''}`,
     source: asm.source,
     entryPoint: gatedRows ? 'gemv_rows_gated' : entry,
     defines: {
@@ -371,16 +448,21 @@ function matmulBlock(
       HAS_UP_BIAS: !!up?.b,
       SPLIT_OUT: splitOut && !split,
       SPLIT_OUT3: outs.length === 3 && !split,
+      NORM: !!norm,
+      ...(norm && vec4 ? { [`G_${norm.w.dtype.toUpperCase()}`]: true } : {}),
       [`W_${w.dtype.toUpperCase()}`]: true,
     },
     constants,
     subgroups: subgroupForm(ctx, plan.variant),
     bindings: split
       ? ['uniform', 'read', 'read', null, null, null, 'write']
-      : [
-          'uniform', 'read', 'read', a.b ? 'read' : null, a.residual ? 'read' : null, 'write',
-          ...(up ? ([null, 'read', up.b ? 'read' : null] as const) : splitOut ? ([null, null, null, 'write', outs.length === 3 ? 'write' : null] as const) : []),
-        ],
+      : withNormBinding(
+          [
+            'uniform', 'read', 'read', a.b ? 'read' : null, a.residual ? 'read' : null, 'write',
+            ...(up ? ([null, 'read', up.b ? 'read' : null] as const) : splitOut ? ([null, null, null, 'write', outs.length === 3 ? 'write' : null] as const) : []),
+          ],
+          norm ? 'read' : null,
+        ),
   });
   // x, the residual and the output are bound over the rows (and this block's columns) the call touches. Split
   // outputs are addressed by the column of the whole product, so each is bound whole.
@@ -410,10 +492,11 @@ function matmulBlock(
     .u32(extra[0]?.view.stride ?? 0)
     .u32(extra[1] ? extra[1].view.offset - extra[1].bound.skipped : 0)
     .u32(extra[1]?.view.stride ?? 0)
+    .f32(norm?.eps ?? 0)
     .done();
   const label = up ? `matmul ${w.label} * ${up.w.label}` : `matmul ${w.label}`;
   const outExtra = splitOut ? [null, null, null, extra[0].bound.binding, extra[1]?.bound.binding ?? null] : [];
-  const resources = [null, xb.binding, w.buffer, a.b?.buffer ?? null, rb?.binding ?? null, ob.binding, ...(up ? [null, up.w.buffer, up.b?.buffer ?? null] : outExtra)];
+  const resources = withNormBinding([null, xb.binding, w.buffer, a.b?.buffer ?? null, rb?.binding ?? null, ob.binding, ...(up ? [null, up.w.buffer, up.b?.buffer ?? null] : outExtra)], norm?.w.buffer ?? null);
   switch (plan.variant) {
     case 'tiled':
     case 'smem':

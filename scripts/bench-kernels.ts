@@ -5,7 +5,8 @@
 // counts on the organism and a 7B-width LLaVA stack (scripts/bench-decode.ts), and rmsNorm / argmax in their
 // subgroup form against their plain form (scripts/bench-norm.ts; skipped on an adapter without subgroups). The
 // matmul part ends with gemv_coop (the GPU decode kernel) forced in its subgroup form against its plain form at the
-// set's decode shapes (scripts/bench-matmul-subgroups.ts; also skipped without subgroups).
+// set's decode shapes (scripts/bench-matmul-subgroups.ts; also skipped without subgroups). `matmul_norm`: a decode
+// step's RMSNorm folded into the GEMV against rmsNorm then the GEMV (scripts/bench-matmul-norm.ts).
 //
 // tfjs runs on the engine's own device: its WebGPUBackend is constructed with the GPUDevice that acquireGpu made
 // from the `webgpu` package (navigator.gpu only has to exist for tfjs to load; Node 20 has no navigator). tfjs has
@@ -16,11 +17,13 @@
 //
 // Env: BENCH_REPS (default 5; decode shapes run three times as many), BENCH_KERNEL_SHAPES=quick|default|full, BENCH_MIN_MS (default 150: per measurement),
 // BENCH_VARIANTS=1 also times every applicable forced variant, BENCH_ONLY (anything but 'kernels' skips this part),
-// BENCH_KERNELS (comma-separated parts, default matmul,attention,decode,norm), BENCH_ATTENTION=quick|default|full,
+// BENCH_KERNELS (comma-separated parts, default matmul,attention,decode,norm,matmul_norm), BENCH_ATTENTION=quick|default|full,
 // BENCH_ATTENTION_REPS (default 9), BENCH_DECODE=organism|7b|qwen7b|all, BENCH_DECODE_LAYERS (default 2), BENCH_DECODE_STEPS,
 // BENCH_NORM_REPS (default 15), BENCH_MATMUL_SUBGROUPS=0 skips the gemv_coop subgroup / plain comparison,
 // BENCH_MATMUL_SUBGROUPS_REPS (default 15).
-// Results: bench-results/kernels.json (matmul results, matmul_subgroups, attention, decode, norm) and printed tables.
+// BENCH_MATMUL_NORM_REPS (default 15).
+// Results: bench-results/kernels.json (matmul results, matmul_subgroups, attention, decode, norm, matmul_norm) and
+// printed tables.
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -35,6 +38,7 @@ import { benchAttention, printAttentionTable, printTiledTable } from './bench-at
 import { benchDecode, printDecode } from './bench-decode.js';
 import { benchNorm, printNorm } from './bench-norm.js';
 import { benchMatmulSubgroups, printMatmulSubgroups } from './bench-matmul-subgroups.js';
+import { benchMatmulNorm, printMatmulNorm } from './bench-matmul-norm.js';
 
 const ONLY = process.env.BENCH_ONLY ?? '';
 if (ONLY && ONLY !== 'kernels') {
@@ -46,12 +50,13 @@ const MIN_MS = Number(process.env.BENCH_MIN_MS ?? 150);
 const SET = process.env.BENCH_KERNEL_SHAPES ?? 'default';
 const VARIANTS = process.env.BENCH_VARIANTS === '1';
 const DTYPES: DType[] = ['f32', 'f16', 'bf16'];
-const PARTS = new Set((process.env.BENCH_KERNELS ?? 'matmul,attention,decode,norm').split(',').map((x) => x.trim()));
+const PARTS = new Set((process.env.BENCH_KERNELS ?? 'matmul,attention,decode,norm,matmul_norm').split(',').map((x) => x.trim()));
 const ATTENTION_SET = (process.env.BENCH_ATTENTION ?? 'default') as 'quick' | 'default' | 'full';
 const ATTENTION_REPS = Number(process.env.BENCH_ATTENTION_REPS ?? 9);
 const NORM_REPS = Number(process.env.BENCH_NORM_REPS ?? 15);
 const MATMUL_SUBGROUPS = PARTS.has('matmul') && process.env.BENCH_MATMUL_SUBGROUPS !== '0';
 const MATMUL_SUBGROUPS_REPS = Number(process.env.BENCH_MATMUL_SUBGROUPS_REPS ?? 15);
+const MATMUL_NORM_REPS = Number(process.env.BENCH_MATMUL_NORM_REPS ?? 15);
 
 interface Shape {
   M: number;
@@ -346,6 +351,9 @@ async function main() {
     : null;
   const norm = PARTS.has('norm') ? await benchNorm(ctx, { reps: NORM_REPS, minMs: MIN_MS, random: randomValues, median, quantile }) : null;
   if (PARTS.has('norm') && !norm) console.log('\nnorm: skipped (this device has no subgroups to compare with)');
+  const matmulNorm = PARTS.has('matmul_norm')
+    ? await benchMatmulNorm(ctx, { reps: MATMUL_NORM_REPS, minMs: MIN_MS, random: randomValues, median, quantile, quick: SET === 'quick' })
+    : null;
 
   await mkdir(join(repo, 'bench-results'), { recursive: true });
   // Parts not run this time keep what an earlier run wrote (each part says when and on which adapter it ran).
@@ -412,6 +420,19 @@ async function main() {
           },
         }
       : {}),
+    ...(matmulNorm
+      ? {
+          matmul_norm: {
+            ...stamp,
+            reps: MATMUL_NORM_REPS,
+            note:
+              'decode (M = 1): rmsNorm into a scratch row then the GEMV (a: two dispatches) vs the GEMV with the norm folded in (b: one); ' +
+              'per call *_cpu_ms = median CPU time of the process, *_ms = median wall time; ratio = median over reps of b CPU / a CPU in ' +
+              'the same rep (< 1: folding is faster); f16 weights, f32 norm scale; gated = silu(xn Wgᵀ) * (xn Wuᵀ)',
+            results: matmulNorm.rows,
+          },
+        }
+      : {}),
   };
   await writeFile(file, JSON.stringify(out, null, 2));
   if (PARTS.has('matmul')) {
@@ -437,7 +458,11 @@ async function main() {
     console.log('\nrow reductions, subgroup form / plain form (CPU time, median over repetitions, quartiles in brackets):');
     printNorm(norm.rows, true);
   }
-  console.log(`wrote bench-results/kernels.json (adapter: ${gpu.adapterName})`);
+  if (matmulNorm) {
+    console.log('\nRMSNorm folded into the decode GEMV / rmsNorm then the GEMV (CPU time, median over repetitions, quartiles in brackets):');
+    printMatmulNorm(matmulNorm.rows, true);
+  }
+    console.log(`wrote bench-results/kernels.json (adapter: ${gpu.adapterName})`);
   tf.engine().reset();
   gpu.destroy();
 }

@@ -1,6 +1,7 @@
 // Paired timing of one kernel call in its plain and its subgroup form on the same device in the same process: two
 // GpuContexts over one Gpu, one with ContextOptions.subgroups, one without. Shared by the norm part
-// (scripts/bench-norm.ts) and the matmul part's gemv_coop comparison (scripts/bench-matmul-subgroups.ts).
+// (scripts/bench-norm.ts) and the matmul part's gemv_coop comparison (scripts/bench-matmul-subgroups.ts); `timeTwo`
+// pairs any two contenders the same way (scripts/bench-matmul-norm.ts: the norm folded into the GEMV or not).
 //
 // `inner` calls are recorded into one step, submitted and waited for; per call, the CPU time of this process
 // (SwiftShader runs the kernels on its threads) and the wall time. One `inner` for both forms, from the plain one.
@@ -57,35 +58,72 @@ export async function timeCalls(ctx: GpuContext, record: (ctx: GpuContext, rec: 
  * compiles the pipelines outside the timing.
  */
 export async function timePair(pair: { plain: GpuContext; sg: GpuContext }, record: (ctx: GpuContext, rec: Recorder) => void, o: PairOptions): Promise<PairTiming> {
-  const { plain, sg } = pair;
+  const t = await timeTwo({ ctx: pair.plain, record }, { ctx: pair.sg, record }, o);
+  return {
+    inner: t.inner,
+    plain_cpu_ms: t.a_cpu_ms,
+    subgroup_cpu_ms: t.b_cpu_ms,
+    plain_ms: t.a_ms,
+    subgroup_ms: t.b_ms,
+    ratio: t.ratio,
+    ratio_q1: t.ratio_q1,
+    ratio_q3: t.ratio_q3,
+    wall_ratio: t.wall_ratio,
+  };
+}
+
+/** One side of a paired timing: what to record, on which context. */
+export interface Contender {
+  ctx: GpuContext;
+  record: (ctx: GpuContext, rec: Recorder) => void;
+}
+
+/** timePair's figures for any two contenders: a is the baseline, ratio = b / a. */
+export interface TwoTiming {
+  inner: number;
+  a_cpu_ms: number;
+  b_cpu_ms: number;
+  a_ms: number;
+  b_ms: number;
+  ratio: number;
+  ratio_q1: number;
+  ratio_q3: number;
+  wall_ratio: number;
+}
+
+/**
+ * Paired timing of two contenders: `inner` calls per measurement (from a's time), the order alternating per
+ * repetition, ratio = median over repetitions of b's CPU time / a's in the same repetition.
+ */
+export async function timeTwo(a: Contender, b: Contender, o: PairOptions): Promise<TwoTiming> {
   // Small dispatches need many calls to reach minMs.
-  const once = (await timeCalls(plain, record, 8)).wall;
+  const once = (await timeCalls(a.ctx, a.record, 8)).wall;
   const inner = Math.max(1, Math.min(1024, Math.round(o.minMs / Math.max(once, 0.01))));
-  const cpu = { plain: [] as number[], sg: [] as number[] };
-  const wall = { plain: [] as number[], sg: [] as number[] };
+  const cpu = { a: [] as number[], b: [] as number[] };
+  const wall = { a: [] as number[], b: [] as number[] };
   for (let r = 0; r < o.reps; r++) {
-    const order: ['plain' | 'sg', GpuContext][] = [
-      ['plain', plain],
-      ['sg', sg],
+    const order: ['a' | 'b', Contender][] = [
+      ['a', a],
+      ['b', b],
     ];
     if (r % 2) order.reverse();
-    for (const [name, ctx] of order) {
-      const t = await timeCalls(ctx, record, inner);
+    for (const [name, c] of order) {
+      const t = await timeCalls(c.ctx, c.record, inner);
       cpu[name].push(t.cpu);
       wall[name].push(t.wall);
     }
   }
-  const paired = cpu.sg.map((t, r) => t / cpu.plain[r]);
+  const paired = cpu.b.map((t, r) => t / cpu.a[r]);
   return {
     inner,
-    plain_cpu_ms: +o.median(cpu.plain).toFixed(4),
-    subgroup_cpu_ms: +o.median(cpu.sg).toFixed(4),
-    plain_ms: +o.median(wall.plain).toFixed(4),
-    subgroup_ms: +o.median(wall.sg).toFixed(4),
+    a_cpu_ms: +o.median(cpu.a).toFixed(4),
+    b_cpu_ms: +o.median(cpu.b).toFixed(4),
+    a_ms: +o.median(wall.a).toFixed(4),
+    b_ms: +o.median(wall.b).toFixed(4),
     ratio: +o.median(paired).toFixed(3),
     ratio_q1: +o.quantile(paired, 0.25).toFixed(3),
     ratio_q3: +o.quantile(paired, 0.75).toFixed(3),
-    wall_ratio: +(o.median(wall.sg) / o.median(wall.plain)).toFixed(3),
+    wall_ratio: +(o.median(wall.b) / o.median(wall.a)).toFixed(3),
   };
 }
 

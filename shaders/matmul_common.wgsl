@@ -10,6 +10,10 @@
 // SPLIT_OUT (fused q/k/v: one weight whose rows are the projections stacked): output column c of the whole product
 // goes to y for c < n1, to y2 (binding 9) at column c - n1 after that (SPLIT_OUT3: up to n2, then y3, binding 10, at
 // c - n2), each with its own offset and row stride, so q lands in its scratch and k / v in their cache rows directly.
+// NORM (gemv_rows and gemv_coop only): x is RMS-normalised on the way in (HF Llama RMSNorm, scale g at binding 11):
+// y = act(rms(x) * (x ⊙ g) · Wᵀ + b) + r with rms(x) = 1 / sqrt(mean(x²) + eps). The row's sum of squares is
+// accumulated from the same x loads as the dot products and the scalar applied to each sum, so a decode step's
+// norm costs no dispatch and no write / read of the normalised row.
 
 struct Params {
   M: u32,
@@ -30,6 +34,7 @@ struct Params {
   y2_stride: u32,
   y3_off: u32,
   y3_stride: u32,
+  eps: f32,       // NORM: the RMSNorm epsilon
 }
 
 @group(0) @binding(0) var<uniform> p: Params;                 // sizes and views
@@ -72,6 +77,19 @@ alias W4 = vec2<u32>;                                         // four halves
 #endif
 #endif
 
+#if NORM
+#if VEC4
+#if G_F32
+alias G4 = vec4<f32>;
+#else
+alias G4 = vec2<u32>;                                         // four halves
+#endif
+@group(0) @binding(11) var<storage, read> g4: array<G4>;      // [K/4] NORM: the RMSNorm scale
+#else
+@group(0) @binding(11) var<storage, read> g: array<u32>;     // [K] NORM: the RMSNorm scale, packed by dtype
+#endif
+#endif
+
 #if PARTIALS_OUT
 @group(0) @binding(6) var<storage, read_write> part: array<f32>; // [splits, M, N] split-K partial sums
 #elif REDUCE
@@ -98,6 +116,27 @@ fn load_w4u(i: u32) -> vec4<f32> {
   return unpack_w4(w4u[i]);
 }
 #endif
+
+#if NORM
+// Elements 4 k4 .. 4 k4 + 3 of the norm scale, one vector load (its dtype need not be W's).
+fn load_g4(k4: u32) -> vec4<f32> {
+  let q = g4[k4];
+#if G_F32
+  return q;
+#elif G_F16
+  return vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+#else
+  return vec4<f32>(bitcast<f32>(q.x << 16u), bitcast<f32>(q.x & 0xffff0000u), bitcast<f32>(q.y << 16u), bitcast<f32>(q.y & 0xffff0000u));
+#endif
+}
+#endif
+#endif
+
+#if NORM
+// 1 / sqrt(mean(x²) + eps) from the row's sum of squares (norm.wgsl's RMSNorm expression).
+fn rms_scale(ss: f32) -> f32 {
+  return inverseSqrt(ss / f32(p.K) + p.eps);
+}
 #endif
 
 #if !PARTIALS_OUT

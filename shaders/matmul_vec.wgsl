@@ -8,6 +8,8 @@
 //   PARTIALS_OUT the workgroups of one output split K (wg.z = split) and write partial sums.
 // - splitk_reduce (REDUCE): sums the splits' partial sums of one output, then bias, activation, residual.
 // Every W element is read once per row of x in all three.
+// NORM (matmul_common.wgsl): each x load is scaled by the norm weight and its square summed beside the dot products
+// (gemv_coop: the sums of squares reduced with the dot products), then the row's rms scale multiplies each sum.
 // GATED (matmul_common.wgsl): gemv_rows_gated, four (gate, up) output pairs per thread; gemv_coop with a second
 // accumulator and reduction for the up projection. Split K has no gated form (the launcher falls back).
 
@@ -59,10 +61,19 @@ fn gemv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
   var a5 = 0.0;
   var a6 = 0.0;
   var a7 = 0.0;
+#if NORM
+  var ss = 0.0;
+#endif
 #if VEC4
   let xb = xr / 4u;
   for (var k4 = 0u; k4 < p.K / 4u; k4++) {
+#if NORM
+    let xr4 = x[xb + k4];
+    ss += dot(xr4, xr4);
+    let xv = xr4 * load_g4(k4);
+#else
     let xv = x[xb + k4];
+#endif
     a0 += dot(xv, load_w4(r0 / 4u + k4));
     a1 += dot(xv, load_w4(r1 / 4u + k4));
     a2 += dot(xv, load_w4(r2 / 4u + k4));
@@ -74,7 +85,13 @@ fn gemv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
   }
 #else
   for (var k = 0u; k < p.K; k++) {
+#if NORM
+    let xr1 = x[xr + k];
+    ss = fma(xr1, xr1, ss);
+    let xv = xr1 * load_g(k);
+#else
     let xv = x[xr + k];
+#endif
     a0 = fma(xv, load_w(r0 + k), a0);
     a1 = fma(xv, load_w(r1 + k), a1);
     a2 = fma(xv, load_w(r2 + k), a2);
@@ -85,10 +102,15 @@ fn gemv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
     a7 = fma(xv, load_w(r7 + k), a7);
   }
 #endif
+#if NORM
+  let sc = rms_scale(ss);
+#else
+  let sc = 1.0;
+#endif
   let acc = array<f32, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
   for (var j = 0u; j < 8u; j++) {
     if (n0 + j < p.N) {
-      store_out(m, n0 + j, acc[j]);
+      store_out(m, n0 + j, acc[j] * sc);
     }
   }
 }
@@ -117,10 +139,19 @@ fn gemv_rows_gated(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
   var u1 = 0.0;
   var u2 = 0.0;
   var u3 = 0.0;
+#if NORM
+  var ss = 0.0;
+#endif
 #if VEC4
   let xb = xr / 4u;
   for (var k4 = 0u; k4 < p.K / 4u; k4++) {
+#if NORM
+    let xr4 = x[xb + k4];
+    ss += dot(xr4, xr4);
+    let xv = xr4 * load_g4(k4);
+#else
     let xv = x[xb + k4];
+#endif
     g0 += dot(xv, load_w4(r0 / 4u + k4));
     g1 += dot(xv, load_w4(r1 / 4u + k4));
     g2 += dot(xv, load_w4(r2 / 4u + k4));
@@ -132,7 +163,13 @@ fn gemv_rows_gated(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
   }
 #else
   for (var k = 0u; k < p.K; k++) {
+#if NORM
+    let xr1 = x[xr + k];
+    ss = fma(xr1, xr1, ss);
+    let xv = xr1 * load_g(k);
+#else
     let xv = x[xr + k];
+#endif
     g0 = fma(xv, load_w(r0 + k), g0);
     g1 = fma(xv, load_w(r1 + k), g1);
     g2 = fma(xv, load_w(r2 + k), g2);
@@ -143,11 +180,16 @@ fn gemv_rows_gated(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     u3 = fma(xv, load_wu(r3 + k), u3);
   }
 #endif
+#if NORM
+  let sc = rms_scale(ss);
+#else
+  let sc = 1.0;
+#endif
   let gate = array<f32, 4>(g0, g1, g2, g3);
   let up = array<f32, 4>(u0, u1, u2, u3);
   for (var j = 0u; j < 4u; j++) {
     if (n0 + j < p.N) {
-      store_gated(m, n0 + j, gate[j], up[j]);
+      store_gated(m, n0 + j, gate[j] * sc, up[j] * sc);
     }
   }
 }
@@ -158,6 +200,9 @@ fn gemv_rows_gated(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
 var<workgroup> red4: array<vec4<f32>, WG>;
 #if GATED
 var<workgroup> red4_u: array<vec4<f32>, WG>;
+#endif
+#if NORM
+var<workgroup> red_ss: array<f32, WG>;
 #endif
 #endif
 
@@ -179,6 +224,9 @@ fn gemv_coop(@builtin(workgroup_id) wg: vec3<u32>, ids: Invocation) {
 #if GATED
   var acc_u = vec4<f32>();
 #endif
+#if NORM
+  var ss = 0.0;
+#endif
 #if VEC4
   let xb = xr / 4u;
   let w0 = r0 / 4u;
@@ -186,7 +234,13 @@ fn gemv_coop(@builtin(workgroup_id) wg: vec3<u32>, ids: Invocation) {
   let w2 = r2 / 4u;
   let w3 = r3 / 4u;
   for (var k4 = k_begin / 4u + t; k4 < k_end / 4u; k4 += WG) {
+#if NORM
+    let xr4 = x[xb + k4];
+    ss += dot(xr4, xr4);
+    let xv = xr4 * load_g4(k4);
+#else
     let xv = x[xb + k4];
+#endif
     acc += vec4<f32>(dot(xv, load_w4(w0 + k4)), dot(xv, load_w4(w1 + k4)), dot(xv, load_w4(w2 + k4)), dot(xv, load_w4(w3 + k4)));
 #if GATED
     acc_u += vec4<f32>(dot(xv, load_w4u(w0 + k4)), dot(xv, load_w4u(w1 + k4)), dot(xv, load_w4u(w2 + k4)), dot(xv, load_w4u(w3 + k4)));
@@ -194,7 +248,13 @@ fn gemv_coop(@builtin(workgroup_id) wg: vec3<u32>, ids: Invocation) {
   }
 #else
   for (var k = k_begin + t; k < k_end; k += WG) {
+#if NORM
+    let xr1 = x[xr + k];
+    ss = fma(xr1, xr1, ss);
+    let xv = xr1 * load_g(k);
+#else
     let xv = x[xr + k];
+#endif
     acc += xv * vec4<f32>(load_w(r0 + k), load_w(r1 + k), load_w(r2 + k), load_w(r3 + k));
 #if GATED
     acc_u += xv * vec4<f32>(load_wu(r0 + k), load_wu(r1 + k), load_wu(r2 + k), load_wu(r3 + k));
@@ -211,11 +271,17 @@ fn gemv_coop(@builtin(workgroup_id) wg: vec3<u32>, ids: Invocation) {
 #else
   let total = workgroup_sum4(acc, ids);
 #endif
+#if NORM
+  let ss_total = workgroup_sum(ss, ids); // its own slots: a second barrier
+#endif
 #else
   // A tree in workgroup memory, log2(WG) barriers, both accumulators in the same steps.
   red4[t] = acc;
 #if GATED
   red4_u[t] = acc_u;
+#endif
+#if NORM
+  red_ss[t] = ss;
 #endif
   workgroupBarrier();
   for (var h = WG / 2u; h > 0u; h >>= 1u) {
@@ -224,6 +290,9 @@ fn gemv_coop(@builtin(workgroup_id) wg: vec3<u32>, ids: Invocation) {
 #if GATED
       red4_u[t] += red4_u[t + h];
 #endif
+#if NORM
+      red_ss[t] += red_ss[t + h];
+#endif
     }
     workgroupBarrier();
   }
@@ -231,13 +300,21 @@ fn gemv_coop(@builtin(workgroup_id) wg: vec3<u32>, ids: Invocation) {
 #if GATED
   let total_u = red4_u[0];
 #endif
+#if NORM
+  let ss_total = red_ss[0];
+#endif
+#endif
+#if NORM
+  let sc = rms_scale(ss_total);
+#else
+  let sc = 1.0;
 #endif
   if (t < 4u && n0 + t < p.N) {
-    let v = total[t];
+    let v = total[t] * sc;
 #if PARTIALS_OUT
     part[(s * p.M + m) * p.N + n0 + t] = v;
 #elif GATED
-    store_gated(m, n0 + t, v, total_u[t]);
+    store_gated(m, n0 + t, v, total_u[t] * sc);
 #else
     store_out(m, n0 + t, v);
 #endif

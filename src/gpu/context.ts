@@ -57,6 +57,12 @@ export interface ContextOptions {
    * False runs the plain forms on the same device, e.g. to compare the two.
    */
   subgroups?: boolean;
+  /**
+   * Fold RMSNorms into the decode GEMV that reads them where the variant can (matmul's RowNorm): by default the
+   * adapter's rule (kernels/matmul.ts normFolds: GPUs yes, CPU adapters no); true or false forces it, e.g. to run the
+   * folded path on a CPU adapter.
+   */
+  foldNorms?: boolean;
 }
 
 export type BufferRef = GPUBuffer | { buffer: GPUBuffer; offset: number; size: number };
@@ -185,6 +191,8 @@ export class GpuContext {
    * ctx.subgroups` in their KernelSpec). Fixed at construction: see subgroupsUsable and ContextOptions.
    */
   readonly subgroups: boolean;
+  /** ContextOptions.foldNorms: undefined leaves it to the adapter's rule. */
+  readonly foldNorms: boolean | undefined;
 
   constructor(
     readonly gpu: Gpu,
@@ -192,6 +200,7 @@ export class GpuContext {
   ) {
     this.device = gpu.device;
     this.subgroups = subgroupsUsable(gpu, options.subgroups ?? !subgroupsOffByEnv());
+    this.foldNorms = options.foldNorms;
   }
 
   /** Run `fn` inside validation + out-of-memory error scopes whose result is checked at the next `checkErrors`. */

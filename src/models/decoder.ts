@@ -244,7 +244,9 @@ export class Decoder {
     step.captures?.residual?.get(0) && rec.copy(h.buffer, 0, step.captures.residual.get(0)!.buffer, 0, n * D * 4);
     const nKeys = step.pos0 + n;
     this.layers.forEach((L, l) => {
-      rmsNorm(ctx, rec, { x: rows(h, 0, n), w: L.inputNorm, eps, out: rows(normed, 0, n) });
+      // The norms ride in the next matmul (RowNorm): folded into its kernel at decode, a pass into `normed` first
+      // at prefill.
+      const norm1 = { w: L.inputNorm, eps, scratch: rows(normed, 0, n) };
       const kc = this.kCache[l];
       const vc = this.vCache[l];
       const cacheRows = { rows: n, cols: kvWidth, offset: step.pos0 * kvWidth, stride: kvWidth };
@@ -252,8 +254,10 @@ export class Decoder {
       const kOut = { tensor: kc, ...cacheRows };
       const vOut = { tensor: vc, ...cacheRows };
       if ('fused' in L.qkv) {
-        matmul(ctx, rec, { x: rows(normed, 0, n), w: L.qkv.fused, b: L.qkv.bias, out: [qOut, kOut, vOut] });
+        matmul(ctx, rec, { x: rows(h, 0, n), norm: norm1, w: L.qkv.fused, b: L.qkv.bias, out: [qOut, kOut, vOut] });
       } else {
+        // Three products of one normalised x: the norm once, as its own pass.
+        rmsNorm(ctx, rec, { x: rows(h, 0, n), w: L.inputNorm, eps, out: rows(normed, 0, n) });
         matmul(ctx, rec, { x: rows(normed, 0, n), w: L.qkv.q, b: L.qkv.qb, out: qOut });
         matmul(ctx, rec, { x: rows(normed, 0, n), w: L.qkv.k, b: L.qkv.kb, out: kOut });
         matmul(ctx, rec, { x: rows(normed, 0, n), w: L.qkv.v, b: L.qkv.vb, out: vOut });
@@ -293,8 +297,8 @@ export class Decoder {
         zc.rows.forEach((r, i) => rec.copy(z.buffer, r * width * 4, zc.dst.buffer, ((l * zc.rows.length + i) * width) * 4, width * 4));
       }
       matmul(ctx, rec, { x: rows(z, 0, n), w: L.o, b: L.oBias, residual: rows(h, 0, n), out: rows(h2, 0, n) });
-      rmsNorm(ctx, rec, { x: rows(h2, 0, n), w: L.postNorm, eps, out: rows(normed, 0, n) });
-      matmulGated(ctx, rec, { x: rows(normed, 0, n), gate: L.gate, up: L.up, gateBias: L.gateBias, upBias: L.upBias, act: this.cfg.act, out: rows(act, 0, n) });
+      const norm2 = { w: L.postNorm, eps, scratch: rows(normed, 0, n) };
+      matmulGated(ctx, rec, { x: rows(h2, 0, n), norm: norm2, gate: L.gate, up: L.up, gateBias: L.gateBias, upBias: L.upBias, act: this.cfg.act, out: rows(act, 0, n) });
       matmul(ctx, rec, { x: rows(act, 0, n), w: L.down, b: L.downBias, residual: rows(h2, 0, n), out: rows(h, 0, n) });
       const res = step.captures?.residual?.get(l + 1);
       if (res) rec.copy(h.buffer, 0, res.buffer, 0, n * D * 4);
@@ -305,8 +309,8 @@ export class Decoder {
   /** Final norm + lm_head over rows [first, first+count) of the hidden states into `logits` [count, vocab]. */
   recordLogits(rec: Recorder, hidden: Tensor, first: number, count: number, logits: Tensor): void {
     const normed = this.s.n;
-    rmsNorm(this.ctx, rec, { x: rows(hidden, first, count), w: this.finalNorm, eps: this.cfg.eps, out: rows(normed, 0, count) });
-    matmul(this.ctx, rec, { x: rows(normed, 0, count), w: this.lmHead, out: rows(logits, 0, count) });
+    const norm = { w: this.finalNorm, eps: this.cfg.eps, scratch: rows(normed, 0, count) };
+    matmul(this.ctx, rec, { x: rows(hidden, first, count), norm, w: this.lmHead, out: rows(logits, 0, count) });
   }
 
   destroy(): void {
