@@ -59,8 +59,8 @@ export function normPrologue(variant: MatmulVariant): boolean {
  * weight bytes, so the prologue's arithmetic (the scale on each x load, a sum of squares reduced with the dot
  * products) hides behind the loads, and the step loses a dispatch and the normalised row's write and read. A CPU
  * adapter pays every operation: each GEMV thread would redo the row's normalisation (N / 8 times over in gemv_rows),
- * measured 0.98-1.34x the time of rmsNorm then the GEMV on SwiftShader (scripts/bench-matmul-norm.ts), so it keeps
- * the separate pass.
+ * measured 0.89-1.26x the time of rmsNorm then the GEMV on SwiftShader (gemv_rows at widths 128-4096, faster only
+ * at 128: scripts/bench-matmul-norm.ts), so it keeps the separate pass.
  */
 export function normFolds(profile: AdapterProfile, variant: MatmulVariant, fold?: boolean): boolean {
   if (!normPrologue(variant) || fold === false) return false;
