@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { attention, attentionPlan, planAttention, SPLIT_MIN_KEYS, SPLIT_TARGET_WORKGROUPS, attentionWorkgroup, type AttentionArgs, type AttentionShape, type AttentionSplit } from '../kernels/attention.js';
 import { adapterProfile } from '../kernels/adapter.js';
 import type { GpuContext } from '../src/gpu/context.js';
-import { type Case as AttentionCase, HP, expected, inputs, segments, upload } from './helpers/attention-cases.js';
+import { type Case as AttentionCase, expectEmptyRangeZ, expected, inputs, segments, upload } from './helpers/attention-cases.js';
 import { expectClose, gpuContext, read } from './helpers/gpu.js';
 
 interface Case extends AttentionCase {
@@ -79,17 +79,7 @@ describe('split-KV attention vs float64 reference and the single pass', () => {
   it('empty ranges give z 0 before the head vectors: exactly the steering vector, or 0', async () => {
     const c: Case = { rows: 3, heads: 4, kvHeads: 2, headDim: 16, nKeys: 120, causal: false, pos0: 0, split: { chunk: 16 }, vectors: true, steer: [[0, 3], [0, 3], [0, 3]], ranges: [[5, 5], [90, 10], [300, 400]] };
     const r = await runBoth(c);
-    const hu = new Uint32Array(r.x.hs.buffer);
-    for (let i = 0; i < c.rows; i++)
-      for (let h = 0; h < c.heads; h++)
-        for (let d = 0; d < c.headDim; d++) {
-          const at = (i * c.heads + h) * c.headDim + d;
-          // The kernel's f32 steps: scale * mean (or 0 * 0 without a mean), then + the steering vector.
-          const mean = hu[HP * h + 2] & 1 ? Math.fround(r.x.hs[HP * h] * r.x.vec![2 * h * c.headDim + d]) : 0;
-          const steer = hu[HP * h + 3] ? r.x.vec![(2 * h + 1) * c.headDim + d] : 0;
-          expect(r.split[at], `row ${i} head ${h} dim ${d}`).toBe(Math.fround(mean + steer));
-          expect(r.split[at]).toBe(r.plain[at]);
-        }
+    expectEmptyRangeZ(c, r.x, r.split, r.plain);
   });
 
   it('binds K and V up to the last key in the partial pass only, and only this call\'s part of the scratch', async () => {

@@ -23,7 +23,7 @@ import {
 } from '../kernels/attention.js';
 import { adapterProfile } from '../kernels/adapter.js';
 import type { GpuContext } from '../src/gpu/context.js';
-import { type Case as AttentionCase, HP, expected, inputs, segments, upload } from './helpers/attention-cases.js';
+import { type Case as AttentionCase, expectEmptyRangeZ, expected, inputs, segments, upload } from './helpers/attention-cases.js';
 import { expectClose, gpuContext, read, rng } from './helpers/gpu.js';
 
 interface Case extends AttentionCase {
@@ -144,17 +144,7 @@ describe('tiled attention vs float64 reference and main', () => {
       steer: [[0, 6], [0, 6], [0, 6]], ranges: [[5, 5], [90, 10], [300, 400], [0, 0], [120, 121], [119, 119]],
     };
     const r = await runBoth(c);
-    const hu = new Uint32Array(r.x.hs.buffer);
-    for (let i = 0; i < c.rows; i++)
-      for (let h = 0; h < c.heads; h++)
-        for (let d = 0; d < c.headDim; d++) {
-          const at = (i * c.heads + h) * c.headDim + d;
-          // The kernel's f32 steps: scale * mean (or 0 * 0 without a mean), then + the steering vector.
-          const mean = hu[HP * h + 2] & 1 ? Math.fround(r.x.hs[HP * h] * r.x.vec![2 * h * c.headDim + d]) : 0;
-          const steer = hu[HP * h + 3] ? r.x.vec![(2 * h + 1) * c.headDim + d] : 0;
-          expect(r.tiled[at], `row ${i} head ${h} dim ${d}`).toBe(Math.fround(mean + steer));
-          expect(r.tiled[at]).toBe(r.main[at]);
-        }
+    expectEmptyRangeZ(c, r.x, r.tiled, r.main);
   });
 
   it('no per-head features: binds K and V up to the last key, as main', async () => {

@@ -11,7 +11,7 @@ import { gatedAct } from '../kernels/elementwise.js';
 import { rows, type Activation, type RowView } from '../kernels/common.js';
 import type { GpuContext } from '../src/gpu/context.js';
 import { RowSplitTensor, type DType, type Tensor } from '../src/gpu/tensor.js';
-import { expectClose, gpuContext, randn, read, upload } from './helpers/gpu.js';
+import { countDispatches as dispatches, expectClose, gpuContext, randn, read, upload } from './helpers/gpu.js';
 import { activation } from './helpers/reference-math.js';
 
 /** The float64 reference of an activation (Hugging Face ACT2FN semantics). */
@@ -37,20 +37,6 @@ function reference(x: Float32Array, wg: Float32Array, wu: Float32Array, bg: Floa
 function splitWeight(ctx: GpuContext, values: Float32Array, N: number, K: number, dtype: DType, starts: number[], label: string): RowSplitTensor {
   const parts = starts.map((r0, i) => upload(ctx, values.subarray(r0 * K, (starts[i + 1] ?? N) * K), [(starts[i + 1] ?? N) - r0, K], dtype, `${label}[${r0}..]`)[0]);
   return new RowSplitTensor(parts, starts, [N, K], dtype, label);
-}
-
-/** Dispatches recorded by `fn` (submitted). */
-function dispatches(ctx: GpuContext, fn: (rec: ReturnType<GpuContext['recorder']>) => void): number {
-  const c = ctx.countWork();
-  try {
-    const before = c.snapshot();
-    const rec = ctx.recorder();
-    fn(rec);
-    rec.submit();
-    return c.since(before).dispatches;
-  } finally {
-    ctx.counters = null;
-  }
 }
 
 type Case = [M: number, N: number, K: number, dtype: DType, gateBias: boolean, upBias: boolean, act: Activation];

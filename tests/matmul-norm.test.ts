@@ -12,66 +12,18 @@ import { describe, expect, it } from 'vitest';
 import { adapterProfile, matmul, matmulGated, normFolds, normPrologue, type AdapterProfile, type MatmulVariant, type RowNorm } from '../kernels/matmul.js';
 import { rmsNorm } from '../kernels/norm.js';
 import { rows, type Activation, type RowView } from '../kernels/common.js';
-import { GpuContext, type Recorder } from '../src/gpu/context.js';
+import { GpuContext } from '../src/gpu/context.js';
 import { RowSplitTensor, type DType, type Tensor } from '../src/gpu/tensor.js';
-import { expectClose, gpuContext, randn, read, upload } from './helpers/gpu.js';
-import { activation } from './helpers/reference-math.js';
+import { countDispatches as dispatches, expectClose, gpuContext, randn, read, upload } from './helpers/gpu.js';
+import { matmulReference, rmsNorm as rmsNormReference } from './helpers/reference-math.js';
 
 const shared = await gpuContext();
 const sg = new GpuContext(shared.gpu, { subgroups: true });
 const plainForm = new GpuContext(shared.gpu, { subgroups: false });
 
-/** float64 RMSNorm of the M rows of a row-major [M, K] array: g * (x / sqrt(mean(x²) + eps)). */
-function normRows(x: Float32Array, g: Float32Array, eps: number, M: number, K: number): Float64Array {
-  const out = new Float64Array(M * K);
-  for (let m = 0; m < M; m++) {
-    let ss = 0;
-    for (let k = 0; k < K; k++) ss += x[m * K + k] ** 2;
-    const inv = 1 / Math.sqrt(ss / K + eps);
-    for (let k = 0; k < K; k++) out[m * K + k] = g[k] * (x[m * K + k] * inv);
-  }
-  return out;
-}
-
-/** float64 act(xn Wᵀ + b) + r, or with `up` act(xn Wᵀ + b) * (xn Wuᵀ + bu). */
-function product(
-  xn: Float64Array,
-  w: Float32Array,
-  b: Float32Array | null,
-  M: number,
-  N: number,
-  K: number,
-  act: Activation,
-  extra: { r?: Float32Array | null; up?: { w: Float32Array; b: Float32Array | null } } = {},
-): Float64Array {
-  const f = activation(act);
-  const y = new Float64Array(M * N);
-  for (let m = 0; m < M; m++)
-    for (let n = 0; n < N; n++) {
-      let a = b ? b[n] : 0;
-      let u = extra.up?.b ? extra.up.b[n] : 0;
-      for (let k = 0; k < K; k++) {
-        a += xn[m * K + k] * w[n * K + k];
-        if (extra.up) u += xn[m * K + k] * extra.up.w[n * K + k];
-      }
-      y[m * N + n] = extra.up ? f(a) * u : f(a) + (extra.r ? extra.r[m * N + n] : 0);
-    }
-  return y;
-}
-
-/** Dispatches recorded by `fn` (submitted). */
-function dispatches(ctx: GpuContext, fn: (rec: Recorder) => void): number {
-  const c = ctx.countWork();
-  try {
-    const before = c.snapshot();
-    const rec = ctx.recorder();
-    fn(rec);
-    rec.submit();
-    return c.since(before).dispatches;
-  } finally {
-    ctx.counters = null;
-  }
-}
+/** float64 RMSNorm of the M rows of a row-major [M, K] array (HF Llama). */
+const normRows = (x: Float32Array, g: Float32Array, eps: number, M: number, K: number): Float64Array => rmsNormReference(Float64Array.from(x.subarray(0, M * K)), K, Float64Array.from(g), eps);
+const product = matmulReference;
 
 interface Input {
   /** x rows as the reference sees them (row-major [M, K]). */

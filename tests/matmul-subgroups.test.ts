@@ -12,7 +12,7 @@ import { rows, type Activation, type RowView } from '../kernels/common.js';
 import { GpuContext, type Recorder } from '../src/gpu/context.js';
 import type { DType } from '../src/gpu/tensor.js';
 import { expectClose, gpuContext, randn, read, upload } from './helpers/gpu.js';
-import { activation } from './helpers/reference-math.js';
+import { matmulReference } from './helpers/reference-math.js';
 
 const shared = await gpuContext();
 /** The same device seen by a context that uses subgroups where it can, and by one that never does. */
@@ -21,34 +21,7 @@ const plain = new GpuContext(shared.gpu, { subgroups: false });
 const skip = !sg.subgroups;
 const why = skip ? ' (skipped: no subgroups on this device)' : '';
 
-/**
- * float64 act(x Wᵀ + b) + r, or with `up` the gated act(x Wᵀ + b) * (x Wuᵀ + bu), over the M rows of a row-major
- * [M, K] array.
- */
-function reference(
-  x: Float32Array,
-  w: Float32Array,
-  b: Float32Array | null,
-  M: number,
-  N: number,
-  K: number,
-  act: Activation,
-  extra: { r?: Float32Array | null; up?: { w: Float32Array; b: Float32Array | null } },
-): Float64Array {
-  const f = activation(act);
-  const y = new Float64Array(M * N);
-  for (let m = 0; m < M; m++)
-    for (let n = 0; n < N; n++) {
-      let g = b ? b[n] : 0;
-      let u = extra.up?.b ? extra.up.b[n] : 0;
-      for (let k = 0; k < K; k++) {
-        g += x[m * K + k] * w[n * K + k];
-        if (extra.up) u += x[m * K + k] * extra.up.w[n * K + k];
-      }
-      y[m * N + n] = extra.up ? f(g) * u : f(g) + (extra.r ? extra.r[m * N + n] : 0);
-    }
-  return y;
-}
+const reference = matmulReference;
 
 /** |a - b| <= 1e-5 relative, elementwise with a floor at 1e-5 of the largest |b| (outputs that are almost 0). */
 function expectSameWithin(got: Float32Array, want: Float32Array, what: string) {

@@ -5,6 +5,7 @@
 import type { AttentionArgs } from '../../kernels/attention.js';
 import type { BufferRef, GpuContext } from '../../src/gpu/context.js';
 import { attention as reference, type HeadVectors } from './reference-math.js';
+import { expect } from 'vitest';
 import { randn, rng } from './gpu.js';
 
 export interface Case {
@@ -202,4 +203,22 @@ export function segments(bounds: number[]): [number, number][] {
   const out: [number, number][] = [];
   for (let s = 0; s + 1 < bounds.length; s++) for (let i = bounds[s]; i < bounds[s + 1]; i++) out.push([bounds[s], bounds[s + 1]]);
   return out;
+}
+
+/**
+ * Rows whose key ranges are empty: z before the head vectors is 0, so each output is exactly what the kernel's f32
+ * steps make of the vectors (scale * mean, or 0 without a mean, then + the steering vector), and equal to `other`
+ * (the same case through another path of the kernel).
+ */
+export function expectEmptyRangeZ(c: Case, x: Inputs, got: Float32Array, other: Float32Array): void {
+  const hu = new Uint32Array(x.hs.buffer);
+  for (let i = 0; i < c.rows; i++)
+    for (let h = 0; h < c.heads; h++)
+      for (let d = 0; d < c.headDim; d++) {
+        const at = (i * c.heads + h) * c.headDim + d;
+        const mean = hu[HP * h + 2] & 1 ? Math.fround(x.hs[HP * h] * x.vec![2 * h * c.headDim + d]) : 0;
+        const steer = hu[HP * h + 3] ? x.vec![(2 * h + 1) * c.headDim + d] : 0;
+        expect(got[at], `row ${i} head ${h} dim ${d}`).toBe(Math.fround(mean + steer));
+        expect(got[at]).toBe(other[at]);
+      }
 }

@@ -21,6 +21,20 @@ export function gpuContext(): Promise<GpuContext> {
   return shared;
 }
 
+/** Dispatches recorded by `fn` into one step (submitted), counted by the context's work counters. */
+export function countDispatches(ctx: GpuContext, fn: (rec: ReturnType<GpuContext['recorder']>) => void): number {
+  const c = ctx.countWork();
+  try {
+    const before = c.snapshot();
+    const rec = ctx.recorder();
+    fn(rec);
+    rec.submit();
+    return c.since(before).dispatches;
+  } finally {
+    ctx.counters = null;
+  }
+}
+
 /** Mulberry32: small, seeded, good enough for test data. */
 export function rng(seed: number): () => number {
   let a = seed >>> 0;

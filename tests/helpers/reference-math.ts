@@ -114,6 +114,35 @@ export function rmsNorm(x: Float64Array, d: number, w: Float64Array, eps: number
   return y;
 }
 
+/**
+ * float64 act(x Wᵀ + b) + r over the M rows of a row-major [M, K] array, or with `up` the gated MLP's
+ * act(x Wᵀ + b) * (x Wuᵀ + bu): what every matmul launcher computes.
+ */
+export function matmulReference(
+  x: ArrayLike<number>,
+  w: ArrayLike<number>,
+  b: ArrayLike<number> | null,
+  M: number,
+  N: number,
+  K: number,
+  act: string,
+  extra: { r?: ArrayLike<number> | null; up?: { w: ArrayLike<number>; b: ArrayLike<number> | null } } = {},
+): Float64Array {
+  const f = activation(act);
+  const y = new Float64Array(M * N);
+  for (let m = 0; m < M; m++)
+    for (let n = 0; n < N; n++) {
+      let g = b ? b[n] : 0;
+      let u = extra.up?.b ? extra.up.b[n] : 0;
+      for (let k = 0; k < K; k++) {
+        g += x[m * K + k] * w[n * K + k];
+        if (extra.up) u += x[m * K + k] * extra.up.w[n * K + k];
+      }
+      y[m * N + n] = extra.up ? f(g) * u : f(g) + (extra.r ? extra.r[m * N + n] : 0);
+    }
+  return y;
+}
+
 export function addInPlace(a: Float64Array, b: Float64Array): Float64Array {
   for (let i = 0; i < a.length; i++) a[i] += b[i];
   return a;
