@@ -295,7 +295,8 @@ export function matmulGated(ctx: GpuContext, rec: Recorder, a: MatmulGatedArgs):
   }
   if (a.norm) checkNorm(`matmulGated ${gate.label}`, a.x, a.norm, [a.out]);
   const { plan, blocks } = gatedPlans(ctx, a);
-  const x = normFirst(ctx, rec, a.x, a.norm, plan.fused && blocks.every((b) => normFolds(adapterProfile(ctx), b.plan.variant, a.norm?.fold ?? ctx.foldNorms)));
+  const folds = plan.fused && foldsNorm(ctx, a.norm, blocks);
+  const x = folds ? a.x : normFirst(ctx, rec, a.x, a.norm);
   if (!plan.fused) {
     // Both projections into scratch, then the element-wise gate: three dispatches (more with split K).
     const s = gatedScratch(ctx, M * N);
@@ -309,7 +310,7 @@ export function matmulGated(ctx: GpuContext, rec: Recorder, a: MatmulGatedArgs):
   // One dispatch per row block, gate block i beside up block i (weightsMismatch checked they match).
   const ups = weightParts(up);
   blocks.forEach(({ tensor, rowStart, plan: p }, i) => {
-    const args: MatmulArgs = { x, w: tensor, b: a.gateBias, out: a.out, act: a.act, norm: x === a.x ? a.norm : null };
+    const args: MatmulArgs = { x, w: tensor, b: a.gateBias, out: a.out, act: a.act, norm: folds ? a.norm : null };
     matmulBlock(ctx, rec, args, tensor, rowStart, tensor.shape[0], M, K, p, { w: ups[i].tensor, b: a.upBias ?? null });
   });
 }
@@ -340,8 +341,7 @@ export function matmul(ctx: GpuContext, rec: Recorder, a: MatmulArgs): void {
   if (a.norm) checkNorm(`matmul ${a.w.label}`, a.x, a.norm, outs);
   // A weight split in row blocks is N = sum of block rows: one dispatch per block into its output columns.
   const blocks = weightParts(a.w).map((b) => ({ ...b, plan: matmulPlan(ctx, M, b.tensor.shape[0], K, a.variant) }));
-  const x = normFirst(ctx, rec, a.x, a.norm, blocks.every((b) => normFolds(adapterProfile(ctx), b.plan.variant, a.norm?.fold ?? ctx.foldNorms)));
-  const args = x === a.x ? a : { ...a, x, norm: null };
+  const args = !a.norm || foldsNorm(ctx, a.norm, blocks) ? a : { ...a, x: normFirst(ctx, rec, a.x, a.norm), norm: null };
   for (const { tensor, rowStart, plan } of blocks) matmulBlock(ctx, rec, args, tensor, rowStart, tensor.shape[0], M, K, plan);
 }
 
@@ -359,9 +359,19 @@ function checkNorm(what: string, x: RowView, n: RowNorm, outs: RowView[]): void 
   }
 }
 
-/** x for the product: x itself when the kernel normalises (or there is no norm), else the scratch after rmsNorm. */
-function normFirst(ctx: GpuContext, rec: Recorder, x: RowView, norm: RowNorm | null | undefined, inKernel: boolean): RowView {
-  if (!norm || inKernel) return x;
+/**
+ * Whether the call's kernels normalise x themselves: every block's variant folds it, by the call's RowNorm.fold, else
+ * the context's foldNorms, else the adapter's rule (normFolds).
+ */
+function foldsNorm(ctx: GpuContext, norm: RowNorm | null | undefined, blocks: { plan: MatmulPlan }[]): boolean {
+  if (!norm) return false;
+  const profile = adapterProfile(ctx);
+  return blocks.every((b) => normFolds(profile, b.plan.variant, norm.fold ?? ctx.foldNorms));
+}
+
+/** x for a product whose kernels do not normalise: x itself without a norm, else the scratch after rmsNorm. */
+function normFirst(ctx: GpuContext, rec: Recorder, x: RowView, norm: RowNorm | null | undefined): RowView {
+  if (!norm) return x;
   rmsNorm(ctx, rec, { x, w: norm.w, eps: norm.eps, out: norm.scratch });
   return norm.scratch;
 }

@@ -462,7 +462,7 @@ async function main() {
     console.log('\nRMSNorm folded into the decode GEMV / rmsNorm then the GEMV (CPU time, median over repetitions, quartiles in brackets):');
     printMatmulNorm(matmulNorm.rows, true);
   }
-    console.log(`wrote bench-results/kernels.json (adapter: ${gpu.adapterName})`);
+  console.log(`wrote bench-results/kernels.json (adapter: ${gpu.adapterName})`);
   tf.engine().reset();
   gpu.destroy();
 }

@@ -12,7 +12,7 @@ import type { Tensor } from '../src/gpu/tensor.js';
 import { rows } from '../kernels/common.js';
 import { matmul, matmulGated, matmulPlan, type MatmulVariant } from '../kernels/matmul.js';
 import { rmsNorm } from '../kernels/norm.js';
-import { type PairOptions, type TwoTiming, timeCalls, timeTwo } from './bench-pair.js';
+import { type PairOptions, type TwoTiming, maxRelDiff, timeCalls, timeTwo } from './bench-pair.js';
 
 export interface MatmulNormRow extends TwoTiming {
   K: number;
@@ -74,10 +74,7 @@ export async function benchMatmulNorm(ctx: GpuContext, o: PairOptions & { random
         ctx.counters = null;
         outputs.push(await ctx.readF32(y.buffer, 0, N));
       }
-      let scale = 0;
-      for (const v of outputs[0]) scale = Math.max(scale, Math.abs(v));
-      let maxRel = 0;
-      for (let i = 0; i < N; i++) maxRel = Math.max(maxRel, Math.abs(outputs[1][i] - outputs[0][i]) / (scale || 1));
+      const maxRel = maxRelDiff(outputs[0], outputs[1]);
       if (!(maxRel <= 1e-5)) throw new Error(`bench-matmul-norm: ${what} ${variant}: the fused norm differs from rmsNorm + matmul by ${maxRel} (relative)`);
       const row: MatmulNormRow = {
         K,

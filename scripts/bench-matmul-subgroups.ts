@@ -10,7 +10,7 @@ import { encodeFromF32 } from '../src/gpu/half.js';
 import type { DType, Tensor } from '../src/gpu/tensor.js';
 import { rows } from '../kernels/common.js';
 import { matmul, matmulGated, matmulPlan } from '../kernels/matmul.js';
-import { type PairOptions, type PairTiming, printPairs, subgroupPair, timeCalls, timePair } from './bench-pair.js';
+import { type PairOptions, type PairTiming, printPairs, maxRelDiff, subgroupPair, timeCalls, timePair } from './bench-pair.js';
 
 export interface MatmulSubgroupRow extends PairTiming {
   M: number;
@@ -64,10 +64,7 @@ export async function benchMatmulSubgroups(
         await timeCalls(ctx, record, 1);
         outputs.push(await ctx.readF32(y.buffer, 0, M * N));
       }
-      let scale = 0;
-      for (const v of outputs[0]) scale = Math.max(scale, Math.abs(v));
-      let maxRel = 0;
-      for (let i = 0; i < outputs[0].length; i++) maxRel = Math.max(maxRel, Math.abs(outputs[1][i] - outputs[0][i]) / (scale || 1));
+      const maxRel = maxRelDiff(outputs[0], outputs[1]);
       if (!(maxRel <= 1e-5)) throw new Error(`bench-matmul-subgroups: gemv_coop ${form} ${dtype} ${M}x${K}x${N}: subgroup form differs from plain by ${maxRel} (relative)`);
       const row: MatmulSubgroupRow = {
         M,

@@ -41,6 +41,15 @@ export function subgroupPair(base: GpuContext): { plain: GpuContext; sg: GpuCont
   return sg.subgroups ? { plain: new GpuContext(base.gpu, { subgroups: false }), sg } : null;
 }
 
+/** The largest |got - want| over the largest |want| (1 when want is all zeros): how far two forms' outputs differ. */
+export function maxRelDiff(want: Float32Array, got: Float32Array): number {
+  let scale = 0;
+  for (const v of want) scale = Math.max(scale, Math.abs(v));
+  let maxRel = 0;
+  for (let i = 0; i < want.length; i++) maxRel = Math.max(maxRel, Math.abs(got[i] - want[i]) / (scale || 1));
+  return maxRel;
+}
+
 /** Record `inner` calls of `record` on `ctx`, submit, wait; per call wall and CPU time in ms. */
 export async function timeCalls(ctx: GpuContext, record: (ctx: GpuContext, rec: Recorder) => void, inner: number): Promise<{ wall: number; cpu: number }> {
   const c0 = process.cpuUsage();

@@ -101,9 +101,9 @@ fn unpack_w4(q: W4) -> vec4<f32> {
 #if W_F32
   return q;
 #elif W_F16
-  return vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+  return unpack4_f16(q);
 #else
-  return vec4<f32>(bitcast<f32>(q.x << 16u), bitcast<f32>(q.x & 0xffff0000u), bitcast<f32>(q.y << 16u), bitcast<f32>(q.y & 0xffff0000u));
+  return unpack4_bf16(q);
 #endif
 }
 
@@ -124,9 +124,9 @@ fn load_g4(k4: u32) -> vec4<f32> {
 #if G_F32
   return q;
 #elif G_F16
-  return vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+  return unpack4_f16(q);
 #else
-  return vec4<f32>(bitcast<f32>(q.x << 16u), bitcast<f32>(q.x & 0xffff0000u), bitcast<f32>(q.y << 16u), bitcast<f32>(q.y & 0xffff0000u));
+  return unpack4_bf16(q);
 #endif
 }
 #endif

@@ -244,8 +244,8 @@ export class Decoder {
     step.captures?.residual?.get(0) && rec.copy(h.buffer, 0, step.captures.residual.get(0)!.buffer, 0, n * D * 4);
     const nKeys = step.pos0 + n;
     this.layers.forEach((L, l) => {
-      // The norms ride in the next matmul (RowNorm): folded into its kernel at decode, a pass into `normed` first
-      // at prefill.
+      // The norms ride in the next matmul (RowNorm): folded into its kernel where normFolds says (decode on GPUs),
+      // else a pass into `normed` first.
       const norm1 = { w: L.inputNorm, eps, scratch: rows(normed, 0, n) };
       const kc = this.kCache[l];
       const vc = this.vCache[l];
