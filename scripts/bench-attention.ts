@@ -34,6 +34,7 @@
 
 import type { GpuContext } from '../src/gpu/context.js';
 import type { Tensor } from '../src/gpu/tensor.js';
+import type { BenchClock } from './bench-pair.js';
 import { attention, attentionKvReads, attentionPlan, type AttentionArgs } from '../kernels/attention.js';
 import { type InterventionSpec, EMPTY_INTERVENTIONS } from '../src/spec/spec.js';
 import { headParamTable, headVectorTable, knockoutBits, patchCall, steerRows, temperatureRows } from '../src/spec/head-params.js';
@@ -46,6 +47,8 @@ export interface AttentionBenchOptions {
   set: 'quick' | 'default' | 'full';
   random(n: number, seed: number, scale: number): Float32Array;
   median(xs: number[]): number;
+  /** What ratio_vs_plain divides (bench-pair.ts benchClock); CPU time when not given. */
+  clock?: BenchClock;
 }
 
 export interface AttentionRow {
@@ -60,7 +63,7 @@ export interface AttentionRow {
   ms: number;
   /** Median CPU time of this process (every thread) per call: what SwiftShader spent, less exposed to other jobs. */
   cpu_ms: number;
-  /** Median over repetitions of (this contender's CPU time / plain's CPU time in the same repetition). */
+  /** Median over repetitions of (this contender's time / plain's in the same repetition): CPU or wall time, o.clock. */
   ratio_vs_plain: number;
   /** Quartiles of those per-repetition ratios (the spread the machine's load leaves). */
   ratio_q1: number;
@@ -261,7 +264,7 @@ export async function benchAttention(
     }
 
     // One measurement: `inner` calls recorded into one step, submitted, waited for. Wall time and the CPU time of
-    // this process (all its threads: SwiftShader executes the kernels on them); the ratios use the CPU time.
+    // this process (all its threads: SwiftShader executes the kernels on them); the ratios use o.clock's.
     const run = async (x: Contender, inner: number) => {
       const c0 = process.cpuUsage();
       const t0 = performance.now();
@@ -308,6 +311,8 @@ export async function benchAttention(
     }
     const plainWall = o.median(wall.get(contenders[0])!);
     const plainCpu = cpu.get(contenders[0])!;
+    const ratioSeries = o.clock === 'wall' ? wall : cpu;
+    const plainSeries = ratioSeries.get(contenders[0])!;
     const quartile = (xs: number[], f: number) => {
       const srt = [...xs].sort((a, b) => a - b);
       const at = f * (srt.length - 1);
@@ -323,7 +328,7 @@ export async function benchAttention(
       o.median(plainCpu).toFixed(2),
     ];
     for (const x of contenders) {
-      const paired = cpu.get(x)!.map((t, r) => t / plainCpu[r]);
+      const paired = ratioSeries.get(x)!.map((t, r) => t / plainSeries[r]);
       const ratio = o.median(paired);
       rows.push({
         phase: c.phase,

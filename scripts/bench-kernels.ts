@@ -21,7 +21,8 @@
 // BENCH_ATTENTION_REPS (default 9), BENCH_DECODE=organism|7b|qwen7b|all, BENCH_DECODE_LAYERS (default 2), BENCH_DECODE_STEPS,
 // BENCH_NORM_REPS (default 15), BENCH_MATMUL_SUBGROUPS=0 skips the gemv_coop subgroup / plain comparison,
 // BENCH_MATMUL_SUBGROUPS_REPS (default 15).
-// BENCH_MATMUL_NORM_REPS (default 15).
+// BENCH_MATMUL_NORM_REPS (default 15). BENCH_CLOCK=cpu|wall: what the paired ratios divide (default: the process's
+// CPU time on a CPU adapter, where the kernels run on its threads; wall time on a GPU).
 // Results: bench-results/kernels.json (matmul results, matmul_subgroups, attention, decode, norm, matmul_norm) and
 // printed tables.
 
@@ -39,6 +40,7 @@ import { benchDecode, printDecode } from './bench-decode.js';
 import { benchNorm, printNorm } from './bench-norm.js';
 import { benchMatmulSubgroups, printMatmulSubgroups } from './bench-matmul-subgroups.js';
 import { benchMatmulNorm, printMatmulNorm } from './bench-matmul-norm.js';
+import { benchClock } from './bench-pair.js';
 
 const ONLY = process.env.BENCH_ONLY ?? '';
 if (ONLY && ONLY !== 'kernels') {
@@ -188,6 +190,7 @@ async function main() {
   const repo = resolve(process.cwd());
   const gpu = await acquireGpu();
   const ctx = new GpuContext(gpu);
+  const clock = benchClock(ctx);
   const tfjs = await tfjsOnDevice(gpu.device, gpu.adapterName);
   const { tf } = tfjs;
   console.log(`adapter: ${gpu.adapterName}; tfjs-core ${tf.version_core}, backend ${tf.getBackend()} on the engine's GPUDevice`);
@@ -338,21 +341,21 @@ async function main() {
     ? await benchMatmulSubgroups(
         ctx,
         shapes().filter((s) => s.M === 1),
-        { reps: MATMUL_SUBGROUPS_REPS, minMs: MIN_MS, random: randomValues, median, quantile },
+        { reps: MATMUL_SUBGROUPS_REPS, minMs: MIN_MS, random: randomValues, median, quantile, clock },
       )
     : null;
   if (MATMUL_SUBGROUPS && !matmulSubgroups) console.log('\nmatmul subgroups: skipped (this device has no subgroups to compare with)');
   // Attention and decode use the engine's context alone (tfjs idles meanwhile).
   const attention = PARTS.has('attention')
-    ? await benchAttention(ctx, { reps: ATTENTION_REPS, minMs: 2 * MIN_MS, set: ATTENTION_SET, random: randomValues, median })
+    ? await benchAttention(ctx, { reps: ATTENTION_REPS, minMs: 2 * MIN_MS, set: ATTENTION_SET, random: randomValues, median, clock })
     : null;
   const decode = PARTS.has('decode')
     ? await benchDecode(ctx, process.env.BENCH_DECODE ?? 'all', Number(process.env.BENCH_DECODE_LAYERS ?? 2), Number(process.env.BENCH_DECODE_STEPS ?? 4))
     : null;
-  const norm = PARTS.has('norm') ? await benchNorm(ctx, { reps: NORM_REPS, minMs: MIN_MS, random: randomValues, median, quantile }) : null;
+  const norm = PARTS.has('norm') ? await benchNorm(ctx, { reps: NORM_REPS, minMs: MIN_MS, random: randomValues, median, quantile, clock }) : null;
   if (PARTS.has('norm') && !norm) console.log('\nnorm: skipped (this device has no subgroups to compare with)');
   const matmulNorm = PARTS.has('matmul_norm')
-    ? await benchMatmulNorm(ctx, { reps: MATMUL_NORM_REPS, minMs: MIN_MS, random: randomValues, median, quantile, quick: SET === 'quick' })
+    ? await benchMatmulNorm(ctx, { reps: MATMUL_NORM_REPS, minMs: MIN_MS, random: randomValues, median, quantile, clock, quick: SET === 'quick' })
     : null;
 
   await mkdir(join(repo, 'bench-results'), { recursive: true });
@@ -364,7 +367,8 @@ async function main() {
   } catch {
     // first run
   }
-  const stamp = { date: new Date().toISOString(), adapter: gpu.adapterName };
+  // ratio_clock: what the paired ratios (subgroups, attention, norm, matmul_norm) divide; matmul vs tfjs is wall time.
+  const stamp = { date: new Date().toISOString(), adapter: gpu.adapterName, ratio_clock: clock };
   const out = {
     ...previous,
     ...(PARTS.has('matmul')
@@ -387,7 +391,7 @@ async function main() {
             note:
               'gemv_coop forced, subgroup form (subgroupAdd, one slot per subgroup, one barrier) vs plain form (log2(WG)-step tree) on one ' +
               'device (two contexts): per call, *_cpu_ms = median CPU time of the process, *_ms = median wall time; ratio = median over ' +
-              'reps of subgroup CPU / plain CPU in the same rep (< 1: subgroups faster), ratio_q1..q3 its quartiles; gated = silu(x Wgᵀ) * (x Wuᵀ)',
+              'reps of subgroup / plain time (ratio_clock) in the same rep (< 1: subgroups faster), ratio_q1..q3 its quartiles; gated = silu(x Wgᵀ) * (x Wuᵀ)',
             results: matmulSubgroups.rows,
           },
         }
@@ -400,7 +404,7 @@ async function main() {
             reps: ATTENTION_REPS,
             note:
               'per call: ms = median wall time, cpu_ms = median CPU time of the process; ratio_vs_plain = median over reps of ' +
-              'cpu(contender) / cpu(plain) in the same rep (ratio_q1..q3 their quartiles); prefill from L = 1024 times the last 32 query rows; ' +
+              'time(contender) / time(plain) in the same rep, CPU or wall time as ratio_clock says (ratio_q1..q3 their quartiles); prefill from L = 1024 times the last 32 query rows; ' +
               "split-KV and tiled rows compare against the first contender of their case ('single pass', 'main'); kv_rows_read = K / V rows " +
               '(head_dim floats each) read from global memory per call (main once per (row, head), tiled once per (block, head))',
             results: attention.rows,
@@ -415,7 +419,7 @@ async function main() {
             reps: NORM_REPS,
             note:
               'subgroup form vs plain form on one device (two contexts): per call, *_cpu_ms = median CPU time of the process, *_ms = median ' +
-              'wall time; ratio = median over reps of subgroup CPU / plain CPU in the same rep (< 1: subgroups faster), ratio_q1..q3 its quartiles',
+              'wall time; ratio = median over reps of subgroup / plain time (ratio_clock) in the same rep (< 1: subgroups faster), ratio_q1..q3 its quartiles',
             results: norm.rows,
           },
         }
@@ -427,7 +431,7 @@ async function main() {
             reps: MATMUL_NORM_REPS,
             note:
               'decode (M = 1): rmsNorm into a scratch row then the GEMV (a: two dispatches) vs the GEMV with the norm folded in (b: one); ' +
-              'per call *_cpu_ms = median CPU time of the process, *_ms = median wall time; ratio = median over reps of b CPU / a CPU in ' +
+              'per call *_cpu_ms = median CPU time of the process, *_ms = median wall time; ratio = median over reps of b / a time (ratio_clock) in ' +
               'the same rep (< 1: folding is faster); f16 weights, f32 norm scale; gated = silu(xn Wgᵀ) * (xn Wuᵀ)',
             results: matmulNorm.rows,
           },
@@ -442,11 +446,11 @@ async function main() {
     for (const [k, v] of Object.entries(summary)) console.log(`  ${k.padEnd(13)} min ${v.min_ratio.toFixed(2)}x  median ${v.median_ratio.toFixed(2)}x  over ${v.shapes} shapes`);
   }
   if (matmulSubgroups) {
-    console.log('\ngemv_coop, subgroup form / plain form (CPU time, median over repetitions, quartiles in brackets):');
-    printMatmulSubgroups(matmulSubgroups.rows, true);
+    console.log(`\ngemv_coop, subgroup form / plain form (${clock} time, median over repetitions, quartiles in brackets):`);
+    printMatmulSubgroups(matmulSubgroups.rows, true, clock);
   }
   if (attention) {
-    console.log('\nattention, CPU-time ratios to plain (median over repetitions, quartiles in brackets):');
+    console.log(`\nattention, ${clock}-time ratios to plain (median over repetitions, quartiles in brackets):`);
     printAttentionTable(attention.table, attention.names, true);
     if (attention.tiledTable.length) printTiledTable(attention.tiledTable, true);
   }
@@ -455,12 +459,12 @@ async function main() {
     for (const r of decode.rows) printDecode(r);
   }
   if (norm) {
-    console.log('\nrow reductions, subgroup form / plain form (CPU time, median over repetitions, quartiles in brackets):');
-    printNorm(norm.rows, true);
+    console.log(`\nrow reductions, subgroup form / plain form (${clock} time, median over repetitions, quartiles in brackets):`);
+    printNorm(norm.rows, true, clock);
   }
   if (matmulNorm) {
-    console.log('\nRMSNorm folded into the decode GEMV / rmsNorm then the GEMV (CPU time, median over repetitions, quartiles in brackets):');
-    printMatmulNorm(matmulNorm.rows, true);
+    console.log(`\nRMSNorm folded into the decode GEMV / rmsNorm then the GEMV (${clock} time, median over repetitions, quartiles in brackets):`);
+    printMatmulNorm(matmulNorm.rows, true, clock);
   }
   console.log(`wrote bench-results/kernels.json (adapter: ${gpu.adapterName})`);
   tf.engine().reset();

@@ -4,7 +4,8 @@
 // SmolVLM-2B and LLaVA-1.5-7B, the gated MLP (organism, 7B) and lm_head (7B); f16 weights, f32 norm scale;
 // gemv_rows (the CPU decode kernel) and gemv_coop (the GPU one), the fold forced (RowNorm.fold: normFolds keeps CPU
 // adapters on the two passes, which is what these ratios measured). Outputs checked against each other first (1e-5 relative to the largest).
-// Paired timing on one device (scripts/bench-pair.ts timeTwo): ratio = fused CPU time / two-pass CPU time.
+// Paired timing on one device (scripts/bench-pair.ts timeTwo): ratio = fused time / two-pass time (CPU time on a CPU
+// adapter, wall time on a GPU: benchClock).
 
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
 import { encodeFromF32 } from '../src/gpu/half.js';
@@ -12,7 +13,7 @@ import type { Tensor } from '../src/gpu/tensor.js';
 import { rows } from '../kernels/common.js';
 import { matmul, matmulGated, matmulPlan, type MatmulVariant } from '../kernels/matmul.js';
 import { rmsNorm } from '../kernels/norm.js';
-import { type PairOptions, type TwoTiming, maxRelDiff, timeCalls, timeTwo } from './bench-pair.js';
+import { type BenchClock, type PairOptions, type TwoTiming, maxRelDiff, timeCalls, timeTwo } from './bench-pair.js';
 
 export interface MatmulNormRow extends TwoTiming {
   K: number;
@@ -87,7 +88,7 @@ export async function benchMatmulNorm(ctx: GpuContext, o: PairOptions & { random
         max_rel_diff: +maxRel.toExponential(2),
       };
       out.push(row);
-      printMatmulNorm([row], out.length === 1);
+      printMatmulNorm([row], out.length === 1, o.clock);
       if (matmulPlan(ctx, 1, N, K).variant !== 'gemv_rows' && variant === 'gemv_rows') console.log('  (gemv_rows forced: not what this adapter plans)');
     }
     for (const t of owned) ctx.destroyBuffer(t.buffer);
@@ -95,8 +96,8 @@ export async function benchMatmulNorm(ctx: GpuContext, o: PairOptions & { random
   return { rows: out };
 }
 
-export function printMatmulNorm(body: MatmulNormRow[], header: boolean): void {
-  const head = ['1 x K x N', 'what', 'variant', 'dispatches', 'two-pass CPU ms', 'fused CPU ms', 'fused / two-pass (CPU)', 'wall ratio'];
+export function printMatmulNorm(body: MatmulNormRow[], header: boolean, clock: BenchClock = 'cpu'): void {
+  const head = ['1 x K x N', 'what', 'variant', 'dispatches', 'two-pass CPU ms', 'fused CPU ms', `fused / two-pass (${clock})`, 'wall ratio'];
   const cells = body.map((r) => [
     `1x${r.K}x${r.N}`,
     `${r.what}${r.form === 'gated' ? ' (gated)' : ''}`,

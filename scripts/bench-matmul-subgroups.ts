@@ -10,7 +10,7 @@ import { encodeFromF32 } from '../src/gpu/half.js';
 import type { DType, Tensor } from '../src/gpu/tensor.js';
 import { rows } from '../kernels/common.js';
 import { matmul, matmulGated, matmulPlan } from '../kernels/matmul.js';
-import { type PairOptions, type PairTiming, printPairs, maxRelDiff, subgroupPair, timeCalls, timePair } from './bench-pair.js';
+import { type BenchClock, type PairOptions, type PairTiming, printPairs, maxRelDiff, subgroupPair, timeCalls, timePair } from './bench-pair.js';
 
 export interface MatmulSubgroupRow extends PairTiming {
   M: number;
@@ -78,7 +78,7 @@ export async function benchMatmulSubgroups(
         max_rel_diff: +maxRel.toExponential(2),
       };
       out.push(row);
-      printMatmulSubgroups([row], out.length === 1);
+      printMatmulSubgroups([row], out.length === 1, o.clock);
       for (const t of owned) base.destroyBuffer(t.buffer);
     }
     base.destroyBuffer(x.buffer);
@@ -87,10 +87,11 @@ export async function benchMatmulSubgroups(
   return { rows: out };
 }
 
-export function printMatmulSubgroups(body: MatmulSubgroupRow[], header: boolean): void {
+export function printMatmulSubgroups(body: MatmulSubgroupRow[], header: boolean, clock: BenchClock = 'cpu'): void {
   printPairs(
     ['M x K x N', 'gemv_coop', 'WG'],
     body.map((r) => ({ key: [`${r.M}x${r.K}x${r.N}`, `${r.form} ${r.dtype}`, String(r.workgroup)], t: r })),
     header,
+    clock,
   );
 }

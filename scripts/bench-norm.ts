@@ -9,7 +9,7 @@ import type { Tensor } from '../src/gpu/tensor.js';
 import { rows } from '../kernels/common.js';
 import { rmsNorm } from '../kernels/norm.js';
 import { argmax } from '../kernels/reduce.js';
-import { type PairOptions, type PairTiming, printPairs, subgroupPair, timeCalls, timePair } from './bench-pair.js';
+import { type BenchClock, type PairOptions, type PairTiming, printPairs, subgroupPair, timeCalls, timePair } from './bench-pair.js';
 
 export interface NormBenchOptions extends PairOptions {
   random(n: number, seed: number, scale: number): Float32Array;
@@ -69,12 +69,12 @@ export async function benchNorm(base: GpuContext, o: NormBenchOptions): Promise<
     }
     const row: NormRow = { kernel: c.kernel, rows: c.rows, cols: c.cols, ...(await timePair(pair, record, o)), max_rel_diff: +maxRel.toExponential(2) };
     out.push(row);
-    printNorm([row], out.length === 1);
+    printNorm([row], out.length === 1, o.clock);
     for (const b of owned) base.destroyBuffer(b);
   }
   return { rows: out };
 }
 
-export function printNorm(body: NormRow[], header: boolean): void {
-  printPairs(['kernel', 'rows x cols'], body.map((r) => ({ key: [r.kernel, `${r.rows} x ${r.cols}`], t: r })), header);
+export function printNorm(body: NormRow[], header: boolean, clock: BenchClock = 'cpu'): void {
+  printPairs(['kernel', 'rows x cols'], body.map((r) => ({ key: [r.kernel, `${r.rows} x ${r.cols}`], t: r })), header, clock);
 }

@@ -7,9 +7,23 @@
 // (SwiftShader runs the kernels on its threads) and the wall time. One `inner` for both forms, from the plain one.
 // The ratio is the median over repetitions of (subgroup / plain in the same repetition), so machine load that
 // drifts between repetitions hits both alike; < 1 means the subgroup form is faster. The order alternates.
+// Which time the ratio divides (`clock`): CPU time on a CPU adapter (the kernels run on this process's threads, and
+// wall time on a shared machine swings with other jobs), wall time on a GPU (the process only waits there).
 
 import { GpuContext } from '../src/gpu/context.js';
 import type { Recorder } from '../src/gpu/context.js';
+import { adapterProfile } from '../kernels/adapter.js';
+
+/** The time a ratio divides: the process's CPU time or the wall time of each measurement. */
+export type BenchClock = 'cpu' | 'wall';
+
+/** BENCH_CLOCK when set, else CPU time on a CPU adapter and wall time on a GPU. */
+export function benchClock(ctx: GpuContext): BenchClock {
+  const forced = process.env.BENCH_CLOCK;
+  if (forced === 'cpu' || forced === 'wall') return forced;
+  if (forced) throw new Error(`BENCH_CLOCK=${forced}: expected cpu or wall`);
+  return adapterProfile(ctx).cpu ? 'cpu' : 'wall';
+}
 
 export interface PairOptions {
   reps: number;
@@ -18,6 +32,8 @@ export interface PairOptions {
   median(xs: number[]): number;
   /** The f-quantile of xs (0.25, 0.75: quartiles). */
   quantile(xs: number[], f: number): number;
+  /** What the ratios divide (benchClock); CPU time when not given. */
+  clock?: BenchClock;
 }
 
 export interface PairTiming {
@@ -27,7 +43,7 @@ export interface PairTiming {
   subgroup_cpu_ms: number;
   plain_ms: number;
   subgroup_ms: number;
-  /** Median over repetitions of subgroup CPU time / plain CPU time in the same repetition. */
+  /** Median over repetitions of subgroup time / plain time in the same repetition (PairOptions.clock). */
   ratio: number;
   ratio_q1: number;
   ratio_q3: number;
@@ -102,7 +118,7 @@ export interface TwoTiming {
 
 /**
  * Paired timing of two contenders: `inner` calls per measurement (from a's time), the order alternating per
- * repetition, ratio = median over repetitions of b's CPU time / a's in the same repetition.
+ * repetition, ratio = median over repetitions of b's time / a's in the same repetition (CPU or wall: o.clock).
  */
 export async function timeTwo(a: Contender, b: Contender, o: PairOptions): Promise<TwoTiming> {
   // Small dispatches need many calls to reach minMs.
@@ -122,7 +138,8 @@ export async function timeTwo(a: Contender, b: Contender, o: PairOptions): Promi
       wall[name].push(t.wall);
     }
   }
-  const paired = cpu.b.map((t, r) => t / cpu.a[r]);
+  const series = o.clock === 'wall' ? wall : cpu;
+  const paired = series.b.map((t, r) => t / series.a[r]);
   return {
     inner,
     a_cpu_ms: +o.median(cpu.a).toFixed(4),
@@ -137,8 +154,8 @@ export async function timeTwo(a: Contender, b: Contender, o: PairOptions): Promi
 }
 
 /** A table with the kernel's own columns first (left-aligned), then the timing columns; `header` prints the head. */
-export function printPairs(keyHead: string[], body: { key: string[]; t: PairTiming }[], header: boolean): void {
-  const head = [...keyHead, 'plain CPU ms', 'subgroup CPU ms', 'subgroup / plain (CPU)', 'wall ratio'];
+export function printPairs(keyHead: string[], body: { key: string[]; t: PairTiming }[], header: boolean, clock: BenchClock = 'cpu'): void {
+  const head = [...keyHead, 'plain CPU ms', 'subgroup CPU ms', `subgroup / plain (${clock})`, 'wall ratio'];
   const cells = body.map(({ key, t }) => [
     ...key,
     t.plain_cpu_ms.toFixed(3),
