@@ -32,6 +32,14 @@ if ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
 fi
 nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ] && [ -f "$nvidia_icd" ]; then export VK_DRIVER_FILES=$nvidia_icd; fi
+# Dawn's binary wants a recent libstdc++; the kit's copy is used only when the machine's own does not load it.
+if ! node -e "require('webgpu')" 2>/dev/null && [ -f "$KIT/lib/libstdc++.so.6.xz" ]; then
+  mkdir -p "$node_dir/lib"
+  xz -dc "$KIT/lib/libstdc++.so.6.xz" >"$node_dir/lib/libstdc++.so.6"
+  export LD_LIBRARY_PATH="$node_dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "device-check: Dawn did not load with this machine's libstdc++; using the kit's"
+fi
+node -e "require('webgpu')" || { echo "device-check: the webgpu package (Dawn) does not load here" >&2; exit 1; }
 node scripts/build.mjs || { echo "device-check: the build failed" >&2; exit 1; }
 
 step "adapter"

@@ -11,7 +11,9 @@
 # - node_modules.tar.xz: what the build and the tests need, without the bench-only tfjs (bundled below), the type
 #   checker, Playwright and the other platforms' Dawn binaries;
 # - bench-kernels.mjs: scripts/bench-kernels.ts bundled with tfjs inside (the `webgpu` package stays external);
-# - libvulkan1 .deb: the Vulkan loader, which Dawn needs and the machine's image may lack (apt download, amd64).
+# - libvulkan1 .deb: the Vulkan loader, which Dawn needs and the machine's image may lack (apt download, amd64);
+# - lib/libstdc++.so.6: this machine's C++ runtime, for an image whose own is older than Dawn's build needs
+#   (device-check.sh uses it only when loading Dawn fails without it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +45,12 @@ tar -c \
 npx esbuild scripts/bench-kernels.ts --bundle --format=esm --platform=node --target=node20 --external:webgpu \
   --loader:.wgsl=text --log-level=warning --outfile="$KIT/bench-kernels.mjs" \
   --banner:js="import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);"
+
+libstdcxx=$(ldconfig -p | awk '/libstdc\+\+\.so\.6 .*x86-64/ {print $NF; exit}')
+if [ -n "$libstdcxx" ]; then
+  mkdir -p "$KIT/lib"
+  xz -6 -c "$(readlink -f "$libstdcxx")" >"$KIT/lib/libstdc++.so.6.xz"
+fi
 
 # The Vulkan loader, downloaded for amd64 whatever this machine is (the device machines are x86-64).
 apt_state=$(mktemp -d)
