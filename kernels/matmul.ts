@@ -135,7 +135,7 @@ export const GEMV_TARGET_WORKGROUPS = 256;
 export const SMEM_MIN = 32;
 /**
  * Output columns per gemv_rows thread. Gated: four (gate, up) pairs, the same eight accumulators and eight weight
- * rows per x load as the plain kernel's eight outputs.
+ * rows per x load as the plain kernel's eight outputs (ROWS_COLS in shaders/matmul_vec.wgsl).
  */
 export const GEMV_ROWS_COLS = { plain: 8, gated: 4 } as const;
 
@@ -436,7 +436,6 @@ function matmulBlock(
   // The scale's loads: vector ones on the VEC4 path (its dtype define by hand, as for W), else the generated load_g.
   if (norm && !vec4) weights.g = norm.w.dtype;
   const { source, entry } = SOURCES[plan.variant];
-  const gatedRows = !!up && plan.variant === 'gemv_rows';
   const outs = outputViews(a.out);
   const splitOut = outs.length > 1;
   if (splitOut && up) throw new Error(`matmul ${w.label}: the gated form has one output`);
@@ -446,7 +445,7 @@ function matmulBlock(
   const kernel = ctx.kernel({
     name: `matmul_${split ? 'gemv_splitk_partial' : plan.variant}${up ? '_gated' : ''}${splitOut && !split ? `_out${outs.length}` : ''}${norm ? '_norm' : ''}`,
     source: asm.source,
-    entryPoint: gatedRows ? 'gemv_rows_gated' : entry,
+    entryPoint: entry,
     defines: {
       ...asm.defines,
       ...(split ? {} : activationDefines(a.act ?? 'none')),

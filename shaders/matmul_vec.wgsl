@@ -10,7 +10,7 @@
 // Every W element is read once per row of x in all three.
 // NORM (matmul_common.wgsl): each x load is scaled by the norm weight and its square summed beside the dot products
 // (gemv_coop: the sums of squares reduced with the dot products), then the row's rms scale multiplies each sum.
-// GATED (matmul_common.wgsl): gemv_rows_gated, four (gate, up) output pairs per thread; gemv_coop with a second
+// GATED (matmul_common.wgsl): gemv_rows with four (gate, up) output pairs per thread; gemv_coop with a second
 // accumulator and reduction for the up projection. Split K has no gated form (the launcher falls back).
 
 override WG: u32 = 64u;
@@ -36,10 +36,18 @@ fn row_base(n: u32) -> u32 {
 }
 
 #if !PARTIALS_OUT
-// Eight outputs per thread: each x load serves eight rows of W (measured 10-20% faster than four on SwiftShader).
+// Eight accumulators per thread, each x load serving eight rows of weights (measured 10-20% faster than four on
+// SwiftShader): eight output columns, or (GATED) four (gate, up) pairs: rows n0..n0+3 of the gate projection in
+// a0..a3 and the same rows of the up projection in a4..a7 (eight pairs would double the live registers).
+#if GATED
+const ROWS_COLS = 4u;
+#else
+const ROWS_COLS = 8u;
+#endif
+
 @compute @workgroup_size(WG)
 fn gemv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let n0 = (wg.x * WG + lid.x) * 8u;
+  let n0 = (wg.x * WG + lid.x) * ROWS_COLS;
   let m = wg.y;
   if (n0 >= p.N) {
     return;
@@ -49,10 +57,17 @@ fn gemv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
   let r1 = row_base(n0 + 1u);
   let r2 = row_base(n0 + 2u);
   let r3 = row_base(n0 + 3u);
+#if GATED
+  let r4 = r0;
+  let r5 = r1;
+  let r6 = r2;
+  let r7 = r3;
+#else
   let r4 = row_base(n0 + 4u);
   let r5 = row_base(n0 + 5u);
   let r6 = row_base(n0 + 6u);
   let r7 = row_base(n0 + 7u);
+#endif
   var a0 = 0.0;
   var a1 = 0.0;
   var a2 = 0.0;
@@ -78,10 +93,10 @@ fn gemv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
     a1 += dot(xv, load_w4(r1 / 4u + k4));
     a2 += dot(xv, load_w4(r2 / 4u + k4));
     a3 += dot(xv, load_w4(r3 / 4u + k4));
-    a4 += dot(xv, load_w4(r4 / 4u + k4));
-    a5 += dot(xv, load_w4(r5 / 4u + k4));
-    a6 += dot(xv, load_w4(r6 / 4u + k4));
-    a7 += dot(xv, load_w4(r7 / 4u + k4));
+    a4 += dot(xv, load_w4_hi(r4 / 4u + k4));
+    a5 += dot(xv, load_w4_hi(r5 / 4u + k4));
+    a6 += dot(xv, load_w4_hi(r6 / 4u + k4));
+    a7 += dot(xv, load_w4_hi(r7 / 4u + k4));
   }
 #else
   for (var k = 0u; k < p.K; k++) {
@@ -96,10 +111,10 @@ fn gemv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
     a1 = fma(xv, load_w(r1 + k), a1);
     a2 = fma(xv, load_w(r2 + k), a2);
     a3 = fma(xv, load_w(r3 + k), a3);
-    a4 = fma(xv, load_w(r4 + k), a4);
-    a5 = fma(xv, load_w(r5 + k), a5);
-    a6 = fma(xv, load_w(r6 + k), a6);
-    a7 = fma(xv, load_w(r7 + k), a7);
+    a4 = fma(xv, load_w_hi(r4 + k), a4);
+    a5 = fma(xv, load_w_hi(r5 + k), a5);
+    a6 = fma(xv, load_w_hi(r6 + k), a6);
+    a7 = fma(xv, load_w_hi(r7 + k), a7);
   }
 #endif
 #if NORM
@@ -108,91 +123,35 @@ fn gemv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
   let sc = 1.0;
 #endif
   let acc = array<f32, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
-  for (var j = 0u; j < 8u; j++) {
+  for (var j = 0u; j < ROWS_COLS; j++) {
     if (n0 + j < p.N) {
-      store_out(m, n0 + j, acc[j] * sc);
-    }
-  }
-}
-#endif
-
 #if GATED
-// Four outputs per thread, each a (gate, up) pair: eight accumulators and eight weight rows per x load, as many
-// as gemv_rows holds; eight pairs would double the live registers.
-@compute @workgroup_size(WG)
-fn gemv_rows_gated(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let n0 = (wg.x * WG + lid.x) * 4u;
-  let m = wg.y;
-  if (n0 >= p.N) {
-    return;
-  }
-  let xr = p.x_off + m * p.x_stride;
-  let r0 = row_base(n0);
-  let r1 = row_base(n0 + 1u);
-  let r2 = row_base(n0 + 2u);
-  let r3 = row_base(n0 + 3u);
-  var g0 = 0.0;
-  var g1 = 0.0;
-  var g2 = 0.0;
-  var g3 = 0.0;
-  var u0 = 0.0;
-  var u1 = 0.0;
-  var u2 = 0.0;
-  var u3 = 0.0;
-#if NORM
-  var ss = 0.0;
-#endif
-#if VEC4
-  let xb = xr / 4u;
-  for (var k4 = 0u; k4 < p.K / 4u; k4++) {
-#if NORM
-    let xr4 = x[xb + k4];
-    ss += dot(xr4, xr4);
-    let xv = xr4 * load_g4(k4);
+      store_gated(m, n0 + j, acc[j] * sc, acc[j + 4u] * sc);
 #else
-    let xv = x[xb + k4];
+      store_out(m, n0 + j, acc[j] * sc);
 #endif
-    g0 += dot(xv, load_w4(r0 / 4u + k4));
-    g1 += dot(xv, load_w4(r1 / 4u + k4));
-    g2 += dot(xv, load_w4(r2 / 4u + k4));
-    g3 += dot(xv, load_w4(r3 / 4u + k4));
-    u0 += dot(xv, load_w4u(r0 / 4u + k4));
-    u1 += dot(xv, load_w4u(r1 / 4u + k4));
-    u2 += dot(xv, load_w4u(r2 / 4u + k4));
-    u3 += dot(xv, load_w4u(r3 / 4u + k4));
-  }
-#else
-  for (var k = 0u; k < p.K; k++) {
-#if NORM
-    let xr1 = x[xr + k];
-    ss = fma(xr1, xr1, ss);
-    let xv = xr1 * load_g(k);
-#else
-    let xv = x[xr + k];
-#endif
-    g0 = fma(xv, load_w(r0 + k), g0);
-    g1 = fma(xv, load_w(r1 + k), g1);
-    g2 = fma(xv, load_w(r2 + k), g2);
-    g3 = fma(xv, load_w(r3 + k), g3);
-    u0 = fma(xv, load_wu(r0 + k), u0);
-    u1 = fma(xv, load_wu(r1 + k), u1);
-    u2 = fma(xv, load_wu(r2 + k), u2);
-    u3 = fma(xv, load_wu(r3 + k), u3);
-  }
-#endif
-#if NORM
-  let sc = rms_scale(ss);
-#else
-  let sc = 1.0;
-#endif
-  let gate = array<f32, 4>(g0, g1, g2, g3);
-  let up = array<f32, 4>(u0, u1, u2, u3);
-  for (var j = 0u; j < 4u; j++) {
-    if (n0 + j < p.N) {
-      store_gated(m, n0 + j, gate[j] * sc, up[j] * sc);
     }
   }
 }
+
+// Rows 4..7 of a gemv_rows thread: four more rows of W, or (GATED) the up projection's rows of the first four.
+#if VEC4
+fn load_w4_hi(i: u32) -> vec4<f32> {
+#if GATED
+  return load_w4u(i);
+#else
+  return load_w4(i);
+#endif
+}
+#else
+fn load_w_hi(i: u32) -> f32 {
+#if GATED
+  return load_wu(i);
+#else
+  return load_w(i);
+#endif
+}
+#endif
 #endif
 
 #if !SUBGROUPS
