@@ -68,6 +68,26 @@ export function checkDtype(t: Tensor, allowed: DType[], what: string): void {
   if (!allowed.includes(t.dtype)) throw new Error(`${what}: tensor ${t.label} has dtype ${t.dtype}, expected ${allowed.join(' or ')}`);
 }
 
+/** An f32 view inside its tensor; a written view's rows must not overlap. */
+export function checkView(fn: string, v: RowView, what: string, written: boolean): void {
+  const t = v.tensor;
+  checkDtype(t, ['f32'], `${fn} ${what}`);
+  for (const k of ['rows', 'cols', 'offset', 'stride'] as const) {
+    if (!Number.isInteger(v[k]) || v[k] < 0) throw new Error(`${fn}: ${what} view of ${t.label} has ${k} ${v[k]}`);
+  }
+  if (v.rows === 0 || v.cols === 0) return;
+  const end = v.offset + (v.rows - 1) * v.stride + v.cols;
+  if (end > t.numel) {
+    throw new Error(
+      `${fn}: ${what} view of ${t.label} (${v.rows}x${v.cols}, offset ${v.offset}, stride ${v.stride}) ends at element ${end} ` +
+        `but the tensor has ${t.numel}`,
+    );
+  }
+  if (written && v.rows > 1 && v.stride < v.cols) {
+    throw new Error(`${fn}: ${what} view of ${t.label} has stride ${v.stride} < ${v.cols} columns: its rows overlap`);
+  }
+}
+
 /**
  * Bytes [begin, end) of `buffer` as a storage binding, its start rounded down to the adapter's offset alignment.
  * A kernel bound this way indexes from the binding's start, so its element offsets drop `skipped` (the elements

@@ -4,7 +4,7 @@
 import source from '../shaders/elementwise.wgsl';
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
 import { Uniforms, fold } from '../src/gpu/context.js';
-import { type Activation, type RowView, activationDefines, assemble, checkDtype } from './common.js';
+import { type Activation, type RowView, activationDefines, assemble, checkView } from './common.js';
 
 const WG = 256;
 
@@ -100,24 +100,4 @@ function launch(
     fold(Math.ceil(total / WG), ctx.limits.maxComputeWorkgroupsPerDimension),
     `${fn} ${out.tensor.label}`,
   );
-}
-
-/** An f32 view inside its tensor; a written view's rows must not overlap. */
-function checkView(fn: string, v: RowView, what: string, written: boolean): void {
-  const t = v.tensor;
-  checkDtype(t, ['f32'], `${fn} ${what}`);
-  for (const k of ['rows', 'cols', 'offset', 'stride'] as const) {
-    if (!Number.isInteger(v[k]) || v[k] < 0) throw new Error(`${fn}: ${what} view of ${t.label} has ${k} ${v[k]}`);
-  }
-  if (v.rows === 0 || v.cols === 0) return;
-  const end = v.offset + (v.rows - 1) * v.stride + v.cols;
-  if (end > t.numel) {
-    throw new Error(
-      `${fn}: ${what} view of ${t.label} (${v.rows}x${v.cols}, offset ${v.offset}, stride ${v.stride}) ends at element ${end} ` +
-        `but the tensor has ${t.numel}`,
-    );
-  }
-  if (written && v.rows > 1 && v.stride < v.cols) {
-    throw new Error(`${fn}: ${what} view of ${t.label} has stride ${v.stride} < ${v.cols} columns: its rows overlap`);
-  }
 }
