@@ -3,24 +3,11 @@ import { matmul } from '../kernels/matmul.js';
 import { rows, type Activation } from '../kernels/common.js';
 import { expectClose, gpuContext, randn, read, upload } from './helpers/gpu.js';
 import { RowSplitTensor, type DType } from '../src/gpu/tensor.js';
-import { activation } from './helpers/reference-math.js';
+import { matmulReference } from './helpers/reference-math.js';
 
-/** The float64 reference of an activation (Hugging Face ACT2FN semantics). */
-const refAct = (v: number, a: Activation): number => activation(a)(v);
-
-function refMatmul(x: Float32Array, w: Float32Array, b: Float32Array | null, r: Float32Array | null, M: number, N: number, K: number, act: Activation) {
-  const y = new Float64Array(M * N);
-  for (let m = 0; m < M; m++)
-    for (let n = 0; n < N; n++) {
-      let s = 0;
-      for (let k = 0; k < K; k++) s += x[m * K + k] * w[n * K + k];
-      if (b) s += b[n];
-      s = refAct(s, act);
-      if (r) s += r[m * N + n];
-      y[m * N + n] = s;
-    }
-  return y;
-}
+/** float64 act(x Wᵀ + b) + r (the shared reference, this file's argument order). */
+const refMatmul = (x: Float32Array, w: Float32Array, b: Float32Array | null, r: Float32Array | null, M: number, N: number, K: number, act: Activation) =>
+  matmulReference(x, w, b, M, N, K, act, { r });
 
 describe('matmul kernel vs float64 reference', () => {
   const cases: [number, number, number, DType, boolean, boolean, Activation][] = [

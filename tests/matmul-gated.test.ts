@@ -12,26 +12,11 @@ import { rows, type Activation, type RowView } from '../kernels/common.js';
 import type { GpuContext } from '../src/gpu/context.js';
 import { RowSplitTensor, type DType, type Tensor } from '../src/gpu/tensor.js';
 import { countDispatches as dispatches, expectClose, gpuContext, randn, read, upload } from './helpers/gpu.js';
-import { activation } from './helpers/reference-math.js';
+import { matmulReference } from './helpers/reference-math.js';
 
-/** The float64 reference of an activation (Hugging Face ACT2FN semantics). */
-const refAct = (v: number, a: Activation): number => activation(a)(v);
-
-/** float64 act(x Wgᵀ + bg) * (x Wuᵀ + bu) over the M rows of a row-major [M, K] array. */
-function reference(x: Float32Array, wg: Float32Array, wu: Float32Array, bg: Float32Array | null, bu: Float32Array | null, M: number, N: number, K: number, act: Activation): Float64Array {
-  const y = new Float64Array(M * N);
-  for (let m = 0; m < M; m++)
-    for (let n = 0; n < N; n++) {
-      let g = bg ? bg[n] : 0;
-      let u = bu ? bu[n] : 0;
-      for (let k = 0; k < K; k++) {
-        g += x[m * K + k] * wg[n * K + k];
-        u += x[m * K + k] * wu[n * K + k];
-      }
-      y[m * N + n] = refAct(g, act) * u;
-    }
-  return y;
-}
+/** float64 act(x Wgᵀ + bg) * (x Wuᵀ + bu) over the M rows of a row-major [M, K] array (the shared reference). */
+const reference = (x: Float32Array, wg: Float32Array, wu: Float32Array, bg: Float32Array | null, bu: Float32Array | null, M: number, N: number, K: number, act: Activation) =>
+  matmulReference(x, wg, bg, M, N, K, act, { up: { w: wu, b: bu } });
 
 /** A weight as row blocks starting at `starts` (how the loader holds one larger than a storage binding). */
 function splitWeight(ctx: GpuContext, values: Float32Array, N: number, K: number, dtype: DType, starts: number[], label: string): RowSplitTensor {

@@ -9,25 +9,11 @@ import { rows, type Activation } from '../kernels/common.js';
 import { expectClose, gpuContext, randn, read, upload } from './helpers/gpu.js';
 import { RowSplitTensor, type DType } from '../src/gpu/tensor.js';
 import { decodeToF32 } from '../src/gpu/half.js';
-import { activation } from './helpers/reference-math.js';
+import { matmulReference } from './helpers/reference-math.js';
 
-/** The float64 reference of an activation (Hugging Face ACT2FN semantics). */
-const refAct = (v: number, a: Activation): number => activation(a)(v);
-
-/** float64 y = act(x W^T + b) + r over x rows [x0, x0+M) of a row-major [*, K] array. */
-function reference(x: Float32Array, w: Float32Array, b: Float32Array | null, r: Float32Array | null, M: number, N: number, K: number, act: Activation): Float64Array {
-  const y = new Float64Array(M * N);
-  for (let m = 0; m < M; m++)
-    for (let n = 0; n < N; n++) {
-      let s = 0;
-      for (let k = 0; k < K; k++) s += x[m * K + k] * w[n * K + k];
-      if (b) s += b[n];
-      s = refAct(s, act);
-      if (r) s += r[m * N + n];
-      y[m * N + n] = s;
-    }
-  return y;
-}
+/** float64 y = act(x W^T + b) + r over x rows [x0, x0+M) of a row-major [*, K] array (the shared reference). */
+const reference = (x: Float32Array, w: Float32Array, b: Float32Array | null, r: Float32Array | null, M: number, N: number, K: number, act: Activation) =>
+  matmulReference(x, w, b, M, N, K, act, { r });
 
 type Case = [M: number, N: number, K: number, dtype: DType, bias: boolean, residual: boolean, act: Activation];
 
