@@ -137,6 +137,22 @@ fn load_g4(k4: u32) -> vec4<f32> {
 fn rms_scale(ss: f32) -> f32 {
   return inverseSqrt(ss / f32(p.K) + p.eps);
 }
+
+// A GEMV's x load under NORM: the raw values' squares go into the row's running sum *ss, and the values come back
+// scaled by the norm weight (x[i] holds element k of the row; rms_scale(*ss) multiplies the finished dot products).
+#if VEC4
+fn x_norm4(i: u32, k4: u32, ss: ptr<function, f32>) -> vec4<f32> {
+  let v = x[i];
+  *ss += dot(v, v);
+  return v * load_g4(k4);
+}
+#else
+fn x_norm(i: u32, k: u32, ss: ptr<function, f32>) -> f32 {
+  let v = x[i];
+  *ss = fma(v, v, *ss);
+  return v * load_g(k);
+}
+#endif
 #endif
 
 #if !PARTIALS_OUT

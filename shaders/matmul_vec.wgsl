@@ -83,9 +83,7 @@ fn gemv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
   let xb = xr / 4u;
   for (var k4 = 0u; k4 < p.K / 4u; k4++) {
 #if NORM
-    let xr4 = x[xb + k4];
-    ss += dot(xr4, xr4);
-    let xv = xr4 * load_g4(k4);
+    let xv = x_norm4(xb + k4, k4, &ss);
 #else
     let xv = x[xb + k4];
 #endif
@@ -101,9 +99,7 @@ fn gemv_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
 #else
   for (var k = 0u; k < p.K; k++) {
 #if NORM
-    let xr1 = x[xr + k];
-    ss = fma(xr1, xr1, ss);
-    let xv = xr1 * load_g(k);
+    let xv = x_norm(xr + k, k, &ss);
 #else
     let xv = x[xr + k];
 #endif
@@ -194,9 +190,7 @@ fn gemv_coop(@builtin(workgroup_id) wg: vec3<u32>, ids: Invocation) {
   let w3 = r3 / 4u;
   for (var k4 = k_begin / 4u + t; k4 < k_end / 4u; k4 += WG) {
 #if NORM
-    let xr4 = x[xb + k4];
-    ss += dot(xr4, xr4);
-    let xv = xr4 * load_g4(k4);
+    let xv = x_norm4(xb + k4, k4, &ss);
 #else
     let xv = x[xb + k4];
 #endif
@@ -208,9 +202,7 @@ fn gemv_coop(@builtin(workgroup_id) wg: vec3<u32>, ids: Invocation) {
 #else
   for (var k = k_begin + t; k < k_end; k += WG) {
 #if NORM
-    let xr1 = x[xr + k];
-    ss = fma(xr1, xr1, ss);
-    let xv = xr1 * load_g(k);
+    let xv = x_norm(xr + k, k, &ss);
 #else
     let xv = x[xr + k];
 #endif
