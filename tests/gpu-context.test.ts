@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { preprocess } from '../src/gpu/wgsl.js';
+import { GpuContext } from '../src/gpu/context.js';
+import { attention } from '../kernels/attention.js';
 import { gpuContext } from './helpers/gpu.js';
 
 describe('GPU context', () => {
@@ -22,6 +24,52 @@ describe('GPU context', () => {
     const ctx = await gpuContext();
     const tooBig = ctx.limits.maxBufferSize + 4;
     expect(() => ctx.createBuffer(tooBig, GPUBufferUsage.STORAGE, 'huge.weight')).toThrow(/buffer huge\.weight needs .* maxBufferSize is/);
+  });
+
+  it('refuses a kernel that binds more storage buffers than the adapter allows, with the numbers', async () => {
+    const ctx = await gpuContext();
+    const limit = ctx.limits.maxStorageBuffersPerShaderStage;
+    const decls = Array.from({ length: limit + 1 }, (_, i) => `@group(0) @binding(${i + 1}) var<storage, read> b${i}: array<f32>;`).join('\n');
+    const spec = (n: number) => ({
+      name: `wide${n}`,
+      source: `${decls}\n@compute @workgroup_size(1) fn main() {}`,
+      bindings: [null, ...Array.from({ length: n }, () => 'read' as const)],
+    });
+    expect(() => ctx.kernel(spec(limit + 1))).toThrow(
+      new RegExp(`kernel wide${limit + 1}: binds ${limit + 1} storage buffers, but this adapter allows ${limit} per shader stage`),
+    );
+    expect(() => ctx.kernel(spec(limit))).not.toThrow();
+  });
+
+  it("refuses attention with every optional binding on an adapter allowing WebGPU's default 8, and runs it with fewer", async () => {
+    const base = await gpuContext();
+    // The same device, seen as an adapter with the spec's default limit (browsers offer 8 or 10 on many GPUs).
+    const ctx = new GpuContext({ ...base.gpu, limits: { ...base.gpu.limits, maxStorageBuffersPerShaderStage: 8 } });
+    const [rows, heads, hd] = [3, 2, 4];
+    const E = heads * hd;
+    const t = (label: string) => ctx.uploadF32(Float32Array.from({ length: rows * E }, (_, i) => Math.sin(i + 1)), [rows, E], label);
+    const q = t('q');
+    const k = t('k');
+    const v = t('v');
+    const params = ctx.createBuffer(heads * 16, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, 'head_params');
+    const image = ctx.createBuffer(rows * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, 'key_is_image');
+    const vectors = ctx.createBuffer(heads * 2 * hd * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, 'head_vectors');
+    const ranges = ctx.createBuffer(rows * 8, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, 'key_ranges');
+    ctx.write(ranges, 0, Uint32Array.from({ length: 2 * rows }, (_, i) => (i % 2 ? rows : 0)));
+    const bits = ctx.createBuffer(rows * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, 'knockout');
+    const z = ctx.activation([rows, E], 'z');
+    const pattern = ctx.activation([heads, rows, rows], 'pattern');
+    const args = { q, k, v, rows, heads, kvHeads: heads, headDim: hd, nKeys: rows, causal: true, pos0: 0, headParams: params, keyIsImage: image, z };
+    const all = { ...args, pattern, headVectors: vectors, keyRanges: ranges, knockout: { bits, words: 1 } };
+    expect(() => attention(ctx, ctx.recorder('all'), all)).toThrow(/kernel attention: binds 10 storage buffers, but this adapter allows 8 per shader stage/);
+    const rec = ctx.recorder('fewer');
+    attention(ctx, rec, { ...args, pattern, keyRanges: ranges });
+    rec.submit();
+    const got = await ctx.readF32(pattern.buffer, 0, heads * rows * rows);
+    for (let h = 0; h < heads; h++) for (let r = 0; r < rows; r++) {
+      const row = got.subarray((h * rows + r) * rows, (h * rows + r + 1) * rows);
+      expect(row.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 5); // causal rows of probabilities
+    }
   });
 
   it('refuses dispatches over the per-dimension workgroup limit', async () => {

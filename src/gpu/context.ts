@@ -333,6 +333,17 @@ export class GpuContext {
     const key = `${spec.name}:${spec.entryPoint ?? 'main'}[${definesKey(defines)}][${constKey}]`;
     const cached = this.kernels.get(key);
     if (cached) return cached;
+    // WebGPU's default is 8 and browsers offer 8 or 10 on many GPUs: a kernel with every optional binding on (an
+    // attention with a pattern capture, head vectors, key ranges and knockout binds 10) is refused here with the
+    // numbers, not as a pipeline that fails to compile.
+    const storage = spec.bindings.filter((k) => k === 'read' || k === 'write').length;
+    const maxStorage = this.limits.maxStorageBuffersPerShaderStage;
+    if (storage > maxStorage) {
+      throw new Error(
+        `kernel ${spec.name}: binds ${storage} storage buffers, but this adapter allows ${maxStorage} per shader stage ` +
+          '(maxStorageBuffersPerShaderStage); ask for fewer captures or interventions in one run',
+      );
+    }
     const code = (subgroups ? SUBGROUP_DIRECTIVES : '') + preprocess(spec.source, defines, `${spec.name}.wgsl`);
     return this.scoped(`compiling ${key}`, () => this.createKernel(key, code, spec, subgroups));
   }
