@@ -41,9 +41,9 @@ describe('GPU context', () => {
     expect(() => ctx.kernel(spec(limit))).not.toThrow();
   });
 
-  it("refuses attention with every optional binding on an adapter allowing WebGPU's default 8, and runs it with fewer", async () => {
+  it("refuses attention with every optional binding on an adapter allowing the 8 WebGPU guarantees, and runs it with fewer", async () => {
     const base = await gpuContext();
-    // The same device, seen as an adapter with the spec's default limit (browsers offer 8 or 10 on many GPUs).
+    // The same device, seen as an adapter offering only the limit WebGPU guarantees.
     const ctx = new GpuContext({ ...base.gpu, limits: { ...base.gpu.limits, maxStorageBuffersPerShaderStage: 8 } });
     const [rows, heads, hd] = [3, 2, 4];
     const E = heads * hd;

@@ -333,7 +333,7 @@ export class GpuContext {
     const key = `${spec.name}:${spec.entryPoint ?? 'main'}[${definesKey(defines)}][${constKey}]`;
     const cached = this.kernels.get(key);
     if (cached) return cached;
-    // WebGPU's default is 8 and browsers offer 8 or 10 on many GPUs: a kernel with every optional binding on (an
+    // WebGPU guarantees 8 and adapters offer more or not: a kernel with every optional binding on (an
     // attention with a pattern capture, head vectors, key ranges and knockout binds 10) is refused here with the
     // numbers, not as a pipeline that fails to compile.
     const storage = spec.bindings.filter((k) => k === 'read' || k === 'write').length;
