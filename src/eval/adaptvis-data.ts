@@ -47,6 +47,7 @@
 // ./output/sampled_idx_<dataset>.npy; a stale cache would override the draw, this function always draws.
 
 import type { EvalItem, QuestionFunction } from './dataset.js';
+import { arrayElementOffsets, describeValue, linesAt } from './json-text.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Subsets
@@ -163,11 +164,6 @@ class LineError extends Error {
   }
 }
 
-function describe(v: unknown): string {
-  if (v === undefined) return 'undefined';
-  const s = JSON.stringify(v);
-  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
-}
 
 function withSource<T>(source: string, f: () => T): T {
   try {
@@ -195,58 +191,18 @@ function jsonLines(text: string): { line: number; value: unknown }[] {
 }
 
 function asObject(v: unknown, line: number, what: string): Record<string, unknown> {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new LineError(line, `${what} must be a JSON object, got ${describe(v)}`);
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new LineError(line, `${what} must be a JSON object, got ${describeValue(v)}`);
   return v as Record<string, unknown>;
 }
 
 function requireString(o: Record<string, unknown>, key: string, line: number, what = ''): string {
   const v = o[key];
   if (v === undefined) throw new LineError(line, `${what}missing field "${key}"`);
-  if (typeof v !== 'string' || v.trim() === '') throw new LineError(line, `${what}field "${key}" must be a non-empty string, got ${describe(v)}`);
+  if (typeof v !== 'string' || v.trim() === '') throw new LineError(line, `${what}field "${key}" must be a non-empty string, got ${describeValue(v)}`);
   return v;
 }
 
-/** Start offsets of the top-level elements of a JSON array text (for line numbers in errors). */
-function arrayElementOffsets(text: string): number[] {
-  const offsets: number[] = [];
-  let depth = 0;
-  let inString = false;
-  let escaped = false;
-  let expectElement = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text[i]!;
-    if (inString) {
-      if (escaped) escaped = false;
-      else if (ch === '\\') escaped = true;
-      else if (ch === '"') inString = false;
-      continue;
-    }
-    if (ch === ' ' || ch === '\n' || ch === '\r' || ch === '\t') continue;
-    if (depth === 1 && expectElement && ch !== ']') {
-      offsets.push(i);
-      expectElement = false;
-    }
-    if (ch === '"') inString = true;
-    else if (ch === '[' || ch === '{') {
-      depth++;
-      if (depth === 1) expectElement = true;
-    } else if (ch === ']' || ch === '}') depth--;
-    else if (ch === ',' && depth === 1) expectElement = true;
-  }
-  return offsets;
-}
 
-/** 1-based line of each offset (offsets ascending). */
-function linesAt(text: string, offsets: readonly number[]): number[] {
-  const out: number[] = [];
-  let line = 1;
-  let pos = 0;
-  for (const off of offsets) {
-    for (; pos < off && pos < text.length; pos++) if (text.charCodeAt(pos) === 10) line++;
-    out.push(line);
-  }
-  return out;
-}
 
 /** A JSON array file: its elements with their 1-based lines. */
 function jsonArray(text: string, what: string): { line: number; value: unknown }[] {
@@ -260,7 +216,7 @@ function jsonArray(text: string, what: string): { line: number; value: unknown }
     const pos = /position (\d+)/.exec(msg);
     throw new LineError(pos ? linesAt(body, [Number(pos[1])])[0]! : 1, `invalid JSON (${msg})`);
   }
-  if (!Array.isArray(data)) throw new LineError(1, `expected a JSON list of ${what}, got ${describe(data)}`);
+  if (!Array.isArray(data)) throw new LineError(1, `expected a JSON list of ${what}, got ${describeValue(data)}`);
   const lines = linesAt(body, arrayElementOffsets(body));
   return data.map((value, i) => ({ line: lines[i] ?? 1, value }));
 }
@@ -296,25 +252,25 @@ export function parseAdaptVisPrompts(text: string, source: string): AdaptVisProm
       const o = asObject(value, line, 'line');
       if (!('id' in o)) throw new LineError(line, 'missing field "id"');
       const id = o.id;
-      if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) throw new LineError(line, `field "id" must be a non-negative integer, got ${describe(id)}`);
+      if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) throw new LineError(line, `field "id" must be a non-negative integer, got ${describeValue(id)}`);
       const prompt = requireString(o, 'question', line);
       if (!('answer' in o)) throw new LineError(line, 'missing field "answer"');
       const answer = o.answer;
       if (typeof answer === 'string') {
         throw new LineError(
           line,
-          `field "answer" is a string (${describe(answer)}), expected a list like ["Left"]; VSR_with_answer.jsonl is not what the authors' VSR path reads: read VSR's test.jsonl (subset "VSR")`,
+          `field "answer" is a string (${describeValue(answer)}), expected a list like ["Left"]; VSR_with_answer.jsonl is not what the authors' VSR path reads: read VSR's test.jsonl (subset "VSR")`,
         );
       }
       if (!Array.isArray(answer) || answer.length === 0 || !answer.every((a) => typeof a === 'string' && a.trim() !== '')) {
-        throw new LineError(line, `field "answer" must be a non-empty list of strings, got ${describe(answer)}`);
+        throw new LineError(line, `field "answer" must be a non-empty list of strings, got ${describeValue(answer)}`);
       }
       const m = TEMPLATE.exec(prompt);
-      if (!m) throw new LineError(line, `field "question" must be the authors' "<image>\\nUSER: ... ASSISTANT:" text, got ${describe(prompt)}`);
+      if (!m) throw new LineError(line, `field "question" must be the authors' "<image>\\nUSER: ... ASSISTANT:" text, got ${describeValue(prompt)}`);
       const question = m[1]!.trim();
       if (question === '') throw new LineError(line, 'field "question" has no text between USER: and ASSISTANT:');
       const options = answerOptions(question);
-      if (options.length < 2) throw new LineError(line, `the question has no answer list ("Answer with a, b or c."): ${describe(question)}`);
+      if (options.length < 2) throw new LineError(line, `the question has no answer list ("Answer with a, b or c."): ${describeValue(question)}`);
       const prev = ids.get(id);
       if (prev !== undefined) throw new LineError(line, `duplicate id ${id} (first on line ${prev})`);
       ids.set(id, line);
@@ -373,7 +329,7 @@ function joinPath(dir: string, ref: string): string {
 function imageId(v: unknown, line: number, index: number): string {
   if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return String(v);
   if (typeof v === 'string' && /^\d+$/.test(v)) return v;
-  throw new LineError(line, `item ${index}: the image id (first element) must be a non-negative integer, got ${describe(v)}`);
+  throw new LineError(line, `item ${index}: the image id (first element) must be a non-negative integer, got ${describeValue(v)}`);
 }
 
 function parseAnnotations(layout: Layout, text: string): Annotation[] {
@@ -387,7 +343,7 @@ function parseAnnotations(layout: Layout, text: string): Annotation[] {
       const captions = o.caption_options;
       if (captions === undefined) throw new LineError(line, `${what}missing field "caption_options"`);
       if (!Array.isArray(captions) || captions.length < 2 || !captions.every((c) => typeof c === 'string' && c.trim() !== '')) {
-        throw new LineError(line, `${what}field "caption_options" must be a list of at least 2 non-empty strings, got ${describe(captions)}`);
+        throw new LineError(line, `${what}field "caption_options" must be a list of at least 2 non-empty strings, got ${describeValue(captions)}`);
       }
       // The authors open image_path relative to the checkout root, the JSON lying in data/ (aro_datasets.py l.243).
       const candidates = [`../${path}`, path, `images/${path}`, `images/${basenameOf(path)}`, basenameOf(path)];
@@ -398,12 +354,12 @@ function parseAnnotations(layout: Layout, text: string): Annotation[] {
   return jsonArray(text, '[image_id, correct caption, distractor] triples').map(({ line, value }, index) => {
     if (!Array.isArray(value)) {
       const hint = value !== null && typeof value === 'object' && 'image_path' in value ? ' (this is the Controlled_Images layout)' : '';
-      throw new LineError(line, `item ${index}: expected a list [image_id, correct caption, distractor], got ${describe(value)}${hint}`);
+      throw new LineError(line, `item ${index}: expected a list [image_id, correct caption, distractor], got ${describeValue(value)}${hint}`);
     }
     if (value.length < 3) throw new LineError(line, `item ${index}: expected [image_id, correct caption, distractor], got ${value.length} element${value.length === 1 ? '' : 's'}`);
     const id = imageId(value[0], line, index);
     const captions = value.slice(1);
-    if (!captions.every((c) => typeof c === 'string' && c.trim() !== '')) throw new LineError(line, `item ${index}: the captions must be non-empty strings, got ${describe(captions)}`);
+    if (!captions.every((c) => typeof c === 'string' && c.trim() !== '')) throw new LineError(line, `item ${index}: the captions must be non-empty strings, got ${describeValue(captions)}`);
     // aro_datasets.py l.402: val2017/{str(id).zfill(12)}.jpg; l.529: vg_images/{id}.jpg.
     const file = layout === 'coco' ? `${id.padStart(12, '0')}.jpg` : `${id}.jpg`;
     return { image: { candidates: [`${folder}/${file}`, `images/${file}`, file], line, index }, captions: captions as string[] };
@@ -422,13 +378,13 @@ function parseVsrLines(text: string): Annotation[] {
     let truth: boolean;
     if (label === 1 || label === true) truth = true;
     else if (label === 0 || label === false) truth = false;
-    else throw new LineError(line, `bad label ${describe(label)}: expected 0 or 1`);
+    else throw new LineError(line, `bad label ${describeValue(label)}: expected 0 or 1`);
     const candidates: string[] = [];
     if (o.image_link !== undefined) {
       const link = requireString(o, 'image_link', line);
       // aro_datasets.py l.78: re.search(r"\.org/(.*)", image_link).group(1), opened under data/ (l.103).
       const m = /\.org\/(.*)/.exec(link);
-      if (!m || m[1]!.trim() === '') throw new LineError(line, `field "image_link" ${describe(link)} has no path after ".org/"`);
+      if (!m || m[1]!.trim() === '') throw new LineError(line, `field "image_link" ${describeValue(link)} has no path after ".org/"`);
       candidates.push(m[1]!, `images/${basenameOf(m[1]!)}`, basenameOf(m[1]!));
     }
     if (o.image !== undefined || candidates.length === 0) {
@@ -547,7 +503,7 @@ export function parseAdaptVis(subset: AdaptVisSubset, input: ParseAdaptVisInput)
   if (disagree.length > 0 && disagree.length > 0.1 * checked) {
     const { item, said, line } = disagree[0]!;
     throw new Error(
-      `${promptSource}:${line}: answer ${describe(item.gold)} disagrees with item ${item.index} of ${annSource} (line ${annotations[item.index]!.image.line}), whose correct caption ${describe(item.captions![0])} says "${said}"; ${disagree.length} of ${checked} checked items disagree: are the files of the same subset, in the same order?`,
+      `${promptSource}:${line}: answer ${describeValue(item.gold)} disagrees with item ${item.index} of ${annSource} (line ${annotations[item.index]!.image.line}), whose correct caption ${describeValue(item.captions![0])} says "${said}"; ${disagree.length} of ${checked} checked items disagree: are the files of the same subset, in the same order?`,
     );
   }
   return items;
@@ -629,7 +585,7 @@ export function isCorrectAdaptVis(prediction: string, item: Pick<AdaptVisItem, '
   const gen = prediction;
   const gold = item.gold;
   if (item.subset === 'VSR') {
-    if (gold !== 'Yes' && gold !== 'No') throw new Error(`VSR gold must be "Yes" or "No", got ${describe(gold)}`);
+    if (gold !== 'Yes' && gold !== 'No') throw new Error(`VSR gold must be "Yes" or "No", got ${describeValue(gold)}`);
     return gen.includes(gold);
   }
   if (gold === '') throw new Error('empty gold answer');

@@ -41,6 +41,7 @@
 // and line: "questions.jsonl:12: missing field \"answer\"".
 
 import { mulberry32 } from './synthetic.js';
+import { arrayElementOffsets, describeValue, linesAt } from './json-text.js';
 
 export const SYNTHETIC_QUESTION_TYPES = ['spatial', 'vsr', 'color', 'shape', 'count', 'exists'] as const;
 export type SyntheticQuestionType = (typeof SYNTHETIC_QUESTION_TYPES)[number];
@@ -158,11 +159,6 @@ function joinRef(source: string, ref: string): string {
 // ---------------------------------------------------------------------------------------------------------------
 // Parsing
 
-function describe(v: unknown): string {
-  if (v === undefined) return 'undefined';
-  const s = JSON.stringify(v);
-  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
-}
 
 class LineError extends Error {}
 
@@ -189,13 +185,13 @@ export function detectFormat(text: string, source = 'input'): DatasetFormat {
 function requireString(o: Record<string, unknown>, key: string, what = ''): string {
   const v = o[key];
   if (v === undefined) throw new LineError(`${what}missing field "${key}"`);
-  if (typeof v !== 'string' || v.trim() === '') throw new LineError(`${what}field "${key}" must be a non-empty string, got ${describe(v)}`);
+  if (typeof v !== 'string' || v.trim() === '') throw new LineError(`${what}field "${key}" must be a non-empty string, got ${describeValue(v)}`);
   return v;
 }
 
 function requireOneOf<T extends string>(o: Record<string, unknown>, key: string, allowed: readonly T[], what = ''): T {
   const v = requireString(o, key, what);
-  if (!(allowed as readonly string[]).includes(v)) throw new LineError(`${what}field "${key}" is ${describe(v)}, expected one of ${allowed.join(', ')}`);
+  if (!(allowed as readonly string[]).includes(v)) throw new LineError(`${what}field "${key}" is ${describeValue(v)}, expected one of ${allowed.join(', ')}`);
   return v as T;
 }
 
@@ -203,11 +199,11 @@ function optionalOptions(o: Record<string, unknown>, answer: string, what = ''):
   const v = o.options;
   if (v === undefined) return undefined;
   if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'string' && x.trim() !== '')) {
-    throw new LineError(`${what}field "options" must be a non-empty list of strings, got ${describe(v)}`);
+    throw new LineError(`${what}field "options" must be a non-empty list of strings, got ${describeValue(v)}`);
   }
   const opts = v as string[];
   const gold = normalizeAnswer(answer);
-  if (!opts.some((x) => normalizeAnswer(x) === gold)) throw new LineError(`${what}answer ${describe(answer)} is not one of options ${describe(opts)}`);
+  if (!opts.some((x) => normalizeAnswer(x) === gold)) throw new LineError(`${what}answer ${describeValue(answer)} is not one of options ${describeValue(opts)}`);
   return opts.slice();
 }
 
@@ -215,11 +211,11 @@ function optionalOptions(o: Record<string, unknown>, answer: string, what = ''):
 function optionalWording(o: Record<string, unknown>, what = ''): { wording?: string; wordingHeldout?: boolean } {
   const out: { wording?: string; wordingHeldout?: boolean } = {};
   if (o.wording !== undefined) {
-    if (typeof o.wording !== 'string' || o.wording.trim() === '') throw new LineError(`${what}field "wording" must be a non-empty string, got ${describe(o.wording)}`);
+    if (typeof o.wording !== 'string' || o.wording.trim() === '') throw new LineError(`${what}field "wording" must be a non-empty string, got ${describeValue(o.wording)}`);
     out.wording = o.wording;
   }
   if (o.wording_heldout !== undefined) {
-    if (typeof o.wording_heldout !== 'boolean') throw new LineError(`${what}field "wording_heldout" must be true or false, got ${describe(o.wording_heldout)}`);
+    if (typeof o.wording_heldout !== 'boolean') throw new LineError(`${what}field "wording_heldout" must be true or false, got ${describeValue(o.wording_heldout)}`);
     if (out.wording === undefined) throw new LineError(`${what}field "wording_heldout" is given without a "wording" id`);
     out.wordingHeldout = o.wording_heldout;
   }
@@ -227,7 +223,7 @@ function optionalWording(o: Record<string, unknown>, what = ''): { wording?: str
 }
 
 function asObject(v: unknown, what: string): Record<string, unknown> {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new LineError(`${what} must be a JSON object, got ${describe(v)}`);
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new LineError(`${what} must be a JSON object, got ${describeValue(v)}`);
   return v as Record<string, unknown>;
 }
 
@@ -250,7 +246,7 @@ function parseVlmscope(text: string, resolve: (image: string) => string, include
   const ids = new Map<string, number>();
   const claim = (id: string, line: number): void => {
     const prev = ids.get(id);
-    if (prev !== undefined) throw new LineError(`duplicate id ${describe(id)} (first on line ${prev})`);
+    if (prev !== undefined) throw new LineError(`duplicate id ${describeValue(id)} (first on line ${prev})`);
     ids.set(id, line);
   };
   for (const { line, value } of jsonLines(text)) {
@@ -272,7 +268,7 @@ function parseVlmscope(text: string, resolve: (image: string) => string, include
       items.push(main);
       const subs = o.sub_questions;
       if (subs === undefined) continue;
-      if (!Array.isArray(subs)) throw new LineError(`field "sub_questions" must be a list, got ${describe(subs)}`);
+      if (!Array.isArray(subs)) throw new LineError(`field "sub_questions" must be a list, got ${describeValue(subs)}`);
       subs.forEach((s, k) => {
         const what = `sub_questions[${k}]: `;
         const so = asObject(s, `sub_questions[${k}]`);
@@ -309,7 +305,7 @@ function parseVsr(text: string, resolve: (image: string) => string): EvalItem[] 
       let truth: boolean;
       if (label === 1 || label === true) truth = true;
       else if (label === 0 || label === false) truth = false;
-      else throw new LineError(`bad label ${describe(label)}: expected 0 or 1`);
+      else throw new LineError(`bad label ${describeValue(label)}: expected 0 or 1`);
       const statement = /[.!?]$/.test(caption) ? caption : `${caption}.`;
       items.push({
         id: `vsr-${line}`,
@@ -327,41 +323,7 @@ function parseVsr(text: string, resolve: (image: string) => string): EvalItem[] 
   return items;
 }
 
-/** Start offsets of the top-level elements of a JSON array text (for line numbers in errors). */
-function arrayElementOffsets(text: string): number[] {
-  const offsets: number[] = [];
-  let depth = 0;
-  let inString = false;
-  let escaped = false;
-  let expectElement = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text[i]!;
-    if (inString) {
-      if (escaped) escaped = false;
-      else if (ch === '\\') escaped = true;
-      else if (ch === '"') inString = false;
-      continue;
-    }
-    if (/\s/.test(ch)) continue;
-    if (depth === 1 && expectElement && ch !== ']') {
-      offsets.push(i);
-      expectElement = false;
-    }
-    if (ch === '"') inString = true;
-    else if (ch === '[' || ch === '{') {
-      depth++;
-      if (depth === 1) expectElement = true;
-    } else if (ch === ']' || ch === '}') depth--;
-    else if (ch === ',' && depth === 1) expectElement = true;
-  }
-  return offsets;
-}
 
-const lineAt = (text: string, offset: number): number => {
-  let line = 1;
-  for (let i = 0; i < offset && i < text.length; i++) if (text.charCodeAt(i) === 10) line++;
-  return line;
-};
 
 const LETTERS = 'abcdefghijklmnopqrstuvwxyz';
 
@@ -373,12 +335,12 @@ function parseWhatsUp(text: string, resolve: (image: string) => string): EvalIte
   } catch (e) {
     const msg = (e as Error).message;
     const pos = /position (\d+)/.exec(msg);
-    throw new LineError(`${pos ? lineAt(body, Number(pos[1])) : 1}\u0000invalid JSON (${msg})`);
+    throw new LineError(`${pos ? linesAt(body, [Number(pos[1])])[0]! : 1}\u0000invalid JSON (${msg})`);
   }
   if (!Array.isArray(data)) throw new LineError(`1\u0000expected a JSON list of What'sUp items`);
-  const offsets = arrayElementOffsets(body);
+  const lines = linesAt(body, arrayElementOffsets(body));
   return data.map((value, index) => {
-    const line = offsets[index] !== undefined ? lineAt(body, offsets[index]!) : 1;
+    const line = lines[index] ?? 1;
     try {
       if (Array.isArray(value)) {
         throw new LineError(`item ${index}: a list (the COCO-QA / VG-QA [image_id, caption, distractor] layout) is not supported; expected {"image_path", "caption_options"}`);
@@ -388,7 +350,7 @@ function parseWhatsUp(text: string, resolve: (image: string) => string): EvalIte
       const captions = o.caption_options;
       if (captions === undefined) throw new LineError(`item ${index}: missing field "caption_options"`);
       if (!Array.isArray(captions) || captions.length < 2 || captions.length > LETTERS.length || !captions.every((c) => typeof c === 'string' && c.trim() !== '')) {
-        throw new LineError(`item ${index}: field "caption_options" must be a list of 2 to 26 non-empty strings, got ${describe(captions)}`);
+        throw new LineError(`item ${index}: field "caption_options" must be a list of 2 to 26 non-empty strings, got ${describeValue(captions)}`);
       }
       const rng = mulberry32(0x5eed0000 + index);
       const order = captions.map((_, i) => i);
