@@ -103,7 +103,7 @@ function untiledGrid(model: VlmModel, img: RgbImage, path: string): { grid: [num
 }
 
 /**
- * Pooled projector outputs per item (see the header): each image runs once with NEUTRAL_PROMPT through the model's
+ * Pooled projector outputs per item (see ../axis-probe.ts): each image runs once with NEUTRAL_PROMPT through the model's
  * processor, its image features [tokens, D] (prompt order = raster over imageView's grid) are read, and the tokens
  * inside each box (scaled to the view) are averaged. Items whose boxes hold no token centre, or whose token centres
  * contradict the relation, are skipped and listed. Consecutive items on one image share its run.

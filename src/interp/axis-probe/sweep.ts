@@ -175,7 +175,7 @@ export function normalizeAlphas(alphas: readonly number[]): number[] {
 
 /**
  * The enhancement sweep: every item asked in both option orders with the axis probe's columns as vision_token_add
- * directions at each alpha, and the same with random unit-norm directions per seed (see the header). Alpha 0 is the
+ * directions at each alpha, and the same with random unit-norm directions per seed (see ../axis-probe.ts). Alpha 0 is the
  * plain evaluation (no intervention), shared by all directions.
  */
 export async function enhancementSweep(model: VlmModel, tokenizer: Tokenizer, allItems: readonly AxisItem[], opts: SweepOptions): Promise<SweepResult> {
