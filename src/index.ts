@@ -82,13 +82,13 @@ export {
   isCorrectByLikelihood,
   splitItems,
   pickBest,
-  PythonRandom,
   resultsTable,
   type AdaptVisItem,
   type AdaptVisSubset,
   type AdaptVisResult as AdaptVisTableRow,
   type VsrMetrics,
 } from './eval/adaptvis-data.js';
+export { PythonRandom } from './eval/python-random.js';
 export * from './eval/adaptvis-table.js';
 export * from './interp/probe-controls.js';
 export * from './interp/mlp-probe.js';

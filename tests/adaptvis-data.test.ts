@@ -10,10 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodePng } from '../src/io/image.js';
 import { isCorrect } from '../src/eval/dataset.js';
+import { PythonRandom } from '../src/eval/python-random.js';
 import {
   ADAPTVIS_VSR_PROMPT_PREFIX,
   ADAPTVIS_VSR_PROMPT_SUFFIX,
-  PythonRandom,
   adaptVisFiles,
   answerOptions,
   isCorrectAdaptVis,
