@@ -28,13 +28,15 @@ import { generate, type GenerateResult } from '../generate/generate.js';
 import { isCorrect, type EvalItem } from '../eval/dataset.js';
 import { DEFAULT_EVAL_MAX_NEW_TOKENS, type Accuracy } from '../eval/evaluate.js';
 import { mixSeed, mulberry32 } from '../eval/synthetic.js';
+import { type Box, tokensInBox } from './image-boxes.js';
+
+export { type Box, tokensInBox } from './image-boxes.js';
 import { parseInterventions, type CaptureSpec, type InterventionSpec } from '../spec/spec.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Scenes and boxes
 
 /** [x0, y0, x1, y1] in pixels, x to the right, y down. */
-export type Box = [number, number, number, number];
 
 export interface SceneBoxes {
   id: string;
@@ -124,23 +126,6 @@ export function boxToView(box: Box, from: { width: number; height: number }, to:
   return [box[0] * s - ox, box[1] * s - oy, box[2] * s - ox, box[3] * s - oy];
 }
 
-/**
- * Image tokens whose cell centre lies in `box` (view pixels, edges included), sorted: token r * cols + c of a
- * `grid` = [rows, cols] raster over a view of `size`.
- */
-export function tokensInBox(grid: readonly [number, number], size: { width: number; height: number }, box: Box): number[] {
-  const [rows, cols] = grid;
-  const out: number[] = [];
-  for (let r = 0; r < rows; r++) {
-    const cy = ((r + 0.5) * size.height) / rows;
-    if (cy < box[1] || cy > box[3]) continue;
-    for (let c = 0; c < cols; c++) {
-      const cx = ((c + 0.5) * size.width) / cols;
-      if (cx >= box[0] && cx <= box[2]) out.push(r * cols + c);
-    }
-  }
-  return out;
-}
 
 /** tokensInBox, or, when no cell centre lies in the box, the one cell holding the box centre (`fallback`). */
 export function objectTokens(grid: readonly [number, number], size: { width: number; height: number }, box: Box): { tokens: number[]; fallback: boolean } {

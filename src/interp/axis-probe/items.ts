@@ -3,6 +3,10 @@
 
 import { readQuestions } from '../../eval/dataset.js';
 import type { Relation } from '../../eval/synthetic.js';
+import type { Box } from '../image-boxes.js';
+import type { RgbImage } from '../../io/image.js';
+
+export type { Box } from '../image-boxes.js';
 
 export type Axis = 'horizontal' | 'vertical';
 export const AXES: readonly Axis[] = ['horizontal', 'vertical'];
@@ -11,7 +15,6 @@ export const AXIS_LABELS: Readonly<Record<Axis, readonly [Relation, Relation]>> 
 export const axisOf = (r: Relation): Axis => (r === 'left' || r === 'right' ? 'horizontal' : 'vertical');
 
 /** [x0, y0, x1, y1] in pixels of the image file (x right, y down). */
-export type Box = [number, number, number, number];
 
 /** One two-object spatial question: "the subject is <relation> the object". */
 export interface AxisItem {
@@ -68,15 +71,20 @@ interface SceneRecord {
   objects: { name: string; x: number; y: number; d: number }[];
 }
 
-function parseSceneLine(line: string, where: string): SceneRecord {
+/** One line of a JSONL file as a JSON object; `where` (file:line) starts the error. */
+function objectLine(line: string, where: string): Record<string, unknown> {
   let v: unknown;
   try {
     v = JSON.parse(line);
   } catch (e) {
     throw new Error(`${where}: invalid JSON (${(e as Error).message})`);
   }
-  const o = v as Record<string, unknown>;
-  if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new Error(`${where}: expected a JSON object`);
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${where}: expected a JSON object`);
+  return v as Record<string, unknown>;
+}
+
+function parseSceneLine(line: string, where: string): SceneRecord {
+  const o = objectLine(line, where);
   if (typeof o.id !== 'string') throw new Error(`${where}: missing field "id"`);
   if (!Array.isArray(o.objects)) throw new Error(`${where}: missing field "objects" (a list)`);
   const objects = o.objects.map((x, i) => {
@@ -114,14 +122,7 @@ export function parseBoxItems(text: string, source: string, resolveImage: (image
   text.split(/\r?\n/).forEach((line, i) => {
     if (line.trim() === '') return;
     const where = `${source}:${i + 1}`;
-    let v: unknown;
-    try {
-      v = JSON.parse(line);
-    } catch (e) {
-      throw new Error(`${where}: invalid JSON (${(e as Error).message})`);
-    }
-    const o = v as Record<string, unknown>;
-    if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new Error(`${where}: expected a JSON object`);
+    const o = objectLine(line, where);
     for (const k of ['image', 'subject', 'object', 'relation']) {
       if (typeof o[k] !== 'string' || (o[k] as string).trim() === '') throw new Error(`${where}: missing field "${k}" (a string)`);
     }
@@ -222,4 +223,13 @@ export async function readAxisItems(path: string, scenesPath?: string): Promise<
     items.push({ id: q.id, imagePath: q.imagePath, subject: m[1]!, object: m[2]!, relation: relation as Relation, subjectBox: box(m[1]!), objectBox: box(m[2]!) });
   }
   return { items, ignored, questions, scenes: scenesFile };
+}
+
+/** An item's image through `load`, a failure named by the item's question. */
+export async function loadItemImage(item: AxisItem, load: (path: string) => Promise<RgbImage>): Promise<RgbImage> {
+  try {
+    return await load(item.imagePath);
+  } catch (e) {
+    throw new Error(`question ${item.id}: ${(e as Error).message}`);
+  }
 }

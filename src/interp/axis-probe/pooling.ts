@@ -7,7 +7,10 @@ import type { Tokenizer } from '../../io/tokenizer.js';
 import { loadImageFile } from '../../io/image.js';
 import type { CaptureSpec } from '../../spec/spec.js';
 import type { Relation } from '../../eval/synthetic.js';
-import { type Axis, AXIS_LABELS, type AxisItem, axisOf, type Box, NEUTRAL_PROMPT } from './items.js';
+import { type Axis, AXIS_LABELS, type AxisItem, axisOf, type Box, NEUTRAL_PROMPT, loadItemImage } from './items.js';
+import { tokensInBox } from '../image-boxes.js';
+
+export { tokensInBox } from '../image-boxes.js';
 
 /** A box from image pixels to the model's view (per-axis scaling; see ../axis-probe.ts for what that assumes). */
 export function scaleBox(box: Box, from: { width: number; height: number }, to: { width: number; height: number }): Box {
@@ -16,24 +19,6 @@ export function scaleBox(box: Box, from: { width: number; height: number }, to: 
   return [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy];
 }
 
-/**
- * Image tokens inside a box: a `grid` = [rows, cols] of tokens tiles the view (`size`) in raster order, and token
- * r * cols + c is inside when its cell's centre ((c + 0.5) W / cols, (r + 0.5) H / rows) lies in the box (edges
- * included). Sorted indices.
- */
-export function tokensInBox(grid: readonly [number, number], size: { width: number; height: number }, box: Box): number[] {
-  const [rows, cols] = grid;
-  const out: number[] = [];
-  for (let r = 0; r < rows; r++) {
-    const cy = ((r + 0.5) * size.height) / rows;
-    if (cy < box[1] || cy > box[3]) continue;
-    for (let c = 0; c < cols; c++) {
-      const cx = ((c + 0.5) * size.width) / cols;
-      if (cx >= box[0] && cx <= box[2]) out.push(r * cols + c);
-    }
-  }
-  return out;
-}
 
 /** Mean of the rows `idx` of a row-major [n, D] array, in float64. */
 export function meanRows(data: ArrayLike<number>, D: number, idx: readonly number[]): Float64Array {
@@ -123,12 +108,7 @@ export async function collectAxisFeatures(
   let last = null as Run | null;
   for (const [n, item] of items.entries()) {
     if (last?.path !== item.imagePath) {
-      let img: RgbImage;
-      try {
-        img = await load(item.imagePath);
-      } catch (e) {
-        throw new Error(`question ${item.id}: ${(e as Error).message}`);
-      }
+      const img = await loadItemImage(item, load);
       const pixels = model.preprocess(img);
       const ids = processor.encodeText(processor.formatPrompt(NEUTRAL_PROMPT, 1), [pixels]).ids;
       const r = await model.run({ ids, pixelValues: [pixels], capture: CAPTURE_FEATURES });

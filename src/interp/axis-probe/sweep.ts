@@ -8,7 +8,7 @@ import type { Tokenizer } from '../../io/tokenizer.js';
 import { loadImageFile } from '../../io/image.js';
 import { EMPTY_INTERVENTIONS, type InterventionSpec } from '../../spec/spec.js';
 import type { Relation } from '../../eval/synthetic.js';
-import { AXES, type Axis, AXIS_LABELS, type AxisItem, axisOf, type Listing, listingPrompt, LISTINGS, type PromptStyle } from './items.js';
+import { AXES, type Axis, AXIS_LABELS, type AxisItem, axisOf, type Listing, listingPrompt, LISTINGS, type PromptStyle, loadItemImage } from './items.js';
 import { CAPTURE_LOGITS, type ImageSource } from './pooling.js';
 import { type AxisProbes, columns, randomDirections } from './probe.js';
 
@@ -30,12 +30,7 @@ interface Prepared {
 }
 
 async function prepare(model: VlmModel, processor: VlmProcessor, item: AxisItem, style: PromptStyle, load: (p: string) => Promise<RgbImage>): Promise<Prepared> {
-  let img: RgbImage;
-  try {
-    img = await load(item.imagePath);
-  } catch (e) {
-    throw new Error(`question ${item.id}: ${(e as Error).message}`);
-  }
+  const img = await loadItemImage(item, load);
   const pixels = model.preprocess(img);
   const ids = {} as Record<Listing, number[]>;
   for (const l of LISTINGS) ids[l] = processor.encodeText(processor.formatPrompt(listingPrompt(item, l, style), 1), [pixels]).ids;
