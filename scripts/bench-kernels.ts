@@ -21,8 +21,9 @@
 // BENCH_ATTENTION_REPS (default 9), BENCH_DECODE=organism|7b|qwen7b|all, BENCH_DECODE_LAYERS (default 2), BENCH_DECODE_STEPS,
 // BENCH_NORM_REPS (default 15), BENCH_MATMUL_SUBGROUPS=0 skips the gemv_coop subgroup / plain comparison,
 // BENCH_MATMUL_SUBGROUPS_REPS (default 15).
-// BENCH_MATMUL_NORM_REPS (default 15). BENCH_CLOCK=cpu|wall: what the paired ratios divide (default: the process's
-// CPU time on a CPU adapter, where the kernels run on its threads; wall time on a GPU).
+// BENCH_MATMUL_NORM_REPS (default 15). BENCH_CLOCK=cpu|wall|gpu: what the paired ratios divide (default: the
+// process's CPU time on a CPU adapter, where the kernels run on its threads; on a GPU the GPU time of the step's
+// passes from timestamps, or the wall time where the device has no 'timestamp-query').
 // Results: bench-results/kernels.json (matmul results, matmul_subgroups, attention, decode, norm, matmul_norm) and
 // printed tables.
 
@@ -188,7 +189,8 @@ async function timeOnce(c: Contender, inner: number): Promise<number> {
 
 async function main() {
   const repo = resolve(process.cwd());
-  const gpu = await acquireGpu();
+  // Timestamps where offered: on a GPU the paired ratios divide the GPU time of the passes (benchClock).
+  const gpu = await acquireGpu({ timestamps: true });
   const ctx = new GpuContext(gpu);
   const clock = benchClock(ctx);
   const tfjs = await tfjsOnDevice(gpu.device, gpu.adapterName);
@@ -367,7 +369,8 @@ async function main() {
   } catch {
     // first run
   }
-  // ratio_clock: what the paired ratios (subgroups, attention, norm, matmul_norm) divide; matmul vs tfjs is wall time.
+  // ratio_clock: what the paired ratios (subgroups, attention, norm, matmul_norm) divide (cpu, wall or gpu time);
+  // matmul vs tfjs is wall time (tfjs submits its own command buffers).
   const stamp = { date: new Date().toISOString(), adapter: gpu.adapterName, ratio_clock: clock };
   const out = {
     ...previous,

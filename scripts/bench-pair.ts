@@ -8,21 +8,37 @@
 // The ratio is the median over repetitions of (subgroup / plain in the same repetition), so machine load that
 // drifts between repetitions hits both alike; < 1 means the subgroup form is faster. The order alternates.
 // Which time the ratio divides (`clock`): CPU time on a CPU adapter (the kernels run on this process's threads, and
-// wall time on a shared machine swings with other jobs), wall time on a GPU (the process only waits there).
+// wall time on a shared machine swings with other jobs); on a GPU the GPU time of the step's passes (GpuTimer) where
+// the device has 'timestamp-query', else the wall time (the process only waits there).
 
 import { GpuContext } from '../src/gpu/context.js';
 import type { Recorder } from '../src/gpu/context.js';
 import { adapterProfile } from '../kernels/adapter.js';
+import { GpuTimer } from '../src/gpu/gpu-timer.js';
 
-/** The time a ratio divides: the process's CPU time or the wall time of each measurement. */
-export type BenchClock = 'cpu' | 'wall';
+/** The time a ratio divides: the process's CPU time, the wall time, or the GPU time of each measurement. */
+export type BenchClock = 'cpu' | 'wall' | 'gpu';
 
-/** BENCH_CLOCK when set, else CPU time on a CPU adapter and wall time on a GPU. */
+/**
+ * BENCH_CLOCK when set, else CPU time on a CPU adapter, GPU time on a GPU whose device writes timestamps (acquired
+ * with { timestamps: true }), wall time on other GPUs.
+ */
 export function benchClock(ctx: GpuContext): BenchClock {
   const forced = process.env.BENCH_CLOCK;
-  if (forced === 'cpu' || forced === 'wall') return forced;
-  if (forced) throw new Error(`BENCH_CLOCK=${forced}: expected cpu or wall`);
-  return adapterProfile(ctx).cpu ? 'cpu' : 'wall';
+  if (forced === 'gpu' && !GpuTimer.available(ctx)) throw new Error("BENCH_CLOCK=gpu: this device has no 'timestamp-query'");
+  if (forced === 'cpu' || forced === 'wall' || forced === 'gpu') return forced;
+  if (forced) throw new Error(`BENCH_CLOCK=${forced}: expected cpu, wall or gpu`);
+  if (adapterProfile(ctx).cpu) return 'cpu';
+  return GpuTimer.available(ctx) ? 'gpu' : 'wall';
+}
+
+const timers = new WeakMap<GpuContext, GpuTimer>();
+
+/** The context's timer for the gpu clock (one per context, made on first use). */
+function timerOf(ctx: GpuContext): GpuTimer {
+  let t = timers.get(ctx);
+  if (!t) timers.set(ctx, (t = new GpuTimer(ctx)));
+  return t;
 }
 
 export interface PairOptions {
@@ -49,6 +65,9 @@ export interface PairTiming {
   ratio_q3: number;
   /** Median wall time, subgroup / plain. */
   wall_ratio: number;
+  /** With the gpu clock: median GPU time per call of each form. */
+  plain_gpu_ms?: number;
+  subgroup_gpu_ms?: number;
 }
 
 /** The two contexts over `base`'s device, or null when the device has no subgroups (nothing to compare). */
@@ -66,16 +85,26 @@ export function maxRelDiff(want: Float32Array, got: Float32Array): number {
   return maxRel;
 }
 
-/** Record `inner` calls of `record` on `ctx`, submit, wait; per call wall and CPU time in ms. */
-export async function timeCalls(ctx: GpuContext, record: (ctx: GpuContext, rec: Recorder) => void, inner: number): Promise<{ wall: number; cpu: number }> {
+/**
+ * Record `inner` calls of `record` on `ctx`, submit, wait; per call wall and CPU time in ms, and (`gpu`: the device
+ * writes timestamps) the GPU time of the step's compute passes.
+ */
+export async function timeCalls(
+  ctx: GpuContext,
+  record: (ctx: GpuContext, rec: Recorder) => void,
+  inner: number,
+  gpu = false,
+): Promise<{ wall: number; cpu: number; gpu: number | null }> {
+  const timer = gpu ? timerOf(ctx) : undefined;
   const c0 = process.cpuUsage();
   const t0 = performance.now();
   const rec = ctx.recorder('bench-pair');
   for (let i = 0; i < inner; i++) record(ctx, rec);
-  rec.submit();
+  rec.submit(timer);
   await ctx.sync();
   const cpu = process.cpuUsage(c0);
-  return { wall: (performance.now() - t0) / inner, cpu: (cpu.user + cpu.system) / 1000 / inner };
+  const wall = (performance.now() - t0) / inner;
+  return { wall, cpu: (cpu.user + cpu.system) / 1000 / inner, gpu: timer ? (await timer.read()) / inner : null };
 }
 
 /**
@@ -94,6 +123,7 @@ export async function timePair(pair: { plain: GpuContext; sg: GpuContext }, reco
     ratio_q1: t.ratio_q1,
     ratio_q3: t.ratio_q3,
     wall_ratio: t.wall_ratio,
+    ...(t.a_gpu_ms !== undefined ? { plain_gpu_ms: t.a_gpu_ms, subgroup_gpu_ms: t.b_gpu_ms } : {}),
   };
 }
 
@@ -114,6 +144,9 @@ export interface TwoTiming {
   ratio_q1: number;
   ratio_q3: number;
   wall_ratio: number;
+  /** With the gpu clock: median GPU time per call (the passes of the step). */
+  a_gpu_ms?: number;
+  b_gpu_ms?: number;
 }
 
 /**
@@ -122,10 +155,13 @@ export interface TwoTiming {
  */
 export async function timeTwo(a: Contender, b: Contender, o: PairOptions): Promise<TwoTiming> {
   // Small dispatches need many calls to reach minMs.
-  const once = (await timeCalls(a.ctx, a.record, 8)).wall;
-  const inner = Math.max(1, Math.min(1024, Math.round(o.minMs / Math.max(once, 0.01))));
+  const gpu = o.clock === 'gpu';
+  const once = await timeCalls(a.ctx, a.record, 8, gpu);
+  // Enough calls that a measurement takes about minMs of the ratio's clock (GPU time: the passes alone).
+  const inner = Math.max(1, Math.min(gpu ? 16384 : 1024, Math.round(o.minMs / Math.max(gpu ? once.gpu! : once.wall, 0.001))));
   const cpu = { a: [] as number[], b: [] as number[] };
   const wall = { a: [] as number[], b: [] as number[] };
+  const gpuMs = { a: [] as number[], b: [] as number[] };
   for (let r = 0; r < o.reps; r++) {
     const order: ['a' | 'b', Contender][] = [
       ['a', a],
@@ -133,12 +169,13 @@ export async function timeTwo(a: Contender, b: Contender, o: PairOptions): Promi
     ];
     if (r % 2) order.reverse();
     for (const [name, c] of order) {
-      const t = await timeCalls(c.ctx, c.record, inner);
+      const t = await timeCalls(c.ctx, c.record, inner, gpu);
       cpu[name].push(t.cpu);
       wall[name].push(t.wall);
+      if (t.gpu !== null) gpuMs[name].push(t.gpu);
     }
   }
-  const series = o.clock === 'wall' ? wall : cpu;
+  const series = o.clock === 'wall' ? wall : gpu ? gpuMs : cpu;
   const paired = series.b.map((t, r) => t / series.a[r]);
   return {
     inner,
@@ -150,6 +187,7 @@ export async function timeTwo(a: Contender, b: Contender, o: PairOptions): Promi
     ratio_q1: +o.quantile(paired, 0.25).toFixed(3),
     ratio_q3: +o.quantile(paired, 0.75).toFixed(3),
     wall_ratio: +(o.median(wall.b) / o.median(wall.a)).toFixed(3),
+    ...(gpu ? { a_gpu_ms: +o.median(gpuMs.a).toFixed(5), b_gpu_ms: +o.median(gpuMs.b).toFixed(5) } : {}),
   };
 }
 

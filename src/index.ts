@@ -4,6 +4,7 @@
 /// <reference types="@webgpu/types" preserve="true" />
 export { acquireGpu, NoGpuError, type Gpu, type GpuLimits } from './gpu/device.js';
 export { GpuContext, Recorder, fmtBytes } from './gpu/context.js';
+export { GpuTimer } from './gpu/gpu-timer.js';
 export { Tensor, type DType } from './gpu/tensor.js';
 export * from './io/safetensors.js';
 export * from './io/checkpoint.js';

@@ -10,9 +10,9 @@ import { benchClock } from '../scripts/bench-pair.js';
 import { REPO_ROOT } from './helpers/fixtures.js';
 
 /** The fields adapterProfile reads, for a made-up adapter. */
-function fakeContext(adapterName: string): GpuContext {
+function fakeContext(adapterName: string, features: string[] = []): GpuContext {
   const limits = { maxComputeInvocationsPerWorkgroup: 1024, maxComputeWorkgroupStorageSize: 49152, maxComputeWorkgroupsPerDimension: 65535 };
-  return { gpu: { adapterName }, limits } as unknown as GpuContext;
+  return { gpu: { adapterName, features: new Set(features) }, limits } as unknown as GpuContext;
 }
 
 describe('benchClock', () => {
@@ -22,20 +22,24 @@ describe('benchClock', () => {
     else process.env.BENCH_CLOCK = saved;
   });
 
-  it('divides CPU time on a CPU adapter and wall time on a GPU', () => {
+  it('divides CPU time on a CPU adapter, GPU time on a GPU with timestamps, wall time on one without', () => {
     delete process.env.BENCH_CLOCK;
-    expect(benchClock(fakeContext('google swiftshader swiftshader-device-subzero'))).toBe('cpu');
+    expect(benchClock(fakeContext('google swiftshader swiftshader-device-subzero', ['timestamp-query']))).toBe('cpu');
     expect(benchClock(fakeContext('mesa llvmpipe (LLVM 15)'))).toBe('cpu');
+    expect(benchClock(fakeContext('nvidia hopper NVIDIA H100 80GB HBM3', ['timestamp-query']))).toBe('gpu');
     expect(benchClock(fakeContext('nvidia hopper NVIDIA H100 80GB HBM3'))).toBe('wall');
   });
 
-  it('takes BENCH_CLOCK over the adapter and names it when it is neither cpu nor wall', () => {
+  it('takes BENCH_CLOCK over the adapter, refuses gpu without timestamps, and names a value it does not know', () => {
     process.env.BENCH_CLOCK = 'wall';
     expect(benchClock(fakeContext('google swiftshader'))).toBe('wall');
     process.env.BENCH_CLOCK = 'cpu';
-    expect(benchClock(fakeContext('nvidia hopper'))).toBe('cpu');
+    expect(benchClock(fakeContext('nvidia hopper', ['timestamp-query']))).toBe('cpu');
     process.env.BENCH_CLOCK = 'gpu';
-    expect(() => benchClock(fakeContext('nvidia hopper'))).toThrow(/BENCH_CLOCK=gpu: expected cpu or wall/);
+    expect(benchClock(fakeContext('google swiftshader', ['timestamp-query']))).toBe('gpu');
+    expect(() => benchClock(fakeContext('nvidia hopper'))).toThrow(/BENCH_CLOCK=gpu: this device has no 'timestamp-query'/);
+    process.env.BENCH_CLOCK = 'host';
+    expect(() => benchClock(fakeContext('nvidia hopper'))).toThrow(/BENCH_CLOCK=host: expected cpu, wall or gpu/);
   });
 });
 

@@ -2,6 +2,7 @@
 // explicit bind-group layouts, a recorder that turns one forward step into one command encoder, and readback.
 
 import { type Gpu, subgroupsOffByEnv } from './device.js';
+import type { GpuTimer } from './gpu-timer.js';
 import { preprocess, definesKey, type Defines } from './wgsl.js';
 import { Tensor, type DType, dtypeBytes, numel } from './tensor.js';
 
@@ -512,12 +513,13 @@ export class Recorder {
     return this.ops.filter((o) => o.kind === 'dispatch').length;
   }
 
-  submit(): void {
+  /** Record the queued work into one command buffer and submit it; `timer` times its compute passes (GpuTimer). */
+  submit(timer?: GpuTimer): void {
     this.ctx.checkAlive();
-    this.ctx.scoped(`step '${this.label}'`, () => this.encodeAndSubmit());
+    this.ctx.scoped(`step '${this.label}'`, () => this.encodeAndSubmit(timer));
   }
 
-  private encodeAndSubmit(): void {
+  private encodeAndSubmit(timer?: GpuTimer): void {
     const device = this.ctx.device;
     const arena = this.ctx.uniformArena(Math.max(this.uniformBytes, UNIFORM_ALIGN));
     if (this.uniformBytes) {
@@ -539,6 +541,7 @@ export class Recorder {
     }
     const encoder = device.createCommandEncoder({ label: this.label });
     let pass: GPUComputePassEncoder | null = null;
+    let passes = 0;
     for (const op of this.ops) {
       if (op.kind === 'copy') {
         if (pass) {
@@ -553,7 +556,8 @@ export class Recorder {
         continue;
       }
       if (!pass) {
-        pass = encoder.beginComputePass({ label: this.label });
+        pass = encoder.beginComputePass({ label: this.label, ...(timer ? { timestampWrites: timer.writes(passes) } : {}) });
+        passes++;
         if (c) c.passes++;
       }
       if (c) countDispatch(c, op);
@@ -564,6 +568,7 @@ export class Recorder {
       pass.dispatchWorkgroups(...op.workgroups);
     }
     if (pass) pass.end();
+    timer?.resolve(encoder, passes);
     device.queue.submit([encoder.finish()]);
     this.ops = [];
     this.uniforms = [];

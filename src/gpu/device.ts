@@ -19,7 +19,7 @@ export interface Gpu {
   adapterName: string;
   /** Set when the device was lost; kernels refuse to run after that. */
   lost: string | null;
-  /** Optional WebGPU features the device was created with (only 'subgroups' is requested, when offered). */
+  /** Optional WebGPU features the device was created with ('subgroups' when offered; 'timestamp-query' when asked for). */
   features: ReadonlySet<string>;
   /** WGSL language extensions the WebGPU implementation offers (`wgslLanguageFeatures`), e.g. 'subgroup_id'. */
   wgslFeatures: ReadonlySet<string>;
@@ -35,6 +35,11 @@ export interface AcquireOptions {
    * yes, unless VLMSCOPE_NO_SUBGROUPS=1). Whether a context uses them is GpuContext's `subgroups`.
    */
   subgroups?: boolean;
+  /**
+   * Request 'timestamp-query' when the adapter offers it, for GpuTimer (GPU time of a step's compute passes; the
+   * benchmarks use it). Default: no.
+   */
+  timestamps?: boolean;
 }
 
 /**
@@ -100,6 +105,7 @@ export async function acquireGpu(options: AcquireOptions = {}): Promise<Gpu> {
   // for only where the adapter offers them, so every adapter gets a device and the kernels keep their plain forms.
   const requiredFeatures: GPUFeatureName[] = [];
   if ((options.subgroups ?? !subgroupsOffByEnv()) && adapter.features.has('subgroups')) requiredFeatures.push('subgroups' as GPUFeatureName);
+  if (options.timestamps && adapter.features.has('timestamp-query')) requiredFeatures.push('timestamp-query' as GPUFeatureName);
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
   const limits = {} as GpuLimits;
   for (const name of LIMIT_NAMES) limits[name] = (device.limits as unknown as Record<string, number>)[name];
