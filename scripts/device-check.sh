@@ -59,7 +59,7 @@ default_tests="tests/kernels-matmul.test.ts tests/matmul-variants.test.ts tests/
   tests/matmul-split-out.test.ts tests/matmul-subgroups.test.ts tests/subgroups.test.ts tests/kernels-attention.test.ts
   tests/attention-split-kv.test.ts tests/attention-tiled.test.ts tests/kernels-norm.test.ts tests/kernels-rope.test.ts
   tests/kernels-embed.test.ts tests/kernels-reduce.test.ts tests/kernels-elementwise.test.ts tests/weights-stacked.test.ts
-  tests/gpu-context.test.ts tests/llava-golden.test.ts tests/qwen-golden.test.ts tests/idefics3-golden.test.ts
+  tests/gpu-context.test.ts tests/gpu-timer.test.ts tests/llava-golden.test.ts tests/qwen-golden.test.ts tests/idefics3-golden.test.ts
   tests/llava-configs.test.ts tests/qwen-configs.test.ts tests/idefics3-configs.test.ts tests/patch-z.test.ts"
 # shellcheck disable=SC2086 # the list splits on whitespace on purpose
 NO_COLOR=1 VLMSCOPE_SKIP_BUILD=1 timeout "${DEVICE_TEST_S:-180}" node node_modules/vitest/vitest.mjs run ${DEVICE_TESTS:-$default_tests} \
