@@ -34,8 +34,7 @@
 
 import type { GpuContext } from '../src/gpu/context.js';
 import type { Tensor } from '../src/gpu/tensor.js';
-import type { BenchClock } from './bench-pair.js';
-import { GpuTimer } from '../src/gpu/gpu-timer.js';
+import { type BenchClock, timeCalls } from './bench-pair.js';
 import { attention, attentionKvReads, attentionPlan, type AttentionArgs } from '../kernels/attention.js';
 import { type InterventionSpec, EMPTY_INTERVENTIONS } from '../src/spec/spec.js';
 import { headParamTable, headVectorTable, knockoutBits, patchCall, steerRows, temperatureRows } from '../src/spec/head-params.js';
@@ -66,7 +65,7 @@ export interface AttentionRow {
   cpu_ms: number;
   /** With the gpu clock: median GPU time per call (GpuTimer). */
   gpu_ms?: number;
-  /** Median over repetitions of (this contender's time / plain's in the same repetition): CPU or wall time, o.clock. */
+  /** Median over repetitions of (this contender's time / plain's in the same repetition): CPU, wall or GPU time, o.clock. */
   ratio_vs_plain: number;
   /** Quartiles of those per-repetition ratios (the spread the machine's load leaves). */
   ratio_q1: number;
@@ -149,8 +148,6 @@ export async function benchAttention(
   const splitTable: string[][] = [];
   const tiledTable: string[][] = [];
   let names: string[] = [];
-  // A z-last capture ends a pass per call (its row copy): room for 64 calls' passes and more.
-  const timer = o.clock === 'gpu' ? new GpuTimer(ctx, 256) : undefined;
   for (const c of cases(o.set)) {
     const { L, hd, heads } = c;
     const qRows = c.phase === 'decode' ? 1 : L <= PREFILL_FULL_MAX ? L : PREFILL_TAIL;
@@ -271,18 +268,8 @@ export async function benchAttention(
     // One measurement: `inner` calls recorded into one step, submitted, waited for. Wall time and the CPU time of
     // this process (all its threads: SwiftShader executes the kernels on them); the ratios use o.clock's.
     // With the gpu clock, the GPU time of the step's passes (a z-last capture's row copy between calls ends a pass
-    // and is not counted; it moves one row).
-    const run = async (x: Contender, inner: number) => {
-      const c0 = process.cpuUsage();
-      const t0 = performance.now();
-      const rec = ctx.recorder('bench-attention');
-      for (let i = 0; i < inner; i++) x.record(rec);
-      rec.submit(timer);
-      await ctx.sync();
-      const cpu = process.cpuUsage(c0);
-      const wall = (performance.now() - t0) / inner;
-      return { wall, cpu: (cpu.user + cpu.system) / 1000 / inner, gpu: timer ? (await timer.read()) / inner : 0 };
-    };
+    // and is not counted; it moves one row). bench-pair.ts timeCalls.
+    const run = (x: Contender, inner: number) => timeCalls(ctx, (_, rec) => x.record(rec), inner, o.clock === 'gpu');
     // Warm-up (pipelines), a check that the captures leave z alone, and one `inner` for all (from plain).
     const zs = new Map<Contender, Float32Array>();
     for (const x of contenders) {
@@ -316,7 +303,7 @@ export async function benchAttention(
         const t = await run(x, inner);
         wall.get(x)!.push(t.wall);
         cpu.get(x)!.push(t.cpu);
-        gpuMs.get(x)!.push(t.gpu);
+        if (t.gpu !== null) gpuMs.get(x)!.push(t.gpu);
       }
     }
     const plainWall = o.median(wall.get(contenders[0])!);
@@ -349,7 +336,7 @@ export async function benchAttention(
         contender: x.name,
         ms: +o.median(wall.get(x)!).toFixed(3),
         cpu_ms: +o.median(cpu.get(x)!).toFixed(3),
-        ...(timer ? { gpu_ms: +o.median(gpuMs.get(x)!).toFixed(5) } : {}),
+        ...(o.clock === 'gpu' ? { gpu_ms: +o.median(gpuMs.get(x)!).toFixed(5) } : {}),
         ratio_vs_plain: +ratio.toFixed(3),
         ratio_q1: +quartile(paired, 0.25).toFixed(3),
         ratio_q3: +quartile(paired, 0.75).toFixed(3),
@@ -381,7 +368,6 @@ export async function benchAttention(
     printAttentionTable([line], names, table.length === 1);
     for (const b of owned) ctx.destroyBuffer(b);
   }
-  timer?.destroy();
   return { rows, table, names, splitTable, tiledTable };
 }
 

@@ -407,7 +407,7 @@ async function main() {
             reps: ATTENTION_REPS,
             note:
               'per call: ms = median wall time, cpu_ms = median CPU time of the process; ratio_vs_plain = median over reps of ' +
-              'time(contender) / time(plain) in the same rep, CPU or wall time as ratio_clock says (ratio_q1..q3 their quartiles); prefill from L = 1024 times the last 32 query rows; ' +
+              'time(contender) / time(plain) in the same rep, CPU, wall or GPU time as ratio_clock says (ratio_q1..q3 their quartiles); prefill from L = 1024 times the last 32 query rows; ' +
               "split-KV and tiled rows compare against the first contender of their case ('single pass', 'main'); kv_rows_read = K / V rows " +
               '(head_dim floats each) read from global memory per call (main once per (row, head), tiled once per (block, head))',
             results: attention.rows,

@@ -5,7 +5,7 @@
 // gemv_rows (the CPU decode kernel) and gemv_coop (the GPU one), the fold forced (RowNorm.fold: normFolds keeps CPU
 // adapters on the two passes, which is what these ratios measured). Outputs checked against each other first (1e-5 relative to the largest).
 // Paired timing on one device (scripts/bench-pair.ts timeTwo): ratio = fused time / two-pass time (CPU time on a CPU
-// adapter, wall time on a GPU: benchClock).
+// adapter, GPU or wall time on a GPU: benchClock).
 
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
 import { encodeFromF32 } from '../src/gpu/half.js';

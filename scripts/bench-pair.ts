@@ -34,10 +34,13 @@ export function benchClock(ctx: GpuContext): BenchClock {
 
 const timers = new WeakMap<GpuContext, GpuTimer>();
 
-/** The context's timer for the gpu clock (one per context, made on first use). */
+/**
+ * The context's timer for the gpu clock (one per context, made on first use). Room for 256 passes a step: a call
+ * that copies between dispatches (attention's z-last capture) ends a pass per call.
+ */
 function timerOf(ctx: GpuContext): GpuTimer {
   let t = timers.get(ctx);
-  if (!t) timers.set(ctx, (t = new GpuTimer(ctx)));
+  if (!t) timers.set(ctx, (t = new GpuTimer(ctx, 256)));
   return t;
 }
 
@@ -151,7 +154,7 @@ export interface TwoTiming {
 
 /**
  * Paired timing of two contenders: `inner` calls per measurement (from a's time), the order alternating per
- * repetition, ratio = median over repetitions of b's time / a's in the same repetition (CPU or wall: o.clock).
+ * repetition, ratio = median over repetitions of b's time / a's in the same repetition (CPU, wall or GPU: o.clock).
  */
 export async function timeTwo(a: Contender, b: Contender, o: PairOptions): Promise<TwoTiming> {
   // Small dispatches need many calls to reach minMs.

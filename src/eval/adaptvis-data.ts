@@ -165,7 +165,6 @@ class LineError extends Error {
   }
 }
 
-
 function withSource<T>(source: string, f: () => T): T {
   try {
     return f();
@@ -202,8 +201,6 @@ function requireString(o: Record<string, unknown>, key: string, line: number, wh
   if (typeof v !== 'string' || v.trim() === '') throw new LineError(line, `${what}field "${key}" must be a non-empty string, got ${describeValue(v)}`);
   return v;
 }
-
-
 
 /** A JSON array file: its elements with their 1-based lines. */
 function jsonArray(text: string, what: string): { line: number; value: unknown }[] {

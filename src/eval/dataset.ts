@@ -159,7 +159,6 @@ function joinRef(source: string, ref: string): string {
 // ---------------------------------------------------------------------------------------------------------------
 // Parsing
 
-
 class LineError extends Error {}
 
 /** Detects the format of a question file from its text. */
@@ -322,8 +321,6 @@ function parseVsr(text: string, resolve: (image: string) => string): EvalItem[] 
   }
   return items;
 }
-
-
 
 const LETTERS = 'abcdefghijklmnopqrstuvwxyz';
 

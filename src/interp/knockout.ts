@@ -126,7 +126,6 @@ export function boxToView(box: Box, from: { width: number; height: number }, to:
   return [box[0] * s - ox, box[1] * s - oy, box[2] * s - ox, box[3] * s - oy];
 }
 
-
 /** tokensInBox, or, when no cell centre lies in the box, the one cell holding the box centre (`fallback`). */
 export function objectTokens(grid: readonly [number, number], size: { width: number; height: number }, box: Box): { tokens: number[]; fallback: boolean } {
   const tokens = tokensInBox(grid, size, box);

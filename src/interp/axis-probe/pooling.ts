@@ -19,7 +19,6 @@ export function scaleBox(box: Box, from: { width: number; height: number }, to: 
   return [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy];
 }
 
-
 /** Mean of the rows `idx` of a row-major [n, D] array, in float64. */
 export function meanRows(data: ArrayLike<number>, D: number, idx: readonly number[]): Float64Array {
   const out = new Float64Array(D);
