@@ -50,7 +50,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   var up2 = vec4<f32>();
   var up3 = vec4<f32>();
 #endif
-  for (var k4 = 0u; k4 < p.K / 4u; k4++) {
+  let k4n = p.K / 4u;  // hoisted by hand: SwiftShader's Subzero JIT leaves loop invariants in the loop
+  for (var k4 = 0u; k4 < k4n; k4++) {
     let bm = mat4x4<f32>(load_w4(w0 + k4), load_w4(w1 + k4), load_w4(w2 + k4), load_w4(w3 + k4));
 #if GATED
     let xv0 = x[x0 + k4];
@@ -86,7 +87,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 #endif
   }
 #else
-  for (var k = 0u; k < p.K; k++) {
+  let kn = p.K;
+  for (var k = 0u; k < kn; k++) {
     var a: array<f32, TM>;
     var bw: array<f32, TN>;
     for (var i = 0u; i < TM; i++) {
