@@ -15,6 +15,8 @@
 // Qwen2-VL / 2.5-VL vision towers' per-image blocks and windows, and attention knockout, in this one kernel. The
 // softmax streams from begin, so a window costs what the window costs; an empty range gives softmax · V = 0.
 // q, k and v are strided views (offset + row stride), so all three can read one fused [rows, 3E] qkv output.
+// KV4 (main and split KV; the launcher sets it when head_dim, the kv stride and both offsets are multiples of 4): k and
+// v are bound as vec4 arrays, q · k runs over vec4s and each thread owns four consecutive dims (one vec4 of V per key).
 // With VARIANTS the rows of the call are independent alternatives of one position (activation patching's per-head
 // variants of the last prompt row): row i sees the shared prefix keys [0, self_prefix) and its own key pos0 + i, and
 // no other row's. The keys stream in the order 0..self_prefix-1 then its own, exactly as a lone row at position
@@ -74,8 +76,13 @@ struct HeadParams {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;              // [q_rows, heads, head_dim] (rotated)
+#if KV4
+@group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;        // [n_keys, kv_heads, head_dim / 4] (rotated)
+@group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;        // [n_keys, kv_heads, head_dim / 4]
+#else
 @group(0) @binding(2) var<storage, read> k: array<f32>;              // [n_keys, kv_heads, head_dim] (rotated)
 @group(0) @binding(3) var<storage, read> v: array<f32>;              // [n_keys, kv_heads, head_dim]
+#endif
 @group(0) @binding(4) var<storage, read> head_params: array<HeadParams>; // [heads]
 @group(0) @binding(5) var<storage, read> key_is_image: array<u32>;   // [n_keys] 1 = image token key
 @group(0) @binding(6) var<storage, read_write> z: array<f32>;        // [q_rows, heads, head_dim]
@@ -105,15 +112,26 @@ override WG: u32 = 64u;
 const MAX_DIMS_PER_THREAD: u32 = 4u; // head_dim <= 4 * WG (256 with WG = 64); the launcher checks
 const NEG_BIG: f32 = -3.0e38;
 
+#if KV4
+var<workgroup> q_row: array<vec4<f32>, 64>;
+#else
 var<workgroup> q_row: array<f32, 256>;
+#endif
 var<workgroup> scores: array<f32, WG>;
 
 // Query row i of head h into q_row (every thread of the workgroup calls it: it ends with a barrier).
 fn load_q(t: u32, i: u32, h: u32) {
   let q_base = p.q_off + i * p.q_stride + h * p.head_dim;
+#if KV4
+  for (var d4 = t; d4 < p.head_dim / 4u; d4 += WG) {
+    let b = q_base + 4u * d4;
+    q_row[d4] = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]);
+  }
+#else
   for (var d = t; d < p.head_dim; d += WG) {
     q_row[d] = q[q_base + d];
   }
+#endif
   workgroupBarrier();
 }
 
@@ -130,9 +148,18 @@ fn tempered(dot: f32, key: u32, alpha: f32) -> f32 {
 fn score(qi: u32, key: u32, kv_base: u32, alpha: f32) -> f32 {
   let kb = p.k_off + key * p.kv_stride + kv_base;
   var s = 0.0;
-  for (var d = 0u; d < p.head_dim; d++) {
+#if KV4
+  let kb4 = kb / 4u;
+  let n4 = p.head_dim / 4u;
+  for (var d4 = 0u; d4 < n4; d4++) {
+    s += dot(q_row[d4], k[kb4 + d4]);
+  }
+#else
+  let n = p.head_dim;
+  for (var d = 0u; d < n; d++) {
     s = fma(q_row[d], k[kb + d], s);
   }
+#endif
   return tempered(s, key, alpha);
 }
 
@@ -205,8 +232,8 @@ fn discarded(hp: HeadParams, patch_k: u32) -> bool {
   return d;
 }
 
-// An online softmax's state: running max m, running sum l of exp(s - m), and this thread's dims (t + c * WG) of
-// the unnormalised softmax · V at m.
+// An online softmax's state: running max m, running sum l of exp(s - m), and this thread's dims (own_dim) of the
+// unnormalised softmax · V at m.
 struct Running {
   m: f32,
   l: f32,
@@ -224,7 +251,12 @@ fn stream(t: u32, i: u32, kv_base: u32, keys: RowKeys, hp: HeadParams, pat_base:
 #endif
   var m = NEG_BIG;
   var l = 0.0;
+#if KV4
+  var acc4 = vec4<f32>();
+  let own4 = t < p.head_dim / 4u;
+#else
   var acc: array<f32, MAX_DIMS_PER_THREAD>;
+#endif
   for (var kc = kbegin; kc < kend; kc += WG) {
     let key = kc + t;
     var s = NEG_BIG;
@@ -255,9 +287,13 @@ fn stream(t: u32, i: u32, kv_base: u32, keys: RowKeys, hp: HeadParams, pat_base:
     let m_new = max(m, cm);
     let correction = exp(m - m_new);
     l *= correction;
+#if KV4
+    acc4 *= correction;
+#else
     for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
       acc[c] *= correction;
     }
+#endif
     // Each thread exponentiates its own key once (not every thread every key: on CPU drivers that redundant
     // exp dominated the kernel), then all read the probabilities.
     workgroupBarrier();
@@ -273,17 +309,37 @@ fn stream(t: u32, i: u32, kv_base: u32, keys: RowKeys, hp: HeadParams, pat_base:
       let pj = scores[j];
       l += pj;
       let vb = p.v_off + key_of(kc + j, i) * p.kv_stride + kv_base;
+#if KV4
+      if (own4) {
+        acc4 = fma(vec4<f32>(pj), v[vb / 4u + t], acc4);
+      }
+#else
       for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
         let d = t + c * WG;
         if (d < p.head_dim) {
           acc[c] = fma(pj, v[vb + d], acc[c]);
         }
       }
+#endif
     }
     m = m_new;
     workgroupBarrier();
   }
+#if KV4
+  return Running(m, l, array<f32, MAX_DIMS_PER_THREAD>(acc4.x, acc4.y, acc4.z, acc4.w));
+#else
   return Running(m, l, acc);
+#endif
+}
+
+// The head dim that component c of a thread's acc holds: lane + c * lanes (a thread's dims strided: each load of a
+// key row by the workgroup is consecutive), or under KV4 4 lane + c (each thread loads its dims as one vec4).
+fn own_dim(lane: u32, lanes: u32, c: u32) -> u32 {
+#if KV4
+  return 4u * lane + c;
+#else
+  return lane + c * lanes;
+#endif
 }
 
 // What follows softmax · V for (row i, head h), written to z: normalise by l, head scale, and with HEAD_VECTORS the
@@ -307,7 +363,7 @@ fn finish(lane: u32, lanes: u32, i: u32, h: u32, hp: HeadParams, patch_k: u32, l
 #endif
 #endif
   for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
-    let d = lane + c * lanes;
+    let d = own_dim(lane, lanes, c);
     if (d < p.head_dim) {
       var zv = acc[c] * out_scale;
 #if HEAD_VECTORS
@@ -419,7 +475,7 @@ fn split_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     partials[base + 1u] = run.l;
   }
   for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
-    let d = t + c * WG;
+    let d = own_dim(t, WG, c);
     if (d < p.head_dim) {
       partials[base + 2u + d] = run.acc[c];
     }
@@ -452,7 +508,7 @@ fn split_merge(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let w = exp(partials[base] - m);
     l = fma(w, partials[base + 1u], l);
     for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
-      let d = t + c * WG;
+      let d = own_dim(t, WG, c);
       if (d < p.head_dim) {
         acc[c] = fma(w, partials[base + 2u + d], acc[c]);
       }
@@ -619,9 +675,13 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let correction = exp(m - m_new);
     l *= correction;
+#if KV4
+    acc4 *= correction;
+#else
     for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
       acc[c] *= correction;
     }
+#endif
     for (var c = lo + lane; c < hi; c += TILE_LANES) {
       let s = tile_s[r_own * TILE_KEYS + c];
       // A masked key (knocked out) weighs 0 even while every key so far is masked (m_new still NEG_BIG), as in main.

@@ -56,6 +56,9 @@ describe('split-KV attention vs float64 reference and the single pass', () => {
       rows: 4, heads: 4, kvHeads: 2, headDim: 40, nKeys: 204, causal: true, pos0: 200, split: { chunk: 64 }, temp: [0, 4], vectors: true, steer: [[0, 4], [1, 2], [3, 4]],
       variants: 200, patch: [[2, 0], [3, 3]],
     }],
+    ['scalar K / V loads (D 30, not a multiple of 4), GQA 4/2, slices of 48, knockout and every per-head parameter', {
+      rows: 2, heads: 4, kvHeads: 2, headDim: 30, nKeys: 211, causal: true, pos0: 209, split: { chunk: 48 }, temp: [0, 2], vectors: true, steer: [[0, 2]], knock: 3,
+    }],
     ['one key per slice, D 128', {
       rows: 2, heads: 2, kvHeads: 1, headDim: 128, nKeys: 37, causal: true, pos0: 35, split: { chunk: 1 }, temp: [0, 2], vectors: true, steer: [[0, 2]],
     }],

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { attention, type AttentionArgs } from '../kernels/attention.js';
+import { attention, attentionKvVec4, type AttentionArgs } from '../kernels/attention.js';
 import type { BufferRef, GpuContext } from '../src/gpu/context.js';
 import { expectClose, gpuContext, randn, read, rng } from './helpers/gpu.js';
 
@@ -560,6 +560,60 @@ describe('attention on a fused [rows, 3E] qkv', () => {
     const want = reference({ rows: n, heads, kvHeads: heads, headDim: D, nKeys: rows, causal: true, pos0: qRow }, qs.subarray(qRow * E), ks, vs, hs, img, null);
     expectClose(await read(ctx, z), want.z, 2e-5, 1e-4, 'z');
   });
+});
+
+describe('vec4 K / V loads (KV4) and scalar loads', () => {
+  it('the rule: vec4 only when head_dim, the kv stride and both offsets are multiples of 4', () => {
+    const aligned = { headDim: 64, kvStride: 128, kOffset: 0, vOffset: 256 };
+    expect(attentionKvVec4(aligned)).toBe(true);
+    for (const change of [{ headDim: 30 }, { headDim: 130 }, { kvStride: 130 }, { kOffset: 1 }, { vOffset: 258 }]) {
+      expect(attentionKvVec4({ ...aligned, ...change }), JSON.stringify(change)).toBe(false);
+    }
+  });
+
+  // The same keys and values read both ways: separate aligned tensors (vec4), and views one float into a padded
+  // buffer (kOffset / vOffset 1: scalar), single pass and split KV, every per-head parameter on, against float64.
+  for (const split of [false, { chunk: 24 }] as const) {
+    it(`same z both ways and as the float64 reference, GQA 4/2, D 64, 53 causal keys${split ? ', split KV' : ''}`, async () => {
+      const ctx = await gpuContext();
+      const [rows, heads, kvHeads, D, nKeys] = [3, 4, 2, 64, 53];
+      const [E, kvE] = [heads * D, kvHeads * D];
+      const qs = randn(rows * E, 61, 1);
+      const ks = randn(nKeys * kvE, 62, 1);
+      const vs = randn(nKeys * kvE, 63, 1);
+      const padded = (x: Float32Array, label: string) => {
+        const buf = new Float32Array(x.length + 1);
+        buf.set(x, 1);
+        buf[0] = Number.NaN; // read by neither path
+        return ctx.uploadF32(buf, [buf.length], label);
+      };
+      const hs = new Float32Array(HP * heads);
+      const hu = new Uint32Array(hs.buffer);
+      for (let h = 0; h < heads; h++) hs.set([[1, 0.5, 2.5, 1][h], [0.5, 1, 2, 1.5][h]], HP * h);
+      hu[HP * 3 + 2] = 1; // head 3 mean-ablated
+      hu[HP * 1 + 3] = 1; // head 1 steered on scope 1
+      const vec = randn(heads * 2 * D, 64, 1);
+      const img = new Uint32Array(nKeys).map((_, j) => (j % 3 === 1 ? 1 : 0));
+      const base = {
+        q: ctx.uploadF32(qs, [rows, E], 'q'), rows, heads, kvHeads, headDim: D, nKeys, causal: true, pos0: nKeys - rows,
+        headParams: ctx.uploadF32(hs, [heads, HP], 'hp').buffer, keyIsImage: ctx.uploadTensor(new Uint8Array(img.buffer), [nKeys], 'f32', 'ki').buffer,
+        headVectors: ctx.uploadF32(vec, [heads * 2 * D], 'vec').buffer, tempRows: [0, rows] as [number, number], steerRows: [[0, rows]] as [number, number][],
+        split, tiled: false,
+      };
+      expect(attentionKvVec4({ headDim: D, kvStride: kvE, kOffset: 1, vOffset: 1 })).toBe(false);
+      const zv = ctx.activation([rows, E], 'z.vec4');
+      const zs = ctx.activation([rows, E], 'z.scalar');
+      const rec = ctx.recorder();
+      attention(ctx, rec, { ...base, k: ctx.uploadF32(ks, [nKeys, kvE], 'k'), v: ctx.uploadF32(vs, [nKeys, kvE], 'v'), z: zv });
+      attention(ctx, rec, { ...base, k: padded(ks, 'k.pad'), v: padded(vs, 'v.pad'), kOffset: 1, vOffset: 1, kvStride: kvE, z: zs });
+      rec.submit();
+      const want = reference({ rows, heads, kvHeads, headDim: D, nKeys, causal: true, pos0: nKeys - rows, temp: [0, rows], steer: [[0, rows]] }, qs, ks, vs, hs, img, vec);
+      const [a, b] = [await read(ctx, zv), await read(ctx, zs)];
+      expectClose(a, want.z, 2e-5, 1e-4, 'vec4 z');
+      expectClose(b, want.z, 2e-5, 1e-4, 'scalar z');
+      expectClose(a, b, 1e-6, 1e-5, 'vec4 vs scalar');
+    });
+  }
 });
 
 describe('attention launcher rejects views that do not fit', () => {
