@@ -675,13 +675,9 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let correction = exp(m - m_new);
     l *= correction;
-#if KV4
-    acc4 *= correction;
-#else
     for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
       acc[c] *= correction;
     }
-#endif
     for (var c = lo + lane; c < hi; c += TILE_LANES) {
       let s = tile_s[r_own * TILE_KEYS + c];
       // A masked key (knocked out) weighs 0 even while every key so far is masked (m_new still NEG_BIG), as in main.
