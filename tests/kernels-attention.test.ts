@@ -175,6 +175,7 @@ describe('attention kernel vs float64 reference', () => {
     { rows: 70, heads: 3, kvHeads: 1, headDim: 130, nKeys: 200, causal: true, pos0: 130 }, // chunked prefill, D > WG
     { rows: 9, heads: 4, kvHeads: 2, headDim: 100, nKeys: 75, causal: true, pos0: 66 }, // 32-thread workgroups, keys cross 3 chunks
     { rows: 3, heads: 2, kvHeads: 2, headDim: 256, nKeys: 131, causal: false, pos0: 0 }, // D at the limit, keys cross chunks
+    { rows: 5, heads: 3, kvHeads: 1, headDim: 4, nKeys: 21, causal: true, pos0: 16, temp: [0, 5] }, // one vec4 a key row: one owning thread
     // Head vectors: heads mix plain, scaled, mean-ablated, steered per scope, and ablated + scaled + steered.
     { rows: 29, heads: 8, kvHeads: 2, headDim: 16, nKeys: 29, causal: true, pos0: 0, temp: [28, 29], vectors: true, steer: [[0, 29], [28, 29], [0, 0]] }, // prefill, GQA
     { rows: 1, heads: 6, kvHeads: 3, headDim: 64, nKeys: 40, causal: true, pos0: 39, vectors: 'slot', steer: [[0, 1], [0, 0], [0, 1]] }, // decode step, GQA
