@@ -254,6 +254,10 @@ fn stream(t: u32, i: u32, kv_base: u32, keys: RowKeys, hp: HeadParams, pat_base:
 #if KV4
   var acc4 = vec4<f32>();
   let own4 = t < p.head_dim / 4u;
+  // This thread's vec4 of key row 0's V slice and the vec4s between key rows, computed once (SwiftShader's JIT does
+  // not hoist loop invariants).
+  let v_own4 = (p.v_off + kv_base) / 4u + t;
+  let v_stride4 = p.kv_stride / 4u;
 #else
   var acc: array<f32, MAX_DIMS_PER_THREAD>;
 #endif
@@ -308,12 +312,12 @@ fn stream(t: u32, i: u32, kv_base: u32, keys: RowKeys, hp: HeadParams, pat_base:
     for (var j = 0u; j < n_here; j++) {
       let pj = scores[j];
       l += pj;
-      let vb = p.v_off + key_of(kc + j, i) * p.kv_stride + kv_base;
 #if KV4
       if (own4) {
-        acc4 = fma(vec4<f32>(pj), v[vb / 4u + t], acc4);
+        acc4 = fma(vec4<f32>(pj), v[v_own4 + key_of(kc + j, i) * v_stride4], acc4);
       }
 #else
+      let vb = p.v_off + key_of(kc + j, i) * p.kv_stride + kv_base;
       for (var c = 0u; c < MAX_DIMS_PER_THREAD; c++) {
         let d = t + c * WG;
         if (d < p.head_dim) {
