@@ -572,6 +572,23 @@ describe('vec4 K / V loads (KV4) and scalar loads', () => {
     }
   });
 
+  it('no keys at all: z is 0 on both paths (bindRange rounds the K / V bindings up to whole vec4s)', async () => {
+    const ctx = await gpuContext();
+    for (const D of [8, 6]) {
+      const [rows, heads] = [2, 2];
+      const k = ctx.uploadF32(randn(heads * D, 71, 1), [1, heads * D], 'k');
+      const z = ctx.uploadF32(new Float32Array(rows * heads * D).fill(7), [rows, heads * D], 'z');
+      const rec = ctx.recorder();
+      attention(ctx, rec, {
+        q: ctx.uploadF32(randn(rows * heads * D, 72, 1), [rows, heads * D], 'q'), rows, heads, kvHeads: heads, headDim: D, k, v: k, nKeys: 0,
+        causal: false, pos0: 0, headParams: ctx.uploadF32(new Float32Array([1, 1, 0, 0, 1, 1, 0, 0]), [heads, HP], 'hp').buffer,
+        keyIsImage: ctx.activation([1], 'ki').buffer, z,
+      });
+      rec.submit();
+      expect(Array.from(await read(ctx, z)), `D ${D}`).toEqual(new Array(rows * heads * D).fill(0));
+    }
+  });
+
   // The same keys and values read both ways: separate aligned tensors (vec4), and views one float into a padded
   // buffer (kOffset / vOffset 1: scalar), single pass and split KV, every per-head parameter on, against float64.
   for (const split of [false, { chunk: 24 }] as const) {
