@@ -526,6 +526,7 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
     constants,
     bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', null, null, null, ranges ? 'read' : null, ko ? 'read' : null, 'write'],
   });
+  // The merge binds no K / V, but takes KV4 too: it reads the partials in the dim order split_partial wrote (own_dim).
   const merge = ctx.kernel({
     name: 'attention_split_merge',
     source,
