@@ -6,7 +6,9 @@
 // row and head); split KV ("flash decoding": split_partial over (row, head, key slice), then split_merge) when the
 // single pass would leave a GPU mostly idle: few rows and heads (a decode step) over many keys; or tiled (entry point
 // tiled: a workgroup per block of query rows and head, K / V tiles in workgroup memory shared by the block's rows)
-// for a prefill of many rows over many keys, where main would read every K / V row once per query row.
+// for a prefill of many rows over many keys, where main would read every K / V row once per query row. On CPU adapters
+// the single pass runs as solo from SOLO_MIN_ROWS rows: a thread per (row, head), no workgroup memory or barrier,
+// the same arithmetic as main in the same order (bit-equal results).
 
 import source from '../shaders/attention.wgsl';
 import type { GpuContext, Recorder } from '../src/gpu/context.js';
@@ -64,9 +66,11 @@ export interface AttentionTile {
   bytes: number;
 }
 
-/** How a call is run: split KV, tiled or the single pass, with the slicing or blocking and the reason. */
+/** How a call is run: split KV, tiled or the single pass (main or solo), with the slicing or blocking and the reason. */
 export interface AttentionPlan {
   split: boolean;
+  /** The single pass as one thread per (row, head) (entry point solo: no workgroup memory, no barrier). */
+  solo: boolean;
   /** Split only: slices per (row, head), and stream indices (keys) per slice; 1 and nKeys for the single pass. */
   splits: number;
   chunk: number;
@@ -90,7 +94,15 @@ export interface AttentionShape {
   tiledBuffers?: number;
   /** VARIANTS rows (each reads its own key sequence): never tiled. */
   variants?: boolean;
+  /** K and V load as vec4s (attentionKvVec4), which solo needs. */
+  kv4?: boolean;
 }
+
+/**
+ * Query rows from which a CPU adapter runs the single pass as solo (one thread per (row, head)) rather than main (a
+ * workgroup per (row, head)): a decode step's few (row, head) items would leave solo's lanes and the CPU's cores idle.
+ */
+export const SOLO_MIN_ROWS = 16;
 
 /** false: the single pass; true: split KV sliced as the rule would (at least two slices); { chunk }: keys per slice. */
 export type AttentionSplit = boolean | { chunk: number };
@@ -155,11 +167,22 @@ export function planAttention(
   s: AttentionShape,
   force?: AttentionSplit,
   tiled?: AttentionTiled,
+  solo?: boolean,
 ): AttentionPlan {
-  const plain = (reason: string): AttentionPlan => ({ split: false, splits: 1, chunk: s.nKeys, tile: null, reason });
+  const main = (reason: string): AttentionPlan => ({ split: false, solo: false, splits: 1, chunk: s.nKeys, tile: null, reason });
   const forcedSplit = force !== undefined && force !== false;
   const forcedTiled = tiled !== undefined && tiled !== false;
   if (forcedSplit && forcedTiled) throw new Error('attention: split KV and tiled are both forced');
+  if (solo === true && (forcedSplit || forcedTiled)) throw new Error('attention: solo and split KV or tiled are both forced');
+  // The single pass: solo where forced or, on a CPU adapter, for SOLO_MIN_ROWS rows or more; main otherwise, and
+  // where K / V do not load as vec4s (solo keeps a row's q and acc as vec4s).
+  const soloAsked = solo === true || (solo === undefined && profile.cpu && s.rows >= SOLO_MIN_ROWS);
+  const plain = (reason: string): AttentionPlan => {
+    if (!soloAsked || s.rows * s.heads === 0) return main(reason);
+    if (!s.kv4) return main(`${reason} (main: K / V do not load as vec4s, which solo needs)`);
+    return { ...main(`${reason}: solo, a thread per (row, head)${solo ? ' (forced)' : ''}`), solo: true };
+  };
+  if (solo === true) return plain('forced single pass');
   const items = s.rows * s.heads;
   // The pattern holds exp(s - m) / l with the row's final m and l, which exist only after the merge (split KV) or
   // after the last tile (tiled): it would take another pass re-reading every stored score. A capture run writes heads
@@ -175,14 +198,14 @@ export function planAttention(
     const tile = tileFor(profile, s, typeof tiled === 'object' ? tiled : {});
     if (typeof tile === 'string') return plain(`${why}${tile}`);
     const blocks = Math.ceil(s.rows / tile.rows);
-    return { split: false, splits: 1, chunk: s.nKeys, tile, reason: `${why}tiled: ${blocks} blocks of ${tile.rows} rows x ${s.heads} heads, tiles of ${tile.keys} keys` };
+    return { split: false, solo: false, splits: 1, chunk: s.nKeys, tile, reason: `${why}tiled: ${blocks} blocks of ${tile.rows} rows x ${s.heads} heads, tiles of ${tile.keys} keys` };
   };
   if (forcedTiled) return tiledPlan('forced ');
   const wg = attentionWorkgroup(s.headDim);
   const slices = (want: number): AttentionPlan => {
     const chunk = Math.max(wg, Math.ceil(Math.ceil(s.nKeys / want) / wg) * wg);
     const splits = Math.max(1, Math.ceil(s.nKeys / chunk));
-    return { split: true, splits, chunk, tile: null, reason: '' };
+    return { split: true, solo: false, splits, chunk, tile: null, reason: '' };
   };
   let noSplit = 'split KV forced off';
   if (force !== false) {
@@ -194,7 +217,7 @@ export function planAttention(
       if (force === true) return { ...slices(Math.max(2, want)), reason: 'forced split' };
       if (force) {
         if (!Number.isInteger(force.chunk) || force.chunk < 1) throw new Error(`attention: split chunk ${force.chunk} is not a positive integer`);
-        return { split: true, splits: Math.max(1, Math.ceil(s.nKeys / force.chunk)), chunk: force.chunk, tile: null, reason: `forced split, ${force.chunk} keys per slice` };
+        return { split: true, solo: false, splits: Math.max(1, Math.ceil(s.nKeys / force.chunk)), chunk: force.chunk, tile: null, reason: `forced split, ${force.chunk} keys per slice` };
       }
       if (profile.cpu) return plain('CPU adapter: the single pass');
       if (2 * items > SPLIT_TARGET_WORKGROUPS) noSplit = `${items} (row, head) workgroups already fill the GPU`;
@@ -291,6 +314,8 @@ export interface AttentionArgs {
   split?: AttentionSplit;
   /** Force the tiled path (true, or { rows, keys } per block and tile) or rule it out (false); default: the rule. */
   tiled?: AttentionTiled;
+  /** Force the single pass as solo (true; main where K / V do not load as vec4s) or rule solo out (false); default: the rule. */
+  solo?: boolean;
   label?: string;
 }
 
@@ -298,7 +323,7 @@ export interface AttentionArgs {
 export function attentionPlan(
   ctx: GpuContext,
   a: Pick<AttentionArgs, 'rows' | 'heads' | 'headDim' | 'nKeys' | 'pattern' | 'keyRanges' | 'knockout' | 'split'> &
-    Partial<Pick<AttentionArgs, 'headVectors' | 'variants' | 'tiled'>>,
+    Partial<Pick<AttentionArgs, 'headVectors' | 'variants' | 'tiled' | 'solo' | 'kvStride' | 'kOffset' | 'vOffset' | 'kvHeads'>>,
 ): AttentionPlan {
   const perRow = (a.keyRanges ? 1 : 0) + (a.knockout ? 1 : 0);
   return planAttention(
@@ -312,9 +337,16 @@ export function attentionPlan(
       partialBuffers: 6 + perRow,
       tiledBuffers: 6 + perRow + (a.headVectors ? 1 : 0),
       variants: !!a.variants,
+      kv4: attentionKvVec4({
+        headDim: a.headDim,
+        kvStride: a.kvStride ?? (a.kvHeads ?? a.heads) * a.headDim,
+        kOffset: a.kOffset ?? 0,
+        vOffset: a.vOffset ?? 0,
+      }),
     },
     a.split,
     a.tiled,
+    a.solo,
   );
 }
 
@@ -499,6 +531,18 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
       bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', 'write', null, vectors ? 'read' : null, ranges ? 'read' : null, ko ? 'read' : null],
     });
     rec.dispatch(kernel, u, resources, fold(Math.ceil(a.rows / tl.rows) * a.heads, maxGroups), `${label} (tiled ${tl.rows} rows x ${tl.keys} keys)`);
+    return;
+  }
+  if (plan.solo) {
+    const kernel = ctx.kernel({
+      name: 'attention_solo',
+      source,
+      entryPoint: 'solo',
+      defines: { SOLO: true, CAPTURE: capture, HEAD_VECTORS: !!vectors, PATCH: !!patch, KEY_RANGES: !!ranges, KNOCKOUT: !!ko, VARIANTS: !!variants, KV4: true },
+      constants,
+      bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', 'write', capture ? 'write' : null, vectors ? 'read' : null, ranges ? 'read' : null, ko ? 'read' : null],
+    });
+    rec.dispatch(kernel, u, resources, fold(Math.ceil((a.rows * a.heads) / constants.WG), maxGroups), `${label} (solo)`);
     return;
   }
   if (!plan.split) {

@@ -235,10 +235,10 @@ export async function benchAttention(
     const kvRead = new Map<string, number>();
     const tileOf = new Map<string, string>();
     if (c.tiled) {
-      add('main', { split: false, tiled: false });
+      add('main', { split: false, tiled: false, solo: false });
       add('tiled', { tiled: true });
       const shape = { rows: qRows, heads, nKeys: L, pos0, causal: true };
-      const mainPlan = attentionPlan(ctx, { ...base, split: false, tiled: false });
+      const mainPlan = attentionPlan(ctx, { ...base, split: false, tiled: false, solo: false });
       const plan = attentionPlan(ctx, { ...base, tiled: true });
       const own = attentionPlan(ctx, base);
       if (!plan.tile) throw new Error(`bench-attention: tiled forced at L ${L} head_dim ${hd} ran main: ${plan.reason}`);
@@ -246,7 +246,7 @@ export async function benchAttention(
       kvRead.set('tiled', attentionKvReads(plan, shape));
       tileOf.set('tiled', `${plan.tile.rows} rows x ${plan.tile.keys} keys`);
       const [km, kt] = [kvRead.get('main')!, kvRead.get('tiled')!];
-      tiledNote = `${tileOf.get('tiled')}; K/V rows read ${km} / ${kt} (${(km / kt).toFixed(1)}x fewer, ${((km - kt) * hd * 4 / 2 ** 20).toFixed(1)} MiB less); this adapter's rule: ${own.tile ? 'tiled' : own.split ? 'split' : 'main'}`;
+      tiledNote = `${tileOf.get('tiled')}; K/V rows read ${km} / ${kt} (${(km / kt).toFixed(1)}x fewer, ${((km - kt) * hd * 4 / 2 ** 20).toFixed(1)} MiB less); this adapter's rule: ${own.tile ? 'tiled' : own.split ? 'split' : own.solo ? 'solo' : 'main'}`;
     } else if (c.splitKV) {
       add('single pass', { split: false });
       add('split-KV', { split: true });

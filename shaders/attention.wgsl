@@ -385,6 +385,31 @@ fn finish(lane: u32, lanes: u32, i: u32, h: u32, hp: HeadParams, patch_k: u32, l
   }
 }
 
+#if CAPTURE
+// Probabilities after the temperature and the mask, i.e. what multiplied V (before head_scale); 0 outside
+// [kbegin, kend). The calling thread turns the scores it stored (keys kbegin + t + n * stride) into probabilities, so
+// no barrier is needed; a blocked key stored NEG_BIG and weighs 0. main: thread t of WG; solo: the one thread.
+fn probabilities(t: u32, stride: u32, keys: RowKeys, m: f32, l: f32, pat_base: u32, pat_off: u32) {
+  for (var key = keys.begin + t; key < keys.end; key += stride) {
+    let j = key - pat_off;
+    if (j < p.pat_keys) {
+      let s = pattern[pat_base + j];
+      var prob = 0.0;
+      if (l > 0.0 && s > NEG_BIG) {
+        prob = exp(s - m) / l;
+      }
+      pattern[pat_base + j] = prob;
+    }
+  }
+  for (var j = t; j < p.pat_keys; j += stride) {
+    let key = j + pat_off;
+    if (key < keys.begin || key >= keys.end) {
+      pattern[pat_base + j] = 0.0;
+    }
+  }
+}
+#endif
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
@@ -422,28 +447,118 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   finish(t, WG, i, h, hp, patch_k, run.l, run.acc);
 
 #if CAPTURE
-  // Probabilities after the temperature and the mask, i.e. what multiplied V (before head_scale); 0 outside
-  // [kbegin, kend). Each thread turns the scores it stored (keys kbegin + t + n * WG) into probabilities, so no
-  // barrier is needed; a blocked key stored NEG_BIG and weighs 0.
-  for (var key = kbegin + t; key < kend; key += WG) {
-    let j = key - pat_off;
-    if (j < p.pat_keys) {
-      let s = pattern[pat_base + j];
-      var prob = 0.0;
-      if (run.l > 0.0 && s > NEG_BIG) {
-        prob = exp(s - run.m) / run.l;
-      }
-      pattern[pat_base + j] = prob;
-    }
-  }
-  for (var j = t; j < p.pat_keys; j += WG) {
-    let key = j + pat_off;
-    if (key < kbegin || key >= kend) {
-      pattern[pat_base + j] = 0.0;
-    }
-  }
+  probabilities(t, WG, keys, run.m, run.l, pat_base, pat_off);
 #endif
 }
+
+#if SOLO
+// The single pass for CPU adapters (the launcher compiles it with KV4 only): one invocation per (query row, head),
+// holding the row's q and softmax · V in registers, so no workgroup memory and no barrier. SwiftShader runs the
+// invocations of a workgroup as SIMD lanes and each barrier as a switch of every lane group; main's three barriers and
+// the scores' round trips through workgroup memory per chunk of WG keys cost more there than sharing a row's work
+// across threads saves. The keys stream in main's chunks of WG with main's order of operations (each dot product over
+// vec4s in order, one rescale per chunk, then the chunk's probabilities in order), so z and the pattern are those of
+// main bit for bit.
+@compute @workgroup_size(WG)
+fn solo(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) t: u32) {
+  let item = (wg.y * nwg.x + wg.x) * WG + t;
+  if (item >= p.q_rows * p.heads) {
+    return; // no barrier follows
+  }
+  let i = item / p.heads;
+  let h = item % p.heads;
+  let kv_base = (h / (p.heads / p.kv_heads)) * p.head_dim; // GQA
+  let hp = head_params[h];
+  var keys = row_keys(i, hp);
+  let patch_k = patch_index(i, h);
+#if !CAPTURE
+  if (discarded(hp, patch_k)) {
+    keys.end = keys.begin;
+  }
+#endif
+  var pat_base = 0u;
+  var pat_off = 0u;
+#if CAPTURE
+  pat_base = (h * p.q_rows + i) * p.pat_keys;
+  if (p.pat_rel != 0u) {
+    pat_off = keys.begin;
+  }
+#endif
+#if KNOCKOUT
+  let knock_head = (hp.replace & 2u) != 0u;
+#endif
+  let n4 = p.head_dim / 4u;
+  let q_base = p.q_off + i * p.q_stride + h * p.head_dim;
+  var qv: array<vec4<f32>, 64>;
+  var acc: array<vec4<f32>, 64>;
+  for (var d4 = 0u; d4 < n4; d4++) {
+    let b = q_base + 4u * d4;
+    qv[d4] = vec4<f32>(q[b], q[b + 1u], q[b + 2u], q[b + 3u]);
+    acc[d4] = vec4<f32>();
+  }
+  // Key row 0 of this kv head in vec4s, and the vec4s between key rows (computed once: SwiftShader does not hoist).
+  let k_base4 = (p.k_off + kv_base) / 4u;
+  let v_base4 = (p.v_off + kv_base) / 4u;
+  let stride4 = p.kv_stride / 4u;
+  var m = NEG_BIG;
+  var l = 0.0;
+  var chunk: array<f32, 64>;
+  for (var kc = keys.begin; kc < keys.end; kc += WG) {
+    let n_here = min(WG, keys.end - kc);
+    var cm = NEG_BIG;
+    for (var j = 0u; j < n_here; j++) {
+      let key = kc + j;
+      let kb4 = k_base4 + key_of(key, i) * stride4;
+      var dot_qk = 0.0;
+      for (var d4 = 0u; d4 < n4; d4++) {
+        dot_qk += dot(qv[d4], k[kb4 + d4]);
+      }
+      var s = tempered(dot_qk, key_of(key, i), keys.alpha);
+#if KNOCKOUT
+      if (knock_head && knocked(i, key)) {
+        s = NEG_BIG;
+      }
+#endif
+#if CAPTURE
+      if (key - pat_off < p.pat_keys) {
+        pattern[pat_base + key - pat_off] = s;
+      }
+#endif
+      chunk[j] = s;
+      cm = max(cm, s);
+    }
+    let m_new = max(m, cm);
+    let correction = exp(m - m_new);
+    l *= correction;
+    for (var d4 = 0u; d4 < n4; d4++) {
+      acc[d4] *= correction;
+    }
+    for (var j = 0u; j < n_here; j++) {
+      var pj = exp(chunk[j] - m_new);
+#if KNOCKOUT
+      if (chunk[j] <= NEG_BIG) {
+        pj = 0.0;
+      }
+#endif
+      l += pj;
+      let vb4 = v_base4 + key_of(kc + j, i) * stride4;
+      for (var d4 = 0u; d4 < n4; d4++) {
+        acc[d4] = fma(vec4<f32>(pj), v[vb4 + d4], acc[d4]);
+      }
+    }
+    m = m_new;
+  }
+  // finish writes a thread's four dims (own_dim under KV4: 4 lane + c): called once per vec4 of the row.
+  for (var d4 = 0u; d4 < n4; d4++) {
+    let a = acc[d4];
+    finish(d4, n4, i, h, hp, patch_k, l, array<f32, MAX_DIMS_PER_THREAD>(a.x, a.y, a.z, a.w));
+  }
+#if CAPTURE
+  probabilities(0u, 1u, keys, m, l, pat_base, pat_off);
+#endif
+}
+#endif
 
 #if SPLIT
 // Phase 1 of split KV: workgroup (row i, head h, slice s) streams stream indices [begin + s * split_keys, ..) of the

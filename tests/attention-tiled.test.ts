@@ -43,7 +43,7 @@ async function runBoth(c: Case, seed = 10) {
   const before = counters.snapshot();
   const rec = ctx.recorder();
   attention(ctx, rec, { ...args, z: zt, tiled: c.tiled });
-  attention(ctx, rec, { ...args, z: zm, split: false, tiled: false });
+  attention(ctx, rec, { ...args, z: zm, split: false, tiled: false, solo: false });
   rec.submit();
   const got = { tiled: await read(ctx, zt), main: await read(ctx, zm) };
   const d = counters.since(before);
@@ -160,7 +160,7 @@ describe('tiled attention vs float64 reference and main', () => {
 });
 
 describe('tiled fall-backs give main', () => {
-  it('a pattern capture runs main even when tiled is forced: same z and pattern, bit for bit', async () => {
+  it('a pattern capture runs the single pass even when tiled is forced (solo on a CPU adapter): same z and pattern as main, bit for bit', async () => {
     const ctx = await gpuContext();
     const c: Case = { rows: 20, heads: 4, kvHeads: 2, headDim: 32, nKeys: 130, causal: true, pos0: 110, tiled: true, temp: [0, 20], vectors: true, steer: [[0, 20]] };
     const x = inputs(c, 40);
@@ -174,9 +174,11 @@ describe('tiled fall-backs give main', () => {
     const before = counters.snapshot();
     const rec = ctx.recorder();
     attention(ctx, rec, { ...args, ...forced, tiled: true });
-    attention(ctx, rec, { ...args, ...plain, tiled: false });
+    attention(ctx, rec, { ...args, ...plain, tiled: false, solo: false });
     rec.submit();
-    expect(counters.since(before).kernels.get('attention')?.dispatches).toBe(2);
+    const k = counters.since(before).kernels;
+    expect(k.get('attention_solo')?.dispatches ?? 0).toBe(plan.solo ? 1 : 0);
+    expect(k.get('attention')?.dispatches).toBe(plan.solo ? 1 : 2);
     ctx.counters = null;
     expect(Array.from(await read(ctx, forced.z))).toEqual(Array.from(await read(ctx, plain.z)));
     expect(Array.from(await read(ctx, forced.pattern))).toEqual(Array.from(await read(ctx, plain.pattern)));
@@ -319,7 +321,7 @@ describe('tiled selection rule', () => {
 
   it('this adapter: attention follows planAttention on its own profile', async () => {
     const ctx = await gpuContext();
-    const own = planAttention({ ...adapterProfile(ctx), maxStorageBuffers: ctx.limits.maxStorageBuffersPerShaderStage }, { ...prefill(512, 512), variants: false });
+    const own = planAttention({ ...adapterProfile(ctx), maxStorageBuffers: ctx.limits.maxStorageBuffersPerShaderStage }, { ...prefill(512, 512), variants: false, kv4: true });
     expect(attentionPlan(ctx, { rows: 512, heads: 32, headDim: 128, nKeys: 512, pattern: null, keyRanges: null, knockout: null })).toEqual(own);
     expect(own.tile !== null).toBe(!adapterProfile(ctx).cpu);
   });
