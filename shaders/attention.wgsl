@@ -232,6 +232,16 @@ fn discarded(hp: HeadParams, patch_k: u32) -> bool {
   return d;
 }
 
+#if CAPTURE
+// A key's raw score into its pattern row (entry key - pat_off, when the row holds it); probabilities() turns the row
+// into probabilities once the row's m and l are final.
+fn store_score(pat_base: u32, pat_off: u32, key: u32, s: f32) {
+  if (key - pat_off < p.pat_keys) {
+    pattern[pat_base + key - pat_off] = s;
+  }
+}
+#endif
+
 // An online softmax's state: running max m, running sum l of exp(s - m), and this thread's dims (own_dim) of the
 // unnormalised softmax · V at m.
 struct Running {
@@ -276,9 +286,7 @@ fn stream(t: u32, i: u32, kv_base: u32, keys: RowKeys, hp: HeadParams, pat_base:
       s = score(i, key_of(key, i), kv_base, keys.alpha);
 #endif
 #if CAPTURE
-      if (key - pat_off < p.pat_keys) {
-        pattern[pat_base + key - pat_off] = s;
-      }
+      store_score(pat_base, pat_off, key, s);
 #endif
     }
     scores[t] = s;
@@ -410,29 +418,31 @@ fn probabilities(t: u32, stride: u32, keys: RowKeys, m: f32, l: f32, pat_base: u
 }
 #endif
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) t: u32) {
-  let item = wg.y * nwg.x + wg.x;
-  if (item >= p.q_rows * p.heads) {
-    return; // uniform per workgroup: safe before barriers
-  }
+// What main and solo know of their (row, head) item before streaming: the row, the head, its kv head's first column
+// (GQA), head params, the keys it streams (none for a head whose z does not depend on them, unless CAPTURE: then every
+// head streams, for the pattern), its patch index (one map entry per item) and its pattern row.
+struct RowHead {
+  i: u32,
+  h: u32,
+  kv_base: u32,
+  hp: HeadParams,
+  keys: RowKeys,
+  patch_k: u32,
+  pat_base: u32,
+  pat_off: u32,
+}
+
+fn row_head(item: u32) -> RowHead {
   let i = item / p.heads;
   let h = item % p.heads;
-  let kv_base = (h / (p.heads / p.kv_heads)) * p.head_dim; // GQA
-  load_q(t, i, h);
   let hp = head_params[h];
   var keys = row_keys(i, hp);
-  // Uniform per workgroup: one (row, head) reads one map entry.
   let patch_k = patch_index(i, h);
 #if !CAPTURE
-  // With CAPTURE every head streams its keys, for the pattern.
   if (discarded(hp, patch_k)) {
     keys.end = keys.begin;
   }
 #endif
-  let kbegin = keys.begin;
-  let kend = keys.end;
   var pat_base = 0u;
   var pat_off = 0u;
 #if CAPTURE
@@ -440,14 +450,25 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   // into probabilities once m and l are final (no second pass over q · k).
   pat_base = (h * p.q_rows + i) * p.pat_keys;
   if (p.pat_rel != 0u) {
-    pat_off = kbegin;
+    pat_off = keys.begin;
   }
 #endif
-  let run = stream(t, i, kv_base, keys, hp, pat_base, pat_off);
-  finish(t, WG, i, h, hp, patch_k, run.l, run.acc);
+  return RowHead(i, h, (h / (p.heads / p.kv_heads)) * p.head_dim, hp, keys, patch_k, pat_base, pat_off);
+}
 
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) t: u32) {
+  let item = wg.y * nwg.x + wg.x;
+  if (item >= p.q_rows * p.heads) {
+    return; // uniform per workgroup: safe before barriers
+  }
+  let it = row_head(item);
+  load_q(t, it.i, it.h);
+  let run = stream(t, it.i, it.kv_base, it.keys, it.hp, it.pat_base, it.pat_off);
+  finish(t, WG, it.i, it.h, it.hp, it.patch_k, run.l, run.acc);
 #if CAPTURE
-  probabilities(t, WG, keys, run.m, run.l, pat_base, pat_off);
+  probabilities(t, WG, it.keys, run.m, run.l, it.pat_base, it.pat_off);
 #endif
 }
 
@@ -466,25 +487,13 @@ fn solo(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   if (item >= p.q_rows * p.heads) {
     return; // no barrier follows
   }
-  let i = item / p.heads;
-  let h = item % p.heads;
-  let kv_base = (h / (p.heads / p.kv_heads)) * p.head_dim; // GQA
-  let hp = head_params[h];
-  var keys = row_keys(i, hp);
-  let patch_k = patch_index(i, h);
-#if !CAPTURE
-  if (discarded(hp, patch_k)) {
-    keys.end = keys.begin;
-  }
-#endif
-  var pat_base = 0u;
-  var pat_off = 0u;
-#if CAPTURE
-  pat_base = (h * p.q_rows + i) * p.pat_keys;
-  if (p.pat_rel != 0u) {
-    pat_off = keys.begin;
-  }
-#endif
+  let it = row_head(item);
+  let i = it.i;
+  let h = it.h;
+  let hp = it.hp;
+  let keys = it.keys;
+  let pat_base = it.pat_base;
+  let pat_off = it.pat_off;
 #if KNOCKOUT
   let knock_head = (hp.replace & 2u) != 0u;
 #endif
@@ -498,8 +507,8 @@ fn solo(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     acc[d4] = vec4<f32>();
   }
   // Key row 0 of this kv head in vec4s, and the vec4s between key rows (computed once: SwiftShader does not hoist).
-  let k_base4 = (p.k_off + kv_base) / 4u;
-  let v_base4 = (p.v_off + kv_base) / 4u;
+  let k_base4 = (p.k_off + it.kv_base) / 4u;
+  let v_base4 = (p.v_off + it.kv_base) / 4u;
   let stride4 = p.kv_stride / 4u;
   var m = NEG_BIG;
   var l = 0.0;
@@ -521,9 +530,7 @@ fn solo(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       }
 #endif
 #if CAPTURE
-      if (key - pat_off < p.pat_keys) {
-        pattern[pat_base + key - pat_off] = s;
-      }
+      store_score(pat_base, pat_off, key, s);
 #endif
       chunk[j] = s;
       cm = max(cm, s);
@@ -552,7 +559,7 @@ fn solo(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   // finish writes a thread's four dims (own_dim under KV4: 4 lane + c): called once per vec4 of the row.
   for (var d4 = 0u; d4 < n4; d4++) {
     let a = acc[d4];
-    finish(d4, n4, i, h, hp, patch_k, l, array<f32, MAX_DIMS_PER_THREAD>(a.x, a.y, a.z, a.w));
+    finish(d4, n4, i, h, hp, it.patch_k, l, array<f32, MAX_DIMS_PER_THREAD>(a.x, a.y, a.z, a.w));
   }
 #if CAPTURE
   probabilities(0u, 1u, keys, m, l, pat_base, pat_off);
