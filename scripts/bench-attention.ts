@@ -24,7 +24,9 @@
 // tiled path forced on (blocked as planAttention blocks this shape on this adapter) against main forced on, as its own
 // table ('tiled / main'; rows with contender 'tiled' in the JSON), with the K / V rows each reads from global memory
 // per call (attentionKvReads: main once per (row, head), tiled once per (block, head); a device-independent figure,
-// since the bytes bound are the same for both). Where the adapter's own rule would tile, 'plain' above is tiled.
+// since the bytes bound are the same for both). Where the adapter's own rule would tile, 'plain' above is tiled. The
+// same table has solo forced on ('solo / main'; rows with contender 'solo'), checked equal to main bit for bit; where
+// the rule picks solo (a CPU adapter), 'plain' above is solo.
 // Shapes: decode over 512 / head_dim heads (8 of 64, 4 of 128), prefill over one head (PREFILL_HEADS), so that the
 // long lengths stay affordable on a CPU adapter: a (row, head) is one workgroup whose work does not depend on the
 // others, so the ratios hold for any head count.
@@ -237,6 +239,7 @@ export async function benchAttention(
     if (c.tiled) {
       add('main', { split: false, tiled: false, solo: false });
       add('tiled', { tiled: true });
+      add('solo', { solo: true });
       const shape = { rows: qRows, heads, nKeys: L, pos0, causal: true };
       const mainPlan = attentionPlan(ctx, { ...base, split: false, tiled: false, solo: false });
       const plan = attentionPlan(ctx, { ...base, tiled: true });
@@ -280,7 +283,7 @@ export async function benchAttention(
     const inner = Math.max(1, Math.min(64, Math.round(o.minMs / Math.max(once, 0.05))));
     const ref = zs.get(contenders[0])!;
     const diff = (z: Float32Array) => z.reduce((m, x, i) => Math.max(m, Math.abs(x - ref[i])), 0);
-    for (const name of ['pattern', 'z last']) {
+    for (const name of ['pattern', 'z last', 'solo']) {
       const x = contenders.find((y) => y.name === name);
       if (x && diff(zs.get(x)!) !== 0) throw new Error(`bench-attention: ${name} changed z at ${c.phase} L ${L} head_dim ${hd}`);
     }
@@ -371,12 +374,12 @@ export async function benchAttention(
   return { rows, table, names, splitTable, tiledTable };
 }
 
-/** The tiled comparison: prefill, tiled forced against main forced, CPU-time ratio, blocking and K / V rows read. */
+/** The tiled comparison: prefill, tiled and solo forced against main forced, CPU-time ratios, blocking and K / V rows read. */
 export function printTiledTable(body: string[][], header: boolean): void {
-  const head = ['phase', 'L', 'query rows', 'head_dim', 'heads', 'main ms', 'main CPU ms', 'tiled / main', 'blocking, K/V rows read (main / tiled)'];
+  const head = ['phase', 'L', 'query rows', 'head_dim', 'heads', 'main ms', 'main CPU ms', 'tiled / main', 'solo / main', 'blocking, K/V rows read (main / tiled)'];
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => (r[i] ?? '').length)));
   const fmt = (r: string[]) => r.map((x, i) => (i === 0 || i === r.length - 1 ? x.padEnd(widths[i]) : x.padStart(widths[i]))).join('  ');
-  if (header) console.log(`\ntiled (forced) against main (forced), prefill:\n${fmt(head)}`);
+  if (header) console.log(`\ntiled and solo (forced) against main (forced), prefill:\n${fmt(head)}`);
   for (const r of body) console.log(fmt(r));
 }
 
