@@ -495,7 +495,14 @@ fn solo(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let pat_base = it.pat_base;
   let pat_off = it.pat_off;
 #if KNOCKOUT
-  let knock_head = (hp.replace & 2u) != 0u;
+  // Whether the row has a blocked edge among its keys, from its bitset's words (a thread of its own can read them
+  // without a barrier): rows with none, most rows of a knockout, skip the per-key test.
+  var knock_row = false;
+  if ((hp.replace & 2u) != 0u && keys.begin < keys.end) {
+    for (var w = keys.begin / 32u; w * 32u < keys.end; w++) {
+      knock_row = knock_row | (knockout[i * p.ko_words + w] != 0u);
+    }
+  }
 #endif
   let n4 = p.head_dim / 4u;
   let q_base = p.q_off + i * p.q_stride + h * p.head_dim;
@@ -525,7 +532,7 @@ fn solo(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
       }
       var s = tempered(dot_qk, key_of(key, i), keys.alpha);
 #if KNOCKOUT
-      if (knock_head && knocked(i, key)) {
+      if (knock_row && knocked(i, key)) {
         s = NEG_BIG;
       }
 #endif

@@ -6,13 +6,14 @@
 
 import { describe, expect, it } from 'vitest';
 import { attention, attentionPlan, attentionWorkgroup, planAttention, SOLO_MIN_ROWS, type AttentionShape } from '../kernels/attention.js';
-import { type Case, expected, inputs, segments, upload } from './helpers/attention-cases.js';
+import { type Case, type Inputs, expected, inputs, segments, upload } from './helpers/attention-cases.js';
 import { expectClose, gpuContext, read } from './helpers/gpu.js';
 
 /** Solo (forced) and main (forced) over the same inputs in one step, with which kernels ran. */
-async function runBoth(c: Case, seed = 20, capture = false) {
+async function runBoth(c: Case, seed = 20, capture = false, tweak?: (x: Inputs) => void) {
   const ctx = await gpuContext();
   const x = inputs(c, seed);
+  tweak?.(x);
   const args = upload(ctx, c, x);
   const width = c.heads * c.headDim;
   const zs = ctx.activation([c.rows, width], 'z.solo');
@@ -77,6 +78,19 @@ describe('solo attention vs float64 reference and main', () => {
       const sum = r.ps!.slice(row * c.nKeys, (row + 1) * c.nKeys).reduce((a, b) => a + b, 0);
       expect(Math.abs(sum - 1) < 1e-5 || sum === 0, `pattern row ${row} sums to ${sum}`).toBe(true);
     }
+  });
+
+  it('knockout on a few rows only: rows without a blocked edge skip the per-key test, the others keep it', async () => {
+    const c: Case = { rows: 20, heads: 6, kvHeads: 3, headDim: 32, nKeys: 100, causal: true, pos0: 80, knock: 7, temp: [0, 20], vectors: true };
+    // Keep the bits of rows 3 (every key blocked), 11 and 19 only; row 11's lie past its causal limit for no key.
+    const keep = new Set([3, 11, 19]);
+    const r = await runBoth(c, 50, true, (x) => {
+      for (let i = 0; i < c.rows; i++) if (!keep.has(i)) x.ko!.bits.fill(0, i * x.ko!.words, (i + 1) * x.ko!.words);
+    });
+    expect(r.plan.solo).toBe(true);
+    expectClose(r.solo, r.want, 2e-5, 1e-4, 'solo z vs float64');
+    expect(Array.from(r.solo)).toEqual(Array.from(r.main));
+    expect(Array.from(r.ps!)).toEqual(Array.from(r.pm!));
   });
 
   it('a fused qkv view whose k / v columns are 4-aligned runs solo; a misaligned one falls back to main', async () => {
