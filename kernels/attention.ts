@@ -297,6 +297,12 @@ export interface AttentionArgs {
   steerRows?: [number, number][];
   /** u32 per key position, 1 for image-token keys. At least `nKeys` entries. */
   keyIsImage: GPUBuffer;
+  /**
+   * When the image-token keys are exactly the positions [begin, end) (one run, as one image's tokens are; [0, 0] for
+   * none), and `keyIsImage` says the same: the kernels then test a key's position instead of loading its flag.
+   * Absent: the flags.
+   */
+  imageKeySpan?: readonly [number, number] | null;
   /** Query rows [begin, end) (relative to this call) that get the image temperature. */
   tempRows?: [number, number];
   /** Output [rows, heads * headDim]. */
@@ -463,13 +469,17 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
     const size = 'size' in ko.bits ? ko.bits.size : (ko.bits as GPUBuffer).size;
     if (size < a.rows * ko.words * 4) throw new Error(`${label}: knockout bitset of ${size} bytes is smaller than [${a.rows}, ${ko.words}] u32`);
   }
+  const span = a.imageKeySpan ?? null;
+  if (span && !(Number.isInteger(span[0]) && Number.isInteger(span[1]) && span[0] >= 0 && span[1] >= span[0])) {
+    throw new Error(`${label}: imageKeySpan [${span.join(', ')}] is not a range of positions (integers, 0 <= begin <= end)`);
+  }
   const steerRows = a.steerRows ?? [];
   if (steerRows.length > 3) throw new Error(`${label}: ${steerRows.length} steering row ranges, the kernel has 3 scopes`);
   const sr = (j: number, e: 0 | 1) => Math.max(0, steerRows[j]?.[e] ?? 0);
   const plan = attentionPlan(ctx, a);
   const constants = { WG: attentionWorkgroup(a.headDim) };
   const [tb, te] = a.tempRows ?? [0, 0];
-  const u = new Uniforms()
+  const u = new Uniforms(36) // 33 fields
     .u32(a.rows)
     .u32(a.heads)
     .u32(a.kvHeads)
@@ -501,6 +511,8 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
     .u32(variants?.prefix ?? 0)
     .u32(plan.splits)
     .u32(plan.chunk)
+    .u32(span?.[0] ?? 0)
+    .u32(span?.[1] ?? 0)
     .done();
   // K and V are bound up to the last key attended (a KV cache bigger than the context binds only its live rows).
   const keysBound = (t: Tensor, off: number): BufferRef => {
@@ -518,7 +530,7 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
       name: 'attention_tiled',
       source,
       entryPoint: 'tiled',
-      defines: { TILED: true, HEAD_VECTORS: !!vectors, PATCH: !!patch, KEY_RANGES: !!ranges, KNOCKOUT: !!ko },
+      defines: { IMAGE_SPAN: !!span, TILED: true, HEAD_VECTORS: !!vectors, PATCH: !!patch, KEY_RANGES: !!ranges, KNOCKOUT: !!ko },
       constants: {
         TILE_ROWS: tl.rows,
         TILE_LANES: tl.lanes,
@@ -538,7 +550,7 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
       name: 'attention_solo',
       source,
       entryPoint: 'solo',
-      defines: { SOLO: true, CAPTURE: capture, HEAD_VECTORS: !!vectors, PATCH: !!patch, KEY_RANGES: !!ranges, KNOCKOUT: !!ko, VARIANTS: !!variants, KV4: true },
+      defines: { IMAGE_SPAN: !!span, SOLO: true, CAPTURE: capture, HEAD_VECTORS: !!vectors, PATCH: !!patch, KEY_RANGES: !!ranges, KNOCKOUT: !!ko, VARIANTS: !!variants, KV4: true },
       constants,
       bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', 'write', capture ? 'write' : null, vectors ? 'read' : null, ranges ? 'read' : null, ko ? 'read' : null],
     });
@@ -549,7 +561,7 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
     const kernel = ctx.kernel({
       name: 'attention',
       source,
-      defines: { CAPTURE: capture, HEAD_VECTORS: !!vectors, PATCH: !!patch, KEY_RANGES: !!ranges, KNOCKOUT: !!ko, VARIANTS: !!variants, KV4: kv4 },
+      defines: { IMAGE_SPAN: !!span, CAPTURE: capture, HEAD_VECTORS: !!vectors, PATCH: !!patch, KEY_RANGES: !!ranges, KNOCKOUT: !!ko, VARIANTS: !!variants, KV4: kv4 },
       constants,
       bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', 'write', capture ? 'write' : null, vectors ? 'read' : null, ranges ? 'read' : null, ko ? 'read' : null],
     });
@@ -566,7 +578,7 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
     name: 'attention_split_partial',
     source,
     entryPoint: 'split_partial',
-    defines: { SPLIT: true, HEAD_VECTORS: !!vectors, KEY_RANGES: !!ranges, KNOCKOUT: !!ko, VARIANTS: !!variants, KV4: kv4 },
+    defines: { IMAGE_SPAN: !!span, SPLIT: true, HEAD_VECTORS: !!vectors, KEY_RANGES: !!ranges, KNOCKOUT: !!ko, VARIANTS: !!variants, KV4: kv4 },
     constants,
     bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', null, null, null, ranges ? 'read' : null, ko ? 'read' : null, 'write'],
   });
@@ -582,4 +594,26 @@ export function attention(ctx: GpuContext, rec: Recorder, a: AttentionArgs): voi
   resources.push(partials);
   rec.dispatch(partial, u, resources, fold(a.rows * a.heads * plan.splits, maxGroups), `${label} (split KV x${plan.splits})`);
   rec.dispatch(merge, u, resources, fold(a.rows * a.heads, maxGroups), `${label} (split KV merge)`);
+}
+
+/**
+ * The image keys as one run after writing `flags` at `pos0` into a flag buffer of `length` positions that held `span`
+ * (null: not one run, or not known). A write from 0 over the whole buffer decides afresh: its ones as [first, last + 1)
+ * when they are consecutive ([0, 0] for none), else null. A partial write keeps `span` when it writes no one and misses
+ * the span, and otherwise gives null (the kernels then read the flags, which are always right).
+ */
+export function imageKeySpanAfter(span: readonly [number, number] | null, pos0: number, flags: Uint32Array, length: number): [number, number] | null {
+  let first = -1;
+  let last = -1;
+  let ones = 0;
+  flags.forEach((f, j) => {
+    if (f === 0) return;
+    if (first < 0) first = pos0 + j;
+    last = pos0 + j;
+    ones++;
+  });
+  if (pos0 === 0 && flags.length >= length) return ones === 0 ? [0, 0] : ones === last - first + 1 ? [first, last + 1] : null;
+  if (!span || ones > 0) return null;
+  const end = pos0 + flags.length;
+  return span[0] === span[1] || end <= span[0] || pos0 >= span[1] ? [span[0], span[1]] : null;
 }

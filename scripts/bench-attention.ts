@@ -37,7 +37,7 @@
 import type { GpuContext } from '../src/gpu/context.js';
 import type { Tensor } from '../src/gpu/tensor.js';
 import { type BenchClock, timeCalls } from './bench-pair.js';
-import { attention, attentionKvReads, attentionPlan, type AttentionArgs } from '../kernels/attention.js';
+import { attention, attentionKvReads, attentionPlan, imageKeySpanAfter, type AttentionArgs } from '../kernels/attention.js';
 import { type InterventionSpec, EMPTY_INTERVENTIONS } from '../src/spec/spec.js';
 import { headParamTable, headVectorTable, knockoutBits, patchCall, steerRows, temperatureRows } from '../src/spec/head-params.js';
 
@@ -192,6 +192,8 @@ export async function benchAttention(
       pos0,
       headParams: plainParams,
       keyIsImage,
+      // One run of image keys: what the decoder passes for a one-image prompt (the flags then go unread).
+      imageKeySpan: imageKeySpanAfter(null, 0, isImage, L),
       z: q, // replaced per contender
     };
     const contenders: Contender[] = [];

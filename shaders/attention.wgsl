@@ -64,6 +64,8 @@ struct Params {
   self_prefix: u32, // VARIANTS: keys every row shares; row i's own key is pos0 + i
   splits: u32,     // SPLIT: slices per (row, head)
   split_keys: u32, // SPLIT: stream indices per slice
+  img_begin: u32,  // IMAGE_SPAN: the image keys are exactly [img_begin, img_end)
+  img_end: u32,
 }
 
 struct HeadParams {
@@ -135,11 +137,21 @@ fn load_q(t: u32, i: u32, h: u32) {
   workgroupBarrier();
 }
 
+// Whether a key is an image token: a range test under IMAGE_SPAN (the caller knows the image keys form one run, e.g.
+// one image's tokens), which spares a load per key; else its flag.
+fn is_image_key(key: u32) -> bool {
+#if IMAGE_SPAN
+  return key >= p.img_begin && key < p.img_end;
+#else
+  return key_is_image[key] != 0u;
+#endif
+}
+
 // q · k of a key scaled, then the image-key temperature: what main and tiled both do to a dot product.
 fn tempered(dot: f32, key: u32, alpha: f32) -> f32 {
   var s = dot * p.scale;
   // Rows and heads without a temperature (alpha 1: uniform per row and head) read no key flag.
-  if (alpha != 1.0 && key_is_image[key] != 0u) {
+  if (alpha != 1.0 && is_image_key(key)) {
     s *= alpha;
   }
   return s;

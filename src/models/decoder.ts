@@ -9,7 +9,7 @@ import { rows } from '../../kernels/common.js';
 import { matmul, matmulGated } from '../../kernels/matmul.js';
 import { rmsNorm } from '../../kernels/norm.js';
 import { rope } from '../../kernels/rope.js';
-import { attention } from '../../kernels/attention.js';
+import { attention, imageKeySpanAfter } from '../../kernels/attention.js';
 import { embed } from '../../kernels/embed.js';
 import type { DecoderConfig } from './config.js';
 import type { WeightLoader } from './weights.js';
@@ -99,6 +99,8 @@ export class Decoder {
   private vectorsOn = false;
   /** u32 per position: 1 where the token is an image token. */
   keyIsImage!: GPUBuffer;
+  /** The image positions as one run [begin, end) while keyIsImage holds exactly that (attention's imageKeySpan); else null. */
+  imageKeySpan: [number, number] | null = null;
 
   constructor(
     private ctx: GpuContext,
@@ -200,6 +202,7 @@ export class Decoder {
       this.vCache.push(this.ctx.activation([maxLen, kvWidth], `text.${l}.v_cache`));
     }
     this.keyIsImage = this.ctx.createBuffer(maxLen * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, 'text.key_is_image');
+    this.imageKeySpan = [0, 0]; // a new buffer is zeros
     this.maxLen = maxLen;
   }
 
@@ -215,6 +218,7 @@ export class Decoder {
   /** Mark which cache positions [pos0, pos0 + flags.length) hold image tokens. */
   writeImageKeys(pos0: number, flags: Uint32Array): void {
     this.ctx.write(this.keyIsImage, pos0 * 4, flags);
+    this.imageKeySpan = imageKeySpanAfter(this.imageKeySpan, pos0, flags, this.maxLen);
   }
 
   /**
@@ -281,6 +285,7 @@ export class Decoder {
         patch: patchSlot !== undefined ? { map: step.patch!.mapOffset, vectors: step.patch!.vectorOffset } : null,
         variants: step.variantPrefix !== undefined ? { prefix: step.variantPrefix } : null,
         keyIsImage: this.keyIsImage,
+        imageKeySpan: this.imageKeySpan,
         tempRows: step.tempRows,
         steerRows: step.steerRows,
         knockout:
@@ -321,3 +326,4 @@ export class Decoder {
     if (this.s) for (const t of Object.values(this.s)) this.ctx.destroyBuffer(t.buffer);
   }
 }
+
