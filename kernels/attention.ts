@@ -7,7 +7,7 @@
 // single pass would leave a GPU mostly idle: few rows and heads (a decode step) over many keys; or tiled (entry point
 // tiled: a workgroup per block of query rows and head, K / V tiles in workgroup memory shared by the block's rows)
 // for a prefill of many rows over many keys, where main would read every K / V row once per query row. On CPU adapters
-// the single pass runs as solo: a thread per (row, head), no workgroup memory or barrier,
+// the single pass runs as solo from SOLO_MIN_ROWS rows: a thread per (row, head), no workgroup memory or barrier,
 // the same arithmetic as main in the same order (bit-equal results).
 
 import source from '../shaders/attention.wgsl';
@@ -98,6 +98,12 @@ export interface AttentionShape {
   kv4?: boolean;
 }
 
+/**
+ * Query rows from which a CPU adapter runs the single pass as solo (one thread per (row, head)) rather than main (a
+ * workgroup per (row, head)): a decode step's few (row, head) items would leave solo's lanes and the CPU's cores idle.
+ */
+export const SOLO_MIN_ROWS = 16;
+
 /** false: the single pass; true: split KV sliced as the rule would (at least two slices); { chunk }: keys per slice. */
 export type AttentionSplit = boolean | { chunk: number };
 
@@ -168,10 +174,9 @@ export function planAttention(
   const forcedTiled = tiled !== undefined && tiled !== false;
   if (forcedSplit && forcedTiled) throw new Error('attention: split KV and tiled are both forced');
   if (solo === true && (forcedSplit || forcedTiled)) throw new Error('attention: solo and split KV or tiled are both forced');
-  // The single pass: solo where forced or on a CPU adapter, at every row count (a decode step too: measured against
-  // main at 1-8 rows, 8-32 heads, L 256-2048, 0.80-1.01 of its CPU time, though one row of 8 heads is one workgroup
-  // on one core); main otherwise, and where K / V do not load as vec4s (solo keeps a row's q and acc as vec4s).
-  const soloAsked = solo === true || (solo === undefined && profile.cpu);
+  // The single pass: solo where forced or, on a CPU adapter, for SOLO_MIN_ROWS rows or more; main otherwise, and
+  // where K / V do not load as vec4s (solo keeps a row's q and acc as vec4s).
+  const soloAsked = solo === true || (solo === undefined && profile.cpu && s.rows >= SOLO_MIN_ROWS);
   const plain = (reason: string): AttentionPlan => {
     if (!soloAsked || s.rows * s.heads === 0) return main(reason);
     if (!s.kv4) return main(`${reason} (main: K / V do not load as vec4s, which solo needs)`);

@@ -1,11 +1,11 @@
 // The single pass as one thread per (row, head) (kernels/attention.ts: entry point solo, no workgroup memory, no
-// barrier; the CPU adapters' single pass): forced on at odd sizes with every per-key and
+// barrier; the CPU adapters' single pass from SOLO_MIN_ROWS rows): forced on at odd sizes with every per-key and
 // per-head feature (temperature, head vectors, steering scopes, patch, key ranges, knockout, variants, GQA, causal
 // with pos0 > 0 and not, head_dim 4 to 256), against the float64 reference and against main bit for bit (it streams
 // main's chunks in main's order of operations); a pattern capture; the selection rule on both sides of each branch.
 
 import { describe, expect, it } from 'vitest';
-import { attention, attentionPlan, attentionWorkgroup, planAttention, type AttentionShape } from '../kernels/attention.js';
+import { attention, attentionPlan, attentionWorkgroup, planAttention, SOLO_MIN_ROWS, type AttentionShape } from '../kernels/attention.js';
 import { type Case, type Inputs, expected, inputs, segments, upload } from './helpers/attention-cases.js';
 import { expectClose, gpuContext, read } from './helpers/gpu.js';
 
@@ -110,10 +110,12 @@ describe('solo selection rule', () => {
   const gpu = { ...cpu, cpu: false };
   const shape = (rows: number, over: Partial<AttentionShape> = {}): AttentionShape => ({ rows, heads: 8, headDim: 64, nKeys: 512, capture: false, partialBuffers: 6, kv4: true, ...over });
 
-  it('a CPU adapter: solo with vec4 K / V at any row count, main without vec4s or when ruled out', () => {
-    for (const rows of [1, 2, 16, 4096]) expect(planAttention(cpu, shape(rows)).solo).toBe(true);
-    expect(planAttention(cpu, shape(1)).reason).toMatch(/solo, a thread per/);
+  it('a CPU adapter: solo from SOLO_MIN_ROWS rows with vec4 K / V, main below, without vec4s, or when ruled out', () => {
+    expect(planAttention(cpu, shape(SOLO_MIN_ROWS)).solo).toBe(true);
+    expect(planAttention(cpu, shape(SOLO_MIN_ROWS)).reason).toMatch(/solo, a thread per/);
     expect(planAttention(cpu, shape(4096, { capture: true })).solo).toBe(true);
+    expect(planAttention(cpu, shape(SOLO_MIN_ROWS - 1)).solo).toBe(false);
+    expect(planAttention(cpu, shape(1)).solo).toBe(false); // a decode step
     expect(planAttention(cpu, shape(4096, { kv4: false })).solo).toBe(false);
     expect(planAttention(cpu, shape(4096), undefined, undefined, false).solo).toBe(false);
     expect(planAttention(cpu, shape(4096, { rows: 0 }), undefined, undefined, true).solo).toBe(false);
@@ -123,7 +125,7 @@ describe('solo selection rule', () => {
   });
 
   it('a GPU: never solo unless forced; forcing it with split KV or tiled is an error', () => {
-    for (const rows of [1, 16, 4096]) expect(planAttention(gpu, shape(rows)).solo).toBe(false);
+    for (const rows of [1, SOLO_MIN_ROWS, 4096]) expect(planAttention(gpu, shape(rows)).solo).toBe(false);
     expect(planAttention(gpu, shape(1), undefined, undefined, true).solo).toBe(true);
     expect(planAttention(gpu, shape(1), undefined, undefined, true).reason).toMatch(/forced/);
     expect(() => planAttention(gpu, shape(64), true, undefined, true)).toThrow(/solo and split KV or tiled are both forced/);

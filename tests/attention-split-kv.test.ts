@@ -214,7 +214,7 @@ describe('split-KV selection rule', () => {
   it('this adapter: attention follows planAttention on its own profile', async () => {
     const ctx = await gpuContext();
     const shape = decode(32, 4096);
-    const own = planAttention({ ...adapterProfile(ctx), maxStorageBuffers: ctx.limits.maxStorageBuffersPerShaderStage }, { ...shape, kv4: true });
+    const own = planAttention({ ...adapterProfile(ctx), maxStorageBuffers: ctx.limits.maxStorageBuffersPerShaderStage }, shape);
     expect(attentionPlan(ctx, { rows: 1, heads: 32, headDim: 128, nKeys: 4096, pattern: null, keyRanges: null, knockout: null })).toEqual(own);
     expect(own.split).toBe(!adapterProfile(ctx).cpu);
   });
