@@ -537,12 +537,13 @@ fn solo(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var cm = NEG_BIG;
     for (var j = 0u; j < n_here; j++) {
       let key = kc + j;
-      let kb4 = k_base4 + key_of(key, i) * stride4;
+      let kk = key_of(key, i);
+      let kb4 = k_base4 + kk * stride4;
       var dot_qk = 0.0;
       for (var d4 = 0u; d4 < n4; d4++) {
         dot_qk += dot(qv[d4], k[kb4 + d4]);
       }
-      var s = tempered(dot_qk, key_of(key, i), keys.alpha);
+      var s = tempered(dot_qk, kk, keys.alpha);
 #if KNOCKOUT
       if (knock_row && knocked(i, key)) {
         s = NEG_BIG;
